@@ -1,0 +1,183 @@
+"""The `fleet` command: parses options, runs the engine, prints views.
+
+User mistakes end here as `file:line:col: message` lines or one `error:` line with exit
+code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from reconciler import views
+from reconciler.errors import UserError
+
+app = typer.Typer(
+    name="fleet",
+    help="Keep fleets of tmux-hosted AI agents matching a Git repository.\n\n"
+    "Example: fleet reconcile examples/fleets/minimal --host demo --dry-run",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+RepoArg = Annotated[Path, typer.Argument(help="The fleet repository (a folder with fleet.yaml).", show_default=False)]
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Reconcile the agents of this host. Default: this machine's hostname.", show_default=False),
+]
+TenantOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tenant", help="Only this tenant (repeatable). Default: all.", show_default=False),
+]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Heartbeats, usage and history. Default: $FLEET_STATE_DIR or ~/.local/state/mosaic-fleet.", show_default=False),
+]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _check_output(value: str) -> str:
+    if value not in {"text", "json"}:
+        raise UserError(f"--output must be text or json, not {value!r}")
+    return value
+
+
+def _check_repo(repo: Path) -> Path:
+    if not repo.is_dir():
+        raise UserError(f"{repo}: no such folder; give the path of a fleet repository (it holds fleet.yaml)")
+    return repo
+
+
+def _state_dir(value: Path | None) -> Path:
+    from reconciler.drivers.files import default_state_dir
+
+    return value if value is not None else default_state_dir()
+
+
+@app.command()
+def validate(repo: RepoArg, output: OutputOpt = "text") -> None:
+    """Check every spec in REPO; print each problem as file:line:col: message.
+
+    Example: fleet validate examples/fleets/coding
+    """
+    from reconciler.spec.load import load_repo
+
+    _check_output(output)
+    loaded = load_repo(_check_repo(repo))
+    if output == "json":
+        doc = {
+            "valid": loaded.ok,
+            "tenants": sorted(loaded.tenants),
+            "invalid_tenants": sorted(loaded.invalid_tenants),
+            "errors": [{"path": e.path, "line": e.line, "col": e.col, "message": e.message, "tenant": e.tenant} for e in loaded.errors],
+        }
+        out.print_json(json.dumps(doc)) if out.is_terminal else print(views.to_json(doc))
+    views.print_errors(err, loaded.errors)
+    if loaded.errors:
+        n = len(loaded.errors)
+        err.print(f"{n} error{'s' if n != 1 else ''}; nothing was applied.", highlight=False)
+        raise typer.Exit(1)
+    if output == "text":
+        agents = sum(len(t.roster.agents) for t in loaded.tenants.values())
+        out.print(f"{repo}: valid ({len(loaded.tenants)} tenant(s), {agents} agent(s)).", highlight=False)
+
+
+@app.command()
+def reconcile(
+    repo: RepoArg,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="With --dry-run: exit 0 when nothing would change, 2 when something would, 1 on error.")
+    ] = False,
+    allow_mass_stop: Annotated[
+        bool, typer.Option("--allow-mass-stop", help="Apply a plan that stops more than half of a tenant's running agents.")
+    ] = False,
+    host: HostOpt = None,
+    tenant: TenantOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Make this host's agents match REPO. With --dry-run, only show what would change.
+
+    Example: fleet reconcile examples/fleets/minimal --host demo --dry-run --detailed-exitcode
+    """
+    from reconciler.engine.tick import TickInputs, plan_tick
+
+    _check_output(output)
+    loaded_repo = _check_repo(repo)
+    inputs = TickInputs(
+        repo=loaded_repo,
+        host=host or socket.gethostname(),
+        state_dir=_state_dir(state_dir),
+        tenants=set(tenant) if tenant else None,
+        command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
+        allow_mass_stop=allow_mass_stop,
+    )
+    tick = plan_tick(inputs)
+    unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
+    if unknown:
+        raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo}/tenants/")
+    views.print_errors(err, tick.repo.errors)
+    if output == "json":
+        print(views.to_json(views.plan_document(tick.plan, tick.repo.errors)))
+    else:
+        views.print_plan(out, tick.plan, len(tick.repo.errors))
+    if not dry_run:
+        raise UserError("applying a plan comes with issue 3; run with --dry-run for now")
+    if tick.repo.errors:
+        raise typer.Exit(1)
+    if detailed_exitcode and tick.plan.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the *.schema.json files.")] = Path("specs"),
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when the files on disk are stale; write nothing.")] = False,
+) -> None:
+    """Write the JSON Schemas of every kind (for editors and CI).
+
+    Example: fleet schema --out specs --check
+    """
+    from reconciler.spec.schemas import render_schemas
+
+    stale = []
+    for name, text in render_schemas().items():
+        path = out_dir / name
+        current = path.read_text() if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not check:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if check and stale:
+        for path in stale:
+            err.print(f"{path}: stale; run `fleet schema --out {out_dir}`", highlight=False)
+        raise typer.Exit(1)
+    verb = "are current" if not stale else ("written" if not check else "stale")
+    out.print(f"{len(render_schemas())} schemas in {out_dir} {verb}.", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

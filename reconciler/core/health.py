@@ -1,0 +1,103 @@
+"""Agent health from one observation: heartbeats, dead panes, start-up grace, backoff.
+
+Healthy means the agent answered a heartbeat within `heartbeat_timeout` (SPEC.md), never
+merely that its pane is alive. Pure: `now` is an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from reconciler.model.history import RestartRecord
+from reconciler.model.observed import Heartbeat, ObservedSession
+
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_CAP = timedelta(minutes=5)
+#: After this many restarts in a row without recovering, an agent is reported Stalled.
+STALL_AFTER = 5
+#: Heartbeats stamped further ahead than this are not trusted (a skewed clock or a forgery).
+FUTURE_SKEW = timedelta(seconds=60)
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    STARTING = "starting"
+    STALE = "stale"
+    SILENT = "silent"
+    DEAD = "dead"
+    ABSENT = "absent"
+
+    @property
+    def needs_restart(self) -> bool:
+        return self in {Health.STALE, Health.SILENT, Health.DEAD}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    health: Health
+    message: str
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def assess(
+    session: ObservedSession | None,
+    heartbeat: Heartbeat | None,
+    *,
+    now: datetime,
+    timeout: timedelta,
+    grace: timedelta,
+) -> Verdict:
+    """One agent's health, with the evidence in words."""
+    if session is None:
+        return Verdict(Health.ABSENT, "no session")
+    if session.pane_dead:
+        status = "" if session.dead_status is None else f" with status {session.dead_status}"
+        return Verdict(Health.DEAD, f"pane exited{status}")
+    age_of_session = now - session.created
+    in_grace = age_of_session < grace
+    beat = heartbeat
+    if beat is not None and beat.ts < session.created - timedelta(seconds=1):
+        beat = None  # a heartbeat from before this session started belongs to an earlier run
+    if beat is not None and beat.ts - now > FUTURE_SKEW:
+        return Verdict(
+            Health.STARTING if in_grace else Health.SILENT,
+            f"last heartbeat is stamped {_ago(beat.ts - now)} in the future; check the host clock",
+        )
+    if beat is None:
+        if in_grace:
+            return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}")
+        return Verdict(Health.SILENT, f"no heartbeat in {_ago(age_of_session)} since start (timeout {_ago(timeout)})")
+    age = max(now - beat.ts, timedelta(0))
+    if age <= timeout:
+        return Verdict(Health.HEALTHY, f"heartbeat {_ago(age)} ago, state {beat.state}")
+    if in_grace:
+        return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}")
+    return Verdict(Health.STALE, f"last heartbeat {_ago(age)} ago, over the {_ago(timeout)} timeout")
+
+
+def backoff(attempts: int) -> timedelta:
+    """Delay before restart number `attempts + 1`: 10 s doubling, capped at 5 min.
+
+    >>> [int(backoff(n).total_seconds()) for n in range(0, 7)]
+    [0, 10, 20, 40, 80, 160, 300]
+    """
+    if attempts <= 0:
+        return timedelta(0)
+    return min(BACKOFF_BASE * (2 ** (attempts - 1)), BACKOFF_CAP)
+
+
+def next_restart_at(record: RestartRecord | None) -> datetime | None:
+    """When a health restart may happen again, or None when it may happen now."""
+    if record is None or record.attempts <= 0:
+        return None
+    return record.last_at + backoff(record.attempts)

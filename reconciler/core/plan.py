@@ -1,0 +1,157 @@
+"""The plan as data: a small closed set of actions, each with its reason.
+
+Produced by `core.planner.plan`, printed by dry-run, executed by the apply engine; the
+JSON form carries its own `format_version` so scripts can rely on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from reconciler.model.launch import LaunchSpec
+from reconciler.model.observed import SocketKey
+
+FORMAT_VERSION = "1"
+
+
+class ActionKind(StrEnum):
+    SPAWN = "spawn"
+    STOP = "stop"
+    RESTART = "restart"
+    DOWNGRADE = "downgrade"
+    QUEUE = "queue"
+    REFUSE = "refuse"
+
+
+#: Apply order within a tenant: make room first, then start.
+ACTION_ORDER = {k: i for i, k in enumerate([ActionKind.STOP, ActionKind.QUEUE, ActionKind.REFUSE,
+                                            ActionKind.RESTART, ActionKind.DOWNGRADE, ActionKind.SPAWN])}
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One difference between desired and observed, e.g. Drift("model", "opus", "sonnet")."""
+
+    field: str
+    desired: str
+    observed: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why an action is planned: the rule that fired and the evidence in words."""
+
+    rule: str
+    message: str
+    source: str | None = None  # the spec that asks for it, e.g. "tenants/jarvis/roster.yaml agents[coder0-0]"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    tenant: str
+    host: str
+    agent: str
+    socket: SocketKey
+    model: str | None
+    reason: Reason
+    launch: LaunchSpec | None = None
+    drift: tuple[Drift, ...] = ()
+
+    def sort_key(self) -> tuple[str, int, str]:
+        return (self.tenant, ACTION_ORDER[self.kind], self.agent)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A session the fleet wants but does not own: reported, never touched."""
+
+    tenant: str
+    agent: str
+    socket: SocketKey
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Actions kept back by a safety rule; they run only when the user confirms."""
+
+    tenant: str
+    rule: str
+    message: str
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A restart deferred by backoff."""
+
+    tenant: str
+    agent: str
+    until: datetime
+    attempts: int
+    stalled: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    host: str
+    actions: tuple[Action, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    holds: tuple[Hold, ...] = ()
+    waits: tuple[Wait, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def counts(self) -> dict[str, int]:
+        out = {k.value: 0 for k in ActionKind}
+        for action in self.actions:
+            out[action.kind.value] += 1
+        return out
+
+
+def action_json(action: Action) -> dict[str, Any]:
+    return {
+        "action": action.kind.value,
+        "tenant": action.tenant,
+        "host": action.host,
+        "agent": action.agent,
+        "model": action.model,
+        "reason": action.reason.message,
+        "rule": action.reason.rule,
+        "source": action.reason.source,
+        "socket": action.socket.label(),
+        "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in action.drift],
+        "command": list(action.launch.argv) if action.launch else None,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The machine-readable plan (SPEC.md CLI contract), stable key order."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "host": plan.host,
+        "actions": [action_json(a) for a in plan.actions],
+        "conflicts": [
+            {"tenant": c.tenant, "agent": c.agent, "socket": c.socket.label(), "message": c.message}
+            for c in plan.conflicts
+        ],
+        "held": [
+            {"tenant": h.tenant, "rule": h.rule, "message": h.message, "actions": [action_json(a) for a in h.actions]}
+            for h in plan.holds
+        ],
+        "waiting": [
+            {"tenant": w.tenant, "agent": w.agent, "until": w.until.isoformat(), "attempts": w.attempts,
+             "stalled": w.stalled, "message": w.message}
+            for w in plan.waits
+        ],
+        "notes": list(plan.notes),
+        "summary": plan.counts(),
+    }

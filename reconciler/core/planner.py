@@ -1,0 +1,186 @@
+"""The planner: desired + observed (+ restart history) at `now` -> a sorted Plan.
+
+A pure function, no I/O, no clock, no globals, so dry-run and apply share one code
+path and plans are snapshot-tested. Only sessions marked as the fleet's own are ever
+stopped or restarted; a plan that would stop most of a tenant is held back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
+from reconciler.core.health import STALL_AFTER, assess, next_restart_at
+from reconciler.core.plan import Action, ActionKind, Conflict, Drift, Hold, Plan, Reason, Wait
+from reconciler.model.history import RestartRecord
+from reconciler.model.observed import ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
+
+MASS_STOP_RULE = "blast-radius"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    allow_mass_stop: bool = False
+    history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The plan being assembled; frozen into a Plan at the end."""
+
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    waits: list[Wait] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options: PlanOptions | None = None) -> Plan:
+    """Every action that makes this host match the desired state, with its reason."""
+    opts = options or PlanOptions()
+    draft = _Draft()
+    for tenant in desired.tenants.values():
+        snap = observed.sockets.get(tenant.socket)
+        if snap is None or snap.error:
+            why = snap.error if snap else "it was not observed"
+            draft.notes.append(f"tenant {tenant.name}: skipped, tmux socket {tenant.socket.label()} could not be read ({why})")
+            continue
+        _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts)
+    _plan_orphans(draft, desired, observed, opts)
+    if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants:
+        hosts = ", ".join(sorted(desired.hosts()))
+        draft.notes.append(f"no agent is assigned to host {desired.host!r} (hosts in the repository: {hosts}); pass --host to reconcile another")
+    return Plan(
+        host=desired.host,
+        actions=tuple(sorted(draft.actions, key=Action.sort_key)),
+        conflicts=tuple(sorted(draft.conflicts, key=lambda c: (c.tenant, c.agent))),
+        holds=tuple(sorted(draft.holds, key=lambda h: h.tenant)),
+        waits=tuple(sorted(draft.waits, key=lambda w: (w.tenant, w.agent))),
+        notes=tuple(draft.notes),
+    )
+
+
+def _source(agent: DesiredAgent) -> str:
+    return f"tenants/{agent.tenant}/roster.yaml agents[{agent.name}]"
+
+
+def _action(kind: ActionKind, agent: DesiredAgent, rule: str, message: str, drift: tuple[Drift, ...] = ()) -> Action:
+    return Action(kind, agent.tenant, agent.host, agent.name, agent.launch.socket, agent.model,
+                  Reason(rule, message, _source(agent)), agent.launch, drift)
+
+
+def _plan_tenant(
+    draft: _Draft,
+    tenant: DesiredTenant,
+    snap: SocketSnapshot,
+    host: str,
+    observed: ObservedFleet,
+    now: datetime,
+    opts: PlanOptions,
+) -> None:
+    wanted = tenant.on_host(host)
+    for agent in wanted.values():
+        session = snap.sessions.get(agent.name)
+        if session is None:
+            draft.actions.append(_action(ActionKind.SPAWN, agent, "absent",
+                                         f"no session {agent.name!r} on tmux socket {tenant.socket.label()}"))
+        elif not _owns(session, agent):
+            draft.conflicts.append(_conflict(agent, session))
+        else:
+            _plan_running(draft, agent, session, observed, now, opts)
+    stops = [
+        _stop(tenant.name, host, tenant.socket, s, _stop_message(tenant, s, host))
+        for s in snap.sessions.values()
+        if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host and s.name not in wanted
+    ]
+    running = sum(1 for s in snap.sessions.values() if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host)
+    _add_stops(draft, tenant.name, stops, running, opts)
+
+
+def _owns(session: ObservedSession, agent: DesiredAgent) -> bool:
+    return session.marks.owned and session.marks.tenant == agent.tenant and session.marks.agent == agent.name
+
+
+def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
+    marks = session.marks
+    if marks.owned:
+        whose = f"it is marked as agent {marks.agent!r} of tenant {marks.tenant!r}"
+    else:
+        whose = "it has no @fleet-tenant/@fleet-agent marks, so the fleet did not create it"
+    return Conflict(
+        agent.tenant, agent.name, agent.launch.socket,
+        f"session {session.name!r} on tmux socket {agent.launch.socket.label()} is not this agent's: {whose}; "
+        f"the fleet will not touch it. Rename or close it by hand (tmux rename-session), or rename the agent",
+    )
+
+
+def _plan_running(
+    draft: _Draft, agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime, opts: PlanOptions
+) -> None:
+    if session.marks.spec_hash != agent.launch.spec_hash:
+        drift = ()
+        if session.marks.model and session.marks.model != agent.model:
+            drift = (Drift("model", agent.model, session.marks.model),)
+        what = f"model {session.marks.model} -> {agent.model}" if drift else "command, environment or workdir changed"
+        draft.actions.append(_action(
+            ActionKind.RESTART, agent, "spec-changed",
+            f"@fleet-spec-hash {session.marks.spec_hash or '(none)'} differs from desired {agent.launch.spec_hash} ({what})",
+            drift,
+        ))
+        return
+    verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
+                     timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+    if not verdict.health.needs_restart:
+        return
+    record = opts.history.get((agent.tenant, agent.name))
+    not_before = next_restart_at(record)
+    if record is not None and not_before is not None and now < not_before:
+        stalled = record.attempts >= STALL_AFTER
+        draft.waits.append(Wait(
+            agent.tenant, agent.name, not_before, record.attempts, stalled,
+            f"{verdict.message}; restart {record.attempts + 1} backs off until {not_before.isoformat()}"
+            + (f" (Stalled: {record.attempts} restarts without recovering)" if stalled else ""),
+        ))
+        return
+    draft.actions.append(_action(ActionKind.RESTART, agent, f"health-{verdict.health.value}", verdict.message))
+
+
+def _stop_message(tenant: DesiredTenant, session: ObservedSession, host: str) -> str:
+    elsewhere = [a.host for a in tenant.agents if a.name == session.name and a.host != host]
+    if elsewhere:
+        return f"agent {session.name!r} now runs on host {elsewhere[0]!r}, not {host!r}"
+    return f"agent {session.name!r} is no longer in tenants/{tenant.name}/roster.yaml"
+
+
+def _stop(tenant: str, host: str, socket: SocketKey, session: ObservedSession, message: str) -> Action:
+    return Action(ActionKind.STOP, tenant, host, session.name, socket, session.marks.model or None,
+                  Reason("not-desired", message))
+
+
+def _add_stops(draft: _Draft, tenant: str, stops: list[Action], running: int, opts: PlanOptions) -> None:
+    if not stops:
+        return
+    if len(stops) * 2 > running and not opts.allow_mass_stop:
+        draft.holds.append(Hold(
+            tenant, MASS_STOP_RULE,
+            f"tenant {tenant}: the plan would stop {len(stops)} of its {running} running agents on this host "
+            f"(more than half), so the stops are held; if that is intended, re-run with --allow-mass-stop",
+            tuple(sorted(stops, key=Action.sort_key)),
+        ))
+        return
+    draft.actions.extend(stops)
+
+
+def _plan_orphans(draft: _Draft, desired: DesiredFleet, observed: ObservedFleet, opts: PlanOptions) -> None:
+    """Sessions of tenants that are gone from the repository (not merely invalid or filtered)."""
+    known = set(desired.tenants) | set(desired.frozen)
+    by_tenant: dict[str, list[Action]] = {}
+    for snap in observed.sockets.values():
+        for s in snap.sessions.values():
+            if s.marks.owned and s.marks.host == desired.host and s.marks.tenant not in known:
+                msg = f"tenant {s.marks.tenant!r} is no longer in the repository (no tenants/{s.marks.tenant}/)"
+                by_tenant.setdefault(s.marks.tenant, []).append(_stop(s.marks.tenant, desired.host, snap.key, s, msg))
+    for tenant, stops in sorted(by_tenant.items()):
+        _add_stops(draft, tenant, stops, len(stops), opts)

@@ -1,0 +1,66 @@
+"""One tick up to the plan: load -> desired -> observe -> plan.
+
+Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
+dry-run prints is exactly what an apply would do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.core.desired import DesiredFleet, build_desired
+from reconciler.core.plan import Plan
+from reconciler.core.planner import PlanOptions, plan
+from reconciler.engine.observe import observe
+from reconciler.model.observed import ObservedFleet
+from reconciler.spec.load import load_repo
+from reconciler.spec.repo import FleetRepo
+
+
+@dataclass(frozen=True, slots=True)
+class TickInputs:
+    repo: Path
+    host: str
+    state_dir: Path
+    tenants: Collection[str] | None = None
+    command_override: str | None = None
+    allow_mass_stop: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    inputs: TickInputs
+    repo: FleetRepo
+    desired: DesiredFleet
+    observed: ObservedFleet
+    plan: Plan
+    now: datetime
+
+
+def heartbeat_dir(state_dir: Path, tenant: str) -> Path:
+    return state_dir / tenant / "heartbeats"
+
+
+def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
+    """Everything up to the plan, with exactly one observation of the world."""
+    repo = load_repo(inputs.repo)
+    desired = build_desired(
+        repo,
+        host=inputs.host,
+        state_dir=str(inputs.state_dir),
+        command_override=inputs.command_override,
+        only_tenants=inputs.tenants,
+    )
+    at = now or datetime.now(UTC)
+    users = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
+    observed = observe(
+        desired.sockets,
+        users,
+        {name: heartbeat_dir(inputs.state_dir, name) for name in desired.tenants},
+        at,
+    )
+    result = plan(desired, observed, at, PlanOptions(allow_mass_stop=inputs.allow_mass_stop))
+    return Tick(inputs, repo, desired, observed, result, at)

@@ -1,0 +1,142 @@
+"""Frozen snapshots of what runs on a host: the observe step's output, the planner's input.
+
+One `ObservedFleet` is taken per tick with a constant number of external calls per
+tenant; everything downstream (plan, status, `fleet ps`) reads this snapshot and never
+the world, so a recorded snapshot replays exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+#: tmux user options that mark a session as the fleet's own (SPEC.md, runtime contract).
+OPT_TENANT = "@fleet-tenant"
+OPT_AGENT = "@fleet-agent"
+OPT_HOST = "@fleet-host"
+OPT_SPEC_HASH = "@fleet-spec-hash"
+OPT_MODEL = "@fleet-model"
+FLEET_OPTIONS = (OPT_TENANT, OPT_AGENT, OPT_HOST, OPT_SPEC_HASH, OPT_MODEL)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SocketKey:
+    """Which tmux server: the Linux user it runs as and its `-L` name.
+
+    `user=None` is the reconciler's own user; `name=None` is tmux's default socket.
+    """
+
+    user: str | None
+    name: str | None
+
+    def label(self) -> str:
+        name = self.name or "default"
+        return f"{self.user}:{name}" if self.user else name
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """The fleet's user options read off a session; empty strings when unset."""
+
+    tenant: str = ""
+    agent: str = ""
+    host: str = ""
+    spec_hash: str = ""
+    model: str = ""
+
+    @property
+    def owned(self) -> bool:
+        """True when the fleet created this session (both identity marks present)."""
+        return bool(self.tenant and self.agent)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedSession:
+    """One tmux session as seen in a single `list-panes -a` (its first pane)."""
+
+    name: str
+    session_id: str
+    created: datetime
+    activity: datetime | None
+    attached: int
+    pane_pid: int | None
+    pane_dead: bool
+    dead_status: int | None
+    current_command: str
+    in_mode: bool
+    marks: Marks = field(default_factory=Marks)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSnapshot:
+    """Every session on one tmux server; `running` is False when no server answers."""
+
+    key: SocketKey
+    running: bool
+    sessions: Mapping[str, ObservedSession] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    """One systemd unit from `list-units` joined with its `list-unit-files` state."""
+
+    name: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    file_state: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.active_state in {"active", "activating", "reloading"}
+
+    @property
+    def enabled(self) -> bool:
+        return self.file_state in {"enabled", "enabled-runtime", "linked", "static"}
+
+
+@dataclass(frozen=True, slots=True)
+class SystemdSnapshot:
+    """One `systemd --user` manager's fleet units, or why it could not be asked."""
+
+    available: bool
+    units: Mapping[str, UnitState] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """An agent's last answer to the heartbeat protocol (SPEC.md)."""
+
+    tenant: str
+    host: str
+    agent: str
+    seq: int
+    ts: datetime
+    state: str
+    model: str
+    pid: int | None = None
+    ack: str | None = None
+    usage: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedFleet:
+    """Everything observed on this host in one tick.
+
+    Keyed for the planner: sockets by `SocketKey`, systemd managers by user (None is the
+    reconciler's own), heartbeats by (tenant, agent). `problems` lists what could not be
+    read (a corrupt heartbeat, an unreachable server) without failing the tick.
+    """
+
+    taken_at: datetime
+    sockets: Mapping[SocketKey, SocketSnapshot] = field(default_factory=dict)
+    systemd: Mapping[str | None, SystemdSnapshot] = field(default_factory=dict)
+    heartbeats: Mapping[tuple[str, str], Heartbeat] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
+        snap = self.sockets.get(socket)
+        return snap.sessions.get(name) if snap else None

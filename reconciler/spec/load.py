@@ -1,0 +1,167 @@
+"""Load a fleet repository: YAML with positions -> validated models, or located errors.
+
+The first step of every tick and of `fleet validate`. All errors are collected at once;
+a broken tenant is set aside and the others still load; nothing here touches the world
+beyond reading the repository's files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import SpecError
+from reconciler.spec.messages import describe
+from reconciler.spec.models import API_VERSION, Budget, Document, Fleet, Role, Roster, Tasks
+from reconciler.spec.repo import FleetRepo, TenantSpec
+from reconciler.spec.rules import check_fleet, check_shared_sockets, check_tenant
+from reconciler.spec.yamlsource import Source, read_source
+
+M = TypeVar("M", bound=Document)
+
+TENANT_FILES = {"roster.yaml": Roster, "budget.yaml": Budget, "tasks.yaml": Tasks}
+
+
+def _display(root: Path, rel: str) -> str:
+    return str(root / rel) if str(root) != "." else rel
+
+
+def _header_errors(source: Source, model: type[Document]) -> list[SpecError]:
+    """apiVersion and kind first: a wrong kind makes every other message misleading."""
+    data = source.data
+    expected_kind = model.__name__
+    errors: list[SpecError] = []
+    version = data.get("apiVersion")
+    if version != API_VERSION:
+        what = "missing" if version is None else f"{version!r}"
+        errors.append(source.error(["apiVersion"], f"apiVersion is {what}; write `apiVersion: {API_VERSION}`"))
+    kind = data.get("kind")
+    if kind != expected_kind:
+        what = "missing" if kind is None else f"{kind!r}"
+        errors.append(source.error(["kind"], f"kind is {what}; this file must say `kind: {expected_kind}`"))
+    return errors
+
+
+def parse_document(source: Source, model: type[M], tenant: str | None = None) -> M | list[SpecError]:
+    """Validate one parsed file against its kind, locating every error."""
+    header = _header_errors(source, model)
+    if header:
+        return header
+    try:
+        return model.model_validate(source.data)
+    except ValidationError as exc:
+        return located(source, exc, model, tenant)
+
+
+def located(source: Source, exc: ValidationError, model: type[BaseModel], tenant: str | None) -> list[SpecError]:
+    out = []
+    for err in exc.errors(include_url=False):
+        message, at_key = describe(err, model)
+        loc = [p for p in err["loc"] if p != "[key]"]
+        out.append(source.error(loc, message, key=at_key, tenant=tenant))
+    return out
+
+
+def _load_one(root: Path, rel: str, model: type[M], tenant: str | None) -> tuple[M | None, Source | None, list[SpecError]]:
+    source = read_source(root / rel, _display(root, rel))
+    if isinstance(source, SpecError):
+        return None, None, [SpecError(source.path, source.line, source.col, source.message, tenant)]
+    result = parse_document(source, model, tenant)
+    if isinstance(result, list):
+        return None, source, result
+    return result, source, []
+
+
+def _yaml_files(folder: Path) -> Iterable[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file())
+
+
+def load_repo(root: Path) -> FleetRepo:
+    """Read and check everything under `root`; never raises for a user's mistake."""
+    errors: list[SpecError] = []
+    fleet_file = root / "fleet.yaml"
+    fleet: Fleet | None = None
+    if not fleet_file.is_file():
+        errors.append(SpecError(_display(root, "fleet.yaml"), 1, 1,
+                                "no fleet.yaml; a fleet repository starts with fleet.yaml (see `fleet init`)"))
+    else:
+        fleet, fleet_src, errs = _load_one(root, "fleet.yaml", Fleet, None)
+        errors += errs
+        if fleet is not None and fleet_src is not None:
+            errors += check_fleet(fleet, fleet_src)
+
+    roles: dict[str, Role] = {}
+    for path in _yaml_files(root / "roles"):
+        rel = f"roles/{path.name}"
+        role, src, errs = _load_one(root, rel, Role, None)
+        errors += errs
+        if role is not None and src is not None:
+            if role.name != path.stem:
+                errors.append(src.error(["name"], f"role name {role.name!r} differs from its file name; rename the file to {role.name}.yaml or set `name: {path.stem}`"))
+            else:
+                roles[role.name] = role
+
+    tenants: dict[str, TenantSpec] = {}
+    invalid: set[str] = set()
+    tenants_dir = root / "tenants"
+    folders = sorted(p for p in tenants_dir.iterdir() if p.is_dir()) if tenants_dir.is_dir() else []
+    for folder in folders:
+        spec, errs = _load_tenant(root, folder.name, fleet, roles)
+        errors += errs
+        if spec is None or errs:
+            invalid.add(folder.name)
+        else:
+            tenants[folder.name] = spec
+
+    for err in check_shared_sockets(list(tenants.values()), fleet):
+        errors.append(err)
+        if err.tenant:
+            tenants.pop(err.tenant, None)
+            invalid.add(err.tenant)
+
+    if fleet is None:
+        invalid |= set(tenants)
+        tenants = {}
+    return FleetRepo(root, fleet, roles, tenants, frozenset(invalid), tuple(sorted(set(errors))))
+
+
+def _load_tenant(root: Path, name: str, fleet: Fleet | None, roles: dict[str, Role]) -> tuple[TenantSpec | None, list[SpecError]]:
+    errors: list[SpecError] = []
+    base = f"tenants/{name}"
+    for path in _yaml_files(root / base):
+        if path.name not in TENANT_FILES:
+            errors.append(SpecError(_display(root, f"{base}/{path.name}"), 1, 1,
+                                    f"unexpected file {path.name}; a tenant folder holds roster.yaml, budget.yaml and tasks.yaml"))
+    if not (root / base / "roster.yaml").is_file():
+        errors.append(SpecError(_display(root, f"{base}/roster.yaml"), 1, 1,
+                                f"tenant {name!r} has no roster.yaml; add one or remove the folder", name))
+        return None, errors
+    roster, r_src, errs = _load_one(root, f"{base}/roster.yaml", Roster, name)
+    errors += errs
+    budget = tasks = None
+    sources: dict[str, Source] = {}
+    b_src = t_src = None
+    if (root / base / "budget.yaml").is_file():
+        budget, b_src, errs = _load_one(root, f"{base}/budget.yaml", Budget, name)
+        errors += errs
+    if (root / base / "tasks.yaml").is_file():
+        tasks, t_src, errs = _load_one(root, f"{base}/tasks.yaml", Tasks, name)
+        errors += errs
+    for key, src in (("roster", r_src), ("budget", b_src), ("tasks", t_src)):
+        if src is not None:
+            sources[key] = src
+    if roster is None or errors:
+        return None, [_with_tenant(e, name) for e in errors]
+    spec = TenantSpec(name, roster, budget, tasks, sources)
+    if fleet is not None:
+        errors += check_tenant(spec, fleet, roles)
+    return (spec if not errors else None), [_with_tenant(e, name) for e in errors]
+
+
+def _with_tenant(err: SpecError, tenant: str) -> SpecError:
+    return err if err.tenant else SpecError(err.path, err.line, err.col, err.message, tenant)

@@ -1,0 +1,117 @@
+"""Pydantic's validation errors, said the way a person fixing a YAML file needs them.
+
+Each message names the key, says what is wrong and how to fix it; the location comes
+from `yamlsource.Source.at`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+from reconciler.spec import models as m
+
+PATTERN_HINTS: dict[str, str] = {
+    m.NAME_PATTERN: "use lower-case letters, digits and '-', starting with a letter, at most 40 characters",
+    m.SOCKET_PATTERN: "use letters, digits, '_', '.' and '-', at most 64 characters",
+    m.HOST_PATTERN: "use a host name: letters, digits, '.' and '-'",
+    m.USER_PATTERN: "use a Linux user name: lower-case letters, digits, '_' and '-'",
+    m.MODEL_PATTERN: "use letters, digits and . _ : / @ -, starting with a letter or digit",
+    m.LANE_PATTERN: "use lower-case letters, digits, '.', '_' and '-'",
+    m.DURATION_PATTERN: "write a number with a unit, e.g. 90s, 5m, 1h30m, 7d",
+}
+
+
+def _field(loc: tuple[str | int, ...]) -> str:
+    named = [p for p in loc if isinstance(p, str) and p != "[key]"]
+    return named[-1] if named else "document"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The nested model class a loc points into, to suggest its real keys."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or part == "[key]":
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _unwrap(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The BaseModel inside list[X], dict[K, X], X | None."""
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _unwrap(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation
+
+
+def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
+    """(message, points_at_key) for one pydantic error."""
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    name = _field(loc)
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        fix = f"did you mean `{close[0]}`?" if close else f"allowed keys here: {', '.join(allowed)}"
+        return f"unknown key `{loc[-1]}`; {fix}", True
+    if kind == "missing":
+        return f"missing required key `{name}`; add `{name}:` here", False
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        return f"`{name}` is {value!r}; it must be {expected}", False
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        hint = PATTERN_HINTS.get(pattern, f"it must match {pattern}")
+        what = "key" if loc and loc[-1] == "[key]" else f"`{name}`"
+        return f"{what} {value!r} is not allowed; {hint}", loc[-1] == "[key]" if loc else False
+    if kind in {"string_too_long", "too_long"}:
+        return f"`{name}` is too long; at most {ctx.get('max_length')} allowed", False
+    if kind == "string_too_short":
+        return f"`{name}` is empty; give it a value", False
+    if kind == "too_short":
+        return f"`{name}` needs at least {ctx.get('min_length')} entries; add one", False
+    if kind in {"string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
+                "list_type", "dict_type", "model_type", "model_attributes_type", "datetime_type",
+                "datetime_parsing", "datetime_from_date_parsing", "int_from_float"}:
+        wanted = {
+            "string_type": "a string", "int_type": "a whole number", "int_parsing": "a whole number",
+            "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
+            "bool_type": "true or false", "list_type": "a list (`- item` lines)",
+            "dict_type": "a mapping (`key: value` lines)", "model_type": "a mapping (`key: value` lines)",
+            "model_attributes_type": "a mapping (`key: value` lines)",
+            "datetime_type": "a date-time like 2026-11-30T00:00:00Z",
+            "datetime_parsing": "a date-time like 2026-11-30T00:00:00Z",
+            "datetime_from_date_parsing": "a date-time like 2026-11-30T00:00:00Z",
+        }[kind]
+        return f"`{name}` is {_show(value)}; it must be {wanted}", False
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        bound = next(iter(ctx.values()), "")
+        words = {"greater_than": "more than", "greater_than_equal": "at least",
+                 "less_than": "less than", "less_than_equal": "at most"}[kind]
+        return f"`{name}` is {value!r}; it must be {words} {bound}", False
+    if kind == "value_error":
+        return f"`{name}`: {ctx.get('error', error['msg'])!s}" if loc else str(ctx.get("error", error["msg"])), False
+    return f"`{name}`: {error['msg']}", False
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    return repr(value)

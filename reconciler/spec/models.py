@@ -1,0 +1,308 @@
+"""Pydantic models of the fleet repository's kinds (SPEC.md): the desired state as typed.
+
+The loader validates every YAML document against these; the JSON Schemas in `specs/`
+are generated from them so editors check the same rules while people type. Models are
+frozen and forbid unknown keys: a typo such as `runtme` must not pass silently.
+Rules that span files (the two-agent floor, ladders, sockets) live in `spec/rules.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import string
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+API_VERSION = "fleet.mosaicstack.dev/v1"
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+SOCKET_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"
+USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}$"
+LANE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
+#: Placeholders a runtime's command template may use; values are substituted per argument.
+COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
+
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Read `90s`, `7d`, `1h30m` into a timedelta.
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    >>> parse_duration(timedelta(seconds=5))
+    datetime.timedelta(seconds=5)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(
+            f"{value!r} is not a duration; write a number with a unit, e.g. 90s, 5m, 1h30m, 7d"
+        )
+    seconds = sum(
+        int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+)([wdhms])", value)
+    )
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is zero; a duration must be longer than 0s")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest `parse_duration` spelling of a timedelta.
+
+    >>> format_duration(timedelta(days=7))
+    '7d'
+    >>> format_duration(timedelta(seconds=5400))
+    '1h30m'
+    """
+    left = int(value.total_seconds())
+    parts = []
+    for unit, size in _DURATION_UNITS.items():
+        if unit == "w":
+            continue
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90s", "7d"]}),
+]
+
+
+def _check_command(template: str) -> str:
+    """A command template must split like a shell line and use only known placeholders."""
+    try:
+        argv = shlex.split(template)
+    except ValueError as exc:
+        raise ValueError(f"command does not split into arguments ({exc}); check its quotes") from exc
+    if not argv:
+        raise ValueError("command is empty; give the program to run, e.g. \"claude --model {model}\"")
+    for arg in argv:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(arg) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"command has a stray brace in {arg!r} ({exc}); write {{{{ for a literal {{") from exc
+        unknown = fields - COMMAND_FIELDS
+        if unknown:
+            known = ", ".join("{" + f + "}" for f in sorted(COMMAND_FIELDS))
+            raise ValueError(f"command uses unknown placeholder {{{sorted(unknown)[0]}}}; use one of {known}")
+    return template
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lower-case letters, digits and '-', starting with a letter, at most 40")]
+ModelName = Annotated[str, Field(pattern=MODEL_PATTERN)]
+SocketName = Annotated[str, Field(pattern=SOCKET_PATTERN)]
+HostName = Annotated[str, Field(pattern=HOST_PATTERN)]
+UserName = Annotated[str, Field(pattern=USER_PATTERN)]
+PlainText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class Strict(BaseModel):
+    """Base of every spec model: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+
+class Document(Strict):
+    """Fields every document of the repository starts with."""
+
+    apiVersion: Literal["fleet.mosaicstack.dev/v1"] = Field(
+        description="Always fleet.mosaicstack.dev/v1 for this version of the format."
+    )
+
+
+# --- fleet.yaml -------------------------------------------------------------------------
+
+
+class Runtime(Strict):
+    """How one runtime is launched inside its pane, and its models cheapest last."""
+
+    command: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_command)]
+    ladder: list[ModelName] = Field(min_length=1, description="Models, most capable first, cheapest last.")
+
+    @model_validator(mode="after")
+    def _ladder_unique(self) -> Runtime:
+        seen: set[str] = set()
+        for model in self.ladder:
+            if model in seen:
+                raise ValueError(f"ladder lists {model!r} twice; each model appears once")
+            seen.add(model)
+        return self
+
+
+class FleetDefaults(Strict):
+    socket_name: SocketName | None = None
+    heartbeat_timeout: Duration = timedelta(seconds=90)
+    startup_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a new session may go without a heartbeat before it counts as unhealthy.",
+    )
+    runtime: Name
+    model: ModelName
+
+
+class Fleet(Document):
+    kind: Literal["Fleet"]
+    name: Name
+    defaults: FleetDefaults
+    runtimes: dict[Name, Runtime] = Field(min_length=1)
+    downgrade: list[Name] = Field(default_factory=list, description="Runtimes to fall back on, in order.")
+
+
+# --- roles/<role>.yaml ------------------------------------------------------------------
+
+
+class RoleDefaults(Strict):
+    runtime: Name | None = None
+    model: ModelName | None = None
+    lifecycle: Literal["core", "ephemeral"] | None = None
+    workdir: PathText | None = None
+
+
+class Role(Document):
+    """An entry of the role library: a persona and the defaults its agents inherit."""
+
+    kind: Literal["Role"]
+    name: Name
+    persona: Annotated[str, Field(max_length=20000)] | None = None
+    skills: list[PlainText] = Field(default_factory=list)
+    defaults: RoleDefaults = Field(default_factory=RoleDefaults)
+
+
+# --- tenants/<tenant>/roster.yaml -------------------------------------------------------
+
+
+class Agent(Strict):
+    name: Name = Field(description="The tmux session name: the agent's stable handle.")
+    role: Name
+    alias: PlainText | None = None
+    runtime: Name | None = None
+    model: ModelName | None = None
+    lifecycle: Literal["core", "ephemeral"] | None = Field(
+        default=None,
+        description="core = always-on and boot-enabled; ephemeral = a worker per lane. "
+        "Default: core for orchestrator and enhancer, else ephemeral.",
+    )
+    lane: Annotated[str, Field(pattern=LANE_PATTERN)] | None = None
+    workdir: PathText | None = None
+    host: HostName | None = None
+
+
+class Roster(Document):
+    kind: Literal["Roster"]
+    tenant: Name
+    host: HostName
+    user: UserName | None = None
+    socket_name: SocketName | None = None
+    agents: list[Agent] = Field(min_length=1)
+
+
+# --- tenants/<tenant>/budget.yaml -------------------------------------------------------
+
+
+class Account(Strict):
+    name: Name
+    provider: Name
+    runtime: Name
+    regime: Literal["subscription", "api"]
+    window: Duration | None = None
+    reset_at: datetime | None = None
+    reset_confidence: Literal["user", "provider", "estimated", "unknown"] = "unknown"
+    hard_cap_usd: Annotated[float, Field(gt=0)] | None = None
+    period: Duration | None = None
+
+    @model_validator(mode="after")
+    def _regime_fields(self) -> Account:
+        if self.regime == "subscription" and self.window is None:
+            raise ValueError("a subscription account needs `window:` (the rolling window, e.g. 7d)")
+        if self.regime == "api" and (self.hard_cap_usd is None or self.period is None):
+            raise ValueError("an api account needs `hard_cap_usd:` and `period:` (e.g. 200 and 30d)")
+        if self.reset_at is not None and self.reset_at.tzinfo is None:
+            raise ValueError("reset_at needs a time zone; write it like 2026-11-30T00:00:00Z")
+        return self
+
+
+class Budget(Document):
+    kind: Literal["Budget"]
+    tenant: Name
+    pacing: Literal["even-spread", "rapid"] = "even-spread"
+    authorized_by: PlainText | None = Field(
+        default=None, description="Who allowed `pacing: rapid`; required with it."
+    )
+    accounts: list[Account] = Field(default_factory=list)
+    concurrency: Annotated[int, Field(ge=1)] | None = None
+
+
+# --- tenants/<tenant>/tasks.yaml --------------------------------------------------------
+
+
+class Task(Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+    title: PlainText
+    agent: Name | None = None
+    projected_tokens: Annotated[int, Field(ge=0)] | None = None
+    urgency: Literal["normal", "high", "critical"] = "normal"
+
+
+class Mission(Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+    title: PlainText
+    tasks: list[Task] = Field(default_factory=list)
+
+
+class Tasks(Document):
+    kind: Literal["Tasks"]
+    tenant: Name
+    missions: list[Mission] = Field(default_factory=list)
+
+
+#: Every kind by its `kind:` value, for the loader and `fleet schema`.
+KINDS: dict[str, type[Document]] = {
+    "Fleet": Fleet,
+    "Role": Role,
+    "Roster": Roster,
+    "Budget": Budget,
+    "Tasks": Tasks,
+}
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one kind, as written to `specs/<kind>.schema.json`."""
+    schema = KINDS[kind].model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"{kind.lower()}.schema.json"
+    return schema
+
+
+def command_argv(template: str, values: dict[str, str]) -> tuple[str, ...]:
+    """Split a command template into argv, then fill placeholders per argument.
+
+    Values are substituted after splitting, so a model or agent name can never add or
+    join arguments, and nothing passes through a shell.
+
+    >>> command_argv("claude --model {model}", {"model": "opus; rm -rf ~"})
+    ('claude', '--model', 'opus; rm -rf ~')
+    """
+    _check_command(template)
+    return tuple(arg.format_map(values) for arg in shlex.split(template))

@@ -1,0 +1,132 @@
+"""YAML documents that remember where every node came from.
+
+ruamel.yaml keeps the line and column of each key and value; this module reads a file,
+turns syntax problems into located errors, and maps a pydantic error `loc` back to the
+`line:col` a person should look at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconciler.errors import SpecError
+
+Loc = Sequence[str | int]
+MAX_FILE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One parsed YAML file: its display path, the position-carrying tree, plain data."""
+
+    path: str
+    tree: Any
+    data: Any
+
+    def at(self, loc: Loc, *, key: bool = False) -> tuple[int, int]:
+        """1-based line and column of the node at `loc` (of the key itself when `key`).
+
+        A loc that runs past the tree (a missing key) stops at the deepest node found,
+        which is the mapping the key should be added to.
+        """
+        node = self.tree
+        line, col = _start(node)
+        for i, part in enumerate(loc):
+            last = i == len(loc) - 1
+            if isinstance(node, CommentedMap) and part in node:
+                kline, kcol = node.lc.key(part)
+                vline, vcol = node.lc.value(part)
+                line, col = (kline, kcol) if (key and last) else (vline, vcol)
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line, col = node.lc.item(part)
+                node = node[part]
+            else:
+                break
+        return line + 1, col + 1
+
+    def error(self, loc: Loc, message: str, *, key: bool = False, tenant: str | None = None) -> SpecError:
+        line, col = self.at(loc, key=key)
+        return SpecError(self.path, line, col, message, tenant)
+
+
+def _start(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return 0, 0
+    return int(lc.line), int(lc.col)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def to_plain(node: Any) -> Any:
+    """ruamel's round-trip types -> plain dict/list/str/int/float/bool/datetime."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, str | int) else k: to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [to_plain(v) for v in node]
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, datetime):
+        return datetime.fromisoformat(node.isoformat())
+    return node
+
+
+def _syntax_error(path: str, exc: MarkedYAMLError) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = (exc.problem or exc.context or "invalid YAML").strip()
+    hint = "fix the YAML syntax"
+    if "'\\t'" in problem:
+        problem, hint = "a tab character is used for indentation", "indent with spaces, never tabs"
+    elif "duplicate key" in problem:
+        hint = "keep one of the two; YAML keys must be unique in a mapping"
+    elif "another document" in problem:
+        problem, hint = "a second YAML document (---) in this file", "keep one document per file"
+    elif exc.context and exc.context not in problem:
+        problem = f"{problem} ({exc.context.strip()})"
+    return SpecError(path, line, col, f"{problem}; {hint}")
+
+
+def read_source(file: Path, display: str) -> Source | SpecError:
+    """Parse one YAML file, or return the located reason it cannot be parsed."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        return SpecError(display, 1, 1, f"cannot read the file ({exc.strerror}); check its permissions")
+    if len(raw) > MAX_FILE_BYTES:
+        return SpecError(display, 1, 1, f"file is {len(raw)} bytes; spec files are limited to 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return SpecError(display, 1, 1, f"file is not UTF-8 (byte {exc.start}); save it as UTF-8")
+    try:
+        tree = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        return _syntax_error(display, exc)
+    except (YAMLError, RecursionError, ValueError, TypeError) as exc:
+        return SpecError(display, 1, 1, f"invalid YAML ({type(exc).__name__}: {exc}); fix the YAML syntax")
+    if tree is None:
+        return SpecError(display, 1, 1, "file is empty; it needs at least `apiVersion:` and `kind:`")
+    if not isinstance(tree, CommentedMap):
+        kind = "a list" if isinstance(tree, list) else f"a {type(tree).__name__}"
+        return SpecError(display, 1, 1, f"the document is {kind}; it must be a mapping starting with `apiVersion:` and `kind:`")
+    return Source(display, tree, to_plain(tree))

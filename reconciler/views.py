@@ -1,0 +1,87 @@
+"""What people and scripts read: the plan and errors as text, rich markup or JSON.
+
+Rendering only; no decision is made here. Text output is stable (sorted, no times that
+change per run) so it can be diffed and snapshot-tested.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from reconciler.core.plan import Action, ActionKind, Plan, plan_json
+from reconciler.errors import SpecError
+
+SYMBOL = {
+    ActionKind.SPAWN: ("+", "green"),
+    ActionKind.STOP: ("-", "red"),
+    ActionKind.RESTART: ("~", "yellow"),
+    ActionKind.DOWNGRADE: ("v", "magenta"),
+    ActionKind.QUEUE: ("=", "blue"),
+    ActionKind.REFUSE: ("!", "red"),
+}
+
+
+def action_line(action: Action) -> str:
+    sym, colour = SYMBOL[action.kind]
+    model = f" ({action.model})" if action.model else ""
+    who = f"{action.tenant}/{action.agent}"
+    return f"[{colour}]{sym} {action.kind.value:<8}[/] [bold]{escape(who)}[/]{escape(model)}: {escape(action.reason.message)}"
+
+
+def summary_line(plan: Plan, errors: int = 0) -> str:
+    c = plan.counts()
+    parts = [f"{c['spawn']} to spawn", f"{c['restart']} to restart", f"{c['stop']} to stop"]
+    for kind in ("downgrade", "queue", "refuse"):
+        if c[kind]:
+            parts.append(f"{c[kind]} to {kind}")
+    extra = []
+    if plan.conflicts:
+        extra.append(f"{len(plan.conflicts)} conflict{'s' if len(plan.conflicts) != 1 else ''}")
+    held = sum(len(h.actions) for h in plan.holds)
+    if held:
+        extra.append(f"{held} held")
+    if plan.waits:
+        extra.append(f"{len(plan.waits)} backing off")
+    if errors:
+        extra.append(f"{errors} spec error{'s' if errors != 1 else ''}")
+    tail = f" ({', '.join(extra)})" if extra else ""
+    return f"Plan for host {plan.host}: {', '.join(parts)}{tail}."
+
+
+def print_plan(console: Console, plan: Plan, errors: int = 0) -> None:
+    for action in plan.actions:
+        console.print(action_line(action), highlight=False)
+    for conflict in plan.conflicts:
+        console.print(f"[red]! conflict[/] [bold]{escape(conflict.tenant)}/{escape(conflict.agent)}[/]: {escape(conflict.message)}", highlight=False)
+    for hold in plan.holds:
+        console.print(f"[red]‖ held[/]     {escape(hold.message)}", highlight=False)
+        for action in hold.actions:
+            console.print("    " + action_line(action), highlight=False)
+    for wait in plan.waits:
+        console.print(f"[yellow]… waiting[/] [bold]{escape(wait.tenant)}/{escape(wait.agent)}[/]: {escape(wait.message)}", highlight=False)
+    for note in plan.notes:
+        console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
+    if not plan.actions and not plan.conflicts and not plan.holds:
+        console.print("No changes. The host matches the repository.", highlight=False)
+    console.print(summary_line(plan, errors), highlight=False)
+
+
+def print_errors(console: Console, errors: Iterable[SpecError]) -> None:
+    """`file:line:col: message`, one per line, unstyled so editors and CI can parse them."""
+    for err in errors:
+        console.print(escape(str(err)), highlight=False, soft_wrap=True, markup=True)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def plan_document(plan: Plan, errors: Iterable[SpecError]) -> dict[str, Any]:
+    doc = plan_json(plan)
+    doc["errors"] = [{"path": e.path, "line": e.line, "col": e.col, "message": e.message, "tenant": e.tenant} for e in errors]
+    return doc
