@@ -93,7 +93,8 @@ def backoff(attempts: int) -> timedelta:
     """
     if attempts <= 0:
         return timedelta(0)
-    return min(BACKOFF_BASE * (2 ** (attempts - 1)), BACKOFF_CAP)
+    delay: timedelta = BACKOFF_BASE * (2 ** min(attempts - 1, 30))
+    return min(delay, BACKOFF_CAP)
 
 
 def next_restart_at(record: RestartRecord | None) -> datetime | None:

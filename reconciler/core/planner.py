@@ -120,7 +120,7 @@ def _plan_running(
     draft: _Draft, agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime, opts: PlanOptions
 ) -> None:
     if session.marks.spec_hash != agent.launch.spec_hash:
-        drift = ()
+        drift: tuple[Drift, ...] = ()
         if session.marks.model and session.marks.model != agent.model:
             drift = (Drift("model", agent.model, session.marks.model),)
         what = f"model {session.marks.model} -> {agent.model}" if drift else "command, environment or workdir changed"

@@ -1,0 +1,249 @@
+"""The files driver: heartbeat parsing by table, scans and atomic writes on real folders.
+
+A heartbeat whose `ts` has no time zone is rejected (not read as UTC or local time):
+on another host it would be off by that host's UTC offset, and SPEC.md writes `Z`.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from reconciler.drivers import files
+from reconciler.drivers.files import (
+    default_state_dir,
+    parse_heartbeat,
+    scan_heartbeats,
+    write_atomic,
+)
+from reconciler.model.observed import Heartbeat
+
+VALID: dict[str, Any] = {
+    "tenant": "jarvis",
+    "host": "w-jarvis",
+    "agent": "coder0-0",
+    "seq": 42,
+    "ts": "2026-11-25T12:00:00Z",
+    "pid": 4242,
+    "state": "working",
+    "model": "opus",
+    "ack": "msg-7f3a",
+    "usage": {"input_tokens": 1200, "output_tokens": 300},
+}
+REQUIRED = ("tenant", "host", "agent", "seq", "ts", "state", "model")
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def beat(**changes: Any) -> str:
+    """VALID with `changes` applied; a value of `...` removes the key."""
+    record = {**VALID, **changes}
+    return json.dumps({k: v for k, v in record.items() if v is not ...})
+
+
+def test_doctests_pass() -> None:
+    assert doctest.testmod(files, raise_on_error=False).failed == 0
+
+
+class GoodCase(NamedTuple):
+    test_id: str
+    text: str
+    expected: Heartbeat
+
+
+GOOD_CASES = [
+    GoodCase(
+        "spec-example",
+        beat(),
+        Heartbeat(
+            "jarvis", "w-jarvis", "coder0-0", 42, NOON, "working", "opus", 4242, "msg-7f3a",
+            {"input_tokens": 1200, "output_tokens": 300},
+        ),
+    ),
+    GoodCase(
+        "optional-fields-absent",
+        beat(pid=..., ack=..., usage=...),
+        Heartbeat("jarvis", "w-jarvis", "coder0-0", 42, NOON, "working", "opus"),
+    ),
+    GoodCase(
+        "optional-fields-null",
+        beat(pid=None, ack=None, usage=None, state="idle"),
+        Heartbeat("jarvis", "w-jarvis", "coder0-0", 42, NOON, "idle", "opus"),
+    ),
+    GoodCase(
+        "offset-becomes-utc-unknown-key-ignored",
+        beat(ts="2026-11-25T14:00:00+02:00", pid=..., ack=..., usage=..., future="x"),
+        Heartbeat("jarvis", "w-jarvis", "coder0-0", 42, NOON, "working", "opus"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", GOOD_CASES, ids=[c.test_id for c in GOOD_CASES])
+def test_parse_heartbeat_accepts(case: GoodCase) -> None:
+    parsed = parse_heartbeat(case.text)
+
+    assert parsed == case.expected
+    assert parsed.ts.tzinfo is not None and parsed.ts.utcoffset() == NOON.utcoffset()
+
+
+class BadCase(NamedTuple):
+    test_id: str
+    text: str
+    message: str
+
+
+BAD_CASES = [
+    *(BadCase(f"missing-{key}", beat(**{key: ...}), f"missing field {key!r}") for key in REQUIRED),
+    BadCase("bad-state", beat(state="sleeping"), "'state' must be one of idle|waiting|working"),
+    BadCase("truncated", beat()[:40], "invalid JSON"),
+    BadCase("truncated-says-so", beat()[:40], "truncated?"),
+    BadCase("empty-file", "", "empty file"),
+    BadCase("not-an-object", "[1, 2]", "expected a JSON object, got an array"),
+    BadCase("ts-without-zone", beat(ts="2026-11-25T12:00:00"), "'ts' has no time zone"),
+    BadCase("ts-not-iso", beat(ts="yesterday"), "'ts' is not an ISO-8601 time"),
+    BadCase("ts-a-number", beat(ts=1764072000), "'ts' must be an ISO-8601 string, got 1764072000"),
+    BadCase("seq-a-string", beat(seq="42"), "'seq' must be a non-negative integer, got \"42\""),
+    BadCase("seq-a-boolean", beat(seq=True), "'seq' must be a non-negative integer, got true"),
+    BadCase("seq-negative", beat(seq=-1), "'seq' must be a non-negative integer, got -1"),
+    BadCase("pid-a-string", beat(pid="4242"), "'pid' must be a non-negative integer"),
+    BadCase("empty-agent", beat(agent=""), "'agent' must be a non-empty string, got \"\""),
+    BadCase("ack-a-number", beat(ack=7), "'ack' must be a string or null, got 7"),
+    BadCase("usage-not-counts", beat(usage={"input_tokens": "many"}), "'usage' must be an object"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=[c.test_id for c in BAD_CASES])
+def test_parse_heartbeat_rejects(case: BadCase) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_heartbeat(case.text)
+
+    assert case.message in str(caught.value)
+
+
+def test_parse_heartbeat_reports_every_error_at_once() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_heartbeat(beat(seq=..., state="x", model=7))
+
+    assert str(caught.value) == (
+        "missing field 'seq', 'state' must be one of idle|waiting|working, got \"x\", "
+        "'model' must be a non-empty string, got 7"
+    )
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_scan_keeps_valid_skips_temp_and_reports_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "coder0-0.json", beat())
+    write(tmp_path, "enhancer.json", beat(agent="enhancer", state="idle"))
+    truncated = write(tmp_path, "coder1.json", beat(agent="coder1")[:30])
+    misnamed = write(tmp_path, "coder2.json", beat(agent="coder3"))
+    write(tmp_path, ".coder4.json.tmp", beat(agent="coder4")[:10])  # a writer mid-rename
+    write(tmp_path, ".coder5.json", beat(agent="coder5"))
+    write(tmp_path, "notes.txt", "not a heartbeat")
+    scans: list[Path] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: Path) -> Any:
+        scans.append(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+
+    beats, problems = scan_heartbeats(tmp_path)
+
+    assert len(scans) == 1
+    assert sorted(beats) == ["coder0-0", "enhancer"]
+    assert beats["enhancer"].state == "idle"
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{truncated}: invalid JSON (")
+    assert "; the agent must write a temporary file and rename it" in problems[0]
+    assert problems[1].startswith(f"{misnamed}: agent 'coder3' does not match the file name")
+    assert "; an agent writes only <agent>.json" in problems[1]
+
+
+def test_scan_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
+    assert scan_heartbeats(tmp_path / "nope") == ({}, [])
+
+
+def test_scan_of_a_file_or_unreadable_entry_is_a_problem(tmp_path: Path) -> None:
+    not_a_folder = write(tmp_path, "heartbeats", "")
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    (folder / "a-dir.json").mkdir()
+    (folder / "binary.json").write_bytes(b"\xff\xfe{")
+
+    beats, problems = scan_heartbeats(not_a_folder)
+    dir_beats, dir_problems = scan_heartbeats(folder)
+
+    assert beats == {} and len(problems) == 1 and problems[0].startswith(f"{not_a_folder}: ")
+    assert dir_beats == {}
+    assert len(dir_problems) == 2
+    assert dir_problems[0] == (
+        f"{folder / 'a-dir.json'}: cannot read it (Is a directory); "
+        "fix its permissions or remove it"
+    )
+    assert dir_problems[1].startswith(f"{folder / 'binary.json'}: not UTF-8 text; the agent")
+
+
+def test_write_atomic_creates_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "status.yaml"
+
+    write_atomic(target, "first\n")
+    write_atomic(target, b"second\n", mode=0o600)
+
+    assert target.read_bytes() == b"second\n"
+    assert [p.name for p in target.parent.iterdir()] == ["status.yaml"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_write_atomic_failure_keeps_old_content_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "beat.json"
+    write_atomic(target, "old")
+
+    with pytest.raises(TypeError):
+        write_atomic(target, 12345)  # type: ignore[arg-type]
+
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["beat.json"]
+
+
+class StateDirCase(NamedTuple):
+    test_id: str
+    fleet_state_dir: str | None
+    xdg_state_home: str | None
+    expected: str
+
+
+STATE_DIR_CASES = [
+    StateDirCase("fleet-state-dir-wins", "/srv/fleet", "/x", "/srv/fleet"),
+    StateDirCase("xdg-state-home", None, "/x", "/x/mosaic-fleet"),
+    StateDirCase("empty-counts-as-unset", "", "", "{home}/.local/state/mosaic-fleet"),
+    StateDirCase("home-default", None, None, "{home}/.local/state/mosaic-fleet"),
+]
+
+
+@pytest.mark.parametrize("case", STATE_DIR_CASES, ids=[c.test_id for c in STATE_DIR_CASES])
+def test_default_state_dir(
+    case: StateDirCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key, value in (("FLEET_STATE_DIR", case.fleet_state_dir),
+                       ("XDG_STATE_HOME", case.xdg_state_home)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+    assert default_state_dir() == Path(case.expected.format(home=tmp_path))
