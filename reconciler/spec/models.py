@@ -38,6 +38,7 @@ DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
 
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_DURATION_S = 10 * 366 * 86400
 
 
 def parse_duration(value: object) -> timedelta:
@@ -57,28 +58,28 @@ def parse_duration(value: object) -> timedelta:
     seconds = sum(
         int(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+)([wdhms])", value)
     )
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is longer than 10 years; use a shorter duration")
     if seconds <= 0:
         raise ValueError(f"{value!r} is zero; a duration must be longer than 0s")
     return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest `parse_duration` spelling of a timedelta.
+    """The spelling people write: the largest unit that divides the duration exactly.
 
     >>> format_duration(timedelta(days=7))
     '7d'
+    >>> format_duration(timedelta(seconds=90))
+    '90s'
     >>> format_duration(timedelta(seconds=5400))
-    '1h30m'
+    '90m'
     """
-    left = int(value.total_seconds())
-    parts = []
+    seconds = int(value.total_seconds())
     for unit, size in _DURATION_UNITS.items():
-        if unit == "w":
-            continue
-        count, left = divmod(left, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
+        if unit != "w" and seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 Duration = Annotated[

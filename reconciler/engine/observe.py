@@ -1,0 +1,85 @@
+"""The observe step: ask each driver once and freeze the answers into one ObservedFleet.
+
+It sits between load and plan in every tick. The number of external calls is constant
+per socket, systemd manager and tenant, never per agent: one tmux listing per distinct
+socket, one `observe_units()` per systemd manager, one directory scan per tenant. It
+persists nothing; what could not be read becomes a line in `problems`, never a failed tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.drivers import files, systemd, tmux
+from reconciler.model.observed import (
+    Heartbeat,
+    ObservedFleet,
+    SocketKey,
+    SocketSnapshot,
+    SystemdSnapshot,
+)
+
+#: Why another user's manager is not asked yet (SystemdSnapshot.reason).
+OTHER_USER_SYSTEMD = "per-user systemd comes with issue 6"
+
+
+def observe(
+    sockets: Iterable[SocketKey],
+    systemd_users: Iterable[str | None],
+    heartbeat_dirs: Mapping[str, Path],
+    now: datetime,
+) -> ObservedFleet:
+    """One snapshot of this host: tmux servers, systemd managers, heartbeats by tenant.
+
+    `heartbeat_dirs` maps each tenant to its heartbeat folder; `now` is the caller's
+    clock reading, stored as `taken_at` so the snapshot replays exactly.
+    """
+    snapshots = _observe_sockets(sockets)
+    heartbeats, beat_problems = _observe_heartbeats(heartbeat_dirs)
+    problems = [snap.error for snap in snapshots.values() if snap.error]
+    return ObservedFleet(
+        taken_at=now,
+        sockets=snapshots,
+        systemd={user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)},
+        heartbeats=heartbeats,
+        problems=(*problems, *beat_problems),
+    )
+
+
+def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
+    """One tmux listing per distinct socket, in the caller's order."""
+    return {key: tmux.observe_socket(key) for key in dict.fromkeys(sockets)}
+
+
+def _observe_systemd(user: str | None) -> SystemdSnapshot:
+    """Our own user manager; another user's comes with issue 6 (not asked, not an error)."""
+    if user is not None:
+        return SystemdSnapshot(available=False, reason=OTHER_USER_SYSTEMD)
+    return systemd.observe_units()
+
+
+def _observe_heartbeats(
+    heartbeat_dirs: Mapping[str, Path],
+) -> tuple[dict[tuple[str, str], Heartbeat], list[str]]:
+    """One scan per tenant folder; a heartbeat naming another tenant is a problem.
+
+    Such a file is not trusted for either tenant: an agent writes only its own tenant's
+    folder, so a mismatch means a misconfigured agent or a copied file.
+    """
+    beats: dict[tuple[str, str], Heartbeat] = {}
+    problems: list[str] = []
+    for tenant, directory in heartbeat_dirs.items():
+        found, scan_problems = files.scan_heartbeats(directory)
+        problems += scan_problems
+        for agent, beat in sorted(found.items()):
+            if beat.tenant != tenant:
+                problems.append(
+                    f"{directory / (agent + '.json')}: tenant {beat.tenant!r} does not match "
+                    f"the folder's tenant {tenant!r}; ignored until the agent writes its "
+                    f"own tenant's folder"
+                )
+                continue
+            beats[(tenant, agent)] = beat
+    return beats, problems
