@@ -17,7 +17,11 @@ import typer
 from rich.console import Console
 
 from reconciler import views
+from reconciler.drivers.files import default_state_dir
+from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.errors import UserError
+from reconciler.spec.load import load_repo
+from reconciler.spec.schemas import render_schemas
 
 app = typer.Typer(
     name="fleet",
@@ -61,8 +65,6 @@ def _check_repo(repo: Path) -> Path:
 
 
 def _state_dir(value: Path | None) -> Path:
-    from reconciler.drivers.files import default_state_dir
-
     return value if value is not None else default_state_dir()
 
 
@@ -72,8 +74,6 @@ def validate(repo: RepoArg, output: OutputOpt = "text") -> None:
 
     Example: fleet validate examples/fleets/coding
     """
-    from reconciler.spec.load import load_repo
-
     _check_output(output)
     loaded = load_repo(_check_repo(repo))
     if output == "json":
@@ -113,8 +113,6 @@ def reconcile(
 
     Example: fleet reconcile examples/fleets/minimal --host demo --dry-run --detailed-exitcode
     """
-    from reconciler.engine.tick import TickInputs, plan_tick
-
     _check_output(output)
     loaded_repo = _check_repo(repo)
     inputs = TickInputs(
@@ -151,8 +149,6 @@ def schema(
 
     Example: fleet schema --out specs --check
     """
-    from reconciler.spec.schemas import render_schemas
-
     stale = []
     for name, text in render_schemas().items():
         path = out_dir / name

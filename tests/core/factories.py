@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
-from reconciler.model.observed import Heartbeat, Marks, ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
+from reconciler.model.observed import (
+    Heartbeat,
+    Marks,
+    ObservedFleet,
+    ObservedSession,
+    SocketKey,
+    SocketSnapshot,
+)
 from reconciler.spec.load import load_repo
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleets"
