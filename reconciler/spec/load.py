@@ -17,7 +17,7 @@ from reconciler.errors import SpecError
 from reconciler.spec.messages import describe
 from reconciler.spec.models import API_VERSION, Budget, Document, Fleet, Role, Roster, Tasks
 from reconciler.spec.repo import FleetRepo, TenantSpec
-from reconciler.spec.rules import check_fleet, check_shared_sockets, check_tenant
+from reconciler.spec.rules import check_fleet, check_folder, check_shared_sockets, check_tenant
 from reconciler.spec.yamlsource import Source, read_source
 
 M = TypeVar("M", bound=Document)
@@ -86,6 +86,7 @@ def load_repo(root: Path) -> FleetRepo:
     errors: list[SpecError] = []
     fleet_file = root / "fleet.yaml"
     fleet: Fleet | None = None
+    fleet_ok = False
     if not fleet_file.is_file():
         errors.append(SpecError(_display(root, "fleet.yaml"), 1, 1,
                                 "no fleet.yaml; a fleet repository starts with fleet.yaml (see `fleet init`)"))
@@ -93,7 +94,9 @@ def load_repo(root: Path) -> FleetRepo:
         fleet, fleet_src, errs = _load_one(root, "fleet.yaml", Fleet, None)
         errors += errs
         if fleet is not None and fleet_src is not None:
-            errors += check_fleet(fleet, fleet_src)
+            fleet_errors = check_fleet(fleet, fleet_src)
+            errors += fleet_errors
+            fleet_ok = not fleet_errors
 
     roles: dict[str, Role] = {}
     for path in _yaml_files(root / "roles"):
@@ -124,7 +127,9 @@ def load_repo(root: Path) -> FleetRepo:
             tenants.pop(err.tenant, None)
             invalid.add(err.tenant)
 
-    if fleet is None:
+    if not fleet_ok:
+        # Tenants were still checked against what fleet.yaml says, but nothing runs from
+        # a fleet.yaml that failed validation.
         invalid |= set(tenants)
         tenants = {}
     return FleetRepo(root, fleet, roles, tenants, frozenset(invalid), tuple(sorted(set(errors))))
@@ -155,7 +160,11 @@ def _load_tenant(root: Path, name: str, fleet: Fleet | None, roles: dict[str, Ro
     for key, src in (("roster", r_src), ("budget", b_src), ("tasks", t_src)):
         if src is not None:
             sources[key] = src
-    if roster is None or errors:
+    if roster is None:
+        # The rules that need no roster still run, so one pass shows every problem.
+        for doc, src in ((budget, b_src), (tasks, t_src)):
+            if doc is not None and src is not None:
+                errors += check_folder(doc.tenant, src, name)
         return None, [_with_tenant(e, name) for e in errors]
     spec = TenantSpec(name, roster, budget, tasks, sources)
     if fleet is not None:

@@ -67,6 +67,10 @@ def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
         fix = f"did you mean `{close[0]}`?" if close else f"allowed keys here: {', '.join(allowed)}"
         return f"unknown key `{loc[-1]}`; {fix}", True
+    if kind == "invalid_key":
+        return f"unknown key `{loc[-1]}`; keys are names (strings), and this one is not allowed here", True
+    if kind == "timezone_aware":
+        return f"`{name}` needs a time zone; write it like 2026-11-30T00:00:00Z", False
     if kind == "missing":
         return f"missing required key `{name}`; add `{name}:` here", False
     if kind == "literal_error":
@@ -82,7 +86,8 @@ def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
     if kind == "string_too_short":
         return f"`{name}` is empty; give it a value", False
     if kind == "too_short":
-        return f"`{name}` needs at least {ctx.get('min_length')} entries; add one", False
+        need = ctx.get("min_length")
+        return f"`{name}` needs at least {need} {'entry' if need == 1 else 'entries'}; add one", False
     if kind in {"string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
                 "list_type", "dict_type", "model_type", "model_attributes_type", "datetime_type",
                 "datetime_parsing", "datetime_from_date_parsing", "int_from_float"}:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import shlex
 import string
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -100,9 +101,14 @@ def _check_command(template: str) -> str:
         raise ValueError("command is empty; give the program to run, e.g. \"claude --model {model}\"")
     for arg in argv:
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(arg) if f is not None}
+            parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(arg) if f is not None]
         except ValueError as exc:
             raise ValueError(f"command has a stray brace in {arg!r} ({exc}); write {{{{ for a literal {{") from exc
+        for field, spec, conv in parsed:
+            if spec or conv:
+                raise ValueError(f"command placeholder {{{field}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
+                                 f"has a conversion or format; write plain {{{field}}}")
+        fields = {f for f, _, _ in parsed}
         unknown = fields - COMMAND_FIELDS
         if unknown:
             known = ", ".join("{" + f + "}" for f in sorted(COMMAND_FIELDS))
@@ -228,7 +234,7 @@ class Account(Strict):
     runtime: Name
     regime: Literal["subscription", "api"]
     window: Duration | None = None
-    reset_at: datetime | None = None
+    reset_at: AwareDatetime | None = None
     reset_confidence: Literal["user", "provider", "estimated", "unknown"] = "unknown"
     hard_cap_usd: Annotated[float, Field(gt=0)] | None = None
     period: Duration | None = None
@@ -239,8 +245,6 @@ class Account(Strict):
             raise ValueError("a subscription account needs `window:` (the rolling window, e.g. 7d)")
         if self.regime == "api" and (self.hard_cap_usd is None or self.period is None):
             raise ValueError("an api account needs `hard_cap_usd:` and `period:` (e.g. 200 and 30d)")
-        if self.reset_at is not None and self.reset_at.tzinfo is None:
-            raise ValueError("reset_at needs a time zone; write it like 2026-11-30T00:00:00Z")
         return self
 
 

@@ -43,12 +43,15 @@ def check_tenant(spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> list
 
 
 def _check_tenant_names(spec: TenantSpec) -> list[SpecError]:
-    errors = []
-    for key, doc in (("roster", spec.roster), ("budget", spec.budget), ("tasks", spec.tasks)):
-        if doc is not None and doc.tenant != spec.name:
-            errors.append(spec.sources[key].error(
-                ["tenant"], f"tenant is {doc.tenant!r} but the folder is tenants/{spec.name}/; they must be equal (rename one)"))
-    return errors
+    docs = (("roster", spec.roster), ("budget", spec.budget), ("tasks", spec.tasks))
+    return [e for key, doc in docs if doc is not None for e in check_folder(doc.tenant, spec.sources[key], spec.name)]
+
+
+def check_folder(tenant: str, source: Source, folder: str) -> list[SpecError]:
+    """A document's `tenant:` must name the folder it lives in."""
+    if tenant == folder:
+        return []
+    return [source.error(["tenant"], f"tenant is {tenant!r} but the folder is tenants/{folder}/; they must be equal (rename one)")]
 
 
 def _check_floor(spec: TenantSpec) -> list[SpecError]:
@@ -129,20 +132,23 @@ def _check_tasks(spec: TenantSpec) -> list[SpecError]:
 
 
 def check_shared_sockets(tenants: list[TenantSpec], fleet: Fleet | None) -> list[SpecError]:
-    """Two tenants as the same Linux user on the same tmux socket would see and stop each other's sessions."""
+    """Two tenants as the same Linux user on the same tmux socket would see and stop each
+    other's sessions. Both are set aside (each gets the error), so adding a new tenant
+    cannot make an existing one's agents look like someone else's."""
     default_socket = fleet.defaults.socket_name if fleet else None
-    first: dict[tuple[str | None, str | None], TenantSpec] = {}
-    errors = []
+    by_key: dict[tuple[str | None, str | None], list[TenantSpec]] = {}
     for spec in sorted(tenants, key=lambda t: t.name):
-        socket = spec.roster.socket_name or default_socket
-        key = (spec.roster.user, socket)
-        if key in first:
-            other = first[key]
-            src = spec.sources["roster"]
+        by_key.setdefault((spec.roster.user, spec.roster.socket_name or default_socket), []).append(spec)
+    errors = []
+    for (user, socket), group in by_key.items():
+        if len(group) < 2:
+            continue
+        names = " and ".join(repr(t.name) for t in group)
+        who = f"user {user!r}" if user else "the reconciler's user (no `user:`)"
+        sock = f"tmux socket {socket!r}" if socket else "tmux's default socket"
+        for spec in group:
             at = ["socket_name"] if spec.roster.socket_name else ["tenant"]
-            user = f"user {spec.roster.user!r}" if spec.roster.user else "the reconciler's user (no `user:`)"
-            sock = f"tmux socket {socket!r}" if socket else "tmux's default socket"
-            errors.append(src.error(at, f"tenants {other.name!r} and {spec.name!r} both run as {user} on {sock}; give one of them its own `socket_name:` or a different `user:`", key=True, tenant=spec.name))
-        else:
-            first[key] = spec
+            errors.append(spec.sources["roster"].error(
+                at, f"tenants {names} both run as {who} on {sock}; give each its own `socket_name:` or a different `user:`",
+                key=True, tenant=spec.name))
     return errors

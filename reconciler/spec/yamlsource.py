@@ -20,6 +20,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from reconciler.errors import SpecError
 
@@ -80,7 +81,14 @@ def _start(node: Any) -> tuple[int, int]:
 def _yaml(typ: str = "rt") -> YAML:
     yaml = YAML(typ=typ, pure=typ == "rt")
     yaml.allow_duplicate_keys = False
+    # Timestamps stay text: pydantic parses them, so an impossible date is a located
+    # field error instead of a parser crash.
+    yaml.constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
     return yaml
+
+
+def _timestamp_as_text(constructor: Any, node: Any) -> Any:
+    return constructor.construct_scalar(node)
 
 
 def _fast_load(text: str) -> Any:
@@ -88,12 +96,25 @@ def _fast_load(text: str) -> Any:
     return _yaml("safe").load(text)
 
 
-def to_plain(node: Any) -> Any:
-    """ruamel's round-trip types -> plain dict/list/str/int/float/bool/datetime."""
+#: More values than any fleet spec needs; YAML aliases can otherwise expand a few
+#: hundred bytes into billions of nodes (the "billion laughs").
+MAX_NODES = 200_000
+
+
+class TooLarge(ValueError):
+    """The document expands past MAX_NODES values."""
+
+
+def to_plain(node: Any, budget: list[int] | None = None) -> Any:
+    """ruamel's types -> plain dict/list/str/int/float/bool, expanding aliases with a limit."""
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise TooLarge(f"the document expands to more than {MAX_NODES} values (nested YAML aliases?); write it out plainly")
     if isinstance(node, dict):
-        return {str(k) if not isinstance(k, str | int) else k: to_plain(v) for k, v in node.items()}
+        return {str(k) if not isinstance(k, str | int) else k: to_plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [to_plain(v) for v in node]
+        return [to_plain(v, budget) for v in node]
     if isinstance(node, bool):
         return bool(node)
     if isinstance(node, int):
@@ -107,8 +128,24 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+def _line_col(text: str | bytes, index: int) -> tuple[int, int]:
+    """1-based line and column of offset `index`.
+
+    >>> _line_col("ab\ncd", 4)
+    (2, 2)
+    """
+    head = text[:index]
+    newline = "\n" if isinstance(head, str) else b"\n"
+    line = head.count(newline) + 1  # type: ignore[arg-type]
+    col = index - (head.rfind(newline) + 1) + 1  # type: ignore[arg-type]
+    return line, col
+
+
 def _syntax_error(path: str, exc: MarkedYAMLError) -> SpecError:
-    mark = exc.problem_mark or exc.context_mark
+    # A scanner that ran off the end of a key or a quoted string knows where that
+    # construct began; that is where the mistake is, not where scanning gave up.
+    scanning = (exc.context or "").startswith("while scanning")
+    mark = (exc.context_mark if scanning else None) or exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = (exc.problem or exc.context or "invalid YAML").strip()
     hint = "fix the YAML syntax"
@@ -134,7 +171,8 @@ def read_source(file: Path, display: str) -> Source | SpecError:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return SpecError(display, 1, 1, f"file is not UTF-8 (byte {exc.start}); save it as UTF-8")
+        line, col = _line_col(raw, exc.start)
+        return SpecError(display, line, col, f"file is not UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8")
     try:
         tree = _fast_load(text)
     except (YAMLError, RecursionError, ValueError, TypeError):
@@ -142,6 +180,9 @@ def read_source(file: Path, display: str) -> Source | SpecError:
             tree = _yaml().load(text)
         except MarkedYAMLError as exc:
             return _syntax_error(display, exc)
+        except ReaderError as exc:
+            line, col = _line_col(text, exc.position)
+            return SpecError(display, line, col, f"character {exc.character!r} is not allowed in YAML; remove it")
         except (YAMLError, RecursionError, ValueError, TypeError) as exc:
             return SpecError(display, 1, 1, f"invalid YAML ({type(exc).__name__}: {exc}); fix the YAML syntax")
     if tree is None:
@@ -149,4 +190,9 @@ def read_source(file: Path, display: str) -> Source | SpecError:
     if not isinstance(tree, dict):
         kind = "a list" if isinstance(tree, list) else f"a {type(tree).__name__}"
         return SpecError(display, 1, 1, f"the document is {kind}; it must be a mapping starting with `apiVersion:` and `kind:`")
-    return Source(display, text, to_plain(tree))
+    try:
+        data = to_plain(tree)
+    except (TooLarge, RecursionError) as exc:
+        message = str(exc) if isinstance(exc, TooLarge) else "the document nests too deeply (a recursive alias?); write it out plainly"
+        return SpecError(display, 1, 1, message)
+    return Source(display, text, data)

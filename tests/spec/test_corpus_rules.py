@@ -155,9 +155,10 @@ CASES = [
         (
             "tenants 'demo' and 'other' both run as the reconciler's user (no `user:`)",
             "on tmux socket 'mosaic-demo'",
-            "give one of them its own `socket_name:` or a different `user:`",
+            "give each its own `socket_name:` or a different `user:`",
         ),
-        invalid=frozenset({"other"}),
+        invalid=frozenset({"demo", "other"}),
+        echoes=1,
     ),
     Case(
         "shared-socket-same-user",
@@ -169,7 +170,8 @@ CASES = [
         },
         "tenants/other/roster.yaml:3:1",
         ("tenants 'demo' and 'other' both run as user 'bob' on tmux socket 'mosaic-demo'",),
-        invalid=frozenset({"other"}),
+        invalid=frozenset({"demo", "other"}),
+        echoes=1,
     ),
     # --- budget.yaml --------------------------------------------------------------------
     Case(
@@ -268,7 +270,6 @@ CASES = [
         """),
         "fleet.yaml:8:10",
         ("default model 'opus' is not on runtime 'stub''s ladder", "use one of stub-large, stub-small"),
-        xfail="check_fleet errors leave the fleet in use: tenants still load from a fleet.yaml that failed",
     ),
     Case(
         "downgrade-unknown-runtime",
@@ -289,7 +290,6 @@ CASES = [
         """),
         "fleet.yaml:13:13",
         ("downgrade names runtime 'claude', which is not defined under `runtimes:`", "use one of stub"),
-        xfail="check_fleet errors leave the fleet in use: tenants still load from a fleet.yaml that failed",
     ),
 ]
 

@@ -190,10 +190,6 @@ def test_command_argv_rejects(case: BadTemplate) -> None:
     assert case.says in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_check_command ignores conversions and format specs: {model!r} launches quoted, {model:{size}} raises KeyError",
-)
 @pytest.mark.parametrize("template", ["claude {model!r}", "claude {model:>20}", "claude {model:{size}}"])
 def test_command_argv_rejects_conversions_and_format_specs(template: str) -> None:
     with pytest.raises(ValueError, match="placeholder"):
