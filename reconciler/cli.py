@@ -18,6 +18,7 @@ from rich.console import Console
 
 from reconciler import views
 from reconciler.drivers.files import default_state_dir
+from reconciler.engine.apply import apply_plan
 from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
@@ -128,16 +129,30 @@ def reconcile(
     if unknown:
         raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo}/tenants/")
     views.print_errors(err, tick.repo.errors)
-    if output == "json":
-        print(views.to_json(views.plan_document(tick.plan, tick.repo.errors)))
-    else:
+    for problem in tick.problems:
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    doc = views.plan_document(tick.plan, tick.repo.errors)
+    if output == "text":
         views.print_plan(out, tick.plan, len(tick.repo.errors))
-    if not dry_run:
-        raise UserError("applying a plan comes with issue 3; run with --dry-run for now")
-    if tick.repo.errors:
+    if dry_run:
+        if output == "json":
+            print(views.to_json(doc))
+        if tick.repo.errors:
+            raise typer.Exit(1)
+        if detailed_exitcode and tick.plan.has_changes:
+            raise typer.Exit(2)
+        return
+    report = apply_plan(tick)
+    for problem in report.problems:
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    if output == "json":
+        doc["applied"] = views.outcomes_json(report.outcomes)
+        print(views.to_json(doc))
+    elif report.outcomes:
+        views.print_outcomes(out, report.outcomes)
+    unconverged = report.failed or tick.plan.conflicts or tick.plan.holds
+    if tick.repo.errors or unconverged:
         raise typer.Exit(1)
-    if detailed_exitcode and tick.plan.has_changes:
-        raise typer.Exit(2)
 
 
 @app.command()

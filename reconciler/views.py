@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler.core.plan import Action, ActionKind, Plan, plan_json
+from reconciler.core.plan import Action, ActionKind, Plan, action_json, plan_json
+from reconciler.engine.apply import Outcome
 from reconciler.errors import SpecError
 
 SYMBOL = {
@@ -85,3 +86,21 @@ def plan_document(plan: Plan, errors: Iterable[SpecError]) -> dict[str, Any]:
     doc = plan_json(plan)
     doc["errors"] = [{"path": e.path, "line": e.line, "col": e.col, "message": e.message, "tenant": e.tenant} for e in errors]
     return doc
+
+
+RESULT_STYLE = {"done": ("✓", "green"), "skipped": ("·", "dim"), "failed": ("✗", "red")}
+
+
+def print_outcomes(console: Console, outcomes: Iterable[Outcome]) -> None:
+    listed = list(outcomes)
+    for o in listed:
+        sym, colour = RESULT_STYLE[o.result]
+        detail = f": {escape(o.detail)}" if o.detail else ""
+        who = f"{o.action.tenant}/{o.action.agent}"
+        console.print(f"[{colour}]{sym} {o.action.kind.value:<8} {o.result}[/] [bold]{escape(who)}[/]{detail}", highlight=False)
+    counts = {r: sum(1 for o in listed if o.result == r) for r in ("done", "skipped", "failed")}
+    console.print(f"Applied: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed.", highlight=False)
+
+
+def outcomes_json(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
+    return [{**action_json(o.action), "result": o.result, "detail": o.detail} for o in outcomes]

@@ -98,6 +98,16 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentHealth:
+    """The planner's verdict on one running agent of this host, for status and history."""
+
+    tenant: str
+    agent: str
+    health: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     host: str
     actions: tuple[Action, ...] = ()
@@ -105,6 +115,7 @@ class Plan:
     holds: tuple[Hold, ...] = ()
     waits: tuple[Wait, ...] = ()
     notes: tuple[str, ...] = ()
+    health: tuple[AgentHealth, ...] = ()
 
     @property
     def has_changes(self) -> bool:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, assess, next_restart_at
-from reconciler.core.plan import Action, ActionKind, Conflict, Drift, Hold, Plan, Reason, Wait
+from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
 
@@ -35,6 +35,7 @@ class _Draft:
     holds: list[Hold] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    health: list[AgentHealth] = field(default_factory=list)
 
 
 def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options: PlanOptions | None = None) -> Plan:
@@ -59,6 +60,7 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
         holds=tuple(sorted(draft.holds, key=lambda h: h.tenant)),
         waits=tuple(sorted(draft.waits, key=lambda w: (w.tenant, w.agent))),
         notes=tuple(draft.notes),
+        health=tuple(sorted(draft.health, key=lambda h: (h.tenant, h.agent))),
     )
 
 
@@ -132,6 +134,7 @@ def _plan_running(
         return
     verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
                      timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+    draft.health.append(AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message))
     if not verdict.health.needs_restart:
         return
     record = opts.history.get((agent.tenant, agent.name))

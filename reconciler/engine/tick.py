@@ -15,6 +15,8 @@ from reconciler.core.desired import DesiredFleet, build_desired
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.observe import observe
+from reconciler.engine.state import read_history
+from reconciler.model.history import RestartRecord
 from reconciler.model.observed import ObservedFleet
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
@@ -38,6 +40,8 @@ class Tick:
     observed: ObservedFleet
     plan: Plan
     now: datetime
+    history: dict[tuple[str, str], RestartRecord]
+    problems: tuple[str, ...]
 
 
 def heartbeat_dir(state_dir: Path, tenant: str) -> Path:
@@ -62,5 +66,6 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
         {name: heartbeat_dir(inputs.state_dir, name) for name in desired.tenants},
         at,
     )
-    result = plan(desired, observed, at, PlanOptions(allow_mass_stop=inputs.allow_mass_stop))
-    return Tick(inputs, repo, desired, observed, result, at)
+    history, history_problems = read_history(inputs.state_dir, sorted(desired.tenants))
+    result = plan(desired, observed, at, PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history))
+    return Tick(inputs, repo, desired, observed, result, at, history, (*observed.problems, *history_problems))

@@ -1,0 +1,68 @@
+"""The per-tenant lock: two reconcilers never act on one tenant at once.
+
+An flock on `$FLEET_STATE_DIR/<tenant>/lock`, which the kernel releases when its holder
+dies, so a crashed reconciler never leaves a lock behind; the file's text (pid, host,
+since) only tells a waiting reconciler whom it waits for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class LockBusy(Exception):
+    """Another reconciler held the tenant's lock for longer than we were willing to wait."""
+
+
+def describe_holder(text: str) -> str:
+    """Who holds a lock, from the lock file's text; tolerant of an empty or odd file.
+
+    >>> describe_holder('{"pid": 7, "host": "h", "since": "2026-11-25T12:00:00+00:00"}')
+    'pid 7 on h since 2026-11-25T12:00:00+00:00'
+    >>> describe_holder("")
+    'an unknown holder'
+    """
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']} since {info['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "an unknown holder"
+
+
+@contextmanager
+def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05) -> Iterator[None]:
+    """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+                    raise LockBusy(
+                        f"{path} is held by {holder}; waited {timeout:.0f}s. Another reconcile is running: "
+                        "let it finish, or stop it"
+                    ) from None
+                time.sleep(poll)
+        stamp = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(stamp).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,172 @@
+"""The apply step: run a Plan through the drivers, tenant by tenant, under the tenant lock.
+
+Each action re-checks its precondition against a fresh listing of the socket taken
+inside the lock, so applying twice, or again after a crash halfway, converges with no
+duplicates; the outcome of every action is read back from tmux, not assumed. Restart
+history (for backoff) is advanced and written here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from reconciler.core.health import Health
+from reconciler.core.history import advance
+from reconciler.core.plan import Action, ActionKind
+from reconciler.drivers import tmux
+from reconciler.drivers.lock import LockBusy, tenant_lock
+from reconciler.engine.state import lock_path, write_history
+from reconciler.engine.tick import Tick
+from reconciler.model.launch import LaunchSpec
+from reconciler.model.observed import SocketKey, SocketSnapshot
+
+Result = Literal["done", "skipped", "failed"]
+STARTS = {ActionKind.SPAWN, ActionKind.RESTART, ActionKind.DOWNGRADE}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    result: Result
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    outcomes: tuple[Outcome, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.result == "failed"]
+
+
+def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
+    """Execute `tick.plan`; never raises over one tenant's trouble, reports it instead."""
+    outcomes: list[Outcome] = []
+    problems: list[str] = []
+    for (tenant, socket), actions in _grouped(tick.plan.actions).items():
+        try:
+            with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
+                outcomes += _apply_group(socket, actions)
+        except LockBusy as exc:
+            outcomes += [Outcome(a, "failed", str(exc)) for a in actions]
+        except OSError as exc:
+            outcomes += [Outcome(a, "failed", f"state directory: {exc}") for a in actions]
+    problems += _record_history(tick, outcomes)
+    return ApplyReport(tuple(outcomes), tuple(problems))
+
+
+def _grouped(actions: Iterable[Action]) -> dict[tuple[str, SocketKey], list[Action]]:
+    groups: dict[tuple[str, SocketKey], list[Action]] = {}
+    for action in actions:
+        groups.setdefault((action.tenant, action.socket), []).append(action)
+    return groups
+
+
+def _apply_group(socket: SocketKey, actions: list[Action]) -> list[Outcome]:
+    """One tenant's actions on one socket: re-check, kill, start, then read back."""
+    fresh = tmux.observe_socket(socket)
+    if fresh.error:
+        return [Outcome(a, "failed", fresh.error) for a in actions]
+    skipped: dict[Action, str] = {}
+    kills: list[Action] = []
+    starts: list[Action] = []
+    for action in actions:
+        why = _precondition(action, fresh)
+        if why:
+            skipped[action] = why
+            continue
+        if action.kind == ActionKind.STOP or (action.kind in STARTS and action.agent in fresh.sessions):
+            kills.append(action)
+        if action.kind in STARTS:
+            starts.append(action)
+    errors: list[str] = []
+    if kills:
+        try:
+            tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
+        except tmux.TmuxError as exc:
+            errors.append(str(exc))
+    if starts:
+        try:
+            tmux.spawn_sessions([prepare_launch(a.launch) for a in starts if a.launch is not None])
+        except (tmux.TmuxError, ValueError) as exc:
+            errors.append(str(exc))
+    after = tmux.observe_socket(socket)
+    return [
+        Outcome(a, "skipped", skipped[a]) if a in skipped else _read_back(a, after, errors)
+        for a in actions
+    ]
+
+
+def _precondition(action: Action, fresh: SocketSnapshot) -> str:
+    """Why `action` must not run now ("" when it may): the world moved since the plan."""
+    session = fresh.sessions.get(action.agent)
+    ours = session is not None and session.marks.owned and session.marks.tenant == action.tenant \
+        and session.marks.agent == action.agent
+    if action.kind == ActionKind.STOP:
+        return "" if ours else "already gone"
+    if session is None:
+        return ""
+    if not ours:
+        return "a session that is not the fleet's now has this name; left alone"
+    if action.kind == ActionKind.SPAWN and action.launch and session.marks.spec_hash == action.launch.spec_hash:
+        return "already running (another reconciler started it)"
+    return ""
+
+
+def _read_back(action: Action, after: SocketSnapshot, errors: list[str]) -> Outcome:
+    session = after.sessions.get(action.agent)
+    if action.kind == ActionKind.STOP:
+        return Outcome(action, "done") if session is None else Outcome(action, "failed", "; ".join(errors) or "still running")
+    launch = action.launch
+    if session is not None and launch is not None and session.marks.spec_hash == launch.spec_hash and session.marks.owned:
+        return Outcome(action, "done")
+    return Outcome(action, "failed", "; ".join(errors) or "the session did not appear")
+
+
+def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
+    """Facts of this machine the pure core cannot know: where the program is, whether
+    the workdir exists. Neither changes the spec hash."""
+    argv = launch.argv
+    program = argv[0]
+    if "/" not in program and shutil.which(program) is None:
+        beside = Path(sys.executable).parent / program  # console scripts of fleet's own venv
+        if beside.is_file():
+            argv = (str(beside), *argv[1:])
+    workdir = launch.workdir
+    if workdir is not None:
+        expanded = Path(workdir).expanduser() if launch.socket.user is None else None
+        if expanded is not None and not expanded.is_dir():
+            workdir = "~"
+    return replace(launch, argv=argv, workdir=workdir)
+
+
+def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
+    """Advance restart history: healthy resets, a health restart counts, a stop forgets."""
+    restarted = {
+        (o.action.tenant, o.action.agent): o.action.reason.message
+        for o in outcomes
+        if o.action.kind == ActionKind.RESTART and o.action.reason.rule.startswith("health-") and o.result != "skipped"
+    }
+    forgotten = [
+        (o.action.tenant, o.action.agent)
+        for o in outcomes
+        if o.result == "done" and (o.action.kind == ActionKind.STOP or o.action.reason.rule == "spec-changed")
+    ]
+    healthy = [(h.tenant, h.agent) for h in tick.plan.health if h.health == Health.HEALTHY.value]
+    new = advance(tick.history, healthy=healthy, restarted=restarted, forgotten=forgotten, now=tick.now)
+    problems = []
+    for tenant in tick.desired.tenants:
+        records = {agent: rec for (t, agent), rec in new.items() if t == tenant}
+        try:
+            write_history(tick.inputs.state_dir, tenant, records)
+        except OSError as exc:
+            problems.append(f"could not write restart history for {tenant}: {exc}")
+    return problems
+

@@ -1,0 +1,85 @@
+"""What the reconciler keeps between ticks in the state directory, per tenant.
+
+`restarts.json` holds the restart history behind backoff and Stalled. It is small,
+written atomically, and a corrupt file is reported and treated as empty (at worst an
+agent restarts once sooner than its backoff said).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.drivers.files import write_atomic
+from reconciler.model.history import RestartRecord
+
+
+def tenant_dir(state_dir: Path, tenant: str) -> Path:
+    return state_dir / tenant
+
+
+def history_path(state_dir: Path, tenant: str) -> Path:
+    return tenant_dir(state_dir, tenant) / "restarts.json"
+
+
+def lock_path(state_dir: Path, tenant: str) -> Path:
+    return tenant_dir(state_dir, tenant) / "lock"
+
+
+def parse_history(text: str) -> dict[str, RestartRecord]:
+    """`restarts.json` -> records by agent; raises ValueError on anything malformed.
+
+    >>> parse_history('{"a": {"attempts": 2, "last_at": "2026-11-25T12:00:00+00:00", "last_reason": "dead"}}')
+    {'a': RestartRecord(attempts=2, last_at=datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc), last_reason='dead')}
+    """
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    out = {}
+    for agent, rec in raw.items():
+        last_at = datetime.fromisoformat(rec["last_at"])
+        if last_at.tzinfo is None:
+            raise ValueError(f"{agent}: last_at has no time zone")
+        out[str(agent)] = RestartRecord(int(rec["attempts"]), last_at, str(rec.get("last_reason", "")))
+    return out
+
+
+def render_history(records: Mapping[str, RestartRecord]) -> str:
+    doc = {
+        agent: {"attempts": r.attempts, "last_at": r.last_at.isoformat(), "last_reason": r.last_reason}
+        for agent, r in sorted(records.items())
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def read_history(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], RestartRecord], list[str]]:
+    """Every tenant's restart history, keyed (tenant, agent), and what could not be read."""
+    history: dict[tuple[str, str], RestartRecord] = {}
+    problems = []
+    for tenant in tenants:
+        path = history_path(state_dir, tenant)
+        try:
+            records = parse_history(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path}: unreadable restart history ({exc}); starting it over")
+            continue
+        history.update({(tenant, agent): rec for agent, rec in records.items()})
+    return history, problems
+
+
+def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRecord]) -> None:
+    """Write one tenant's history if it changed (same records, same bytes, no write)."""
+    path = history_path(state_dir, tenant)
+    text = render_history(records)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    if not records and not path.exists():
+        return
+    write_atomic(path, text, mode=0o600)
