@@ -66,3 +66,35 @@ def median_seconds(fn: Callable[[], object], runs: int) -> tuple[float, list[flo
 
 def kill_server(socket: str) -> None:
     subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+def alternate(commands: dict[str, list[str]], runs: int, env: dict[str, str], before: Callable[[str], object] | None = None) -> dict[str, list[float]]:
+    """Time whole processes, alternating between them each round so noise hits all alike.
+
+    `before(name)` runs untimed ahead of each timed run (e.g. to reset the tmux server).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            if before is not None:
+                before(name)
+            start = time.perf_counter()
+            result = subprocess.run(argv, env=env, capture_output=True, check=False)
+            samples[name].append(time.perf_counter() - start)
+            if result.returncode not in (0, 2):
+                raise RuntimeError(f"{name} failed ({result.returncode}): {result.stderr.decode()[-800:]}")
+    return samples
+
+
+def write_heartbeats(state: Path, tenant: str, host: str, agents: list[str], model: str = "stub-large") -> None:
+    """Fresh heartbeats for every agent, as healthy agents would have written them."""
+    import json
+    from datetime import UTC, datetime
+
+    folder = state / tenant / "heartbeats"
+    folder.mkdir(parents=True, exist_ok=True)
+    ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for i, agent in enumerate(agents):
+        record = {"tenant": tenant, "host": host, "agent": agent, "seq": 1, "ts": ts, "pid": 1000 + i,
+                  "state": "idle", "model": model, "ack": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        (folder / f"{agent}.json").write_text(json.dumps(record))
