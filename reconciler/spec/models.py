@@ -128,7 +128,7 @@ PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00
 class Strict(BaseModel):
     """Base of every spec model: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Document(Strict):

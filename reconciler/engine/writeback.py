@@ -1,0 +1,110 @@
+"""Write back: status per host and tenant, and TASKS.md, into the fleet repository.
+
+The last step of a tick. Files are written only when their bytes change (atomically),
+so a run that changed nothing leaves the work tree clean and Git commits nothing.
+TASKS.md is rendered from the specs and every host's status files, never merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.core.plan import ActionKind
+from reconciler.core.render import parse_status, render_status, render_tasks
+from reconciler.core.status import tenant_status
+from reconciler.drivers.files import write_atomic
+from reconciler.engine.apply import Outcome
+from reconciler.engine.tick import Tick
+from reconciler.model.status import RunRecord, TenantStatus
+
+STATUS_DIR = "status"
+TASKS_FILE = "TASKS.md"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    written: tuple[str, ...]  # repository-relative paths whose bytes changed
+    problems: tuple[str, ...]
+
+
+def status_path(repo: Path, host: str, tenant: str) -> Path:
+    return repo / STATUS_DIR / host / f"{tenant}.yaml"
+
+
+def read_status(path: Path) -> tuple[TenantStatus | None, str | None]:
+    """A status file, or None; a corrupt one is a problem (it is rewritten, not fatal)."""
+    try:
+        return parse_status(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"{path}: unreadable status ({exc}); it is rewritten from this run"
+
+
+def read_all_statuses(repo: Path) -> tuple[list[TenantStatus], list[str]]:
+    statuses, problems = [], []
+    root = repo / STATUS_DIR
+    for path in sorted(root.glob("*/*.yaml")) if root.is_dir() else []:
+        status, problem = read_status(path)
+        if status is not None:
+            statuses.append(status)
+        if problem:
+            problems.append(problem)
+    return statuses, problems
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, text)
+    return True
+
+
+def run_record(tick: Tick, outcomes: Iterable[Outcome], tenant: str, revision: str, finished: datetime) -> RunRecord | None:
+    mine = [o for o in outcomes if o.action.tenant == tenant and o.result != "skipped"]
+    if not mine:
+        return None
+    return RunRecord(
+        revision=revision,
+        at=tick.now.isoformat(timespec="seconds"),
+        duration_ms=int((finished - tick.now).total_seconds() * 1000),
+        actions=tuple(f"{o.action.kind.value} {o.action.agent}" for o in mine),
+        failed=sum(1 for o in mine if o.result == "failed"),
+    )
+
+
+def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finished: datetime) -> WriteResult:
+    """Render this host's status for each tenant it runs, then TASKS.md from all hosts."""
+    listed = list(outcomes)
+    repo = tick.inputs.repo
+    host = tick.inputs.host
+    written: list[str] = []
+    problems: list[str] = []
+    for name, tenant in tick.desired.tenants.items():
+        if not tenant.on_host(host):
+            continue
+        path = status_path(repo, host, name)
+        previous, problem = read_status(path)
+        if problem:
+            problems.append(problem)
+        done = [o for o in listed if o.action.tenant == name]
+        started = {o.action.agent: f"{o.action.kind.value} at revision {revision}" for o in done
+                   if o.result == "done" and o.action.kind != ActionKind.STOP}
+        failed = {o.action.agent: o.detail or "failed" for o in done if o.result == "failed"}
+        status = tenant_status(
+            tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
+            run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now,
+        )
+        if _write_if_changed(path, render_status(status)):
+            written.append(str(path.relative_to(repo)))
+    statuses, read_problems = read_all_statuses(repo)
+    problems += read_problems
+    if tick.repo.fleet is not None and _write_if_changed(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision)):
+        written.append(TASKS_FILE)
+    return WriteResult(tuple(written), tuple(problems))
