@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from reconciler import views
+from reconciler.cli_agents import agent_app, ps_command
 from reconciler.drivers.files import default_state_dir
 from reconciler.engine.apply import apply_plan
 from reconciler.engine.tick import TickInputs, plan_tick
@@ -180,6 +181,10 @@ def schema(
         raise typer.Exit(1)
     verb = "are current" if not stale else ("written" if not check else "stale")
     out.print(f"{len(render_schemas())} schemas in {out_dir} {verb}.", highlight=False)
+
+
+app.command("ps")(ps_command)
+app.add_typer(agent_app, name="agent")
 
 
 def main() -> None:

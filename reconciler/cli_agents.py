@@ -1,0 +1,213 @@
+"""`fleet ps` and `fleet agent watch|attach|send`: parse options, call the engine, print.
+
+The observing half of the CLI: `ps` runs one tick up to the plan (engine/tick.py, the
+same code path as `fleet reconcile --dry-run`, so both see the same health) and prints
+core/ps.py's rows; the agent verbs are engine/agent_verbs.py. reconciler/cli.py mounts
+them with `app.command("ps")(ps_command)` and `app.add_typer(agent_app, name="agent")`.
+User mistakes end as one `error:` line on stderr and exit 1, whichever app runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from reconciler import views
+from reconciler.core.desired import DesiredAgent
+from reconciler.core.ps import ps_notes, ps_rows, render_table, row_json
+from reconciler.drivers.files import default_state_dir
+from reconciler.engine import agent_verbs
+from reconciler.engine.agent_verbs import Refused, SendOptions, SendStatus
+from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.errors import UserError
+
+err = Console(stderr=True, soft_wrap=True)
+
+RepoArg = Annotated[Path, typer.Argument(help="The fleet repository (a folder with fleet.yaml).", show_default=False)]
+AgentArg = Annotated[str, typer.Argument(help="The agent: NAME, or TENANT/NAME when several tenants have one.",
+                                         show_default=False)]
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="The agents of this host. Default: this machine's hostname.", show_default=False),
+]
+TenantOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tenant", help="Only this tenant (repeatable). Default: all.", show_default=False),
+]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Heartbeats, usage and history. Default: $FLEET_STATE_DIR or "
+                 "~/.local/state/mosaic-fleet.", show_default=False),
+]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A UserError becomes `error: ...` and exit 1 here, so the verbs behave the same
+    under `fleet` and under any app that mounts them."""
+    try:
+        yield
+    except UserError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _check_output(value: str) -> str:
+    if value not in {"text", "json"}:
+        raise UserError(f"--output must be text or json, not {value!r}")
+    return value
+
+
+def _check_repo(repo: Path) -> Path:
+    if not repo.is_dir():
+        raise UserError(f"{repo}: no such folder; give the path of a fleet repository (it holds fleet.yaml)")
+    return repo
+
+
+def ps_command(
+    repo: RepoArg,
+    host: HostOpt = None,
+    tenant: TenantOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """One table of this host's agents: tmux, systemd, pid, idle, heartbeat, model, health, drift.
+
+    Read-only: it observes and plans like `fleet reconcile --dry-run`, and changes nothing.
+
+    Example: fleet ps examples/fleets/minimal --host demo --output json
+    """
+    with user_errors():
+        _check_output(output)
+        inputs = TickInputs(
+            repo=_check_repo(repo),
+            host=host or socket.gethostname(),
+            state_dir=state_dir if state_dir is not None else default_state_dir(),
+            tenants=set(tenant) if tenant else None,
+            command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,  # as reconcile: same spec hashes
+        )
+        tick = plan_tick(inputs)
+        unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
+        if unknown:
+            raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo}/tenants/")
+    views.print_errors(err, tick.repo.errors)
+    for problem in tick.problems:
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    rows = ps_rows(tick.desired, tick.observed, tick.plan, tick.now)
+    if output == "json":
+        print(views.to_json([row_json(row) for row in rows]))
+        return
+    notes = ps_notes(tick.desired, tick.observed)
+    if not rows:
+        hosts = ", ".join(sorted(tick.desired.hosts())) or "none"
+        notes.append(f"no agent runs on host {inputs.host} (hosts in the repository: {hosts}); pass --host to see another")
+    print(render_table(rows, notes))
+
+
+agent_app = typer.Typer(
+    help="One agent at a time: watch it (read-only), take it over, or send it a message.\n\n"
+    "Example: fleet agent send examples/fleets/minimal orchestrator 'status?' --verify",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
+    desired = agent_verbs.load_desired(
+        _check_repo(repo), host or socket.gethostname(), state_dir if state_dir is not None else default_state_dir()
+    )
+    return agent_verbs.find_agent(desired, address)
+
+
+def _require_terminal(verb: str) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(f"`fleet agent {verb}` needs a terminal (stdin and stdout are not both a tty); "
+                        "run it in one, or use `fleet agent send` from scripts")
+
+
+@agent_app.command("watch")
+def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir: StateDirOpt = None) -> None:
+    """Watch an agent's pane, read-only: your keys never reach it and its window keeps its size.
+
+    Detach with your tmux prefix, then d. The agent's window is set to `window-size manual`.
+
+    Example: fleet agent watch examples/fleets/minimal orchestrator --host demo
+    """
+    with user_errors():
+        agent = _agent(repo, name, host, state_dir)
+        _require_terminal("watch")
+        err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
+                  highlight=False, markup=False)
+        code = agent_verbs.watch(agent)
+    raise typer.Exit(code)
+
+
+@agent_app.command("attach")
+def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir: StateDirOpt = None) -> None:
+    """Take an agent over interactively: a plain tmux attach, so your keystrokes go to the agent.
+
+    Example: fleet agent attach examples/fleets/minimal orchestrator --host demo
+    """
+    with user_errors():
+        agent = _agent(repo, name, host, state_dir)
+        _require_terminal("attach")
+        err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
+                  "(use `fleet agent watch` to only look)", highlight=False, markup=False)
+        code = agent_verbs.attach(agent)
+    raise typer.Exit(code)
+
+
+@agent_app.command("send")
+def send_command(
+    repo: RepoArg,
+    name: AgentArg,
+    message: Annotated[str, typer.Argument(help="One line of text; the id trailer is added.", show_default=False)],
+    verify: Annotated[bool, typer.Option("--verify", help="Wait until the agent's heartbeat acks the message.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds --verify waits for the ack.")] = 30.0,
+    force: Annotated[bool, typer.Option("--force", help="Send even when the pane is in copy mode (cancelled "
+                                        "first) or someone who can type is attached.")] = False,
+    host: HostOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Type a message into an agent's pane, press Enter; with --verify, wait for its ack.
+
+    Prints verified / sent, or typed_not_submitted / not_delivered (exit 1).
+
+    Example: fleet agent send examples/fleets/minimal orchestrator 'rebase on main' --verify --timeout 20
+    """
+    with user_errors():
+        _check_output(output)
+        agent = _agent(repo, name, host, state_dir)
+        try:
+            result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
+        except Refused:
+            if output == "json":
+                print(views.to_json({"id": None, "status": "refused"}))
+            raise
+    print(views.to_json({"id": result.id, "status": result.status.value}) if output == "json" else result.status.value)
+    err.print(f"{result.id} to {agent.tenant}/{agent.name}: {result.detail}", highlight=False, markup=False)
+    if result.status not in {SendStatus.SENT, SendStatus.VERIFIED}:
+        raise typer.Exit(1)
+
+
+def standalone_app() -> typer.Typer:
+    """`ps` and `agent` on their own app, as cli.py mounts them (`python -m reconciler.cli_agents`)."""
+    app = typer.Typer(name="fleet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    app.command("ps")(ps_command)
+    app.add_typer(agent_app, name="agent")
+    return app
+
+
+if __name__ == "__main__":
+    standalone_app()()
