@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from reconciler import views
 from reconciler.cli_agents import agent_app, ps_command
 from reconciler.drivers.files import default_state_dir
 from reconciler.engine.apply import apply_plan
-from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.schemas import render_schemas
@@ -143,6 +143,10 @@ def reconcile(
         if detailed_exitcode and tick.plan.has_changes:
             raise typer.Exit(2)
         return
+    _apply_and_report(tick, doc, output)
+
+
+def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str) -> None:
     report = apply_plan(tick)
     for problem in report.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -154,6 +158,35 @@ def reconcile(
     unconverged = report.failed or tick.plan.conflicts or tick.plan.holds
     if tick.repo.errors or unconverged:
         raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    repo: RepoArg,
+    host: HostOpt = None,
+    tenant: TenantOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Stop every agent the fleet runs on this host for REPO's tenants (and their units).
+
+    Example: fleet down examples/fleets/minimal --host demo --tenant demo
+    """
+    _check_output(output)
+    inputs = TickInputs(
+        repo=_check_repo(repo),
+        host=host or socket.gethostname(),
+        state_dir=_state_dir(state_dir),
+        tenants=set(tenant) if tenant else None,
+        allow_mass_stop=True,
+        down=True,
+    )
+    tick = plan_tick(inputs)
+    views.print_errors(err, tick.repo.errors)
+    doc = views.plan_document(tick.plan, tick.repo.errors)
+    if output == "text":
+        views.print_plan(out, tick.plan, len(tick.repo.errors))
+    _apply_and_report(tick, doc, output)
 
 
 @app.command()

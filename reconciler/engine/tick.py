@@ -7,12 +7,12 @@ dry-run prints is exactly what an apply would do.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.desired import DesiredFleet, build_desired
-from reconciler.core.plan import Plan
+from reconciler.core.plan import Plan, Reason
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.observe import observe
 from reconciler.engine.state import read_history
@@ -30,6 +30,7 @@ class TickInputs:
     tenants: Collection[str] | None = None
     command_override: str | None = None
     allow_mass_stop: bool = False
+    down: bool = False  # `fleet down`: desire no agents at all for the tenants in scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
         command_override=inputs.command_override,
         only_tenants=inputs.tenants,
     )
+    if inputs.down:
+        desired = replace(desired, tenants={n: replace(t, agents=()) for n, t in desired.tenants.items()})
     at = now or datetime.now(UTC)
     users = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
     observed = observe(
@@ -68,4 +71,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
     )
     history, history_problems = read_history(inputs.state_dir, sorted(desired.tenants))
     result = plan(desired, observed, at, PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history))
+    if inputs.down:
+        why = Reason("down", "`fleet down` stops every agent of the tenant on this host")
+        result = replace(result, actions=tuple(replace(a, reason=why) for a in result.actions), notes=())
     return Tick(inputs, repo, desired, observed, result, at, history, (*observed.problems, *history_problems))

@@ -149,3 +149,16 @@ def test_schema_check(tmp_path: Path) -> None:
     assert stale.returncode == 1 and "stale" in stale.stderr
     written = fleet("schema", "--out", str(tmp_path))
     assert written.returncode == 0 and (tmp_path / "roster.schema.json").is_file()
+
+
+def test_down_stops_the_fleets_sessions_and_leaves_foreign_ones(tmp_path: Path, tmux_socket: SocketKey, state_dir: Path) -> None:
+    assert tmux_socket.name
+    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
+    env = {"MOSAIC_AGENT_COMMAND": "sleep 600"}
+    up = fleet("reconcile", str(repo), "--host", "demo", "--state-dir", str(state_dir), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    subprocess.run(["tmux", "-L", tmux_socket.name, "new-session", "-d", "-s", "mine", "sleep", "600"], check=True)
+    down = fleet("down", str(repo), "--host", "demo", "--state-dir", str(state_dir), env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "`fleet down` stops every agent" in down.stdout and "2 done" in down.stdout
+    assert sorted(tmux.observe_socket(tmux_socket).sessions) == ["mine"]
