@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 FLEET_YAML = """\
@@ -88,9 +90,6 @@ def alternate(commands: dict[str, list[str]], runs: int, env: dict[str, str], be
 
 def write_heartbeats(state: Path, tenant: str, host: str, agents: list[str], model: str = "stub-large") -> None:
     """Fresh heartbeats for every agent, as healthy agents would have written them."""
-    import json
-    from datetime import UTC, datetime
-
     folder = state / tenant / "heartbeats"
     folder.mkdir(parents=True, exist_ok=True)
     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,7 +3,9 @@
 Each action re-checks its precondition against a fresh listing of the socket taken
 inside the lock, so applying twice, or again after a crash halfway, converges with no
 duplicates; the outcome of every action is read back from tmux, not assumed. Restart
-history (for backoff) is advanced and written here.
+history (for backoff) is advanced and written here. Where the tick found our systemd
+user manager, engine/units.py puts core agents under units and every tmux server under
+its socket's unit; without one, apply runs tmux-only.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reconciler.drivers import tmux
 from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
 from reconciler.engine.tick import Tick
+from reconciler.engine.units import GroupUnits, apply_units, group_units
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey, SocketSnapshot
 
@@ -53,7 +56,9 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
             with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
-                outcomes += _apply_group(socket, actions)
+                done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
+                outcomes += done
+                problems += notes
         except LockBusy as exc:
             outcomes += [Outcome(a, "failed", str(exc)) for a in actions]
         except OSError as exc:
@@ -69,11 +74,15 @@ def _grouped(actions: Iterable[Action]) -> dict[tuple[str, SocketKey], list[Acti
     return groups
 
 
-def _apply_group(socket: SocketKey, actions: list[Action]) -> list[Outcome]:
-    """One tenant's actions on one socket: re-check, kill, start, then read back."""
+def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits | None) -> tuple[list[Outcome], list[str]]:
+    """One tenant's actions on one socket: re-check, kill, start, then read back.
+
+    With `systemd`, the units step runs between the kills and the direct spawns, so the
+    server unit is active before any new-session. Returns the outcomes and the notes.
+    """
     fresh = tmux.observe_socket(socket)
     if fresh.error:
-        return [Outcome(a, "failed", fresh.error) for a in actions]
+        return [Outcome(a, "failed", fresh.error) for a in actions], []
     skipped: dict[Action, str] = {}
     kills: list[Action] = []
     starts: list[Action] = []
@@ -87,21 +96,34 @@ def _apply_group(socket: SocketKey, actions: list[Action]) -> list[Outcome]:
         if action.kind in STARTS:
             starts.append(action)
     errors: list[str] = []
+    notes: list[str] = []
     if kills:
         try:
             tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
         except tmux.TmuxError as exc:
             errors.append(str(exc))
-    if starts:
+    launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
+    under: dict[str, str] = {}
+    if systemd is not None:
+        leaving = [a.agent for a in kills if a.kind == ActionKind.STOP]
+        leaving += [launch.agent for launch in launches if launch.agent not in systemd.core]
+        step = apply_units(systemd, leaving, launches)
+        errors += step.errors
+        notes += step.problems
+        if step.blocked:
+            errors.append(step.blocked)
+        launches, under = step.spawn_directly, step.under_units
+    if launches:
         try:
-            tmux.spawn_sessions([prepare_launch(a.launch) for a in starts if a.launch is not None])
+            tmux.spawn_sessions(launches)
         except (tmux.TmuxError, ValueError) as exc:
             errors.append(str(exc))
     after = tmux.observe_socket(socket)
-    return [
-        Outcome(a, "skipped", skipped[a]) if a in skipped else _read_back(a, after, errors)
+    outcomes = [
+        Outcome(a, "skipped", skipped[a]) if a in skipped else _read_back(a, after, errors, under.get(a.agent, ""))
         for a in actions
     ]
+    return outcomes, notes
 
 
 def _precondition(action: Action, fresh: SocketSnapshot) -> str:
@@ -120,13 +142,14 @@ def _precondition(action: Action, fresh: SocketSnapshot) -> str:
     return ""
 
 
-def _read_back(action: Action, after: SocketSnapshot, errors: list[str]) -> Outcome:
+def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: str = "") -> Outcome:
+    """The action's outcome as tmux now shows it; `unit` names the unit that started it."""
     session = after.sessions.get(action.agent)
     if action.kind == ActionKind.STOP:
         return Outcome(action, "done") if session is None else Outcome(action, "failed", "; ".join(errors) or "still running")
     launch = action.launch
     if session is not None and launch is not None and session.marks.spec_hash == launch.spec_hash and session.marks.owned:
-        return Outcome(action, "done")
+        return Outcome(action, "done", f"under {unit}" if unit else "")
     return Outcome(action, "failed", "; ".join(errors) or "the session did not appear")
 
 

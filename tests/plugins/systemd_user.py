@@ -8,6 +8,12 @@ stopping `x.service` in one kills `x.service` of the other. Each manager therefo
 starts in a private cgroup (`fleet-test-<id>` below our own, in each hierarchy systemd
 tracks), which it takes as its root, and which is removed at the end.
 
+The manager lives for the whole session (one per xdist worker), but only tests that ask
+for `systemd_user` can reach it: that fixture sets the environment for one test and, at
+its end, stops, disables and deletes every unit file the test added. Every other test
+sees no user manager at all (`no_host_systemd`, autouse), so which path the reconciler
+takes, tmux-only or systemd, never depends on test order or on the host's own manager.
+
 Outside pytest (benchmarks, the demo): `with running_systemd_user() as manager: ...`.
 """
 
@@ -125,15 +131,67 @@ def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def systemd_user() -> Iterator[SystemdUser]:
-    """A real user manager for the session, its env set in os.environ; skips if none."""
+def systemd_user_manager() -> Iterator[SystemdUser]:
+    """A real user manager for the session; skips (with the reason) where none can run.
+
+    Tests take `systemd_user` instead: this one does not point os.environ at it.
+    """
     with ExitStack() as stack:
         try:
             manager = stack.enter_context(running_systemd_user())
         except SystemdUserUnavailable as exc:
             pytest.skip(f"systemd --user cannot run here: {exc}")
-        stack.enter_context(patched_environ(manager.env))
         yield manager
+
+
+@pytest.fixture(scope="session")
+def _no_manager_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty XDG_RUNTIME_DIR: `systemctl --user` finds no manager there."""
+    return tmp_path_factory.mktemp("no-systemd-user")
+
+
+@pytest.fixture(autouse=True)
+def no_host_systemd(_no_manager_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without a reachable user manager (the host's included), so the
+    reconciler runs tmux-only unless the test asks for `systemd_user`."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(_no_manager_dir))
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+
+
+@pytest.fixture
+def systemd_user(
+    systemd_user_manager: SystemdUser, no_host_systemd: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SystemdUser]:
+    """The session's manager, reachable (os.environ) for this one test only.
+
+    Units whose files the test added are stopped, disabled and deleted afterwards, so the
+    next test on this worker finds the manager as this one did.
+    """
+    manager = systemd_user_manager
+    for key, value in manager.env.items():
+        monkeypatch.setenv(key, value)
+    before = _unit_files(manager)
+    try:
+        yield manager
+    finally:
+        _remove_units(manager, sorted(_unit_files(manager) - before))
+
+
+def _unit_files(manager: SystemdUser) -> set[str]:
+    return {path.name for path in manager.unit_dir.glob("*") if path.is_file() and not path.is_symlink()}
+
+
+def _remove_units(manager: SystemdUser, names: list[str]) -> None:
+    """Stop, disable and delete `names`, then reload; never raises (warns instead)."""
+    try:
+        if names:
+            manager.systemctl("disable", "--now", "--no-reload", *names, check=False)
+            for name in names:
+                (manager.unit_dir / name).unlink(missing_ok=True)
+        manager.systemctl("daemon-reload", check=False)
+        manager.systemctl("reset-failed", check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        warnings.warn(f"systemd_user cleanup: {exc}", stacklevel=1)
 
 
 def _preflight() -> None:
