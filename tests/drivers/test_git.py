@@ -201,6 +201,37 @@ def test_commit_in_a_fleet_folder_inside_a_bigger_repository(tmp_path: Path, git
     assert (dest / "fleet.yaml").read_text() == "v1\n"
 
 
+def test_a_persons_merge_in_progress_is_left_alone(clone: Callable[[str], Path]) -> None:
+    repo = clone("host-a")
+    git(repo, "checkout", "--quiet", "-b", "side")
+    person_commit(repo, {"fleet.yaml": "name: side\n"}, "side")
+    git(repo, "checkout", "--quiet", "main")
+    person_commit(repo, {"fleet.yaml": "name: main\n"}, "main")
+    git(repo, "-c", "user.name=Person", "-c", "user.email=p@example.com", "merge", "side", check=False)
+    before = (git(repo, "rev-parse", "HEAD"), (repo / "fleet.yaml").read_text())
+
+    with pytest.raises(GitError, match="a merge is in progress"):
+        tick(repo, "host-a", "ready: true\n")
+    pulled = pull(checkout_of(repo))
+
+    assert pulled.outcome is Outcome.FAILED and "a merge is in progress" in pulled.message
+    assert (git(repo, "rev-parse", "HEAD"), (repo / "fleet.yaml").read_text()) == before
+    assert (repo / ".git/MERGE_HEAD").exists()
+
+
+def test_a_persons_hooks_do_not_gate_the_write_back(clone: Callable[[str], Path], bare_remote: Path) -> None:
+    repo = clone("host-a")
+    for hook in ("pre-commit", "commit-msg", "pre-push", "post-checkout"):
+        (repo / ".git/hooks" / hook).write_text("#!/bin/sh\nexit 1\n")
+        (repo / ".git/hooks" / hook).chmod(0o755)
+
+    sha = tick(repo, "host-a", "ready: true\n")
+
+    assert sha is not None
+    assert push_with_retry(checkout_of(repo), rerender_for(repo)).outcome is Outcome.UPDATED
+    assert git(bare_remote, "rev-parse", "main") == sha
+
+
 # --- pull -----------------------------------------------------------------------------
 
 

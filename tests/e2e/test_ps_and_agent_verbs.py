@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from reconciler.cli import app as fleet_app
 from reconciler.drivers.files import parse_heartbeat
 from reconciler.engine import agent_verbs
 from reconciler.model.observed import Heartbeat, SocketKey
@@ -41,9 +40,8 @@ PS_KEYS = ["agent", "tenant", "host", "lifecycle", "socket", "tmux", "systemd", 
 
 
 def verbs_module() -> str:
-    """`reconciler.cli` once it mounts `ps` and `agent`; until then the verbs' own app."""
-    names = {c.name for c in fleet_app.registered_commands} | {g.name for g in fleet_app.registered_groups}
-    return "reconciler.cli" if {"ps", "agent"} <= names else "reconciler.cli_agents"
+    """The module the `fleet` console script runs."""
+    return "reconciler.cli"
 
 
 @dataclass
@@ -106,7 +104,7 @@ class Fleet:
         name = f"fleet-outer-{uuid.uuid4().hex[:10]}"
         self.outer.append(name)
         rc_file = self.state_dir.parent / f"{name}.rc"
-        script = '"$@"; echo $? > "$0"; sleep 600'
+        script = '"$@"; echo $? > "$0.tmp" && mv "$0.tmp" "$0"; sleep 600'
         subprocess.run(["tmux", "-L", name, "-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "60", "-s", "t",
                         "--", "sh", "-c", script, str(rc_file), *argv],
                        env=self.env, check=True, timeout=10, stdin=subprocess.DEVNULL)
