@@ -10,6 +10,9 @@ import json
 import os
 import socket
 import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +21,12 @@ from rich.console import Console
 
 from reconciler import views
 from reconciler.cli_agents import agent_app, ps_command
+from reconciler.drivers import git
 from reconciler.drivers.files import default_state_dir
-from reconciler.engine.apply import apply_plan
+from reconciler.engine import gitops
+from reconciler.engine.apply import Outcome, apply_plan
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
+from reconciler.engine.writeback import write_back
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.schemas import render_schemas
@@ -106,6 +112,14 @@ def reconcile(
     allow_mass_stop: Annotated[
         bool, typer.Option("--allow-mass-stop", help="Apply a plan that stops more than half of a tenant's running agents.")
     ] = False,
+    no_git: Annotated[
+        bool, typer.Option("--no-git", help="Write status and TASKS.md but leave Git alone (no pull, commit or push).")
+    ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="With --dry-run: plan the specs at this Git revision against what runs now "
+                     "(a pull-request preview), e.g. --against origin/feature.", show_default=False),
+    ] = None,
     host: HostOpt = None,
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
@@ -117,6 +131,44 @@ def reconcile(
     """
     _check_output(output)
     loaded_repo = _check_repo(repo)
+    if against is not None:
+        if not dry_run:
+            raise UserError("--against previews a revision; use it with --dry-run")
+        with tempfile.TemporaryDirectory(prefix="fleet-against-") as tmp:
+            loaded_repo = _materialize(loaded_repo, against, Path(tmp))
+            _reconcile(loaded_repo, True, detailed_exitcode, allow_mass_stop, True, host, tenant, state_dir, output)
+        return
+    _reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output)
+
+
+def _materialize(repo: Path, rev: str, dest: Path) -> Path:
+    checkout = gitops.open_repo(repo, enabled=True)
+    if checkout is None:
+        raise UserError(f"{repo} is not in a Git work tree; --against needs one")
+    try:
+        git.show_tree_at(checkout, rev, dest)
+    except git.GitError as exc:
+        raise UserError(f"--against {rev}: {exc}") from None
+    return dest
+
+
+def _reconcile(
+    loaded_repo: Path,
+    dry_run: bool,
+    detailed_exitcode: bool,
+    allow_mass_stop: bool,
+    no_git: bool,
+    host: str | None,
+    tenant: list[str] | None,
+    state_dir: Path | None,
+    output: str,
+) -> None:
+    checkout = gitops.open_repo(loaded_repo, enabled=not dry_run and not no_git)
+    pulled, pull_problems = gitops.pull(checkout)
+    if pulled and output == "text":
+        out.print(f"[dim]git: {pulled}[/]", highlight=False)
+    for problem in pull_problems:
+        err.print(f"warning: {problem}; reconciling from the specs at hand", highlight=False, markup=False)
     inputs = TickInputs(
         repo=loaded_repo,
         host=host or socket.gethostname(),
@@ -128,7 +180,7 @@ def reconcile(
     tick = plan_tick(inputs)
     unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
     if unknown:
-        raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo}/tenants/")
+        raise UserError(f"--tenant {unknown[0]}: no such tenant in {loaded_repo}/tenants/")
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -143,11 +195,19 @@ def reconcile(
         if detailed_exitcode and tick.plan.has_changes:
             raise typer.Exit(2)
         return
-    _apply_and_report(tick, doc, output)
+    _apply_and_report(tick, doc, output, checkout, write=True)
 
 
-def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str) -> None:
-    report = apply_plan(tick)
+def _apply_and_report(
+    tick: Tick, doc: dict[str, Any], output: str, checkout: git.Checkout | None = None, *, write: bool = False
+) -> None:
+    """Apply, then always write status back (in a finally, as a failed apply is news too)."""
+    report = None
+    try:
+        report = apply_plan(tick)
+    finally:
+        if write:
+            _write_back(tick, report.outcomes if report else (), checkout)
     for problem in report.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
     if output == "json":
@@ -158,6 +218,20 @@ def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str) -> None:
     unconverged = report.failed or tick.plan.conflicts or tick.plan.holds
     if tick.repo.errors or unconverged:
         raise typer.Exit(1)
+
+
+def _write_back(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> None:
+    revision = gitops.spec_revision(checkout or git.open_checkout(tick.inputs.repo))
+    try:
+        written = write_back(tick, outcomes, revision=revision, finished=datetime.now(UTC))
+    except OSError as exc:
+        err.print(f"warning: could not write status into {tick.inputs.repo}: {exc}", highlight=False, markup=False)
+        return
+    for problem in written.problems:
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    published = gitops.publish(checkout, tick.inputs.repo, tick.inputs.host, revision)
+    for problem in published.problems:
+        err.print(f"warning: {problem}; the host is reconciled, the next run retries", highlight=False, markup=False)
 
 
 @app.command()

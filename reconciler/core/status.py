@@ -40,8 +40,9 @@ def agent_conditions(
         health = "failed"
         ready = _cond("Ready", False, "ApplyFailed", f"{failed[agent.name]}; the next run tries again")
     elif agent.name in started:
+        # Worded as the next run will see it (a young session), so that run rewrites nothing.
         health = "starting"
-        ready = _cond("Ready", False, "Starting", f"{started[agent.name]}; waiting for its first heartbeat")
+        ready = _cond("Ready", False, "Starting", _stable_message(health, agent))
     elif conflict is not None:
         health = "conflict"
         ready = _cond("Ready", False, "Conflict", conflict.message)
@@ -50,7 +51,7 @@ def agent_conditions(
         ready = _cond("Ready", False, "Absent", "no session; the next run spawns it")
     else:
         health = verdict.health
-        good = verdict.health in {"healthy", "starting"}
+        good = verdict.health == "healthy"
         ready = _cond("Ready", good, verdict.health.capitalize(), _stable_message(health, agent))
     # Status messages avoid ages ("5s ago"): they would change the file on every run.
     if health == "healthy":
@@ -117,6 +118,8 @@ def tenant_status(
         beat = observed.heartbeats.get((agent.tenant, agent.name))
         session = observed.session(agent.launch.socket, agent.name)
         running_model = beat.model if beat else (session.marks.model or None if session else None)
+        if agent.name in started:
+            running_model = agent.model  # just started with it; the next run observes the same
         tokens = sum(beat.usage.values()) if beat else 0
         agents.append(AgentStatus(
             agent.name, agent.role, agent.alias, agent.lifecycle, agent.model, running_model, health,

@@ -16,9 +16,12 @@ The checkout is shared with people, so three rules hold everywhere below:
   checkout then moves to the result in one step. A conflict in TASKS.md (a projection)
   takes the remote's side there, and `rerender()` rewrites it in the checkout from the
   merged status files; any other conflict abandons the throwaway and reports the paths.
-- **Network failures are results, not exceptions**: `pull`, `push_with_retry` and
-  `remote_revision` return an outcome and a message; the local commit always stays.
-  Local failures (a broken repository, an unknown revision) raise `GitError`.
+- **Failures are results where the loop must go on**: `pull`, `push_with_retry` and
+  `remote_revision` never raise for git's failures (an unreachable remote, a refused
+  move); they return an outcome and a message, and the local commit always stays.
+  `open_checkout`, `commit_if_changed` and `show_tree_at` raise `GitError` for local
+  failures (a person's merge in progress, an unknown revision). Exceptions raised by
+  the caller's `rerender()` are the caller's and propagate.
 
 Hooks are off for the reconciler's own git calls (`core.hooksPath=/dev/null`): a
 person's pre-commit or pre-push hook is meant for their code, not for status files.
@@ -68,8 +71,14 @@ _IN_PROGRESS = {
     "CHERRY_PICK_HEAD": "a cherry-pick",
     "REVERT_HEAD": "a revert",
 }
-_MOVED_REASONS = ("fetch first", "non-fast-forward", "stale info", "cannot lock ref",
-                  "failed to update ref", "incorrect old value")
+_MOVED_REASONS = (
+    "fetch first",
+    "non-fast-forward",
+    "stale info",
+    "cannot lock ref",
+    "failed to update ref",
+    "incorrect old value",
+)
 
 
 class GitError(RuntimeError):
@@ -280,8 +289,17 @@ def parse_commit_facts(text: str) -> CommitFacts:
     (('p1', 'p2'), '@1700000000 +0100', 'status: host-a\\n')
     """
     sha, tree, parents, name, email, date, committer, committer_email, message = text.split("\0", 8)
-    return CommitFacts(sha, tree, tuple(parents.split()), name, email, "@" + date.strip(),
-                       committer, committer_email, message)
+    return CommitFacts(
+        sha,
+        tree,
+        tuple(parents.split()),
+        name,
+        email,
+        "@" + date.strip(),
+        committer,
+        committer_email,
+        message,
+    )
 
 
 # --- opening a checkout and reading revisions ---------------------------------------
@@ -293,15 +311,23 @@ def open_checkout(path: Path) -> Checkout | None:
     `path` may be the top of the work tree, or a folder in it that Git already tracks
     (a fleet inside a monorepo). An untracked folder inside someone else's repository
     (a home directory under Git, say) is not a checkout: we must not commit into it.
+    A checkout that git refuses (owned by another user) raises GitError rather than
+    quietly turning Git off for a fleet that expects its status pushed.
     """
     path = Path(path).resolve()
     if not path.is_dir():
         return None
     probe = git.Git(str(path))
-    status, out, _ = probe.execute(
+    status, out, err = probe.execute(
         ["git", "rev-parse", "--is-inside-work-tree", "--show-toplevel", "--show-prefix"],
-        with_extended_output=True, with_exceptions=False,
+        with_extended_output=True,
+        with_exceptions=False,
     )
+    if "dubious ownership" in err:
+        raise GitError(
+            f"{path} is a Git checkout owned by another user, so git refuses to work in it; as the user "
+            f"that reconciles, run `git config --global --add safe.directory {path}`, or use --no-git"
+        )
     lines = out.splitlines()
     if status != 0 or not lines or lines[0] != "true":
         return None
@@ -382,13 +408,14 @@ def _pull(checkout: Checkout) -> PullResult:
         return PullResult(Outcome.NO_UPSTREAM, before, before, upstream)
     fetched = _run(checkout, "fetch", "--quiet", "--no-tags", upstream.remote, network=True)
     if fetched.status != 0:
-        return PullResult(Outcome.FAILED, before, before,
-                          f"cannot fetch from {upstream.remote}: {first_error(fetched.err)}; "
-                          f"the specs stay at {before.short if before else 'nothing'}")
-    try:
-        how = _catch_up(checkout, upstream)
-    except GitError as exc:
-        return PullResult(Outcome.FAILED, before, head_revision(checkout), str(exc))
+        return PullResult(
+            Outcome.FAILED,
+            before,
+            before,
+            f"cannot fetch from {upstream.remote}: {first_error(fetched.err)}; "
+            f"the specs stay at {before.short if before else 'nothing'}",
+        )
+    how = _catch_up(checkout, upstream)
     head = head_revision(checkout)
     outcome = Outcome.UPDATED if how in ("fast-forwarded", "rebased") else Outcome.UP_TO_DATE
     return PullResult(outcome, before, head, _pull_message(how, upstream, head))
@@ -426,7 +453,12 @@ def commit_if_changed(
     ident = _Ident(author_name, author_email, author_name, author_email)
     sha = _write_commit(checkout, head, [head.sha] if head else [], rooted, message, ident)
     if sha is not None:
-        _land(checkout, sha, head.sha if head else None, f"fleet: {message.splitlines()[0] if message else 'write-back'}")
+        _land(
+            checkout,
+            sha,
+            head.sha if head else None,
+            f"fleet: {message.splitlines()[0] if message else 'write-back'}",
+        )
         _sync_index(checkout, rooted)
     return sha
 
@@ -453,12 +485,17 @@ def push_with_retry(
     try:
         return _push(checkout, rerender, attempts, rng or random.Random(), sleep)
     except (GitError, git.GitError, OSError) as exc:
-        return PushResult(Outcome.FAILED, _safe_head(checkout), 0, f"{exc}; the local commit stays for the next tick")
+        return PushResult(
+            Outcome.FAILED, _safe_head(checkout), 0, f"{exc}; the local commit stays for the next tick"
+        )
 
 
 def _push(
-    checkout: Checkout, rerender: Callable[[], Sequence[str]], attempts: int,
-    rng: random.Random, sleep: Callable[[float], None],
+    checkout: Checkout,
+    rerender: Callable[[], Sequence[str]],
+    attempts: int,
+    rng: random.Random,
+    sleep: Callable[[float], None],
 ) -> PushResult:
     upstream = _upstream(checkout)
     if isinstance(upstream, str):
@@ -473,16 +510,24 @@ def _push(
         if outcome is Outcome.UP_TO_DATE:
             return PushResult(outcome, head, attempt, f"{where} already has {at}")
         if outcome is Outcome.FAILED:
-            return PushResult(outcome, head, attempt,
-                              f"push to {where} failed: {why}; the local commit stays for the next tick")
+            return PushResult(
+                outcome,
+                head,
+                attempt,
+                f"push to {where} failed: {why}; the local commit stays for the next tick",
+            )
         if attempt < attempts:
             sleep(backoff_delay(attempt, rng))
             failure = _rebase_after_rejection(checkout, upstream, rerender)
             if failure:
                 return PushResult(Outcome.FAILED, head_revision(checkout), attempt, failure)
-    return PushResult(Outcome.FAILED, head_revision(checkout), attempts,
-                      f"{where} kept moving: gave up after {attempts} attempts; "
-                      "the local commit stays and the next tick pushes it")
+    return PushResult(
+        Outcome.FAILED,
+        head_revision(checkout),
+        attempts,
+        f"{where} kept moving: gave up after {attempts} attempts; "
+        "the local commit stays and the next tick pushes it",
+    )
 
 
 def _push_once(checkout: Checkout, upstream: _Upstream) -> tuple[Outcome | None, str]:
@@ -494,7 +539,8 @@ def _push_once(checkout: Checkout, upstream: _Upstream) -> tuple[Outcome | None,
         return (Outcome.UP_TO_DATE if line.flag == "=" else Outcome.UPDATED), ""
     if line is not None and remote_moved(line):
         return None, line.summary
-    return Outcome.FAILED, first_error(done.err) if line is None else f"{line.summary} ({first_error(done.err)})"
+    why = first_error(done.err)
+    return Outcome.FAILED, why if line is None else f"{line.summary} ({why})"
 
 
 def _rebase_after_rejection(
@@ -503,7 +549,8 @@ def _rebase_after_rejection(
     """Fetch, rebase onto the remote, re-render the projection; an error message or None."""
     fetched = _run(checkout, "fetch", "--quiet", "--no-tags", upstream.remote, network=True)
     if fetched.status != 0:
-        return f"cannot fetch from {upstream.remote}: {first_error(fetched.err)}; the local commit stays for the next tick"
+        why = first_error(fetched.err)
+        return f"cannot fetch from {upstream.remote}: {why}; the local commit stays for the next tick"
     try:
         how = _catch_up(checkout, upstream)
         if how == "rebased":
@@ -541,7 +588,9 @@ def _upstream(checkout: Checkout) -> _Upstream | str:
         branch = _run(checkout, "symbolic-ref", "--quiet", "--short", "HEAD").out
         if not branch:
             return "HEAD is detached, so there is no branch to pull or push; check out a branch"
-        remote, merge = (_run(checkout, "config", "--get", f"branch.{branch}.{key}").out for key in ("remote", "merge"))
+        remote, merge = (
+            _run(checkout, "config", "--get", f"branch.{branch}.{key}").out for key in ("remote", "merge")
+        )
         current = (branch, remote, merge, f"{branch}@{{upstream}}")
     branch, remote, merge, tracking = current
     if remote and remote != "." and merge:
@@ -549,8 +598,10 @@ def _upstream(checkout: Checkout) -> _Upstream | str:
     remotes = _run(checkout, "remote").out.split()
     if not remotes:
         return "no remote configured: status and TASKS.md are committed locally only"
-    return (f"branch {branch} has no upstream: committed locally only; "
-            f"run `git push -u {remotes[0]} {branch}` once to share it")
+    return (
+        f"branch {branch} has no upstream: committed locally only; "
+        f"run `git push -u {remotes[0]} {branch}` once to share it"
+    )
 
 
 def _tracking_sha(checkout: Checkout, upstream: _Upstream) -> str:
@@ -625,7 +676,11 @@ def _rebase_in(checkout: Checkout, worktree: Path, onto: str, identity: Mapping[
         others = sorted(set(unmerged) - {_projection(checkout)})
         if others or not unmerged:
             _run(checkout, *tree, "rebase", "--abort")
-            what = f"conflict with {onto[:SHORT_SHA]} in {', '.join(others)}" if others else first_error(done.err)
+            what = (
+                f"conflict with {onto[:SHORT_SHA]} in {', '.join(others)}"
+                if others
+                else first_error(done.err)
+            )
             raise GitError(
                 f"the unpushed commits here {what}; nothing was changed: resolve it by hand "
                 "(`git pull --rebase`, fix the files, `git rebase --continue`)"
@@ -679,8 +734,12 @@ class _Ident:
 
 
 def _write_commit(
-    checkout: Checkout, base: CommitFacts | None, parents: Sequence[str], paths: Sequence[str],
-    message: str, ident: _Ident,
+    checkout: Checkout,
+    base: CommitFacts | None,
+    parents: Sequence[str],
+    paths: Sequence[str],
+    message: str,
+    ident: _Ident,
 ) -> str | None:
     """A commit of `base`'s tree with `paths` taken from disk, or None when that is `base`'s tree.
 
@@ -711,7 +770,9 @@ def _amend_top(checkout: Checkout, paths: Sequence[str], upstream_sha: str) -> N
     head = _commit_facts(checkout, "HEAD")
     if not paths or head is None or head.sha == upstream_sha:
         return
-    ident = _Ident(head.author_name, head.author_email, head.committer_name, head.committer_email, head.author_date)
+    ident = _Ident(
+        head.author_name, head.author_email, head.committer_name, head.committer_email, head.author_date
+    )
     sha = _write_commit(checkout, head, head.parents, paths, head.message, ident)
     if sha is not None:
         _land(checkout, sha, head.sha, "fleet: re-render after rebase")
@@ -722,7 +783,9 @@ def _land(checkout: Checkout, new: str, old: str | None, reason: str) -> None:
     """Point the branch at `new` only if it still points at `old` (someone may have committed)."""
     done = _run(checkout, "update-ref", "-m", reason, "HEAD", new, old or "")
     if done.status != 0:
-        raise GitError(f"HEAD moved while the reconciler worked ({first_error(done.err)}); the next tick retries")
+        raise GitError(
+            f"HEAD moved while the reconciler worked ({first_error(done.err)}); the next tick retries"
+        )
 
 
 def _sync_index(checkout: Checkout, paths: Sequence[str]) -> None:
@@ -744,7 +807,9 @@ class _Done:
     err: str = field(repr=False)
 
 
-def _run(checkout: Checkout, *args: str, env: Mapping[str, str] | None = None, network: bool = False) -> _Done:
+def _run(
+    checkout: Checkout, *args: str, env: Mapping[str, str] | None = None, network: bool = False
+) -> _Done:
     """Run `git ARGS` at the top of the work tree; never raises for a non-zero exit.
 
     gitpython's wrapper sets LC_ALL=C, so the messages parsed above are git's English.
@@ -752,7 +817,10 @@ def _run(checkout: Checkout, *args: str, env: Mapping[str, str] | None = None, n
     command = ["git", *(arg for setting in _QUIET_CONFIG for arg in ("-c", setting)), *args]
     full_env = {**(_NETWORK_ENV if network else {}), **(env or {})}
     status, out, err = checkout.repo.git.execute(
-        command, with_extended_output=True, with_exceptions=False, env=full_env,
+        command,
+        with_extended_output=True,
+        with_exceptions=False,
+        env=full_env,
         kill_after_timeout=NETWORK_TIMEOUT_S if network else None,
     )
     return _Done(status or 0, out.strip(), err)
@@ -817,7 +885,9 @@ def _projection(checkout: Checkout) -> str:
 
 def _maybe_changed(checkout: Checkout, paths: Sequence[str]) -> bool:
     """Cheap pre-check: false only when `paths` are clean against both index and HEAD."""
-    done = _run(checkout, "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "--", *paths)
+    done = _run(
+        checkout, "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "--", *paths
+    )
     return done.status != 0 or bool(done.out)
 
 
@@ -841,4 +911,6 @@ def _refuse_if_busy(checkout: Checkout) -> None:
     git_dir = Path(checkout.repo.git_dir)
     for marker, what in _IN_PROGRESS.items():
         if (git_dir / marker).exists():
-            raise GitError(f"{what} is in progress in {checkout.root}; finish or abort it, then the next tick goes on")
+            raise GitError(
+                f"{what} is in progress in {checkout.root}; finish or abort it, then the next tick goes on"
+            )

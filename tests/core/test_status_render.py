@@ -83,7 +83,7 @@ def test_fresh_host_status_says_what_happens_next() -> None:
                            run=None, previous=None, now=NOW)
     conds = {a.name: a.condition("Ready") for a in status.agents}
     assert conds["orchestrator"] is not None and conds["orchestrator"].reason == "Starting"
-    assert "waiting for its first heartbeat" in conds["orchestrator"].message
+    assert "start-up grace" in conds["orchestrator"].message
     assert conds["enhancer"] is not None and conds["enhancer"].reason == "ApplyFailed"
     assert "the next run tries again" in conds["enhancer"].message
     assert status.systemd == "tmux-only"

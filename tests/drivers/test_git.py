@@ -10,6 +10,8 @@ result, and the local commit stays.
 from __future__ import annotations
 
 import doctest
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -113,8 +115,14 @@ class MovedCase(NamedTuple):
 MOVED_CASES = [
     MovedCase("fetch-first", PushLine("!", "HEAD", "refs/heads/main", "[rejected] (fetch first)"), True),
     MovedCase("non-ff", PushLine("!", "HEAD", "refs/heads/main", "[rejected] (non-fast-forward)"), True),
-    MovedCase("lock-race", PushLine("!", "HEAD", "refs/heads/main", "[remote rejected] (cannot lock ref 'x')"), True),
-    MovedCase("hook", PushLine("!", "HEAD", "refs/heads/main", "[remote rejected] (pre-receive hook declined)"), False),
+    MovedCase(
+        "lock-race", PushLine("!", "HEAD", "refs/heads/main", "[remote rejected] (cannot lock ref 'x')"), True
+    ),
+    MovedCase(
+        "hook",
+        PushLine("!", "HEAD", "refs/heads/main", "[remote rejected] (pre-receive hook declined)"),
+        False,
+    ),
     MovedCase("pushed", PushLine(" ", "HEAD", "refs/heads/main", "ab..cd"), False),
 ]
 
@@ -137,9 +145,20 @@ def test_open_checkout_finds_work_trees_only(clone: Callable[[str], Path], tmp_p
     assert (top.root, top.prefix, top.path) == (repo, "", repo)
     assert checkout_of(repo / "tenants").prefix == "tenants"
     assert open_checkout(plain) is None
-    assert open_checkout(repo / "untracked-folder") is None, "never commit into a repository that does not track REPO"
+    assert open_checkout(repo / "untracked-folder") is None, (
+        "never commit into a repository that does not track REPO"
+    )
     assert open_checkout(tmp_path / "remote.git") is None
     assert open_checkout(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the clone to another user")
+def test_a_checkout_git_refuses_is_an_error_not_a_silent_no_git(clone: Callable[[str], Path]) -> None:
+    repo = clone("host-a")
+    subprocess.run(["chown", "-R", "nobody", str(repo)], check=True)
+
+    with pytest.raises(GitError, match=r"safe\.directory"):
+        open_checkout(repo)
 
 
 # --- commit ---------------------------------------------------------------------------
@@ -150,8 +169,14 @@ def test_commit_only_when_bytes_changed(clone: Callable[[str], Path]) -> None:
     sha = tick(repo, "host-a", "ready: true\n")
 
     assert sha is not None and head_revision(checkout_of(repo)) == Revision(sha)
-    assert git(repo, "log", "-1", "--format=%an <%ae> / %cn <%ce>") == "host-a <fleet@host-a> / host-a <fleet@host-a>"
-    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == ["TASKS.md", "status/host-a/jarvis.yaml"]
+    assert (
+        git(repo, "log", "-1", "--format=%an <%ae> / %cn <%ce>")
+        == "host-a <fleet@host-a> / host-a <fleet@host-a>"
+    )
+    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == [
+        "TASKS.md",
+        "status/host-a/jarvis.yaml",
+    ]
     assert tick(repo, "host-a", "ready: true\n") is None, "same bytes, no commit"
     assert git(repo, "rev-parse", "HEAD") == sha
     assert git(repo, "status", "--porcelain") == ""
@@ -178,7 +203,10 @@ def test_people_staged_and_unstaged_edits_stay_uncommitted(clone: Callable[[str]
     sha = tick(repo, "host-a", "ready: true\n")
 
     assert sha is not None
-    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == ["TASKS.md", "status/host-a/jarvis.yaml"]
+    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == [
+        "TASKS.md",
+        "status/host-a/jarvis.yaml",
+    ]
     assert git(repo, "show", f"{sha}:{ROSTER}") + "\n" == SEED[ROSTER]
     assert people_state(repo) == before, "staged stays staged, unstaged stays unstaged"
 
@@ -391,13 +419,19 @@ def test_any_other_conflict_aborts_cleanly(clone: Callable[[str], Path], bare_re
     assert_clean_checkout(a)
 
 
-def test_unreachable_remote_is_a_result_and_the_commit_stays(clone: Callable[[str], Path], tmp_path: Path) -> None:
+def test_unreachable_remote_is_a_result_and_the_commit_stays(
+    clone: Callable[[str], Path], tmp_path: Path
+) -> None:
     a = clone("host-a")
     local = tick(a, "host-a", "a: ready\n")
     git(a, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
     checkout = checkout_of(a)
 
-    pushed, pulled, polled = push_with_retry(checkout, rerender_for(a)), pull(checkout), remote_revision(checkout)
+    pushed, pulled, polled = (
+        push_with_retry(checkout, rerender_for(a)),
+        pull(checkout),
+        remote_revision(checkout),
+    )
 
     assert (pushed.outcome, pushed.attempts) == (Outcome.FAILED, 1)
     assert "gone.git" in pushed.message and "local commit stays" in pushed.message
@@ -412,7 +446,11 @@ def test_without_a_remote_git_stays_local(tmp_path: Path, git_isolated: None) ->
     person_commit(repo, SEED, "seed")
     checkout = checkout_of(repo)
 
-    pushed, pulled, polled = push_with_retry(checkout, rerender_for(repo)), pull(checkout), remote_revision(checkout)
+    pushed, pulled, polled = (
+        push_with_retry(checkout, rerender_for(repo)),
+        pull(checkout),
+        remote_revision(checkout),
+    )
 
     assert {pushed.outcome, pulled.outcome, polled.outcome} == {Outcome.NO_UPSTREAM}
     assert "no remote configured" in pushed.message
@@ -446,7 +484,11 @@ def test_show_tree_at_materializes_an_older_revision(clone: Callable[[str], Path
     revision = show_tree_at(checkout_of(a), "HEAD~1", tmp_path / "at-seed")
 
     assert revision == Revision(seed)
-    assert {p.relative_to(tmp_path / "at-seed").as_posix() for p in (tmp_path / "at-seed").rglob("*") if p.is_file()} == set(SEED)
+    assert {
+        p.relative_to(tmp_path / "at-seed").as_posix()
+        for p in (tmp_path / "at-seed").rglob("*")
+        if p.is_file()
+    } == set(SEED)
     assert (tmp_path / "at-seed" / ROSTER).read_text() == SEED[ROSTER]
     assert people_state(a) == before
     with pytest.raises(GitError, match="unknown revision 'no-such-branch'"):

@@ -1,0 +1,83 @@
+"""The Git ends of a tick: pull before the specs are read, commit and push what was written.
+
+Only the reconciler's own files are committed (`status/<host>/` and TASKS.md), only
+when their bytes changed, authored as the host. A failing remote never fails the
+tick: the host is reconciled from the specs it has, and the failure is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.core.render import render_tasks
+from reconciler.drivers import git
+from reconciler.drivers.files import write_atomic
+from reconciler.engine.writeback import STATUS_DIR, TASKS_FILE, read_all_statuses
+from reconciler.spec.load import load_repo
+
+SPEC_PATHS = ("fleet.yaml", "roles", "tenants")
+UNVERSIONED = "unversioned"
+
+
+@dataclass(frozen=True, slots=True)
+class GitReport:
+    """What Git did this tick, in words for the run's output."""
+
+    pulled: str = ""
+    committed: str | None = None
+    pushed: str = ""
+    problems: tuple[str, ...] = ()
+
+
+def open_repo(path: Path, enabled: bool) -> git.Checkout | None:
+    return git.open_checkout(path) if enabled else None
+
+
+def pull(checkout: git.Checkout | None) -> tuple[str, tuple[str, ...]]:
+    if checkout is None:
+        return "", ()
+    result = git.pull(checkout)
+    return result.message, (() if result.ok else (f"git pull: {result.message}",))
+
+
+def spec_revision(checkout: git.Checkout | None) -> str:
+    """The last commit that changed the specs: status commits by other hosts do not move it,
+    so TASKS.md and status, which carry it, do not churn."""
+    if checkout is None:
+        return UNVERSIONED
+    paths = [f"{checkout.prefix}/{p}" if checkout.prefix else p for p in SPEC_PATHS]
+    try:
+        sha = checkout.repo.git.log("-1", "--format=%H", "--", *paths)
+    except Exception:  # an unborn branch or a broken repository: say so in the status
+        return UNVERSIONED
+    return sha[: git.SHORT_SHA] if sha else UNVERSIONED
+
+
+def rerender_tasks(repo: Path, revision_of: git.Checkout | None) -> Sequence[str]:
+    """TASKS.md again from the merged status files (after a rebase onto another host)."""
+    loaded = load_repo(repo)
+    if loaded.fleet is None:
+        return []
+    statuses, _ = read_all_statuses(repo)
+    text = render_tasks(loaded, statuses, spec_revision(revision_of))
+    path = repo / TASKS_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return []
+    write_atomic(path, text)
+    return [TASKS_FILE]
+
+
+def publish(checkout: git.Checkout | None, repo: Path, host: str, revision: str) -> GitReport:
+    """Commit this host's status and TASKS.md if they changed, then push with rebase-and-retry."""
+    if checkout is None:
+        return GitReport()
+    paths = [f"{STATUS_DIR}/{host}", TASKS_FILE]
+    try:
+        sha = git.commit_if_changed(checkout, paths, f"fleet status from {host} at {revision}", host, f"fleet@{host}")
+    except git.GitError as exc:
+        return GitReport(problems=(f"git commit: {exc}",))
+    push = git.push_with_retry(checkout, lambda: rerender_tasks(repo, checkout))
+    problems = () if push.ok else (f"git push: {push.message}",)
+    return GitReport(committed=sha, pushed=push.message, problems=problems)
