@@ -25,10 +25,12 @@ from reconciler.drivers import git
 from reconciler.drivers.files import default_state_dir
 from reconciler.engine import gitops
 from reconciler.engine.apply import Outcome, apply_plan
+from reconciler.engine.loop import LoopSettings, run_loop
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.engine.writeback import write_back
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
+from reconciler.spec.models import parse_duration
 from reconciler.spec.schemas import render_schemas
 
 app = typer.Typer(
@@ -120,6 +122,11 @@ def reconcile(
         typer.Option("--against", help="With --dry-run: plan the specs at this Git revision against what runs now "
                      "(a pull-request preview), e.g. --against origin/feature.", show_default=False),
     ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep reconciling: on a spec change, a new remote revision, and every --interval.")
+    ] = False,
+    interval: Annotated[str, typer.Option("--interval", help="With --watch: reconcile at least this often (e.g. 60s, 5m).")] = "60s",
+    fetch_every: Annotated[str, typer.Option("--fetch-every", help="With --watch: ask the Git remote for a new revision this often.")] = "2s",
     host: HostOpt = None,
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
@@ -136,9 +143,24 @@ def reconcile(
             raise UserError("--against previews a revision; use it with --dry-run")
         with tempfile.TemporaryDirectory(prefix="fleet-against-") as tmp:
             loaded_repo = _materialize(loaded_repo, against, Path(tmp))
-            _reconcile(loaded_repo, True, detailed_exitcode, allow_mass_stop, True, host, tenant, state_dir, output)
+            code = _reconcile(loaded_repo, True, detailed_exitcode, allow_mass_stop, True, host, tenant, state_dir, output)
+        raise typer.Exit(code)
+    if watch:
+        if dry_run:
+            raise UserError("--watch applies; it cannot be combined with --dry-run")
+
+        def one_tick(reason: str) -> int:
+            err.print(f"[dim]tick: {reason}[/]", highlight=False)
+            return _reconcile(loaded_repo, False, False, allow_mass_stop, no_git, host, tenant, state_dir, output)
+
+        try:
+            every, fetch = parse_duration(interval).total_seconds(), parse_duration(fetch_every).total_seconds()
+        except ValueError as exc:
+            raise UserError(f"--interval/--fetch-every: {exc}") from None
+        settings = LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git)
+        run_loop(loaded_repo, one_tick, settings)
         return
-    _reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output)
+    raise typer.Exit(_reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output))
 
 
 def _materialize(repo: Path, rev: str, dest: Path) -> Path:
@@ -162,7 +184,8 @@ def _reconcile(
     tenant: list[str] | None,
     state_dir: Path | None,
     output: str,
-) -> None:
+) -> int:
+    """One reconcile (or dry-run) of REPO; returns the exit code."""
     checkout = gitops.open_repo(loaded_repo, enabled=not dry_run and not no_git)
     pulled, pull_problems = gitops.pull(checkout)
     if pulled and output == "text":
@@ -191,16 +214,14 @@ def _reconcile(
         if output == "json":
             print(views.to_json(doc))
         if tick.repo.errors:
-            raise typer.Exit(1)
-        if detailed_exitcode and tick.plan.has_changes:
-            raise typer.Exit(2)
-        return
-    _apply_and_report(tick, doc, output, checkout, write=True)
+            return 1
+        return 2 if detailed_exitcode and tick.plan.has_changes else 0
+    return _apply_and_report(tick, doc, output, checkout, write=True)
 
 
 def _apply_and_report(
     tick: Tick, doc: dict[str, Any], output: str, checkout: git.Checkout | None = None, *, write: bool = False
-) -> None:
+) -> int:
     """Apply, then always write status back (in a finally, as a failed apply is news too)."""
     report = None
     try:
@@ -216,8 +237,7 @@ def _apply_and_report(
     elif report.outcomes:
         views.print_outcomes(out, report.outcomes)
     unconverged = report.failed or tick.plan.conflicts or tick.plan.holds
-    if tick.repo.errors or unconverged:
-        raise typer.Exit(1)
+    return 1 if tick.repo.errors or unconverged else 0
 
 
 def _write_back(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> None:
@@ -260,7 +280,7 @@ def down(
     doc = views.plan_document(tick.plan, tick.repo.errors)
     if output == "text":
         views.print_plan(out, tick.plan, len(tick.repo.errors))
-    _apply_and_report(tick, doc, output)
+    raise typer.Exit(_apply_and_report(tick, doc, output))
 
 
 @app.command()
