@@ -12,10 +12,11 @@ The checkout is shared with people, so three rules hold everywhere below:
   merge of `git checkout`): it carries staged and unstaged edits along untouched and,
   when an incoming commit touches a file a person edited, refuses and changes nothing.
   Commits are built in a temporary index from HEAD plus the given paths only.
-- **The checkout is never mid-rebase.** Rebases run in a throwaway worktree; the
-  checkout then moves to the result in one step. A conflict in TASKS.md (a projection)
-  takes the remote's side there, and `rerender()` rewrites it in the checkout from the
-  merged status files; any other conflict abandons the throwaway and reports the paths.
+- **The checkout is never mid-rebase.** Local commits are replayed onto the remote
+  in a temporary index, then the checkout moves to the result in one step. A conflict
+  in TASKS.md (a projection) takes the remote's copy, and `rerender()` rewrites it in
+  the checkout from the merged status files; any other conflict changes nothing and
+  reports the paths.
 - **Failures are results where the loop must go on**: `pull`, `push_with_retry` and
   `remote_revision` never raise for git's failures (an unreachable remote, a refused
   move); they return an outcome and a message, and the local commit always stays.
@@ -33,7 +34,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,16 +51,9 @@ NETWORK_TIMEOUT_S = 60.0
 #: Characters of a sha in `Revision.short`: fixed, so rendered status never changes
 #: just because git's automatic abbreviation grew by one digit.
 SHORT_SHA = 12
-#: Settings that keep a person's git configuration out of the reconciler's own calls.
-_QUIET_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "commit.gpgSign=false",
-    "rebase.autoStash=false",
-    "rebase.autoSquash=false",
-    "rebase.updateRefs=false",
-    "rerere.enabled=false",
-    "advice.detachedHead=false",
-)
+#: Keeps a person's hooks (pre-push, reference-transaction...) out of the reconciler's
+#: own calls. (`commit-tree` ignores commit.gpgSign, so no signing prompt either.)
+_QUIET_CONFIG = ("core.hooksPath=/dev/null",)
 #: No credential prompt may wait for a person who is not there.
 _NETWORK_ENV = {"GIT_TERMINAL_PROMPT": "0"}
 #: Markers, in the git dir, of an operation a person has in progress.
@@ -121,6 +114,8 @@ class Checkout:
 
 @dataclass(frozen=True)
 class PullResult:
+    """What `pull` did: HEAD before and after, and a sentence for status and logs."""
+
     outcome: Outcome
     before: Revision | None
     head: Revision | None
@@ -133,6 +128,8 @@ class PullResult:
 
 @dataclass(frozen=True)
 class PushResult:
+    """What `push_with_retry` did: HEAD as pushed (or kept), attempts used, and a sentence."""
+
     outcome: Outcome
     head: Revision | None
     attempts: int
@@ -231,6 +228,16 @@ def parse_blocked_paths(stderr: str) -> list[str]:
     ['tenants/j/roster.yaml', 'new.yaml']
     """
     return re.findall(r"^error: (?:Entry|Untracked working tree file) '(.+?)' ", stderr, re.MULTILINE)
+
+
+def parse_unmerged(text: str) -> list[str]:
+    """The conflicted paths, once each, in `git ls-files --unmerged -z` output (an entry per stage).
+
+    >>> parse_unmerged("100644 aa 1\\tTASKS.md\\x00100644 bb 2\\tTASKS.md\\x00100644 cc 3\\tfleet ü.yaml\\x00")
+    ['TASKS.md', 'fleet ü.yaml']
+    """
+    paths = [entry.partition("\t")[2] for entry in text.split("\0") if "\t" in entry]
+    return list(dict.fromkeys(paths))
 
 
 def first_error(stderr: str) -> str:
@@ -365,6 +372,13 @@ def remote_revision(checkout: Checkout) -> RemoteHead:
     Cheap enough for the watch loop to call every few seconds: UPDATED means another
     host or a merged pull request moved the branch since our last fetch, so tick.
     """
+    try:
+        return _remote_revision(checkout)
+    except (GitError, git.GitError, OSError) as exc:
+        return RemoteHead(Outcome.FAILED, None, str(exc))
+
+
+def _remote_revision(checkout: Checkout) -> RemoteHead:
     upstream = _upstream(checkout)
     if isinstance(upstream, str):
         return RemoteHead(Outcome.NO_UPSTREAM, None, upstream)
@@ -385,8 +399,8 @@ def remote_revision(checkout: Checkout) -> RemoteHead:
 def pull(checkout: Checkout) -> PullResult:
     """Fetch, then bring the current branch up to its upstream; never raises, never commits.
 
-    Behind only: fast-forward. Local commits too (an earlier push failed): rebase them
-    onto the upstream in a throwaway worktree, then move the checkout. Either way the
+    Behind only: fast-forward. Local commits too (an earlier push failed): replay them
+    onto the upstream in a temporary index, then move the checkout. Either way the
     move carries people's uncommitted edits, staged or not, exactly as they are; if an
     incoming commit touches a file a person edited, nothing moves and the result says
     which files (the reconcile then uses the specs at the current HEAD). No stash: a
@@ -619,7 +633,7 @@ def _catch_up(checkout: Checkout, upstream: _Upstream) -> str:
         return "up to date"
     how = "fast-forwarded"
     if head is not None and not _is_ancestor(checkout, head, target):
-        target, how = _rebase_aside(checkout, head, target), "rebased"
+        target, how = _replay(checkout, head, target), "rebased"
     _discard_projection(checkout)
     _move(checkout, head, target)
     return how
@@ -644,60 +658,49 @@ def _move(checkout: Checkout, old: str | None, new: str) -> None:
     _land(checkout, new, old, f"fleet: move to {new[:SHORT_SHA]}")
 
 
-def _rebase_aside(checkout: Checkout, head: str, onto: str) -> str:
-    """Rebase `head` onto `onto` in a throwaway worktree; return the rebased commit.
+def _replay(checkout: Checkout, head: str, onto: str) -> str:
+    """Rebase the commits `onto..head` onto `onto`; return the new tip.
 
-    The checkout itself is never mid-rebase, even if this process is killed here. The
-    replayed commits keep their authors; their committer is HEAD's committer (the host),
-    so a host without `user.name` configured can rebase.
+    Each commit is replayed by a three-way merge in a temporary index (`read-tree -m`),
+    so nothing is checked out and the checkout is never mid-rebase, even if this
+    process is killed. As with `git rebase`, a commit keeps its author, date and
+    message, and one that ends up empty is dropped. Unlike it, nothing is merged line
+    by line: a file changed on both sides is a conflict, except TASKS.md, which takes
+    the remote's copy (the caller re-renders it). The reconciler's own commits touch
+    only `status/<host>/` and TASKS.md, so only a person's local commits can conflict.
     """
-    committer = _ok(checkout, "log", "-1", "--format=%cn%x00%ce", head).split("\x00")
-    identity = {"GIT_COMMITTER_NAME": committer[0], "GIT_COMMITTER_EMAIL": committer[1]}
-    scratch = Path(tempfile.mkdtemp(prefix="fleet-rebase-"))
-    worktree = scratch / "tree"
-    try:
-        _ok(checkout, "worktree", "add", "--quiet", "--detach", str(worktree), head)
-        return _rebase_in(checkout, worktree, onto, identity)
-    finally:
-        if _run(checkout, "worktree", "remove", "--force", str(worktree)).status != 0:
-            shutil.rmtree(scratch, ignore_errors=True)
-            _run(checkout, "worktree", "prune")
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _rebase_in(checkout: Checkout, worktree: Path, onto: str, identity: Mapping[str, str]) -> str:
-    """Run the rebase; settle TASKS.md conflicts with the remote's side, give up on others."""
-    tree = ("-C", str(worktree))
-    done = _run(checkout, *tree, "rebase", "--quiet", onto, env=identity)
-    for _ in range(1000):
-        if done.status == 0:
-            return _ok(checkout, *tree, "rev-parse", "HEAD")
-        unmerged = _ok(checkout, *tree, "diff", "--name-only", "--diff-filter=U").splitlines()
-        others = sorted(set(unmerged) - {_projection(checkout)})
-        if others or not unmerged:
-            _run(checkout, *tree, "rebase", "--abort")
-            what = (
-                f"conflict with {onto[:SHORT_SHA]} in {', '.join(others)}"
-                if others
-                else first_error(done.err)
-            )
+    tip = onto
+    for sha in _ok(checkout, "rev-list", "--reverse", "--topo-order", f"{onto}..{head}").split():
+        commit = _commit_facts(checkout, sha)
+        if commit is None or len(commit.parents) != 1:
             raise GitError(
-                f"the unpushed commits here {what}; nothing was changed: resolve it by hand "
+                f"the unpushed commit {sha[:SHORT_SHA]} is a merge; nothing was changed: "
+                "rebase it by hand (`git pull --rebase`)"
+            )
+        tip = _replay_one(checkout, commit, tip)
+    return tip
+
+
+def _replay_one(checkout: Checkout, commit: CommitFacts, onto: str) -> str:
+    """`commit` applied on top of `onto`: a new commit, or `onto` itself if nothing is left."""
+    projection = _projection(checkout)
+    with _temporary_index() as env:
+        _ok(checkout, "read-tree", "-m", "-i", "--aggressive", commit.parents[0], onto, commit.sha, env=env)
+        unmerged = parse_unmerged(_ok(checkout, "ls-files", "--unmerged", "-z", env=env))
+        others = [path for path in unmerged if path != projection]
+        if others:
+            raise GitError(
+                f"the unpushed commit {commit.sha[:SHORT_SHA]} and {onto[:SHORT_SHA]} both change "
+                f"{', '.join(others)}; nothing was changed: resolve it by hand "
                 "(`git pull --rebase`, fix the files, `git rebase --continue`)"
             )
-        _take_remote_side(checkout, worktree, _projection(checkout))
-        done = _run(checkout, *tree, "rebase", "--continue", env={**identity, "GIT_EDITOR": "true"})
-    raise GitError("rebase did not finish after 1000 steps")
-
-
-def _take_remote_side(checkout: Checkout, worktree: Path, path: str) -> None:
-    """Resolve a conflicted projection with the remote's copy (HEAD, mid-rebase), or its deletion.
-
-    Which copy does not matter much: `rerender()` rewrites it right after the move.
-    """
-    tree = ("-C", str(worktree))
-    if _run(checkout, *tree, "checkout", "HEAD", "--", path).status != 0:
-        _ok(checkout, *tree, "rm", "--quiet", "--force", "--ignore-unmatch", "--", path)
+        if unmerged:
+            _ok(checkout, "reset", "--quiet", onto, "--", projection, env=env)
+        tree = _ok(checkout, "write-tree", env=env)
+    if tree == _ok(checkout, "rev-parse", f"{onto}^{{tree}}"):
+        return onto
+    ident = _Ident.of(commit)
+    return _ok(checkout, "commit-tree", tree, "-p", onto, "-m", commit.message, env=ident.env())
 
 
 def _discard_projection(checkout: Checkout) -> None:
@@ -722,6 +725,17 @@ class _Ident:
     committer_name: str
     committer_email: str
     author_date: str | None = None
+
+    @classmethod
+    def of(cls, commit: CommitFacts) -> _Ident:
+        """The identity to rebuild `commit` with: same author and date, same committer."""
+        return cls(
+            commit.author_name,
+            commit.author_email,
+            commit.committer_name,
+            commit.committer_email,
+            commit.author_date,
+        )
 
     def env(self) -> dict[str, str]:
         names = {
@@ -770,9 +784,7 @@ def _amend_top(checkout: Checkout, paths: Sequence[str], upstream_sha: str) -> N
     head = _commit_facts(checkout, "HEAD")
     if not paths or head is None or head.sha == upstream_sha:
         return
-    ident = _Ident(
-        head.author_name, head.author_email, head.committer_name, head.committer_email, head.author_date
-    )
+    ident = _Ident.of(head)
     sha = _write_commit(checkout, head, head.parents, paths, head.message, ident)
     if sha is not None:
         _land(checkout, sha, head.sha, "fleet: re-render after rebase")
@@ -830,8 +842,7 @@ def _ok(checkout: Checkout, *args: str, env: Mapping[str, str] | None = None) ->
     """Run `git ARGS` and return its output; a failure is a GitError naming the command."""
     done = _run(checkout, *args, env=env)
     if done.status != 0:
-        verb = args[2] if args[:1] == ("-C",) else args[0]
-        raise GitError(f"git {verb} failed in {checkout.root}: {first_error(done.err)}")
+        raise GitError(f"git {args[0]} failed in {checkout.root}: {first_error(done.err)}")
     return done.out
 
 

@@ -40,7 +40,7 @@ from reconciler.drivers.git import (
 from tests.plugins.git_remote import SEED, git, person_commit, remote_tree
 
 ROSTER = "tenants/jarvis/roster.yaml"
-MARKERS = ("<<<<<<<", ">>>>>>>", "=======")
+MARKERS = ("<<<<<<<", ">>>>>>>")
 
 
 def checkout_of(path: Path) -> Checkout:
@@ -85,11 +85,12 @@ def people_state(repo: Path) -> tuple[str, str, str]:
 
 
 def assert_clean_checkout(repo: Path) -> None:
-    """Not mid-rebase, no throwaway worktree left, no conflict markers in tracked files."""
+    """Not mid-rebase, nothing unmerged, no extra worktree, no conflict markers in tracked files."""
     git_dir = repo / ".git"
     assert not (git_dir / "rebase-merge").exists() and not (git_dir / "rebase-apply").exists()
+    assert git(repo, "ls-files", "--unmerged") == ""
     assert len(git(repo, "worktree", "list").splitlines()) == 1
-    for marker in MARKERS[:2]:
+    for marker in MARKERS:
         assert git(repo, "grep", "-n", marker, check=False) == ""
 
 
@@ -320,6 +321,33 @@ def test_pull_rebases_an_unpushed_status_commit(clone: Callable[[str], Path]) ->
     assert_clean_checkout(a)
 
 
+def test_pull_replays_several_commits_in_order_with_their_authors(clone: Callable[[str], Path]) -> None:
+    a, b = clone("host-a"), clone("host-b")
+    person_commit(a, {"notes/plan.md": "plan\n"}, "a person's local note")
+    tick(a, "host-a", "ready: true\n")
+    pushed = person_commit(b, {"fleet.yaml": SEED["fleet.yaml"] + "# tuned\n"}, "tune fleet", push=True)
+
+    result = pull(checkout_of(a))
+
+    assert result.outcome is Outcome.UPDATED
+    log = git(a, "log", "--format=%an|%s", f"{pushed}..HEAD").splitlines()
+    assert log == ["host-a|status: host-a", "Person|a person's local note"]
+    assert git(a, "rev-parse", "HEAD~2") == pushed
+    assert_clean_checkout(a)
+
+
+def test_a_commit_left_empty_by_the_replay_is_dropped(clone: Callable[[str], Path]) -> None:
+    a, b = clone("host-a"), clone("host-b")
+    write_atomic(a / "TASKS.md", "# rendered on host-a\n")
+    commit_if_changed(checkout_of(a), ["TASKS.md"], "render", "host-a", "fleet@host-a")
+    pushed = person_commit(b, {"TASKS.md": "# rendered on host-b\n"}, "render on b", push=True)
+
+    result = pull(checkout_of(a))
+
+    assert (result.outcome, result.head) == (Outcome.UPDATED, Revision(pushed))
+    assert (a / "TASKS.md").read_text() == "# rendered on host-b\n"
+
+
 def test_pull_into_an_unborn_branch(bare_remote: Path, tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     git(tmp_path, "init", "--quiet", str(fresh))
@@ -397,7 +425,7 @@ def test_a_tasks_md_conflict_is_re_rendered(clone: Callable[[str], Path], bare_r
     tree = remote_tree(bare_remote)
     assert tree["TASKS.md"] == render_tasks(b) == (b / "TASKS.md").read_text()
     assert "a: ready" in tree["TASKS.md"] and "b: ready" in tree["TASKS.md"]
-    assert not any(marker in text for text in tree.values() for marker in MARKERS[:2])
+    assert not any(marker in text for text in tree.values() for marker in MARKERS)
     assert git(bare_remote, "log", "--format=%an", "main").splitlines() == ["host-b", "host-a", "Person"]
     assert people_state(b)[:2] == before
     assert_clean_checkout(b)
@@ -535,7 +563,7 @@ def test_stress_three_hosts_ten_rounds_concurrently(clone: Callable[[str], Path]
     expected = {f"status/{h}/round-{n}.yaml" for h in hosts for n in range(rounds)}
     assert expected <= set(tree)
     assert all(tree[f"status/{h}/jarvis.yaml"] == f"{h}: round {rounds - 1}\n" for h in hosts)
-    assert not any(marker in text for text in tree.values() for marker in MARKERS[:2])
+    assert not any(marker in text for text in tree.values() for marker in MARKERS)
     projected = "# TASKS (generated)\n" + "".join(
         f"- {path}: {text.strip()}\n" for path, text in sorted(tree.items()) if path.startswith("status/")
     )

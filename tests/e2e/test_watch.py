@@ -59,7 +59,7 @@ def test_watch_applies_a_pushed_commit_and_a_local_edit(remote: Path, tmp_path: 
         local.write_text(local.read_text() + "  - name: worker-2\n    role: coder\n")
         assert retry_until(lambda: "worker-2" in tmux.observe_socket(tmux_socket).sessions, 20)
     finally:
-        code, out, err = stop(proc)
+        code, _out, err = stop(proc)
     assert code == 0, err
     assert "tick: spec change" in err  # the local edit (the pushed commit may arrive either way)
     # the local edit was a person's: applied, never committed by the reconciler

@@ -10,8 +10,9 @@ commits in tests go through `person_commit`, which names its author explicitly.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,8 @@ def remote_tree(bare: Path, ref: str = "main") -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def git_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Git with no global or system configuration and no identity from the environment."""
-    home = tmp_path_factory.mktemp("git-home")
+def isolate_git(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Point git at an empty configuration in `home` and drop every identity variable."""
     config = home / "gitconfig"
     config.write_text("[user]\n\tuseConfigOnly = true\n[init]\n\tdefaultBranch = main\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
@@ -84,19 +83,34 @@ def git_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def bare_remote(tmp_path: Path, git_isolated: None) -> Path:
-    """A bare repository on `main`, seeded with a small fleet (SEED) by a person."""
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "--quiet", "--initial-branch=main", str(seed))
-    person_commit(seed, SEED, "Seed the fleet")
-    git(seed, "push", "--quiet", str(bare), "main")
+def git_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Git with no global or system configuration and no identity from the environment."""
+    isolate_git(monkeypatch, tmp_path_factory.mktemp("git-home"))
+
+
+@pytest.fixture(scope="session")
+def seeded_bare_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded bare repository, built once per session; `bare_remote` copies it."""
+    root = tmp_path_factory.mktemp("git-template")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate_git(monkeypatch, root)
+        bare = root / "remote.git"
+        git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+        seed = root / "seed"
+        git(root, "init", "--quiet", "--initial-branch=main", str(seed))
+        person_commit(seed, SEED, "Seed the fleet")
+        git(seed, "push", "--quiet", str(bare), "main")
     return bare
 
 
 @pytest.fixture
-def clone(bare_remote: Path, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+def bare_remote(tmp_path: Path, git_isolated: None, seeded_bare_template: Path) -> Path:
+    """A bare repository on `main`, seeded with a small fleet (SEED) by a person; the remote."""
+    return Path(shutil.copytree(seeded_bare_template, tmp_path / "remote.git", symlinks=True))
+
+
+@pytest.fixture
+def clone(bare_remote: Path, tmp_path: Path) -> Callable[[str], Path]:
     """A factory: `clone("host-a")` is a fresh clone of the remote, as that host keeps it."""
 
     def make(name: str) -> Path:
@@ -104,4 +118,4 @@ def clone(bare_remote: Path, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         git(tmp_path, "clone", "--quiet", str(bare_remote), str(path))
         return path
 
-    yield make
+    return make
