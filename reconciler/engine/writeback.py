@@ -87,9 +87,9 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
     written: list[str] = []
     problems: list[str] = []
     for name, tenant in tick.desired.tenants.items():
-        if not tenant.on_host(host):
-            continue
         path = status_path(repo, host, name)
+        if not tenant.on_host(host) and not path.exists():
+            continue  # never ran here; a host whose agents all moved away still says so
         previous, problem = read_status(path)
         if problem:
             problems.append(problem)
