@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from reconciler.model.usage import UsageSignal
+
 #: tmux user options that mark a session as the fleet's own (SPEC.md, runtime contract).
 OPT_TENANT = "@fleet-tenant"
 OPT_AGENT = "@fleet-agent"
@@ -136,6 +138,7 @@ class ObservedFleet:
     systemd: Mapping[str | None, SystemdSnapshot] = field(default_factory=dict)
     heartbeats: Mapping[tuple[str, str], Heartbeat] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    usage: Mapping[tuple[str, str], UsageSignal] = field(default_factory=dict)  # (tenant, account)
 
     def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
         snap = self.sockets.get(socket)
