@@ -17,12 +17,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from reconciler import views
 from reconciler.cli_agents import agent_app, ps_command
+from reconciler.cli_common import (
+    HostOpt,
+    OutputOpt,
+    RepoArg,
+    StateDirOpt,
+    TenantOpt,
+    check_output,
+    check_repo,
+    err,
+    out,
+    state_dir_or_default,
+)
 from reconciler.drivers import git
-from reconciler.drivers.files import default_state_dir
 from reconciler.engine import gitops
 from reconciler.engine.apply import Outcome, apply_plan
 from reconciler.engine.loop import LoopSettings, run_loop
@@ -43,49 +53,14 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-RepoArg = Annotated[Path, typer.Argument(help="The fleet repository (a folder with fleet.yaml).", show_default=False)]
-HostOpt = Annotated[
-    str | None,
-    typer.Option("--host", help="Reconcile the agents of this host. Default: this machine's hostname.", show_default=False),
-]
-TenantOpt = Annotated[
-    list[str] | None,
-    typer.Option("--tenant", help="Only this tenant (repeatable). Default: all.", show_default=False),
-]
-StateDirOpt = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="Heartbeats, usage and history. Default: $FLEET_STATE_DIR or ~/.local/state/mosaic-fleet.", show_default=False),
-]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
-
-
-def _check_output(value: str) -> str:
-    if value not in {"text", "json"}:
-        raise UserError(f"--output must be text or json, not {value!r}")
-    return value
-
-
-def _check_repo(repo: Path) -> Path:
-    if not repo.is_dir():
-        raise UserError(f"{repo}: no such folder; give the path of a fleet repository (it holds fleet.yaml)")
-    return repo
-
-
-def _state_dir(value: Path | None) -> Path:
-    return value if value is not None else default_state_dir()
-
-
 @app.command()
 def validate(repo: RepoArg, output: OutputOpt = "text") -> None:
     """Check every spec in REPO; print each problem as file:line:col: message.
 
     Example: fleet validate examples/fleets/coding
     """
-    _check_output(output)
-    loaded = load_repo(_check_repo(repo))
+    check_output(output)
+    loaded = load_repo(check_repo(repo))
     if output == "json":
         doc = {
             "valid": loaded.ok,
@@ -136,8 +111,8 @@ def reconcile(
 
     Example: fleet reconcile examples/fleets/minimal --host demo --dry-run --detailed-exitcode
     """
-    _check_output(output)
-    loaded_repo = _check_repo(repo)
+    check_output(output)
+    loaded_repo = check_repo(repo)
     if against is not None:
         if not dry_run:
             raise UserError("--against previews a revision; use it with --dry-run")
@@ -195,7 +170,7 @@ def _reconcile(
     inputs = TickInputs(
         repo=loaded_repo,
         host=host or socket.gethostname(),
-        state_dir=_state_dir(state_dir),
+        state_dir=state_dir_or_default(state_dir),
         tenants=set(tenant) if tenant else None,
         command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
         allow_mass_stop=allow_mass_stop,
@@ -266,11 +241,11 @@ def down(
 
     Example: fleet down examples/fleets/minimal --host demo --tenant demo
     """
-    _check_output(output)
+    check_output(output)
     inputs = TickInputs(
-        repo=_check_repo(repo),
+        repo=check_repo(repo),
         host=host or socket.gethostname(),
-        state_dir=_state_dir(state_dir),
+        state_dir=state_dir_or_default(state_dir),
         tenants=set(tenant) if tenant else None,
         allow_mass_stop=True,
         down=True,

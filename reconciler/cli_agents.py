@@ -12,67 +12,33 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from reconciler import views
+from reconciler.cli_common import (
+    HostOpt,
+    OutputOpt,
+    RepoArg,
+    StateDirOpt,
+    TenantOpt,
+    check_output,
+    check_repo,
+    err,
+    state_dir_or_default,
+    user_errors,
+)
 from reconciler.core.desired import DesiredAgent
 from reconciler.core.ps import ps_notes, ps_rows, render_table, row_json
-from reconciler.drivers.files import default_state_dir
 from reconciler.engine import agent_verbs
 from reconciler.engine.agent_verbs import Refused, SendOptions, SendStatus
 from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.errors import UserError
 
-err = Console(stderr=True, soft_wrap=True)
-
-RepoArg = Annotated[Path, typer.Argument(help="The fleet repository (a folder with fleet.yaml).", show_default=False)]
 AgentArg = Annotated[str, typer.Argument(help="The agent: NAME, or TENANT/NAME when several tenants have one.",
                                          show_default=False)]
-HostOpt = Annotated[
-    str | None,
-    typer.Option("--host", help="The agents of this host. Default: this machine's hostname.", show_default=False),
-]
-TenantOpt = Annotated[
-    list[str] | None,
-    typer.Option("--tenant", help="Only this tenant (repeatable). Default: all.", show_default=False),
-]
-StateDirOpt = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="Heartbeats, usage and history. Default: $FLEET_STATE_DIR or "
-                 "~/.local/state/mosaic-fleet.", show_default=False),
-]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """A UserError becomes `error: ...` and exit 1 here, so the verbs behave the same
-    under `fleet` and under any app that mounts them."""
-    try:
-        yield
-    except UserError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-
-
-def _check_output(value: str) -> str:
-    if value not in {"text", "json"}:
-        raise UserError(f"--output must be text or json, not {value!r}")
-    return value
-
-
-def _check_repo(repo: Path) -> Path:
-    if not repo.is_dir():
-        raise UserError(f"{repo}: no such folder; give the path of a fleet repository (it holds fleet.yaml)")
-    return repo
-
-
 def ps_command(
     repo: RepoArg,
     host: HostOpt = None,
@@ -87,11 +53,11 @@ def ps_command(
     Example: fleet ps examples/fleets/minimal --host demo --output json
     """
     with user_errors():
-        _check_output(output)
+        check_output(output)
         inputs = TickInputs(
-            repo=_check_repo(repo),
+            repo=check_repo(repo),
             host=host or socket.gethostname(),
-            state_dir=state_dir if state_dir is not None else default_state_dir(),
+            state_dir=state_dir_or_default(state_dir),
             tenants=set(tenant) if tenant else None,
             command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,  # as reconcile: same spec hashes
         )
@@ -124,7 +90,7 @@ agent_app = typer.Typer(
 
 def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
     desired = agent_verbs.load_desired(
-        _check_repo(repo), host or socket.gethostname(), state_dir if state_dir is not None else default_state_dir()
+        check_repo(repo), host or socket.gethostname(), state_dir_or_default(state_dir)
     )
     return agent_verbs.find_agent(desired, address)
 
@@ -187,7 +153,7 @@ def send_command(
     Example: fleet agent send examples/fleets/minimal orchestrator 'rebase on main' --verify --timeout 20
     """
     with user_errors():
-        _check_output(output)
+        check_output(output)
         agent = _agent(repo, name, host, state_dir)
         try:
             result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
