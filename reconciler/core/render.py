@@ -22,7 +22,9 @@ STATUS_HEADER = "# Written by `fleet reconcile`; do not edit: every run on this 
 
 
 def _yaml() -> YAML:
-    yaml = YAML(typ="safe", pure=True)
+    # The C emitter and parser (ruamel.yaml.clib): a 100-agent status is ~40 KB of YAML,
+    # which the pure-Python ones take about a second to write and read back.
+    yaml = YAML(typ="safe", pure=False)
     yaml.default_flow_style = False
     yaml.width = 4096
     return yaml

@@ -44,16 +44,34 @@ def read_status(path: Path) -> tuple[TenantStatus | None, str | None]:
         return None, f"{path}: unreadable status ({exc}); it is rewritten from this run"
 
 
-def read_all_statuses(repo: Path) -> tuple[list[TenantStatus], list[str]]:
+def read_all_statuses(repo: Path, skip_host: str | None = None) -> tuple[list[TenantStatus], list[str]]:
+    """Every host's status files (except `skip_host`'s, which the caller has in memory)."""
     statuses, problems = [], []
     root = repo / STATUS_DIR
     for path in sorted(root.glob("*/*.yaml")) if root.is_dir() else []:
+        if path.parent.name == skip_host:
+            continue
         status, problem = read_status(path)
         if status is not None:
             statuses.append(status)
         if problem:
             problems.append(problem)
     return statuses, problems
+
+
+def _untouched(repo: Path, host: str, done: set[str], problems: list[str]) -> list[TenantStatus]:
+    """This host's status files of tenants not reconciled this run (left out by --tenant)."""
+    out = []
+    folder = repo / STATUS_DIR / host
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        if path.stem in done:
+            continue
+        status, problem = read_status(path)
+        if status is not None:
+            out.append(status)
+        if problem:
+            problems.append(problem)
+    return out
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -86,6 +104,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
     host = tick.inputs.host
     written: list[str] = []
     problems: list[str] = []
+    mine: list[TenantStatus] = []
     for name, tenant in tick.desired.tenants.items():
         path = status_path(repo, host, name)
         if not tenant.on_host(host) and not path.exists():
@@ -101,9 +120,11 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now,
         )
+        mine.append(status)
         if _write_if_changed(path, render_status(status)):
             written.append(str(path.relative_to(repo)))
-    statuses, read_problems = read_all_statuses(repo)
+    others, read_problems = read_all_statuses(repo, skip_host=host)
+    statuses = [*others, *mine, *_untouched(repo, host, {s.tenant for s in mine}, problems)]
     problems += read_problems
     if tick.repo.fleet is not None and _write_if_changed(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision)):
         written.append(TASKS_FILE)
