@@ -11,10 +11,8 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,16 +30,15 @@ from reconciler.cli_common import (
     out,
     state_dir_or_default,
 )
-from reconciler.drivers import git
-from reconciler.engine import gitops
-from reconciler.engine.apply import Outcome, apply_plan
-from reconciler.engine.loop import LoopSettings, run_loop
+from reconciler.cli_install import init_command, install_command, uninstall_command
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
-from reconciler.engine.writeback import write_back
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.models import parse_duration
 from reconciler.spec.schemas import render_schemas
+
+if TYPE_CHECKING:
+    from reconciler.drivers.git import Checkout
 
 app = typer.Typer(
     name="fleet",
@@ -132,14 +129,17 @@ def reconcile(
             every, fetch = parse_duration(interval).total_seconds(), parse_duration(fetch_every).total_seconds()
         except ValueError as exc:
             raise UserError(f"--interval/--fetch-every: {exc}") from None
-        settings = LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git)
-        run_loop(loaded_repo, one_tick, settings)
+        from reconciler.engine.loop import LoopSettings, run_loop  # noqa: PLC0415  (watchfiles: only here)
+
+        run_loop(loaded_repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git))
         return
     raise typer.Exit(_reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output))
 
 
 def _materialize(repo: Path, rev: str, dest: Path) -> Path:
-    checkout = gitops.open_repo(repo, enabled=True)
+    from reconciler.drivers import git  # noqa: PLC0415  (kept out of dry-run start-up)
+
+    checkout = git.open_checkout(repo)
     if checkout is None:
         raise UserError(f"{repo} is not in a Git work tree; --against needs one")
     try:
@@ -161,12 +161,16 @@ def _reconcile(
     output: str,
 ) -> int:
     """One reconcile (or dry-run) of REPO; returns the exit code."""
-    checkout = gitops.open_repo(loaded_repo, enabled=not dry_run and not no_git)
-    pulled, pull_problems = gitops.pull(checkout)
-    if pulled and output == "text":
-        out.print(f"[dim]git: {pulled}[/]", highlight=False)
-    for problem in pull_problems:
-        err.print(f"warning: {problem}; reconciling from the specs at hand", highlight=False, markup=False)
+    checkout = None
+    if not dry_run:
+        from reconciler.engine.reconcile import prepare  # noqa: PLC0415  (kept out of dry-run start-up)
+
+        prepared = prepare(loaded_repo, use_git=not no_git)
+        checkout = prepared.checkout
+        if prepared.pulled and output == "text":
+            out.print(f"[dim]git: {prepared.pulled}[/]", highlight=False)
+        for problem in prepared.problems:
+            err.print(f"warning: {problem}", highlight=False, markup=False)
     inputs = TickInputs(
         repo=loaded_repo,
         host=host or socket.gethostname(),
@@ -194,17 +198,12 @@ def _reconcile(
     return _apply_and_report(tick, doc, output, checkout, write=True)
 
 
-def _apply_and_report(
-    tick: Tick, doc: dict[str, Any], output: str, checkout: git.Checkout | None = None, *, write: bool = False
-) -> int:
-    """Apply, then always write status back (in a finally, as a failed apply is news too)."""
-    report = None
-    try:
-        report = apply_plan(tick)
-    finally:
-        if write:
-            _write_back(tick, report.outcomes if report else (), checkout)
-    for problem in report.problems:
+def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str, checkout: Checkout | None = None, *,
+                      write: bool = False) -> int:
+    from reconciler.engine.reconcile import apply_and_write_back  # noqa: PLC0415  (kept out of dry-run start-up)
+
+    report, problems = apply_and_write_back(tick, checkout, write=write)
+    for problem in problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
     if output == "json":
         doc["applied"] = views.outcomes_json(report.outcomes)
@@ -213,20 +212,6 @@ def _apply_and_report(
         views.print_outcomes(out, report.outcomes)
     unconverged = report.failed or tick.plan.conflicts or tick.plan.holds
     return 1 if tick.repo.errors or unconverged else 0
-
-
-def _write_back(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> None:
-    revision = gitops.spec_revision(checkout or git.open_checkout(tick.inputs.repo))
-    try:
-        written = write_back(tick, outcomes, revision=revision, finished=datetime.now(UTC))
-    except OSError as exc:
-        err.print(f"warning: could not write status into {tick.inputs.repo}: {exc}", highlight=False, markup=False)
-        return
-    for problem in written.problems:
-        err.print(f"warning: {problem}", highlight=False, markup=False)
-    published = gitops.publish(checkout, tick.inputs.repo, tick.inputs.host, revision)
-    for problem in published.problems:
-        err.print(f"warning: {problem}; the host is reconciled, the next run retries", highlight=False, markup=False)
 
 
 @app.command()
@@ -287,6 +272,9 @@ def schema(
 
 app.command("ps")(ps_command)
 app.add_typer(agent_app, name="agent")
+app.command("install")(install_command)
+app.command("uninstall")(uninstall_command)
+app.command("init")(init_command)
 
 
 def main() -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from reconciler.core.plan import Action, ActionKind, Plan, action_json, plan_json
-from reconciler.engine.apply import Outcome
 from reconciler.errors import SpecError
+
+if TYPE_CHECKING:
+    from reconciler.engine.apply import Outcome
 
 SYMBOL = {
     ActionKind.SPAWN: ("+", "green"),

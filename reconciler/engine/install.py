@@ -1,0 +1,520 @@
+"""`fleet install`, `fleet uninstall` and `fleet init`: the loop on a timer, and a new fleet repository.
+
+These sit beside the loop rather than in it. `install` puts one `fleet reconcile REPO`
+run on a `systemd --user` timer of the current user, so the loop keeps running with
+nobody at a terminal; it persists two unit files in the user manager's folder,
+`fleet-reconcile.service` and `fleet-reconcile.timer`, both opening with the fleet's
+header so that `uninstall` removes only files the fleet wrote. `init` writes a new fleet
+repository from one of the examples and makes its first commit. Rendering is pure and
+doctested; the functions below `# --- effectful` write files and run systemctl and git.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import git as gitpython
+
+from reconciler.drivers import git, units
+from reconciler.drivers.systemd import observe_units
+from reconciler.engine.units import linger_wanted
+from reconciler.errors import UserError
+from reconciler.model.observed import SystemdSnapshot
+from reconciler.spec.load import load_repo
+from reconciler.spec.models import parse_duration
+from reconciler.spec.schemas import render_schemas
+
+SERVICE = "fleet-reconcile.service"
+TIMER = "fleet-reconcile.timer"
+UNITS = (SERVICE, TIMER)
+DEFAULT_INTERVAL = "60s"
+#: How long one run may take before systemd kills it and the next timer tick tries
+#: again: above the slowest honest run (a fetch and up to five pushes at 60 s each,
+#: systemctl jobs at 90 s), far below "wedged forever".
+RUN_TIMEOUT = "10min"
+#: The first run after boot waits at most this long (the network may still be coming up);
+#: core agents do not wait for it, their own units start them at boot.
+_MAX_FIRST_RUN_MS = 60_000
+#: The random delay is a tenth of the interval, at most this: hosts sharing a remote do
+#: not all pull and push at the same second.
+_MAX_JITTER_MS = 300_000
+#: Where `fleet init` finds examples: inside the package when installed from a wheel
+#: (package data), else in the project checkout next to the package.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_EXAMPLE_DIRS = (_PACKAGE_DIR / "examples", _PACKAGE_DIR.parent / "examples" / "fleets")
+#: Where `fleet init` writes the JSON Schemas that the YAML modelines point at.
+SCHEMA_DIR = Path(".fleet") / "schemas"
+DEFAULT_EXAMPLE = "minimal"
+_MODELINE = re.compile(r"(?m)^(# yaml-language-server: \$schema=)(\S+)$")
+
+
+# --- pure: what the units say -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSpec:
+    """Everything the two unit files say: what runs, where, how often, with what environment.
+
+    `environment` is sorted, so the same arguments always render the same bytes.
+    """
+
+    repo: Path
+    host: str
+    interval: timedelta
+    program: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...] = ()
+    no_git: bool = False
+
+    def argv(self) -> list[str]:
+        """The reconcile command the service runs (`--host=H`, so no host reads as an option).
+
+        >>> LoopSpec(Path("/r"), "demo", timedelta(seconds=60), ("/v/bin/fleet",), no_git=True).argv()
+        ['/v/bin/fleet', 'reconcile', '/r', '--host=demo', '--no-git']
+        """
+        return [*self.program, "reconcile", str(self.repo), f"--host={self.host}", *(["--no-git"] if self.no_git else [])]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The timer's settings as systemd time spans."""
+
+    on_boot: str
+    interval: str
+    jitter: str
+    accuracy: str
+
+
+def timespan(ms: int) -> str:
+    """A systemd time span in the largest unit that divides `ms` exactly.
+
+    >>> timespan(3_600_000), timespan(120_000), timespan(90_000), timespan(200)
+    ('1h', '2min', '90s', '200ms')
+    """
+    for unit, size in (("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def timing(interval: timedelta) -> Timing:
+    """When the timer fires: first `min(interval, 1 min)` after boot (at once when started
+    later), then `interval` after each start, plus a random tenth of it (at most 5 min).
+    AccuracySec is small (systemd's default of 1 min would swallow short intervals).
+
+    >>> timing(timedelta(seconds=60))
+    Timing(on_boot='1min', interval='1min', jitter='6s', accuracy='1s')
+    >>> timing(timedelta(seconds=2))
+    Timing(on_boot='2s', interval='2s', jitter='200ms', accuracy='200ms')
+    >>> timing(timedelta(hours=2))
+    Timing(on_boot='1min', interval='2h', jitter='5min', accuracy='1s')
+    """
+    ms = int(interval.total_seconds() * 1000)
+    jitter = max(1, min(ms // 10, _MAX_JITTER_MS))
+    return Timing(timespan(min(ms, _MAX_FIRST_RUN_MS)), timespan(ms), timespan(jitter), timespan(min(jitter, 1000)))
+
+
+def parse_interval(text: str) -> timedelta:
+    """`--interval`: a duration of whole seconds, at least 1 s (`90s`, `5m`, `1h`).
+
+    >>> parse_interval("2s"), parse_interval("1m30s")
+    (datetime.timedelta(seconds=2), datetime.timedelta(seconds=90))
+    """
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UserError(f"--interval: {exc}") from None
+
+
+def parse_env(values: Sequence[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` options; a malformed one is a UserError naming it.
+
+    >>> parse_env(["MOSAIC_AGENT_COMMAND=sleep 600", "A=x=y"])
+    {'MOSAIC_AGENT_COMMAND': 'sleep 600', 'A': 'x=y'}
+    >>> parse_env(["1X=a"])
+    Traceback (most recent call last):
+    reconciler.errors.UserError: --env '1X=a': environment variable name '1X' is invalid
+    """
+    parsed: dict[str, str] = {}
+    for value in values:
+        key, eq, rest = value.partition("=")
+        if not eq:
+            raise UserError(f"--env {value!r}: write KEY=VALUE, e.g. --env MOSAIC_AGENT_COMMAND='sleep 600'")
+        try:
+            units.environment_line(key, rest)
+        except ValueError as exc:
+            raise UserError(f"--env {value!r}: {exc}") from None
+        parsed[key] = rest
+    return parsed
+
+
+def loop_environment(
+    environ: Mapping[str, str], program_dir: str, state_dir: Path | None, extra: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """The service's environment: the user manager's own is not the installing shell's.
+
+    PATH is fleet's own bin folder first (the stub agent lives there), then the PATH
+    `fleet install` ran with, so the timer finds the same tmux, git and agent CLIs as
+    a reconcile run by hand. TMUX_TMPDIR is carried over when set (the same sockets);
+    FLEET_STATE_DIR comes from `--state-dir`. `--env` values win over all of these.
+
+    >>> loop_environment({"PATH": "/usr/bin:/v/bin", "HOME": "/h"}, "/v/bin", Path("/s"), {"X": "1"})
+    (('FLEET_STATE_DIR', '/s'), ('PATH', '/v/bin:/usr/bin'), ('X', '1'))
+    """
+    path = [program_dir, *(p for p in environ.get("PATH", "").split(":") if p)]
+    env = {"PATH": ":".join(dict.fromkeys(path))}
+    if environ.get("TMUX_TMPDIR"):
+        env["TMUX_TMPDIR"] = environ["TMUX_TMPDIR"]
+    if state_dir is not None:
+        if "FLEET_STATE_DIR" in extra:
+            raise UserError("give the state folder once: --state-dir or --env FLEET_STATE_DIR=..., not both")
+        env["FLEET_STATE_DIR"] = str(state_dir)
+    return tuple(sorted({**env, **extra}.items()))
+
+
+def path_setting(path: Path) -> str:
+    r"""A path for a setting systemd reads literally but for `%` specifiers (WorkingDirectory=).
+
+    No quotes there: systemd would keep them as part of the name.
+
+    >>> path_setting(Path("/srv/my fleet/100%"))
+    '/srv/my fleet/100%%'
+    >>> path_setting(Path("/a\tb"))
+    Traceback (most recent call last):
+    ValueError: '/a\tb': a unit file cannot carry this path (control characters, or blanks or a backslash at its end)
+    """
+    text = str(path)
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not an absolute path")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text) or text != text.strip() or text.endswith("\\"):
+        raise ValueError(f"{text!r}: a unit file cannot carry this path (control characters, or blanks or a backslash at its end)")
+    return units.specifier_escape(text)
+
+
+def _comment(text: str) -> str:
+    """Text for a `#` line: the one thing it cannot hold is a line break."""
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{text!r}: a unit file cannot carry a line break here")
+    return text
+
+
+def service_text(spec: LoopSpec) -> str:
+    """`fleet-reconcile.service`: one oneshot run of the reconcile command in REPO.
+
+    Raises ValueError for a value a unit file cannot carry (a newline in a path).
+    """
+    return units._templates().get_template("fleet-reconcile.service.j2").render(
+        repo_comment=_comment(str(spec.repo)),
+        host_comment=_comment(spec.host),
+        repo=units.specifier_escape(_comment(str(spec.repo))),
+        host=units.specifier_escape(_comment(spec.host)),
+        interval=timing(spec.interval).interval,
+        working_directory=path_setting(spec.repo),
+        environment=[units.environment_line(key, value) for key, value in spec.environment],
+        exec_start=units.exec_line(spec.argv()),
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def timer_text(spec: LoopSpec) -> str:
+    """`fleet-reconcile.timer`: starts the service every interval, enabled for timers.target."""
+    when = timing(spec.interval)
+    return units._templates().get_template("fleet-reconcile.timer.j2").render(
+        repo_comment=_comment(str(spec.repo)),
+        repo=units.specifier_escape(_comment(str(spec.repo))),
+        on_boot=when.on_boot,
+        interval=when.interval,
+        jitter=when.jitter,
+        accuracy=when.accuracy,
+    )
+
+
+def rewrite_modelines(text: str, schema_for: Mapping[str, str]) -> str:
+    """Point each `# yaml-language-server: $schema=` line at `schema_for[file name]`.
+
+    A modeline naming a schema we do not ship is left as it is.
+
+    >>> rewrite_modelines("# yaml-language-server: $schema=../../specs/fleet.schema.json\\nkind: Fleet\\n",
+    ...                   {"fleet.schema.json": ".fleet/schemas/fleet.schema.json"})
+    '# yaml-language-server: $schema=.fleet/schemas/fleet.schema.json\\nkind: Fleet\\n'
+    """
+
+    def repoint(match: re.Match[str]) -> str:
+        target = schema_for.get(Path(match.group(2)).name)
+        return match.group(1) + target if target else match.group(0)
+
+    return _MODELINE.sub(repoint, text)
+
+
+# --- effectful: the timer ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Report:
+    """What a verb did, one line per step for people, and what went wrong without failing it."""
+
+    done: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def check_user(requested: str | None) -> str:
+    """The user whose manager gets the timer: only the current one (tenant users come later)."""
+    me = current_user()
+    if requested is not None and requested != me:
+        raise UserError(
+            f"--user {requested}: installing into another user's systemd --user is not supported yet; "
+            f"run it as that user, e.g. `runuser -l {requested} -c 'fleet install REPO'`"
+        )
+    return me
+
+
+def fleet_program() -> tuple[str, ...]:
+    """This installation's `fleet`, by absolute path: the `fleet` script beside the running
+    Python (a venv's bin folder, symlinks kept), else that Python with `-m reconciler.cli`."""
+    bin_dir = Path(sys.executable).absolute().parent
+    script = bin_dir / "fleet"
+    if script.is_file() and os.access(script, os.X_OK):
+        return (str(script),)
+    return (str(bin_dir / Path(sys.executable).name), "-m", "reconciler.cli")
+
+
+def loop_spec(
+    repo: Path, host: str, interval: str, state_dir: Path | None, no_git: bool, env: Sequence[str]
+) -> LoopSpec:
+    """Check the arguments of `fleet install` and turn them into the units' contents."""
+    root = repo.resolve()
+    if not (root / "fleet.yaml").is_file():
+        raise UserError(f"{repo}: no fleet.yaml there; give the path of a fleet repository (or create one with `fleet init`)")
+    program = fleet_program()
+    state = state_dir.resolve() if state_dir is not None else None
+    environment = loop_environment(os.environ, str(Path(program[0]).parent), state, parse_env(env))
+    spec = LoopSpec(root, host, parse_interval(interval), program, environment, no_git)
+    try:
+        service_text(spec), timer_text(spec)
+    except ValueError as exc:
+        raise UserError(f"cannot write the units: {exc}") from None
+    return spec
+
+
+def unit_dir() -> Path:
+    """The current user's unit folder, as the agents' units use it."""
+    return units.user_unit_dir(os.environ, str(Path.home()))
+
+
+def _manager(instead: str) -> SystemdSnapshot:
+    """The user manager's view of our two units; a UserError ending with `instead` when
+    no manager answers."""
+    snapshot = observe_units("fleet-reconcile.*")
+    if not snapshot.available:
+        raise UserError(f"{snapshot.reason}. {instead}")
+    return snapshot
+
+
+def _refuse_foreign(directory: Path) -> None:
+    for name in UNITS:
+        text = units.read_unit(directory, name)
+        if text is not None and not units.is_ours(text):
+            raise UserError(
+                f"{directory / name} exists and was not written by fleet (its first line is not "
+                f"{units.HEADER!r}); move it away, then run fleet install again"
+            )
+
+
+def _run(report: Report, *args: str) -> None:
+    """One systemctl call, recorded; a failure is a UserError (every step is safe to
+    repeat, so running the same command again once it is fixed picks up from there)."""
+    ran = units.systemctl(*args)
+    if not ran.ok:
+        raise UserError(f"systemctl --user {' '.join(args)} failed: {ran.said}; run the command again once that is fixed")
+    report.done.append(f"ran systemctl --user {' '.join(args)}")
+
+
+def install_loop(spec: LoopSpec, directory: Path) -> Report:
+    """Write both units (only when their bytes change), reload only then, and leave the
+    timer enabled and active: running it twice with the same spec changes nothing."""
+    snapshot = _manager(f"No timer was installed; without systemd, run the loop as `fleet reconcile {shlex.quote(str(spec.repo))} --watch`")
+    _refuse_foreign(directory)
+    report = Report()
+    texts = {SERVICE: service_text(spec), TIMER: timer_text(spec)}
+    wrote = [name for name, text in texts.items() if units.write_unit(directory, name, text)]
+    report.done += [f"wrote {directory / name}" for name in wrote]
+    if wrote or units.need_reload(list(UNITS)):
+        _run(report, "daemon-reload")
+    timer = snapshot.units.get(TIMER)
+    if TIMER in wrote and timer is not None and timer.active:
+        if not timer.enabled:
+            _run(report, "enable", TIMER)
+        _run(report, "restart", TIMER)
+    elif timer is None or not (timer.enabled and timer.active):
+        _run(report, "enable", "--now", TIMER)
+    if not report.done:
+        report.done.append(f"unchanged: {SERVICE} and {TIMER} are current, the timer is enabled and active")
+    _linger(report)
+    return report
+
+
+def _linger(report: Report) -> None:
+    """Try `loginctl enable-linger` where it helps (logind's manager, not lingering yet),
+    so the timer runs with nobody logged in; a failure is a warning."""
+    user, runtime_dir = current_user(), os.environ.get("XDG_RUNTIME_DIR")
+    if Path("/var/lib/systemd/linger", user).exists():
+        return
+    if not linger_wanted(runtime_dir, os.geteuid(), False):
+        report.done.append(f"linger: not tried; this manager (XDG_RUNTIME_DIR={runtime_dir}) is not logind's")
+        return
+    note = units.enable_linger(user)
+    if note:
+        report.warnings.append(f"{note}; the timer runs only while {user} is logged in (as root: loginctl enable-linger {user})")
+    else:
+        report.done.append(f"linger: enabled for {user}; the timer runs at boot without a login")
+
+
+def uninstall_loop(directory: Path) -> Report:
+    """Stop and disable the timer, delete the fleet's two files, reload. Files without
+    the fleet's header are left alone (a warning); nothing installed is not an error."""
+    report = Report()
+    present = {name: units.read_unit(directory, name) for name in UNITS}
+    ours = [name for name, text in present.items() if units.is_ours(text)]
+    report.warnings += [
+        f"{directory / name} was not written by fleet; left alone"
+        for name, text in present.items() if text is not None and name not in ours
+    ]
+    if not ours:
+        report.done.append(f"nothing to remove: no {SERVICE} or {TIMER} written by fleet in {directory}")
+        return report
+    _manager("Nothing was removed; run fleet uninstall again where the manager answers")
+    ran = units.systemctl("disable", "--now", "--no-reload", *ours)
+    if not ran.ok:
+        raise UserError(f"could not stop and disable {', '.join(ours)} ({ran.said}); nothing was removed")
+    report.done.append(f"stopped and disabled {', '.join(ours)}")
+    if TIMER in ours:  # Persistent= keeps a stamp of the last run; leave no trace behind
+        units.systemctl("clean", "--what=state", TIMER)
+    for name in ours:
+        if units.remove_unit(directory, name):
+            report.done.append(f"removed {directory / name}")
+    _run(report, "daemon-reload")
+    units.systemctl("reset-failed", SERVICE)  # forget a failed last run; absent is fine
+    return report
+
+
+# --- effectful: fleet init -------------------------------------------------------------
+
+
+def available_examples() -> dict[str, Path]:
+    """Example name -> folder, from the package data or else the project checkout."""
+    for root in _EXAMPLE_DIRS:
+        if root.is_dir():
+            return {p.name: p for p in sorted(root.iterdir()) if (p / "fleet.yaml").is_file()}
+    return {}
+
+
+def init_repo(dest: Path, example: str, host: str) -> Report:
+    """Create a fleet repository in `dest` (absent or empty) from `example`, with the
+    schemas its modelines point at, check it with the loader and commit it. On any
+    failure, what this wrote is removed again."""
+    examples = available_examples()
+    if example not in examples:
+        choices = ", ".join(examples) or "none (the examples folder is missing from this installation)"
+        raise UserError(f"--example {example}: no such example; choose one of: {choices}")
+    created = _check_empty(dest)
+    try:
+        return _fill(dest, examples[example], example, host)
+    except BaseException:
+        _undo(dest, created)
+        raise
+
+
+def _check_empty(dest: Path) -> bool:
+    """Refuse anything but an absent or empty folder; True when it is absent (we create it)."""
+    if dest.is_dir():
+        if any(dest.iterdir()):
+            raise UserError(f"{dest} is not empty; give a new or empty folder")
+        return False
+    if dest.exists():
+        raise UserError(f"{dest} exists and is not a folder")
+    return True
+
+
+def _fill(dest: Path, source: Path, example: str, host: str) -> Report:
+    report = Report()
+    shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("status", "TASKS.md", "__pycache__"))
+    report.done.append(f"copied the {example} example into {dest}")
+    schemas = _write_schemas(dest)
+    report.done.append(f"wrote {len(schemas)} JSON Schemas into {dest / SCHEMA_DIR}")
+    _point_modelines(dest, schemas)
+    loaded = load_repo(dest)
+    if loaded.errors:
+        raise UserError(f"the {example} example does not validate (a bug in fleet):\n" + "\n".join(map(str, loaded.errors)))
+    agents = sum(len(t.roster.agents) for t in loaded.tenants.values())
+    report.done.append(f"validated: {len(loaded.tenants)} tenant(s), {agents} agent(s)")
+    report.done.append(_first_commit(dest, example, host))
+    return report
+
+
+def _write_schemas(dest: Path) -> dict[str, Path]:
+    written = {}
+    for name, text in render_schemas().items():
+        path = dest / SCHEMA_DIR / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written[name] = path
+    return written
+
+
+def _point_modelines(dest: Path, schemas: Mapping[str, Path]) -> None:
+    """Each YAML file's modeline, relative to that file, at the schemas written in `dest`."""
+    for path in sorted(dest.rglob("*.yaml")):
+        relative = {name: os.path.relpath(target, path.parent) for name, target in schemas.items()}
+        text = path.read_text(encoding="utf-8")
+        new = rewrite_modelines(text, relative)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+
+
+def _first_commit(dest: Path, example: str, host: str) -> str:
+    """`git init -b main` and one commit of everything, by the local git identity where one
+    is set, else `fleet init <fleet@HOST>`."""
+    gitpython.Repo.init(dest, initial_branch="main")
+    checkout = git.open_checkout(dest)
+    if checkout is None:  # pragma: no cover - git init just made it one
+        raise UserError(f"git init did not make {dest} a work tree")
+    name, email = _identity(checkout, host)
+    sha = git.commit_if_changed(checkout, ["."], f"fleet init: the {example} example", name, email)
+    return f"git: initialized {dest} on branch main, first commit {sha[: git.SHORT_SHA] if sha else '(none)'} by {name} <{email}>"
+
+
+def _identity(checkout: git.Checkout, host: str) -> tuple[str, str]:
+    """The identity `git commit` would use here (git's own lookup, so GIT_CONFIG_GLOBAL and
+    includes count), field by field, else `fleet init <fleet@HOST>`."""
+
+    def configured(key: str) -> str:
+        status, out, _ = checkout.repo.git.execute(
+            ["git", "config", "--get", key], with_extended_output=True, with_exceptions=False
+        )
+        return out.strip() if status == 0 else ""
+
+    return configured("user.name") or "fleet init", configured("user.email") or f"fleet@{host}"
+
+
+def _undo(dest: Path, created: bool) -> None:
+    """Remove what init wrote: the folder if it made it, else everything in it (it was empty)."""
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    for child in dest.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -1,0 +1,55 @@
+"""One applying tick, end to end: pull, (plan), apply, write back, commit and push.
+
+The skeleton of ARCHITECTURE's loop: status is written in a `finally`, so a failed
+apply is reported too, and a Git failure never undoes a reconciled host. Printing is
+the caller's; this module returns what happened. A dry-run never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.drivers import git
+from reconciler.engine import gitops
+from reconciler.engine.apply import ApplyReport, Outcome, apply_plan
+from reconciler.engine.tick import Tick
+from reconciler.engine.writeback import write_back
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    checkout: git.Checkout | None
+    pulled: str
+    problems: tuple[str, ...]
+
+
+def prepare(repo: Path, use_git: bool) -> Prepared:
+    """Open the checkout (unless --no-git) and pull, before the specs are read."""
+    checkout = gitops.open_repo(repo, enabled=use_git)
+    pulled, problems = gitops.pull(checkout)
+    return Prepared(checkout, pulled, tuple(f"{p}; reconciling from the specs at hand" for p in problems))
+
+
+def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bool = True) -> tuple[ApplyReport, tuple[str, ...]]:
+    """Apply the plan, then always write status back; returns the report and warnings."""
+    report: ApplyReport | None = None
+    problems: tuple[str, ...] = ()
+    try:
+        report = apply_plan(tick)
+    finally:
+        if write:
+            problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)
+    return report, (*report.problems, *problems)
+
+
+def write_back_and_publish(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> tuple[str, ...]:
+    revision = gitops.spec_revision(checkout or git.open_checkout(tick.inputs.repo))
+    try:
+        written = write_back(tick, outcomes, revision=revision, finished=datetime.now(UTC))
+    except OSError as exc:
+        return (f"could not write status into {tick.inputs.repo}: {exc}",)
+    published = gitops.publish(checkout, tick.inputs.repo, tick.inputs.host, revision)
+    return (*written.problems, *(f"{p}; the host is reconciled, the next run retries" for p in published.problems))
