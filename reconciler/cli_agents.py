@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,12 +30,14 @@ from reconciler.cli_common import (
     state_dir_or_default,
     user_errors,
 )
-from reconciler.core.desired import DesiredAgent
-from reconciler.core.ps import ps_notes, ps_rows, render_table, row_json
-from reconciler.engine import agent_verbs
-from reconciler.engine.agent_verbs import Refused, SendOptions, SendStatus
 from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.errors import UserError
+
+if TYPE_CHECKING:
+    from reconciler.core.desired import DesiredAgent
+
+# core/ps.py and engine/agent_verbs.py are imported inside the commands that use them:
+# every `fleet reconcile` would otherwise pay for them at start-up.
 
 AgentArg = Annotated[str, typer.Argument(help="The agent: NAME, or TENANT/NAME when several tenants have one.",
                                          show_default=False)]
@@ -68,6 +70,8 @@ def ps_command(
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
+    from reconciler.core.ps import ps_notes, ps_rows, render_table, row_json  # noqa: PLC0415
+
     rows = ps_rows(tick.desired, tick.observed, tick.plan, tick.now)
     if output == "json":
         print(views.to_json([row_json(row) for row in rows]))
@@ -89,6 +93,8 @@ agent_app = typer.Typer(
 
 
 def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
+    from reconciler.engine import agent_verbs  # noqa: PLC0415
+
     desired = agent_verbs.load_desired(
         check_repo(repo), host or socket.gethostname(), state_dir_or_default(state_dir)
     )
@@ -114,6 +120,8 @@ def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir
         _require_terminal("watch")
         err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
                   highlight=False, markup=False)
+        from reconciler.engine import agent_verbs  # noqa: PLC0415
+
         code = agent_verbs.watch(agent)
     raise typer.Exit(code)
 
@@ -129,6 +137,8 @@ def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_di
         _require_terminal("attach")
         err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
                   "(use `fleet agent watch` to only look)", highlight=False, markup=False)
+        from reconciler.engine import agent_verbs  # noqa: PLC0415
+
         code = agent_verbs.attach(agent)
     raise typer.Exit(code)
 
@@ -152,6 +162,9 @@ def send_command(
 
     Example: fleet agent send examples/fleets/minimal orchestrator 'rebase on main' --verify --timeout 20
     """
+    from reconciler.engine import agent_verbs  # noqa: PLC0415
+    from reconciler.engine.agent_verbs import Refused, SendOptions, SendStatus  # noqa: PLC0415
+
     with user_errors():
         check_output(output)
         agent = _agent(repo, name, host, state_dir)
