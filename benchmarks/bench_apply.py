@@ -87,7 +87,7 @@ def main() -> None:
     print(f"  speed-up: {t_tmuxp / t_ours:.1f}x  (target >= 25x)")
     t_floor, t_noop = statistics.median(noop["floor"]), statistics.median(noop["fleet reconcile (no-op)"])
     print(f"no-op reconcile of {AGENTS} healthy agents, median of {max(opts.runs, 7)}, whole process")
-    print(f"  floor (same {modules} third-party modules, one list-panes): {t_floor * 1000:7.1f} ms")
+    print(f"  floor (same {modules} library modules, one list-panes): {t_floor * 1000:7.1f} ms")
     print(f"  fleet reconcile:                                           {t_noop * 1000:7.1f} ms")
     print(f"  ratio: {t_noop / t_floor:.2f}x  (target <= 1.5x)")
 

@@ -53,7 +53,7 @@ def main() -> None:
             kill_server(socket)
     mf, mo = statistics.median(samples["floor"]), statistics.median(samples["dry-run"])
     print(f"dry-run of {AGENTS} agents, {sessions} sessions running, healthy; median of {opts.runs}, whole process")
-    print(f"  floor (imports the same {modules} third-party modules, one tmux list-panes): {mf * 1000:7.1f} ms")
+    print(f"  floor (imports the same {modules} library modules, one tmux list-panes): {mf * 1000:7.1f} ms")
     print(f"  fleet reconcile --dry-run --detailed-exitcode:                    {mo * 1000:7.1f} ms")
     print(f"  ratio: {mo / mf:.2f}x  (target <= 1.5x)")
 

@@ -1,18 +1,16 @@
 """The floor a whole `fleet` process is measured against (issues 2 and 3).
 
-A Python process that imports the same third-party modules as the measured `fleet`
-command (found by asking such a process which it loaded) and lists the socket once.
+A Python process that imports the same libraries as the measured `fleet` command
+(every module it loads that is not the project's own: third-party and standard
+library, found by asking such a process) and lists the socket once.
 Whatever `fleet` costs beyond it is our own code: loading, planning, printing.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-import sysconfig
-from pathlib import Path
 
 from reconciler.drivers.tmux import LIST_FORMAT
 
@@ -28,33 +26,27 @@ print("\\n@@" + json.dumps(sorted(sys.modules)))
 """
 
 
-def third_party_modules(fleet_args: list[str], env: dict[str, str]) -> list[str]:
-    """Every third-party module (dotted names, namespace packages too) a `fleet` run imports."""
-    out = subprocess.run(
+def library_modules(fleet_args: list[str], env: dict[str, str]) -> list[str]:
+    """Every module a `fleet` run imports that is not the project's own: third-party
+    packages (namespace ones and C extensions too) and standard-library modules beyond
+    what a bare interpreter already has."""
+    probe = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(fleet_args)], capture_output=True, text=True, env=env, check=True
     )
-    names = json.loads(out.stdout.rsplit("@@", 1)[1])
-    purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
-    found = []
-    for name in names:
-        top = name.split(".")[0]
-        if top.startswith("_") or top == "reconciler" or name == "__main__":
-            continue
-        try:
-            mod = importlib.import_module(name)
-        except Exception:
-            continue
-        places = [getattr(mod, "__file__", None), *list(getattr(mod, "__path__", []))]
-        if any(p and purelib in Path(p).resolve().parents for p in places):
-            found.append(name)
-    return found
+    names = json.loads(probe.stdout.rsplit("@@", 1)[1])
+    bare = subprocess.run([sys.executable, "-c", "import sys, json; print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, env=env, check=True)
+    already = set(json.loads(bare.stdout))
+    return [n for n in names if n not in already and n.split(".")[0] != "reconciler" and n != "__main__"]
 
 
 def floor_command(fleet_args: list[str], env: dict[str, str], socket: str) -> tuple[list[str], int]:
     """The floor as an argv, and how many modules it imports."""
-    modules = third_party_modules(fleet_args, env)
+    modules = library_modules(fleet_args, env)
     code = (
-        "".join(f"import {m}\n" for m in modules)
+        "import importlib\n"
+        + f"for name in {modules!r}:\n"
+        + "    try:\n        importlib.import_module(name)\n    except Exception:\n        pass\n"
         + "import subprocess\n"
         + f"subprocess.run(['tmux', '-u', '-L', {socket!r}, 'list-panes', '-a', '-F', {LIST_FORMAT!r}],"
         + " capture_output=True, check=True)\n"

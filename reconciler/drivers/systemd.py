@@ -102,12 +102,22 @@ def join_units(
     return units
 
 
+NO_RUNTIME_DIR = (
+    "systemd --user manager unreachable (XDG_RUNTIME_DIR is not set); start one (systemd --user, "
+    "or loginctl enable-linger) or run tmux-only"
+)
+
+
 def observe_units(pattern: str = "fleet*") -> SystemdSnapshot:
     """Snapshot the fleet's units with two `systemctl --user` calls; never raises.
 
     When the manager cannot be asked, the snapshot is `available=False` with a one-line
     reason that says what to check, so status can report "tmux-only" instead of failing.
     """
+    if not (os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("DBUS_SESSION_BUS_ADDRESS")):
+        # systemctl --user finds its manager only through these; without them it can only
+        # fail ("No medium found"), so say so without paying for the process.
+        return SystemdSnapshot(available=False, reason=NO_RUNTIME_DIR)
     listing = _ask("list-units", "--all", "--output=json", "--no-pager", pattern)
     if isinstance(listing, _Unavailable):
         return SystemdSnapshot(available=False, reason=listing.reason)
