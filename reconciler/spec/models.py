@@ -8,6 +8,7 @@ Rules that span files (the two-agent floor, ladders, sockets) live in `spec/rule
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import string
@@ -309,5 +310,11 @@ def command_argv(template: str, values: dict[str, str]) -> tuple[str, ...]:
     >>> command_argv("claude --model {model}", {"model": "opus; rm -rf ~"})
     ('claude', '--model', 'opus; rm -rf ~')
     """
+    return tuple(arg.format_map(values) for arg in _split_template(template))
+
+
+@functools.lru_cache(maxsize=256)
+def _split_template(template: str) -> tuple[str, ...]:
+    """Checked and split once per template: a fleet has a few templates and many agents."""
     _check_command(template)
-    return tuple(arg.format_map(values) for arg in shlex.split(template))
+    return tuple(shlex.split(template))
