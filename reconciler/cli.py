@@ -18,6 +18,7 @@ import typer
 
 from reconciler import views
 from reconciler.cli_agents import agent_app, ps_command
+from reconciler.cli_budget import budget_app
 from reconciler.cli_common import (
     HostOpt,
     OutputOpt,
@@ -275,6 +276,7 @@ app.add_typer(agent_app, name="agent")
 app.command("install")(install_command)
 app.command("uninstall")(uninstall_command)
 app.command("init")(init_command)
+app.add_typer(budget_app, name="budget")
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 It sits between load and plan in every tick. The number of external calls is constant
 per socket, systemd manager and tenant, never per agent: one tmux listing per distinct
-socket, one `observe_units()` per systemd manager, one directory scan per tenant. It
-persists nothing; what could not be read becomes a line in `problems`, never a failed tick.
+socket, one `observe_units()` per systemd manager, one directory scan per tenant for
+heartbeats and one for usage records. It persists nothing; what could not be read
+becomes a line in `problems`, never a failed tick.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.drivers import files, systemd, tmux
+from reconciler.drivers import files, systemd, tmux, usage
 from reconciler.model.observed import (
     Heartbeat,
     ObservedFleet,
@@ -20,6 +21,7 @@ from reconciler.model.observed import (
     SocketSnapshot,
     SystemdSnapshot,
 )
+from reconciler.model.usage import UsageSignal
 
 #: Why another user's manager is not asked yet (SystemdSnapshot.reason).
 OTHER_USER_SYSTEMD = "per-user systemd comes with issue 6"
@@ -30,21 +32,28 @@ def observe(
     systemd_users: Iterable[str | None],
     heartbeat_dirs: Mapping[str, Path],
     now: datetime,
+    usage_dirs: Mapping[str, Path] | None = None,
 ) -> ObservedFleet:
-    """One snapshot of this host: tmux servers, systemd managers, heartbeats by tenant.
+    """One snapshot of this host: tmux servers, systemd managers, heartbeats and usage by tenant.
 
-    `heartbeat_dirs` maps each tenant to its heartbeat folder; `now` is the caller's
-    clock reading, stored as `taken_at` so the snapshot replays exactly.
+    `heartbeat_dirs` maps each tenant to its heartbeat folder; `usage_dirs` to its usage
+    folder, by default the `usage/` beside the heartbeats (`$state/<tenant>/usage`).
+    `now` is the caller's clock reading, stored as `taken_at` so the snapshot replays
+    exactly.
     """
     snapshots = _observe_sockets(sockets)
     heartbeats, beat_problems = _observe_heartbeats(heartbeat_dirs)
+    if usage_dirs is None:
+        usage_dirs = {tenant: folder.parent / "usage" for tenant, folder in heartbeat_dirs.items()}
+    signals, usage_problems = _observe_usage(usage_dirs, now)
     problems = [snap.error for snap in snapshots.values() if snap.error]
     return ObservedFleet(
         taken_at=now,
         sockets=snapshots,
         systemd={user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)},
         heartbeats=heartbeats,
-        problems=(*problems, *beat_problems),
+        problems=(*problems, *beat_problems, *usage_problems),
+        usage=signals,
     )
 
 
@@ -83,3 +92,25 @@ def _observe_heartbeats(
                 continue
             beats[(tenant, agent)] = beat
     return beats, problems
+
+
+def _observe_usage(
+    usage_dirs: Mapping[str, Path], now: datetime
+) -> tuple[dict[tuple[str, str], UsageSignal], list[str]]:
+    """One scan per tenant's usage folder; each record's confidence aged to `now`.
+
+    Aging here (drivers/usage.py, `aged`) means the policy sees what a reading is still
+    worth at this tick: a provider figure from three hours ago counts as `estimated`.
+    """
+    signals: dict[tuple[str, str], UsageSignal] = {}
+    problems: list[str] = []
+    for tenant, directory in usage_dirs.items():
+        found, scan_problems = usage.scan_usage(directory)
+        problems += scan_problems
+        for account, signal in sorted(found.items()):
+            if signal.tenant != tenant:
+                problems.append(f"{directory / (account + '.json')}: tenant {signal.tenant!r} does not match "
+                                f"the folder's tenant {tenant!r}; ignored")
+                continue
+            signals[(tenant, account)] = usage.aged(signal, now)
+    return signals, problems

@@ -1,0 +1,272 @@
+"""`fleet budget set-usage` and `fleet budget ingest`: usage signals in, by hand or from files.
+
+The usage half of the budget CLI: both commands write the records that the observe step
+reads each tick (`$FLEET_STATE_DIR/<tenant>/usage/<account>.json`, SPEC.md "Usage
+signals"); `ingest` also appends the spend ledger. They parse options, check them
+against the repository's budget.yaml, call drivers/usage.py and engine/ingest.py, and
+print. reconciler/cli.py mounts the app with `app.add_typer(budget_app, name="budget")`;
+`python -m reconciler.cli_budget` runs it alone. Mistakes end as one `error:` line, exit 1.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler import views
+from reconciler.cli_common import (
+    HostOpt,
+    OutputOpt,
+    RepoArg,
+    StateDirOpt,
+    TenantOpt,
+    check_output,
+    check_repo,
+    err,
+    state_dir_or_default,
+    user_errors,
+)
+from reconciler.drivers.usage import iso_z, parse_time, render_usage, write_usage
+from reconciler.engine.ingest import Homes, IngestReport, ingest_all
+from reconciler.errors import UserError
+from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
+from reconciler.spec.load import load_repo
+from reconciler.spec.models import Account, format_duration
+from reconciler.spec.repo import FleetRepo
+
+budget_app = typer.Typer(
+    help="Budget accounts: record what each has used, by hand or from the runtimes' own files.\n\n"
+    "Example: fleet budget set-usage examples/fleets/spec-reference jarvis claude-max-1 --used 0.42",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# --- set-usage -------------------------------------------------------------------------------
+
+
+@budget_app.command("set-usage")
+def set_usage_command(
+    repo: RepoArg,
+    tenant: Annotated[str, typer.Argument(help="The tenant (a folder of tenants/).", show_default=False)],
+    account: Annotated[str, typer.Argument(help="An account of the tenant's budget.yaml.", show_default=False)],
+    used: Annotated[str | None, typer.Option(
+        "--used", metavar="FRACTION", help="Subscription accounts: the fraction of the window's limit used, 0 to 1 (0.42 = 42%).",
+        show_default=False)] = None,
+    spent_usd: Annotated[str | None, typer.Option(
+        "--spent-usd", metavar="USD", help="API accounts: dollars spent in the current period.", show_default=False)] = None,
+    reset_at: Annotated[str | None, typer.Option(
+        "--reset-at", metavar="ISO", help="When the window resets, ISO 8601 with a zone, e.g. 2026-11-30T00:00:00Z.",
+        show_default=False)] = None,
+    confidence: Annotated[str, typer.Option(
+        "--confidence", metavar="LEVEL", help="How sure you are: user, provider, estimated or unknown.")] = "user",
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Record by hand what a budget account has used; the next reconcile paces on it.
+
+    Example: fleet budget set-usage REPO jarvis claude-max-1 --used 0.42 --reset-at 2026-11-30T00:00:00Z
+
+    Example: fleet budget set-usage REPO jarvis openai-api --spent-usd 61.5
+    """
+    with user_errors():
+        check_output(output)
+        spec = _account(load_repo(check_repo(repo)), tenant, account)
+        signal = manual_signal(spec, tenant, used, spent_usd, reset_at, confidence, datetime.now(UTC))
+        path = write_usage(state_dir_or_default(state_dir), signal)
+    if output == "json":
+        print(views.to_json({"path": str(path), "record": json.loads(render_usage(signal))}))
+        return
+    print(f"{tenant}/{account}: {_describe(signal)}; written to {path}")
+
+
+def manual_signal(
+    account: Account, tenant: str, used: str | None, spent_usd: str | None,
+    reset_at: str | None, confidence: str, now: datetime,
+) -> UsageSignal:
+    """The record a person's `set-usage` describes, or a UserError saying what is wrong."""
+    if (used is None) == (spent_usd is None):
+        raise UserError("give exactly one of --used (subscription accounts) and --spent-usd (api accounts)")
+    if used is not None and account.regime != "subscription":
+        raise UserError(f"account {account.name!r} is an api account (a dollar cap); "
+                        "report what it spent with --spent-usd, not --used")
+    if spent_usd is not None and account.regime != "api":
+        raise UserError(f"account {account.name!r} is a subscription account (usage against a limit); "
+                        "report the fraction used with --used, not --spent-usd")
+    if confidence not in CONFIDENCE_ORDER:
+        raise UserError(f"--confidence must be one of {', '.join(CONFIDENCE_ORDER)}, not {confidence!r}")
+    return UsageSignal(
+        tenant=tenant,
+        account=account.name,
+        used_fraction=None if used is None else _number("--used", used, upper=1.0),
+        spent_usd=None if spent_usd is None else _number("--spent-usd", spent_usd, upper=None),
+        reset_at=None if reset_at is None else _reset_at(reset_at),
+        window=account.window if account.regime == "subscription" else account.period,
+        confidence=confidence,
+        source="user",
+        observed_at=now.replace(microsecond=0),
+    )
+
+
+def _account(repo: FleetRepo, tenant: str, name: str) -> Account:
+    """The named account of the tenant's budget.yaml, or a UserError naming what exists."""
+    if tenant in repo.invalid_tenants:
+        views.print_errors(err, [e for e in repo.errors if e.tenant == tenant])
+        raise UserError(f"tenant {tenant!r} has errors in its specs (above); fix them, then set its usage")
+    spec = repo.tenants.get(tenant)
+    if spec is None:
+        known = ", ".join(sorted(repo.tenants)) or "none"
+        raise UserError(f"no tenant {tenant!r} in {repo.root}/tenants/ (tenants: {known})")
+    if spec.budget is None:
+        raise UserError(f"tenant {tenant!r} has no budget.yaml; declare the account in "
+                        f"{repo.root}/tenants/{tenant}/budget.yaml first")
+    for account in spec.budget.accounts:
+        if account.name == name:
+            return account
+    known = ", ".join(a.name for a in spec.budget.accounts) or "none"
+    raise UserError(f"no account {name!r} in {repo.root}/tenants/{tenant}/budget.yaml (accounts: {known})")
+
+
+def _number(flag: str, text: str, *, upper: float | None) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{flag} must be a number, not {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (upper is not None and value > upper):
+        bound = f"from 0 to {upper:g}" if upper is not None else "of at least 0"
+        hint = f" (a fraction: 42% is {float(text) / 100:g})" if flag == "--used" and value > 1 else ""
+        raise UserError(f"{flag} must be a number {bound}, not {text}{hint}")
+    return value
+
+
+def _reset_at(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise UserError(f"--reset-at {exc}") from None
+
+
+# --- ingest ----------------------------------------------------------------------------------
+
+
+@budget_app.command("ingest")
+def ingest_command(
+    repo: RepoArg,
+    codex_home: Annotated[Path | None, typer.Option(
+        "--codex-home", metavar="DIR", help="A Codex home (holds sessions/). Default: $CODEX_HOME or ~/.codex.",
+        show_default=False)] = None,
+    claude_home: Annotated[Path | None, typer.Option(
+        "--claude-home", metavar="DIR", help="A Claude Code home (holds projects/). Default: $CLAUDE_CONFIG_DIR or ~/.claude.",
+        show_default=False)] = None,
+    tenant: TenantOpt = None,
+    host: HostOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Read usage from Codex rollouts, Claude Code transcripts and status line, and heartbeats, once.
+
+    Writes each subscription account's usage record (when a provider reported on it) and
+    appends new spend to each tenant's ledger.jsonl; running it twice appends nothing new.
+    A home holds one login's files, so it is read for one tenant: pass --tenant when REPO
+    has several.
+
+    Example: fleet budget ingest REPO --tenant jarvis --codex-home ~/.codex --claude-home ~/.claude
+    """
+    with user_errors():
+        check_output(output)
+        loaded = load_repo(check_repo(repo))
+        scope = _scope(loaded, tenant)
+        homes = _homes(loaded, scope, codex_home, claude_home)
+        report = ingest_all(loaded, state_dir_or_default(state_dir), homes, datetime.now(UTC),
+                            host=host or socket.gethostname(), only=scope)
+    errors = [e for e in loaded.errors if not tenant or e.tenant is None or e.tenant in tenant]
+    views.print_errors(err, errors)
+    for problem in report.problems:
+        err.print(f"warning: {problem}", highlight=False, markup=False)
+    if output == "json":
+        print(views.to_json(report_json(report)))
+    else:
+        print("\n".join(report_lines(report)))
+    if errors:
+        raise typer.Exit(1)
+
+
+def _scope(repo: FleetRepo, wanted: Sequence[str] | None) -> list[str]:
+    if not wanted:
+        return sorted(repo.tenants)
+    unknown = sorted(set(wanted) - set(repo.tenants) - set(repo.invalid_tenants))
+    if unknown:
+        raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo.root}/tenants/")
+    return sorted(set(wanted) & set(repo.tenants))
+
+
+def _homes(repo: FleetRepo, scope: Sequence[str], codex: Path | None, claude: Path | None) -> dict[str, Homes]:
+    """Which tenant reads which runtime homes: one login's files go to one tenant.
+
+    Explicit homes need exactly one tenant in scope. Without them, the invoking user's
+    homes go to the only tenant in scope, or else to the only tenant that runs as this
+    user (roster `user:`); with no such tenant, only the state directory is read.
+    """
+    if (codex or claude) and len(scope) != 1:
+        raise UserError(f"--codex-home/--claude-home hold one login's files; REPO has tenants "
+                        f"{', '.join(scope) or 'none'} in scope, so pass --tenant NAME")
+    owners = scope if len(scope) == 1 else [
+        t for t in scope if repo.tenants[t].roster.user == getpass.getuser()]
+    if len(owners) != 1:
+        return {}
+    codex_default = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    claude_default = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+    return {owners[0]: Homes(codex=codex or codex_default, claude=claude or claude_default)}
+
+
+def report_lines(report: IngestReport) -> list[str]:
+    """What an ingest did, per tenant: the records it wrote or kept, the spend it booked."""
+    lines = []
+    for result in report.tenants:
+        for outcome in result.signals:
+            s = outcome.signal
+            lines.append(f"{result.tenant}/{s.account}: {_describe(s)} [{outcome.status}]")
+        tokens = sum(e.tokens for e in result.ledger)
+        lines.append(f"{result.tenant}: ledger +{len(result.ledger)} entr{'y' if len(result.ledger) == 1 else 'ies'}"
+                     f" ({tokens:,} tokens)")
+        lines += [f"  note: {note}" for note in result.notes]
+    return lines or ["no tenant to ingest"]
+
+
+def report_json(report: IngestReport) -> dict[str, object]:
+    return {"tenants": [
+        {"tenant": r.tenant,
+         "signals": [{"status": o.status, "record": json.loads(render_usage(o.signal))} for o in r.signals],
+         "ledger_entries": len(r.ledger), "ledger_tokens": sum(e.tokens for e in r.ledger),
+         "problems": list(r.problems), "notes": list(r.notes)}
+        for r in report.tenants
+    ]}
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+
+def _describe(signal: UsageSignal) -> str:
+    if signal.used_fraction is not None:
+        what = f"used {signal.used_fraction:.0%}"
+        if signal.window is not None:
+            what += f" of its {format_duration(signal.window)} window"
+    else:
+        what = f"spent ${signal.spent_usd:,.2f}"
+    if signal.reset_at is not None:
+        what += f", resets {iso_z(signal.reset_at)}"
+    return f"{what} ({signal.confidence}, from {signal.source}, observed {iso_z(signal.observed_at)})"
+
+
+if __name__ == "__main__":
+    budget_app()

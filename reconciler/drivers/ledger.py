@@ -1,0 +1,151 @@
+"""The spend ledger file: `$FLEET_STATE_DIR/<tenant>/ledger.jsonl`, append-only.
+
+The ingesters (engine/ingest.py) append one JSON line per counter increase; TASKS.md
+reads the lines back (model/ledger.py's `learned_spend`). Lines are never rewritten, so
+a reader may tail the file; a damaged line is reported and skipped, never fatal. The
+read-compute-append of one ingest runs under an flock on the file itself, so two
+ingesters (the CLI and a reconcile tick) never append the same increase twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.model.ledger import LedgerEntry
+
+LEDGER_NAME = "ledger.jsonl"
+
+
+def ledger_path(state_dir: Path, tenant: str) -> Path:
+    return state_dir / tenant / LEDGER_NAME
+
+
+def render_entry(entry: LedgerEntry) -> str:
+    """One JSON line, fields in a fixed order, time in UTC with Z.
+
+    >>> e = LedgerEntry(datetime(2026, 11, 25, 12, tzinfo=UTC), "jarvis", "w", "coder0-0", "coder", "T1",
+    ...                 None, "opus", "heartbeat", "coder0-0@42", 500, None, 1500, None, "estimated")
+    >>> print(render_entry(e), end="")
+    {"ts": "2026-11-25T12:00:00Z", "tenant": "jarvis", "host": "w", "agent": "coder0-0", "role": "coder", "task": "T1", "account": null, "model": "opus", "source": "heartbeat", "stream": "coder0-0@42", "tokens": 500, "dollars": null, "total_tokens": 1500, "total_usd": null, "confidence": "estimated"}
+    >>> parse_entry(render_entry(e)) == e
+    True
+    """
+    doc = {
+        "ts": entry.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "tenant": entry.tenant, "host": entry.host, "agent": entry.agent, "role": entry.role,
+        "task": entry.task, "account": entry.account, "model": entry.model, "source": entry.source,
+        "stream": entry.stream, "tokens": entry.tokens, "dollars": entry.dollars,
+        "total_tokens": entry.total_tokens, "total_usd": entry.total_usd, "confidence": entry.confidence,
+    }
+    return json.dumps(doc) + "\n"
+
+
+def parse_entry(line: str) -> LedgerEntry:
+    """One ledger line back into an entry; ValueError (or KeyError/TypeError) when damaged."""
+    doc = json.loads(line)
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object")
+    ts = datetime.fromisoformat(doc["ts"])
+    if ts.utcoffset() is None:
+        raise ValueError("'ts' has no time zone")
+    return LedgerEntry(
+        ts=ts.astimezone(UTC),
+        tenant=str(doc["tenant"]), host=str(doc["host"]),
+        agent=_opt_str(doc.get("agent")), role=_opt_str(doc.get("role")), task=_opt_str(doc.get("task")),
+        account=_opt_str(doc.get("account")), model=str(doc["model"]),
+        source=str(doc["source"]), stream=str(doc["stream"]),
+        tokens=_int(doc["tokens"]), dollars=_opt_float(doc.get("dollars")),
+        total_tokens=_int(doc["total_tokens"]), total_usd=_opt_float(doc.get("total_usd")),
+        confidence=str(doc["confidence"]),
+    )
+
+
+def parse_ledger(text: str, where: str = "ledger") -> tuple[list[LedgerEntry], list[str]]:
+    """Every readable line of a ledger, and a problem for each damaged one.
+
+    A cut-off last line (a writer killed mid-append) is one such problem; the entries
+    before and after it still count.
+    """
+    entries: list[LedgerEntry] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(parse_entry(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{where}:{number}: unreadable ledger line ({exc}); it is skipped, "
+                            "delete the line to silence this")
+    return entries, problems
+
+
+def read_ledger(path: Path) -> tuple[list[LedgerEntry], list[str]]:
+    """The whole ledger of one tenant; a missing file is an empty ledger."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], []
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"{path}: cannot read the ledger ({exc}); fix its permissions"]
+    return parse_ledger(text, str(path))
+
+
+def update_ledger(
+    path: Path, compute: Callable[[Sequence[LedgerEntry]], Sequence[LedgerEntry]]
+) -> tuple[list[LedgerEntry], list[str]]:
+    """Read the ledger, let `compute` decide the new entries, append them; all under one flock.
+
+    Returns the entries appended and the problems met reading the old ones. The append
+    is a single `write` of whole lines on an O_APPEND descriptor, then fsync.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            text = handle.read().decode("utf-8", errors="replace")
+        old, problems = parse_ledger(text, str(path))
+        new = list(compute(old))
+        if new:
+            payload = "".join(_heal(text) + render_entry(e) if i == 0 else render_entry(e)
+                              for i, e in enumerate(new))
+            _write_all(fd, payload.encode())
+            os.fsync(fd)
+        return new, problems
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _heal(text: str) -> str:
+    """A newline first when the last line was cut off, so it cannot swallow the next entry."""
+    return "\n" if text and not text.endswith("\n") else ""
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _opt_float(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+

@@ -1,0 +1,490 @@
+"""Ingest usage: turn what the runtimes write into usage records and spend-ledger entries.
+
+It runs beside the reconcile loop (`fleet budget ingest`, and later each tick) and feeds
+the observe step: for every tenant it reads the Codex rollouts and Claude Code
+transcripts under that tenant's homes, the status-line records and heartbeats in the
+state directory, then (1) writes `usage/<account>.json` for each subscription account a
+provider reported on, keeping whichever reading `merge_signals` prefers, and (2) appends
+to `ledger.jsonl` the increase of every spend counter since its last entry, so ingesting
+the same files twice appends nothing. The file formats are parsed by the pure functions
+of drivers/runtime_usage.py; only the reading of folders happens here.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from reconciler.drivers.files import scan_heartbeats
+from reconciler.drivers.ledger import ledger_path, update_ledger
+from reconciler.drivers.runtime_usage import (
+    ClaudeUsage,
+    CodexSession,
+    RateReading,
+    StatuslineRecord,
+    best_window,
+    dedupe_claude,
+    parse_claude_transcript,
+    parse_codex_rollout,
+    parse_statusline_record,
+)
+from reconciler.drivers.usage import merge_signals, scan_usage, usage_dir, write_usage
+from reconciler.model.ledger import LedgerEntry
+from reconciler.model.observed import Heartbeat
+from reconciler.model.usage import UsageSignal
+from reconciler.spec.models import Account, Fleet, Role, format_duration
+from reconciler.spec.repo import FleetRepo, TenantSpec
+from reconciler.spec.resolve import resolve_agent
+
+CODEX, CLAUDE = "codex", "claude"
+SOURCE_CODEX, SOURCE_STATUSLINE = "codex-rollout", "claude-statusline"
+SOURCE_TRANSCRIPT, SOURCE_HEARTBEAT = "claude-transcript", "heartbeat"
+#: Lines worth parsing in a rollout; the rest (prompts, tool output) are skipped unread.
+_CODEX_MARKERS = ('"token_count"', '"session_meta"', '"turn_context"')
+
+
+@dataclass(frozen=True, slots=True)
+class Homes:
+    """Where one tenant's runtimes keep their files on this host; None: not read."""
+
+    codex: Path | None = None
+    claude: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCounter:
+    """A cumulative spend counter read from a runtime's files, before it becomes a delta.
+
+    `restarts`: a lower total than last time means the counter started over (a restarted
+    agent's heartbeat), so its whole value is new; otherwise a lower total means files
+    went away (old transcripts cleaned up) and nothing new is recorded.
+    """
+
+    source: str
+    stream: str
+    model: str
+    total_tokens: int
+    total_usd: float | None
+    ts: datetime
+    agent: str | None
+    account: str | None
+    confidence: str
+    restarts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """What became of one reading: `written`, `unchanged` (same reading again) or `kept`
+    (the record already holds a reading that `merge_signals` prefers)."""
+
+    signal: UsageSignal
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class TenantIngest:
+    tenant: str
+    signals: tuple[SignalOutcome, ...] = ()
+    ledger: tuple[LedgerEntry, ...] = ()
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    tenants: tuple[TenantIngest, ...] = ()
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for t in self.tenants for p in t.problems]
+
+
+def ingest_all(
+    repo: FleetRepo,
+    state_dir: Path,
+    homes: Mapping[str, Homes],
+    now: datetime,
+    *,
+    host: str,
+    only: Collection[str] | None = None,
+) -> IngestReport:
+    """Ingest every valid tenant of `repo` (or those in `only`) once.
+
+    `homes` maps a tenant to its runtime folders on this host; a tenant not in it is
+    ingested from the state directory alone (status-line records and heartbeats).
+    """
+    if repo.fleet is None:
+        return IngestReport()
+    return IngestReport(tuple(
+        ingest_tenant(TenantView.build(spec, repo.fleet, repo.roles), state_dir, homes.get(name, Homes()), now, host)
+        for name, spec in sorted(repo.tenants.items())
+        if only is None or name in only
+    ))
+
+
+# --- one tenant ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What the ledger needs to know of one roster agent."""
+
+    name: str
+    role: str
+    runtime: str
+    kind: str
+    workdir: str | None
+    task: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    """A tenant's specs, with the lookups the ingesters need (which agent, which account)."""
+
+    spec: TenantSpec
+    fleet: Fleet
+    agents: Mapping[str, AgentInfo] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, spec: TenantSpec, fleet: Fleet, roles: Mapping[str, Role]) -> TenantView:
+        view = cls(spec, fleet)
+        tasks = _single_tasks(spec)
+        agents = {}
+        for agent in spec.roster.agents:
+            res = resolve_agent(agent, fleet, dict(roles))
+            agents[agent.name] = AgentInfo(agent.name, agent.role, res.runtime, view.kind_of(res.runtime),
+                                           _expand(res.workdir, spec.roster.user), tasks.get(agent.name))
+        return cls(spec, fleet, agents)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def accounts(self) -> list[Account]:
+        return list(self.spec.budget.accounts) if self.spec.budget else []
+
+    def kind_of(self, runtime: str) -> str:
+        """`codex` or `claude` when the runtime is named so or its command runs that program."""
+        if runtime in (CODEX, CLAUDE):
+            return runtime
+        spec = self.fleet.runtimes.get(runtime)
+        try:
+            program = Path(shlex.split(spec.command)[0]).name if spec else ""
+        except (ValueError, IndexError):
+            program = ""
+        return program if program in (CODEX, CLAUDE) else runtime
+
+    def accounts_of(self, kind: str, regime: str | None = None) -> list[Account]:
+        return [a for a in self.accounts
+                if self.kind_of(a.runtime) == kind and (regime is None or a.regime == regime)]
+
+    def ledger_account(self, kind: str) -> str | None:
+        """The account a runtime's spend is booked to: its only account, else none."""
+        found = self.accounts_of(kind)
+        return found[0].name if len(found) == 1 else None
+
+    def agent_at(self, kind: str, cwd: str | None) -> AgentInfo | None:
+        """The one agent of that runtime whose workdir is `cwd`; None when none or several."""
+        if not cwd:
+            return None
+        here = os.path.normpath(cwd)
+        found = [a for a in self.agents.values()
+                 if a.kind == kind and a.workdir and os.path.normpath(a.workdir) == here]
+        return found[0] if len(found) == 1 else None
+
+
+def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: datetime, host: str) -> TenantIngest:
+    """Read every source of one tenant, write its usage records, append its ledger."""
+    problems: list[str] = []
+    notes: list[str] = []
+    readings: list[tuple[str, str, RateReading]] = []
+    counters: list[SpendCounter] = []
+    if homes.codex is not None:
+        sessions = read_codex_home(homes.codex, problems)
+        counters += codex_counters(tenant, sessions, now)
+        if latest := latest_limits(s.limits for s in sessions):
+            readings.append((CODEX, SOURCE_CODEX, latest))
+    if homes.claude is not None:
+        counters += claude_counters(tenant, read_claude_home(homes.claude, problems), now)
+    statusline = read_statusline_dir(state_dir / tenant.name / "statusline", tenant.name, problems)
+    if latest := latest_limits(r.reading for r in statusline):
+        readings.append((CLAUDE, SOURCE_STATUSLINE, latest))
+    beats, beat_problems = scan_heartbeats(state_dir / tenant.name / "heartbeats")
+    problems += beat_problems
+    counters += heartbeat_counters(tenant, beats.values())
+
+    signals = [s for kind, source, reading in readings
+               for s in signals_from_reading(tenant, kind, source, reading, notes, problems)]
+    outcomes = record_signals(state_dir, tenant.name, signals, now, problems)
+    appended, ledger_problems = update_ledger(
+        ledger_path(state_dir, tenant.name),
+        lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
+    )
+    return TenantIngest(tenant.name, tuple(outcomes), tuple(appended), (*problems, *ledger_problems), tuple(notes))
+
+
+# --- usage records ---------------------------------------------------------------------------
+
+
+def latest_limits(readings: Iterable[RateReading | None]) -> RateReading | None:
+    """The freshest reading that reports at least one window."""
+    present = [r for r in readings if r is not None and r.windows]
+    return max(present, key=lambda r: r.observed_at) if present else None
+
+
+def signals_from_reading(
+    tenant: TenantView, kind: str, source: str, reading: RateReading, notes: list[str], problems: list[str]
+) -> list[UsageSignal]:
+    """The usage record a provider reading gives each subscription account of its runtime.
+
+    One home is one login, so a reading belongs to one account: with two subscription
+    accounts on the same runtime it is ambiguous and nothing is written. The account's
+    window picks the provider window (`best_window`): a 7d account takes the weekly one.
+    """
+    accounts = tenant.accounts_of(kind, "subscription")
+    if not accounts:
+        notes.append(f"{tenant.name}: {source} reports rate limits but no subscription account "
+                     f"runs {kind}; add one to budget.yaml to pace on it")
+        return []
+    if len(accounts) > 1:
+        names = ", ".join(a.name for a in accounts)
+        problems.append(f"{tenant.name}: {source} reading not recorded: accounts {names} all run {kind} "
+                        "and one home is one login; ingest each login's home with its own tenant")
+        return []
+    account = accounts[0]
+    assert account.window is not None  # a subscription account has one (spec/models.py)
+    window = best_window(reading.windows, account.window)
+    if window is None:
+        offered = ", ".join(f"{w.name} {format_duration(w.window)}" for w in reading.windows if w.window)
+        notes.append(f"{tenant.name}/{account.name}: no {source} window matches its {format_duration(account.window)} "
+                     f"window (offered: {offered or 'none'}); nothing recorded")
+        return []
+    return [UsageSignal(tenant.name, account.name, window.used_fraction, None, window.reset_at,
+                        window.window, "provider", source, reading.observed_at)]
+
+
+def record_signals(
+    state_dir: Path, tenant: str, signals: Sequence[UsageSignal], now: datetime, problems: list[str]
+) -> list[SignalOutcome]:
+    """Write each reading unless the account's record already holds a better one."""
+    if not signals:
+        return []
+    existing, scan_problems = scan_usage(usage_dir(state_dir, tenant))
+    problems += scan_problems
+    outcomes = []
+    for signal in signals:
+        old = existing.get(signal.account)
+        if old == signal:
+            outcomes.append(SignalOutcome(signal, "unchanged"))
+            continue
+        winner = merge_signals([signal] if old is None else [old, signal], now)
+        if winner is not signal:
+            outcomes.append(SignalOutcome(signal, "kept"))
+            continue
+        write_usage(state_dir, signal)
+        existing[signal.account] = signal
+        outcomes.append(SignalOutcome(signal, "written"))
+    return outcomes
+
+
+# --- spend counters --------------------------------------------------------------------------
+
+
+def codex_counters(tenant: TenantView, sessions: Iterable[CodexSession], now: datetime) -> list[SpendCounter]:
+    """One counter per rollout session: its cumulative `total_tokens`, on its latest model."""
+    account = tenant.ledger_account(CODEX)
+    counters = []
+    for session in sessions:
+        if session.total_tokens <= 0:
+            continue
+        agent = tenant.agent_at(CODEX, session.cwd)
+        counters.append(SpendCounter(SOURCE_CODEX, session.session, session.model, session.total_tokens, None,
+                                session.last_event or now, agent.name if agent else None, account, "provider"))
+    return counters
+
+
+def claude_counters(tenant: TenantView, usages: Iterable[ClaudeUsage], now: datetime) -> list[SpendCounter]:
+    """One counter per (session, model): the sum of its deduplicated messages.
+
+    Subagent transcripts carry their parent's `sessionId`, so their spend joins the
+    session that started them. A session is attributed by the first `cwd` it reports.
+    """
+    account = tenant.ledger_account(CLAUDE)
+    sums: dict[tuple[str, str], list[ClaudeUsage]] = {}
+    for usage in dedupe_claude(usages):
+        sums.setdefault((usage.session, usage.model), []).append(usage)
+    counters = []
+    for (session, model), group in sorted(sums.items()):
+        cwd = next((u.cwd for u in group if u.cwd), None)
+        agent = tenant.agent_at(CLAUDE, cwd)
+        costs = [u.cost_usd for u in group if u.cost_usd is not None]
+        latest = max((u.ts for u in group if u.ts), default=now)
+        counters.append(SpendCounter(SOURCE_TRANSCRIPT, session, model, sum(u.total_tokens for u in group),
+                                round(sum(costs), 6) if costs else None, latest,
+                                agent.name if agent else None, account, "provider"))
+    return counters
+
+
+def heartbeat_counters(tenant: TenantView, beats: Iterable[Heartbeat]) -> list[SpendCounter]:
+    """One counter per agent process (`agent@pid`): the token usage its heartbeat reports.
+
+    The counts are the agent's own estimate, so they are `estimated`; they are booked
+    to the only account of the agent's runtime, if it has exactly one.
+    """
+    counters = []
+    for beat in beats:
+        total = sum(beat.usage.values())
+        if total <= 0 or beat.tenant != tenant.name:
+            continue
+        agent = tenant.agents.get(beat.agent)
+        account = tenant.ledger_account(agent.kind) if agent else None
+        stream = f"{beat.agent}@{beat.pid}" if beat.pid is not None else beat.agent
+        counters.append(SpendCounter(SOURCE_HEARTBEAT, stream, beat.model, total, None, beat.ts, beat.agent,
+                                account, "estimated", restarts=True))
+    return counters
+
+
+def ledger_deltas(
+    old: Sequence[LedgerEntry], counters: Iterable[SpendCounter], *, tenant: str, host: str,
+    agents: Mapping[str, AgentInfo],
+) -> list[LedgerEntry]:
+    """The entries to append: each counter's increase since its last entry (pure).
+
+    A counter is (source, stream, model); its last entry's `total_tokens`/`total_usd`
+    is the cursor, so reading the same files again yields no entry at all.
+    """
+    last: dict[tuple[str, str, str], LedgerEntry] = {}
+    for entry in old:
+        if entry.tenant == tenant:
+            last[entry.counter] = entry
+    entries = []
+    for counter in sorted(counters, key=lambda c: (c.source, c.stream, c.model)):
+        prev = last.get((counter.source, counter.stream, counter.model))
+        tokens, dollars = _increase(counter, prev)
+        if tokens <= 0 and not dollars:
+            continue
+        agent = agents.get(counter.agent) if counter.agent else None
+        entries.append(LedgerEntry(
+            ts=counter.ts, tenant=tenant, host=host, agent=counter.agent,
+            role=agent.role if agent else None, task=agent.task if agent else None,
+            account=counter.account, model=counter.model, source=counter.source, stream=counter.stream,
+            tokens=max(tokens, 0), dollars=dollars, total_tokens=counter.total_tokens,
+            total_usd=counter.total_usd, confidence=counter.confidence,
+        ))
+    return entries
+
+
+def _increase(counter: SpendCounter, prev: LedgerEntry | None) -> tuple[int, float | None]:
+    prev_tokens = prev.total_tokens if prev else 0
+    prev_usd = prev.total_usd if prev and prev.total_usd is not None else 0.0
+    if counter.restarts and counter.total_tokens < prev_tokens:
+        prev_tokens, prev_usd = 0, 0.0  # the process started over: all of it is new
+    tokens = counter.total_tokens - prev_tokens
+    if counter.total_usd is None:
+        return tokens, None
+    dollars = round(counter.total_usd - prev_usd, 6)
+    return tokens, dollars if dollars > 0 else None
+
+
+# --- reading the folders ---------------------------------------------------------------------
+
+
+def read_codex_home(home: Path, problems: list[str]) -> list[CodexSession]:
+    """Every `sessions/YYYY/MM/DD/rollout-*.jsonl` under a Codex home, in path order."""
+    sessions = []
+    for path in sorted((home / "sessions").rglob("rollout-*.jsonl")):
+        text = _read_text(path, problems)
+        if text is None:
+            continue
+        kept = "\n".join(line if any(m in line for m in _CODEX_MARKERS) else "" for line in text.splitlines())
+        session, bad = parse_codex_rollout(kept, path.stem)
+        _summarize(path, bad, problems)
+        sessions.append(session)
+    return sessions
+
+
+def read_claude_home(home: Path, problems: list[str]) -> list[ClaudeUsage]:
+    """Every usage line of `projects/**/*.jsonl` (sessions and their `subagents/`)."""
+    usages: list[ClaudeUsage] = []
+    for path in sorted((home / "projects").rglob("*.jsonl")):
+        text = _read_text(path, problems)
+        if text is None:
+            continue
+        kept = "\n".join(line if '"usage"' in line else "" for line in text.splitlines())
+        found, bad = parse_claude_transcript(kept, path.stem)
+        _summarize(path, bad, problems)
+        usages += found
+    return usages
+
+
+def read_statusline_dir(directory: Path, tenant: str, problems: list[str]) -> list[StatuslineRecord]:
+    """The records the status-line hook saved for a tenant's agents (one scandir)."""
+    try:
+        with os.scandir(directory) as scan:
+            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        problems.append(f"{directory}: cannot list status-line records ({exc.strerror}); check the folder")
+        return []
+    records = []
+    for name in names:
+        path = directory / name
+        text = _read_text(path, problems)
+        if text is None:
+            continue
+        try:
+            record = parse_statusline_record(text)
+        except ValueError as exc:
+            problems.append(f"{path}: {exc}; the hook rewrites it on Claude Code's next status line, "
+                            "or delete it")
+            continue
+        if record.tenant != tenant:
+            problems.append(f"{path}: tenant {record.tenant!r} is not the folder's tenant {tenant!r}; ignored")
+            continue
+        records.append(record)
+    return records
+
+
+def _read_text(path: Path, problems: list[str]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read it ({exc.strerror}); check its permissions")
+        return None
+
+
+def _summarize(path: Path, bad: Sequence[str], problems: list[str]) -> None:
+    """One problem per file, however many lines it lost (a runtime may be mid-write)."""
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        problems.append(f"{path}: skipped {len(bad)} unreadable line(s): {bad[0]}{more}")
+
+
+def _single_tasks(spec: TenantSpec) -> dict[str, str]:
+    """Each agent's task when tasks.yaml gives it exactly one; spend of an agent with
+    several tasks cannot be split between them, so it stays unattributed."""
+    assigned: dict[str, list[str]] = {}
+    for mission in spec.tasks.missions if spec.tasks else ():
+        for task in mission.tasks:
+            if task.agent:
+                assigned.setdefault(task.agent, []).append(task.id)
+    return {agent: ids[0] for agent, ids in assigned.items() if len(ids) == 1}
+
+
+def _expand(workdir: str | None, user: str | None) -> str | None:
+    """A roster workdir as an absolute path; `~` is the tenant's user's home when known."""
+    if workdir is None:
+        return None
+    candidates = [f"~{user}{workdir[1:]}"] if user and workdir.startswith("~/") else []
+    for candidate in (*candidates, workdir):
+        try:
+            return str(Path(candidate).expanduser())
+        except RuntimeError:  # no such user, or no home to expand against
+            continue
+    return workdir

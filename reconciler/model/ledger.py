@@ -1,0 +1,89 @@
+"""The spend ledger: what each agent spent, one append-only entry per observed increase.
+
+Entries are appended by the ingesters (engine/ingest.py) to
+`$FLEET_STATE_DIR/<tenant>/ledger.jsonl` and never rewritten; TASKS.md reads them back
+through `learned_spend` to set projected spend against what similar tasks really cost.
+This module is plain data plus that one pure summary, so the pure core may import it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One increase of one counter (`source`, `stream`, `model`) since its previous entry.
+
+    `tokens` and `dollars` are the increase; `total_tokens` and `total_usd` are the
+    counter's value after it, which is how a re-ingest of the same files knows there is
+    nothing new (see engine/ingest.py). `agent`, `role` and `task` are None when the
+    spend could not be attributed (a transcript whose folder matches no agent's workdir).
+    """
+
+    ts: datetime
+    tenant: str
+    host: str
+    agent: str | None
+    role: str | None
+    task: str | None
+    account: str | None
+    model: str
+    source: str
+    stream: str
+    tokens: int
+    dollars: float | None
+    total_tokens: int
+    total_usd: float | None
+    confidence: str
+
+    @property
+    def counter(self) -> tuple[str, str, str]:
+        """The counter this entry advances: deltas are taken per counter."""
+        return (self.source, self.stream, self.model)
+
+
+class LearnedSpend(NamedTuple):
+    """Tokens per task for one (role, model): the median and the 90th percentile."""
+
+    median: float
+    p90: float
+
+
+def learned_spend(entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], LearnedSpend]:
+    """Median and p90 of the tokens a task took, by the role and model that spent them.
+
+    A task's spend is the sum of its entries per (role, model), so a task that was
+    downgraded halfway counts once for each model it ran on. Entries without a task or a
+    role teach nothing about tasks and are left out. p90 is the nearest-rank percentile
+    (an observed value, never an interpolation between two tasks).
+
+    >>> from datetime import UTC, datetime
+    >>> def e(task, tokens, model="opus"):
+    ...     return LedgerEntry(datetime(2026, 11, 25, tzinfo=UTC), "jarvis", "h", "coder0-0", "coder",
+    ...                        task, None, model, "heartbeat", "coder0-0@1", tokens, None, tokens, None,
+    ...                        "estimated")
+    >>> learned_spend([e("T1", 100), e("T1", 50), e("T2", 400), e("T3", 200), e(None, 9)])
+    {('coder', 'opus'): LearnedSpend(median=200, p90=400)}
+    """
+    per_task: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for entry in entries:
+        if entry.task is None or entry.role is None:
+            continue
+        per_task[(entry.role, entry.model, entry.tenant, entry.task)] += entry.tokens
+    samples: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for (role, model, _, _), tokens in sorted(per_task.items()):
+        samples[(role, model)].append(tokens)
+    return {key: LearnedSpend(statistics.median(values), _nearest_rank(values, 0.9))
+            for key, values in sorted(samples.items())}
+
+
+def _nearest_rank(values: list[int], fraction: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
