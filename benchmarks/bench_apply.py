@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -59,19 +60,21 @@ def main() -> None:
         reconcile = [sys.executable, "-m", "reconciler.cli", "reconcile", str(repo), "--host", HOST, "--state-dir", str(state)]
         load = [tmuxp, "load", "-d", "-y", "-L", theirs_socket, *workspaces]
 
-        def fresh_servers(name: str) -> None:
-            if name.startswith("tmuxp"):
-                kill_server(theirs_socket)
-            else:
-                kill_server(ours_socket)
-                shutil.rmtree(state, ignore_errors=True)
+        def fresh_servers(_name: str) -> None:
+            # Both servers go before every timed run: tmuxp's 100 panes are shells that are
+            # still starting up when `tmuxp load` returns, and would load the CPU under ours.
+            kill_server(theirs_socket)
+            kill_server(ours_socket)
+            shutil.rmtree(state, ignore_errors=True)
+            time.sleep(1.0)
 
         try:
             cold = alternate({"tmuxp load -d": load, "fleet reconcile": reconcile}, opts.runs, env, before=fresh_servers)
             ours_sessions = tmux.observe_socket(SocketKey(None, ours_socket)).sessions
-            theirs_sessions = tmux.observe_socket(SocketKey(None, theirs_socket)).sessions
             assert len(ours_sessions) == AGENTS and all(s.marks.owned for s in ours_sessions.values())
-            assert len(theirs_sessions) == AGENTS
+            subprocess.run(load, env=env, capture_output=True, check=True)
+            assert len(tmux.observe_socket(SocketKey(None, theirs_socket)).sessions) == AGENTS
+            kill_server(theirs_socket)
             write_heartbeats(state, "t0", HOST, names)
             check = subprocess.run(reconcile, env=env, capture_output=True, text=True, check=False)
             assert check.returncode == 0 and "No changes" in check.stdout, check.stdout[-400:]

@@ -32,6 +32,7 @@ from reconciler.cli_common import (
     state_dir_or_default,
 )
 from reconciler.cli_install import init_command, install_command, uninstall_command
+from reconciler.cli_simulate import simulate_command
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
@@ -276,6 +277,7 @@ app.add_typer(agent_app, name="agent")
 app.command("install")(install_command)
 app.command("uninstall")(uninstall_command)
 app.command("init")(init_command)
+budget_app.command("simulate")(simulate_command)
 app.add_typer(budget_app, name="budget")
 
 

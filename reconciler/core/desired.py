@@ -2,7 +2,9 @@
 
 Pure: everything that varies by machine (the host being reconciled, the state
 directory, `MOSAIC_AGENT_COMMAND`) comes in as an argument, so the same repository and
-arguments always give the same agents and the same spec hashes.
+arguments always give the same agents and the same spec hashes. Each agent keeps its
+`LaunchRecipe`, so the budget policy can rebuild its launch on a cheaper rung (another
+model or runtime) through exactly the code that built the desired one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from reconciler.model.launch import LaunchSpec
@@ -18,6 +20,28 @@ from reconciler.model.observed import SocketKey
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.resolve import resolve_agent
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRecipe:
+    """Everything but the runtime and model that shapes an agent's process.
+
+    Kept so that a launch can be rebuilt for another rung of the budget ladder with the
+    same argv, environment and hash rules as the desired one (`build_launch`).
+    """
+
+    tenant: str
+    agent: str
+    role: str
+    host: str
+    socket: SocketKey
+    workdir: str | None
+    state_dir: str
+    commands: tuple[tuple[str, str], ...]  # (runtime, command template) from fleet.yaml
+    command_override: str | None = None
+
+    def template(self, runtime: str) -> str:
+        return self.command_override or dict(self.commands)[runtime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +59,7 @@ class DesiredAgent:
     heartbeat_timeout: timedelta
     startup_grace: timedelta
     launch: LaunchSpec
+    recipe: LaunchRecipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +132,44 @@ def desired_tenant(
     return DesiredTenant(spec.name, roster.user, socket, agents)
 
 
+def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | None = None) -> LaunchSpec:
+    """The launch of one agent on (runtime, model); `account` adds `FLEET_ACCOUNT`.
+
+    The account is named only when the budget policy picked one of several accounts
+    of a runtime (a wrapper maps it to credentials), so agents with one account per
+    runtime keep the spec hash they always had.
+    """
+    values = {"model": model, "agent": recipe.agent, "tenant": recipe.tenant, "role": recipe.role}
+    argv = command_argv(recipe.template(runtime), values)
+    env = (
+        *((("FLEET_ACCOUNT", account),) if account else ()),
+        ("FLEET_AGENT", recipe.agent),
+        ("FLEET_HOST", recipe.host),
+        ("FLEET_MODEL", model),
+        ("FLEET_STATE_DIR", recipe.state_dir),
+        ("FLEET_TENANT", recipe.tenant),
+    )
+    return LaunchSpec(
+        tenant=recipe.tenant,
+        agent=recipe.agent,
+        host=recipe.host,
+        socket=recipe.socket,
+        argv=argv,
+        env=env,
+        workdir=recipe.workdir,
+        model=model,
+        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),
+    )
+
+
+def on_rung(agent: DesiredAgent, runtime: str, model: str, ladder: tuple[str, ...], account: str | None = None) -> DesiredAgent:
+    """`agent` as it runs on another rung of the budget ladder (same name, same session)."""
+    if (runtime, model, account) == (agent.runtime, agent.model, None):
+        return agent
+    return replace(agent, runtime=runtime, model=model, ladder=ladder,
+                   launch=build_launch(agent.recipe, runtime, model, account))
+
+
 def desired_agent(
     tenant: str,
     agent: Agent,
@@ -119,26 +182,16 @@ def desired_agent(
 ) -> DesiredAgent:
     res = resolve_agent(agent, fleet, dict(roles))
     host = agent.host or default_host
-    template = command_override or fleet.runtimes[res.runtime].command
-    values = {"model": res.model, "agent": agent.name, "tenant": tenant, "role": agent.role}
-    argv = command_argv(template, values)
-    env = (
-        ("FLEET_AGENT", agent.name),
-        ("FLEET_HOST", host),
-        ("FLEET_MODEL", res.model),
-        ("FLEET_STATE_DIR", state_dir),
-        ("FLEET_TENANT", tenant),
-    )
-    launch = LaunchSpec(
+    recipe = LaunchRecipe(
         tenant=tenant,
         agent=agent.name,
+        role=agent.role,
         host=host,
         socket=socket,
-        argv=argv,
-        env=env,
         workdir=res.workdir,
-        model=res.model,
-        spec_hash=spec_hash(argv, env, res.workdir, socket),
+        state_dir=state_dir,
+        commands=tuple((name, runtime.command) for name, runtime in fleet.runtimes.items()),
+        command_override=command_override,
     )
     return DesiredAgent(
         tenant=tenant,
@@ -153,5 +206,6 @@ def desired_agent(
         ladder=tuple(fleet.runtimes[res.runtime].ladder),
         heartbeat_timeout=fleet.defaults.heartbeat_timeout,
         startup_grace=fleet.defaults.startup_grace,
-        launch=launch,
+        launch=build_launch(recipe, res.runtime, res.model),
+        recipe=recipe,
     )

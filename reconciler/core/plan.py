@@ -1,7 +1,12 @@
 """The plan as data: a small closed set of actions, each with its reason.
 
 Produced by `core.planner.plan`, printed by dry-run, executed by the apply engine; the
-JSON form carries its own `format_version` so scripts can rely on it.
+JSON form carries its own `format_version` so scripts can rely on it. Budget actions:
+`downgrade` restarts an agent on a cheaper rung (a return to the desired model is a
+`restart` with rule `budget-restore`), `queue` stops a worker until its window resets,
+`refuse` starts nothing and is only reported. The budget decisions behind them, with
+their numbers, ride along in `Plan.budget` (JSON `budget`, present only for tenants
+with a budget.yaml).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.core.budget import Decision
+from reconciler.core.pace import Pace
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
 
@@ -116,6 +123,8 @@ class Plan:
     waits: tuple[Wait, ...] = ()
     notes: tuple[str, ...] = ()
     health: tuple[AgentHealth, ...] = ()
+    budget: tuple[Decision, ...] = ()  # this host's agents of tenants with a budget.yaml
+    paces: tuple[tuple[str, Pace], ...] = ()  # (tenant, pace) of those tenants' accounts
 
     @property
     def has_changes(self) -> bool:
@@ -144,8 +153,33 @@ def action_json(action: Action) -> dict[str, Any]:
     }
 
 
+def decision_json(d: Decision) -> dict[str, Any]:
+    return {
+        "tenant": d.tenant, "agent": d.agent, "state": d.state.value, "change": d.change.value,
+        "runtime": d.runtime, "model": d.model, "desired_model": d.rungs[0].model, "account": d.account,
+        "rule": d.rule, "reason": d.reason, "until": d.until.isoformat() if d.until else None,
+        "model_changed_at": d.changed_at.isoformat() if d.changed_at else None,
+    }
+
+
+def pace_json(tenant: str, p: Pace) -> dict[str, Any]:
+    return {
+        "tenant": tenant, "account": p.account, "runtime": p.runtime, "regime": p.regime, "state": p.state.value,
+        "used": p.used, "allowed": p.allowed, "elapsed": p.elapsed,
+        "reset": p.reset.isoformat() if p.reset else None, "confidence": p.confidence or None,
+        "source": p.source or None, "evidence": p.evidence,
+    }
+
+
 def plan_json(plan: Plan) -> dict[str, Any]:
     """The machine-readable plan (SPEC.md CLI contract), stable key order."""
+    doc = _plan_doc(plan)
+    if plan.budget or plan.paces:
+        doc["budget"] = {"accounts": [pace_json(t, p) for t, p in plan.paces], "agents": [decision_json(d) for d in plan.budget]}
+    return doc
+
+
+def _plan_doc(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "host": plan.host,

@@ -1,8 +1,16 @@
-"""The planner: desired + observed (+ restart history) at `now` -> a sorted Plan.
+"""The planner: desired + observed (+ restart history, + budget decisions) at `now` -> a sorted Plan.
 
 A pure function, no I/O, no clock, no globals, so dry-run and apply share one code
 path and plans are snapshot-tested. Only sessions marked as the fleet's own are ever
 stopped or restarted; a plan that would stop most of a tenant is held back.
+
+Budget decisions (core/budget.py, computed by the engine and passed in `PlanOptions`)
+change what an agent runs, never whether it is desired: an agent on a cheaper rung is
+spawned on it, a session on a more expensive rung is restarted as `downgrade`, one
+on a cheaper rung than the decision is restarted with rule `budget-restore`; a queued
+worker's session is stopped with `queue` (never held by the blast-radius rule: it is
+not a roster change, core agents are never queued, and holding it would overspend);
+a refused agent is not started and the plan says so with `refuse`.
 """
 
 from __future__ import annotations
@@ -11,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
-from reconciler.core.health import STALL_AFTER, assess, next_restart_at
+from reconciler.core.budget import BudgetPlan, Decision, State
+from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant, on_rung
+from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
+from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
@@ -24,6 +34,7 @@ MASS_STOP_RULE = "blast-radius"
 class PlanOptions:
     allow_mass_stop: bool = False
     history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
+    budget: BudgetPlan | None = None  # the budget policy's decisions; None: no budget governance
 
 
 @dataclass(slots=True)
@@ -36,19 +47,22 @@ class _Draft:
     waits: list[Wait] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     health: list[AgentHealth] = field(default_factory=list)
+    budget: list[Decision] = field(default_factory=list)
+    paces: list[tuple[str, Pace]] = field(default_factory=list)
 
 
 def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options: PlanOptions | None = None) -> Plan:
     """Every action that makes this host match the desired state, with its reason."""
     opts = options or PlanOptions()
     draft = _Draft()
+    decisions = opts.budget.by_agent() if opts.budget else {}
     for tenant in desired.tenants.values():
         snap = observed.sockets.get(tenant.socket)
         if snap is None or snap.error:
             why = snap.error if snap else "it was not observed"
             draft.notes.append(f"tenant {tenant.name}: skipped, tmux socket {tenant.socket.label()} could not be read ({why})")
             continue
-        _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts)
+        _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts, decisions)
     _plan_orphans(draft, desired, observed, opts)
     if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants:
         hosts = ", ".join(sorted(desired.hosts()))
@@ -61,6 +75,8 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
         waits=tuple(sorted(draft.waits, key=lambda w: (w.tenant, w.agent))),
         notes=tuple(draft.notes),
         health=tuple(sorted(draft.health, key=lambda h: (h.tenant, h.agent))),
+        budget=tuple(sorted(draft.budget, key=lambda d: (d.tenant, d.agent))),
+        paces=tuple(draft.paces),
     )
 
 
@@ -81,17 +97,17 @@ def _plan_tenant(
     observed: ObservedFleet,
     now: datetime,
     opts: PlanOptions,
+    decisions: Mapping[tuple[str, str], Decision],
 ) -> None:
     wanted = tenant.on_host(host)
-    for agent in wanted.values():
-        session = snap.sessions.get(agent.name)
-        if session is None:
-            draft.actions.append(_action(ActionKind.SPAWN, agent, "absent",
-                                         f"no session {agent.name!r} on tmux socket {tenant.socket.label()}"))
-        elif not _owns(session, agent):
-            draft.conflicts.append(_conflict(agent, session))
-        else:
-            _plan_running(draft, agent, session, observed, now, opts)
+    for desired_agent in wanted.values():
+        decision = decisions.get((desired_agent.tenant, desired_agent.name))
+        if decision is not None:
+            draft.budget.append(decision)
+        agent = desired_agent if decision is None else _effective(desired_agent, decision)
+        _plan_agent(draft, agent, snap.sessions.get(agent.name), observed, now, opts, decision)
+    if wanted and opts.budget and tenant.name in opts.budget.tenants:
+        draft.paces += [(tenant.name, p) for p in opts.budget.tenants[tenant.name].paces]
     stops = [
         _stop(tenant.name, host, tenant.socket, s, _stop_message(tenant, s, host))
         for s in snap.sessions.values()
@@ -99,6 +115,68 @@ def _plan_tenant(
     ]
     running = sum(1 for s in snap.sessions.values() if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host)
     _add_stops(draft, tenant.name, stops, running, opts)
+
+
+def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | None, observed: ObservedFleet,
+                now: datetime, opts: PlanOptions, decision: Decision | None) -> None:
+    if session is not None and not _owns(session, agent):
+        draft.conflicts.append(_conflict(agent, session))
+    elif decision is not None and decision.state is not State.RUN:
+        _plan_held(draft, agent, session, decision, observed, now)
+    elif session is None:
+        cheaper = f"; on a cheaper rung by budget: {decision.reason}" if decision and decision.throttled else ""
+        draft.actions.append(_action(ActionKind.SPAWN, agent, "absent",
+                                     f"no session {agent.name!r} on tmux socket {agent.launch.socket.label()}{cheaper}"))
+    else:
+        _plan_running(draft, agent, session, observed, now, opts, decision)
+
+
+def _effective(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
+    """The agent on the rung (and account) its budget decision names."""
+    runtime = decision.runtime
+    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
+    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)
+
+
+def _budget_source(agent: DesiredAgent, decision: Decision) -> str:
+    if decision.account is None:
+        return _source(agent)
+    return f"tenants/{agent.tenant}/budget.yaml accounts[{decision.account}]"
+
+
+def _plan_held(draft: _Draft, agent: DesiredAgent, session: ObservedSession | None, decision: Decision,
+               observed: ObservedFleet, now: datetime) -> None:
+    """A queued worker's session stops; a refused agent is never started (a running one is
+    left alone: the fleet never stops a core agent over budget, it only stops restarting it).
+
+    Either way a note says until when, in words that do not change from tick to tick,
+    so the status (which keeps a tenant's notes) records it without rewriting itself."""
+    source = _budget_source(agent, decision)
+    draft.notes.append(_held_note(decision))
+    if decision.state is State.QUEUED:
+        if session is not None:
+            rule = "budget-concurrency" if decision.rule == "concurrency" else "budget-queue"
+            draft.actions.append(Action(ActionKind.QUEUE, agent.tenant, agent.host, agent.name, agent.launch.socket,
+                                        session.marks.model or None, Reason(rule, decision.reason, source)))
+        return
+    verdict = _assess(agent, session, observed, now) if session is not None else None
+    if verdict is not None:
+        draft.health.append(AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message))
+    if verdict is None or verdict.health.needs_restart:
+        draft.actions.append(Action(ActionKind.REFUSE, agent.tenant, agent.host, agent.name, agent.launch.socket,
+                                    agent.model, Reason("budget-refuse", decision.reason, source)))
+
+
+def _held_note(decision: Decision) -> str:
+    who = f"tenant {decision.tenant}: {decision.agent}"
+    if decision.state is State.REFUSED:
+        return (f"{who} is refused by the budget policy ({decision.rule}: {decision.model} is its cheapest rung "
+                f"and account {decision.account} is over its hard cap); it is not started until the cap resets")
+    if decision.until is not None:
+        until = decision.until.isoformat()
+    else:
+        until = "a concurrency slot frees" if decision.rule == "concurrency" else f"account {decision.account} is back under pace"
+    return f"{who} is queued by the budget policy ({decision.rule}) until {until}"
 
 
 def _owns(session: ObservedSession, agent: DesiredAgent) -> bool:
@@ -118,10 +196,20 @@ def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
     )
 
 
+def _assess(agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime) -> Verdict:
+    return assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
+                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+
+
 def _plan_running(
-    draft: _Draft, agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime, opts: PlanOptions
+    draft: _Draft, agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime,
+    opts: PlanOptions, decision: Decision | None = None,
 ) -> None:
     if session.marks.spec_hash != agent.launch.spec_hash:
+        move = _budget_move(agent, session, decision)
+        if move is not None:
+            draft.actions.append(move)
+            return
         drift: tuple[Drift, ...] = ()
         if session.marks.model and session.marks.model != agent.model:
             drift = (Drift("model", agent.model, session.marks.model),)
@@ -132,8 +220,7 @@ def _plan_running(
             drift,
         ))
         return
-    verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
-                     timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+    verdict = _assess(agent, session, observed, now)
     draft.health.append(AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message))
     if not verdict.health.needs_restart:
         return
@@ -148,6 +235,25 @@ def _plan_running(
         ))
         return
     draft.actions.append(_action(ActionKind.RESTART, agent, f"health-{verdict.health.value}", verdict.message))
+
+
+def _budget_move(agent: DesiredAgent, session: ObservedSession, decision: Decision | None) -> Action | None:
+    """A session on another rung of the agent's ladder than its decision: `downgrade` when
+    the decision is cheaper, `restart` (rule budget-restore) when it is back toward desired."""
+    if decision is None:
+        return None
+    at = decision.rung_of(session.marks.model)
+    if at is None or at == decision.rung:
+        return None
+    if decision.change.value in ("down", "up"):
+        message = decision.reason
+    else:
+        message = (f"runs {session.marks.model}, but the budget policy has it on {decision.model} "
+                   f"(model changed at {decision.changed_at.isoformat() if decision.changed_at else '-'}): {decision.reason}")
+    kind, rule = (ActionKind.DOWNGRADE, "budget-downgrade") if at < decision.rung else (ActionKind.RESTART, "budget-restore")
+    return Action(kind, agent.tenant, agent.host, agent.name, agent.launch.socket, agent.model,
+                  Reason(rule, message, _budget_source(agent, decision)), agent.launch,
+                  (Drift("model", agent.model, session.marks.model),))
 
 
 def _stop_message(tenant: DesiredTenant, session: ObservedSession, host: str) -> str:

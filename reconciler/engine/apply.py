@@ -6,6 +6,10 @@ duplicates; the outcome of every action is read back from tmux, not assumed. Res
 history (for backoff) is advanced and written here. Where the tick found our systemd
 user manager, engine/units.py puts core agents under units and every tmux server under
 its socket's unit; without one, apply runs tmux-only.
+
+Budget actions: `downgrade` runs like a restart with the cheaper launch, `queue` like a
+stop, and `refuse` starts nothing (its outcome is `skipped`, so it is reported without
+adding a run to the status every tick). The budget policy's memory is written here too.
 """
 
 from __future__ import annotations
@@ -17,19 +21,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from reconciler.core.budget import memory_json
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
 from reconciler.drivers import tmux
+from reconciler.drivers.files import write_atomic
 from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
-from reconciler.engine.tick import Tick
+from reconciler.engine.tick import Tick, budget_memory_path
 from reconciler.engine.units import GroupUnits, apply_units, group_units
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey, SocketSnapshot
 
 Result = Literal["done", "skipped", "failed"]
 STARTS = {ActionKind.SPAWN, ActionKind.RESTART, ActionKind.DOWNGRADE}
+STOPS = {ActionKind.STOP, ActionKind.QUEUE}
+#: Restarts that are not a failure to recover from: they reset the backoff.
+FRESH_START_RULES = {"spec-changed", "budget-downgrade", "budget-restore"}
+REFUSED = "refused by the budget policy; nothing was started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         except OSError as exc:
             outcomes += [Outcome(a, "failed", f"state directory: {exc}") for a in actions]
     problems += _record_history(tick, outcomes)
+    problems += _record_budget(tick)
     return ApplyReport(tuple(outcomes), tuple(problems))
 
 
@@ -91,7 +102,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
         if why:
             skipped[action] = why
             continue
-        if action.kind == ActionKind.STOP or (action.kind in STARTS and action.agent in fresh.sessions):
+        if action.kind in STOPS or (action.kind in STARTS and action.agent in fresh.sessions):
             kills.append(action)
         if action.kind in STARTS:
             starts.append(action)
@@ -105,7 +116,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
     under: dict[str, str] = {}
     if systemd is not None:
-        leaving = [a.agent for a in kills if a.kind == ActionKind.STOP]
+        leaving = [a.agent for a in kills if a.kind in STOPS]
         leaving += [launch.agent for launch in launches if launch.agent not in systemd.core]
         step = apply_units(systemd, leaving, launches)
         errors += step.errors
@@ -131,7 +142,9 @@ def _precondition(action: Action, fresh: SocketSnapshot) -> str:
     session = fresh.sessions.get(action.agent)
     ours = session is not None and session.marks.owned and session.marks.tenant == action.tenant \
         and session.marks.agent == action.agent
-    if action.kind == ActionKind.STOP:
+    if action.kind == ActionKind.REFUSE:
+        return REFUSED
+    if action.kind in STOPS:
         return "" if ours else "already gone"
     if session is None:
         return ""
@@ -139,13 +152,16 @@ def _precondition(action: Action, fresh: SocketSnapshot) -> str:
         return "a session that is not the fleet's now has this name; left alone"
     if action.kind == ActionKind.SPAWN and action.launch and session.marks.spec_hash == action.launch.spec_hash:
         return "already running (another reconciler started it)"
+    moved = action.kind == ActionKind.DOWNGRADE or action.reason.rule == "budget-restore"
+    if moved and action.launch and session.marks.spec_hash == action.launch.spec_hash:
+        return f"already runs {action.launch.model} (another reconciler moved it)"
     return ""
 
 
 def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: str = "") -> Outcome:
     """The action's outcome as tmux now shows it; `unit` names the unit that started it."""
     session = after.sessions.get(action.agent)
-    if action.kind == ActionKind.STOP:
+    if action.kind in STOPS:
         return Outcome(action, "done") if session is None else Outcome(action, "failed", "; ".join(errors) or "still running")
     launch = action.launch
     if session is not None and launch is not None and session.marks.spec_hash == launch.spec_hash and session.marks.owned:
@@ -180,7 +196,7 @@ def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
     forgotten = [
         (o.action.tenant, o.action.agent)
         for o in outcomes
-        if o.result == "done" and (o.action.kind == ActionKind.STOP or o.action.reason.rule == "spec-changed")
+        if o.result == "done" and (o.action.kind in STOPS or o.action.reason.rule in FRESH_START_RULES)
     ]
     healthy = [(h.tenant, h.agent) for h in tick.plan.health if h.health == Health.HEALTHY.value]
     new = advance(tick.history, healthy=healthy, restarted=restarted, forgotten=forgotten, now=tick.now)
@@ -193,3 +209,24 @@ def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
             problems.append(f"could not write restart history for {tenant}: {exc}")
     return problems
 
+
+
+def _record_budget(tick: Tick) -> list[str]:
+    """Persist each budgeted tenant's policy memory (rungs, last model changes, queues).
+
+    Written after every apply, whatever the outcomes: the memory is the policy's
+    decision, and a session that did not follow it this time is planned again next tick.
+    """
+    if tick.inputs.down:
+        return []
+    problems = []
+    for tenant, decided in tick.budget.tenants.items():
+        path = budget_memory_path(tick.inputs.state_dir, tenant)
+        text = memory_json(decided.memory())
+        try:
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
+                continue
+            write_atomic(path, text, mode=0o600)
+        except OSError as exc:
+            problems.append(f"could not write budget memory for {tenant}: {exc}")
+    return problems

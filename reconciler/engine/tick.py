@@ -1,16 +1,19 @@
-"""One tick up to the plan: load -> desired -> observe -> plan.
+"""One tick up to the plan: load -> desired -> observe -> budget policy -> plan.
 
 Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
-dry-run prints is exactly what an apply would do.
+dry-run prints is exactly what an apply would do. The budget policy's memory (each
+agent's rung and last model change) is read here from `$state/<tenant>/budget.json`
+and written by apply, the way restart history is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.core.budget import AgentMemory, BudgetPlan, decide_fleet, parse_memory
 from reconciler.core.desired import DesiredFleet, build_desired
 from reconciler.core.plan import Plan, Reason
 from reconciler.core.planner import PlanOptions, plan
@@ -43,10 +46,33 @@ class Tick:
     now: datetime
     history: dict[tuple[str, str], RestartRecord]
     problems: tuple[str, ...]
+    budget: BudgetPlan = field(default_factory=BudgetPlan)
 
 
 def heartbeat_dir(state_dir: Path, tenant: str) -> Path:
     return state_dir / tenant / "heartbeats"
+
+
+def budget_memory_path(state_dir: Path, tenant: str) -> Path:
+    return state_dir / tenant / "budget.json"
+
+
+def read_budget_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[tuple[str, str], AgentMemory], list[str]]:
+    """Every tenant's budget memory; a corrupt file is reported and starts over (agents
+    go back to their desired model and the policy steps them down again if needed)."""
+    memory: dict[tuple[str, str], AgentMemory] = {}
+    problems = []
+    for tenant in tenants:
+        path = budget_memory_path(state_dir, tenant)
+        try:
+            records = parse_memory(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path}: unreadable budget memory ({exc}); starting it over")
+            continue
+        memory.update({(tenant, agent): rec for agent, rec in records.items()})
+    return memory, problems
 
 
 def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
@@ -70,8 +96,24 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
         at,
     )
     history, history_problems = read_history(inputs.state_dir, sorted(desired.tenants))
-    result = plan(desired, observed, at, PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history))
+    budget, budget_problems = _budget(repo, desired, observed, inputs.state_dir, at)
+    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
+    result = plan(desired, observed, at, options)
     if inputs.down:
         why = Reason("down", "`fleet down` stops every agent of the tenant on this host")
         result = replace(result, actions=tuple(replace(a, reason=why) for a in result.actions), notes=())
-    return Tick(inputs, repo, desired, observed, result, at, history, (*observed.problems, *history_problems))
+    problems = (*observed.problems, *history_problems, *budget_problems)
+    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
+
+
+def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, state_dir: Path,
+            now: datetime) -> tuple[BudgetPlan, list[str]]:
+    """The budget policy's decisions for tenants with a budget.yaml, and what could not be read.
+
+    Usage signals come from the observe step (`ObservedFleet.usage`); the memory from
+    the state directory."""
+    budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
+    if not budgeted:
+        return BudgetPlan(), []
+    memory, problems = read_budget_memory(state_dir, budgeted)
+    return decide_fleet(repo, desired, observed.usage, memory, now), problems

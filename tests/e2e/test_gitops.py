@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.render import parse_status
 from reconciler.drivers import tmux
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
@@ -86,7 +87,8 @@ def test_a_merged_roster_change_is_pulled_and_applied(remote: Path, tmp_path: Pa
     result = reconcile(host, tmp_path)
     assert "+ spawn    demo/worker-1" in result.stdout
     assert "worker-1" in tmux.observe_socket(tmux_socket).sessions
-    assert "name: worker-1" in remote_tree(remote)["status/demo/demo.yaml"]
+    status = parse_status(remote_tree(remote)["status/demo/demo.yaml"])
+    assert "worker-1" in {a.name for a in status.agents}
 
 
 def test_no_git_writes_files_and_leaves_git_alone(remote: Path, tmp_path: Path) -> None:

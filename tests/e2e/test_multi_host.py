@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.render import parse_status
 from tests.e2e.repos import example_repo
 from tests.e2e.test_watch import push_as_a_person
 from tests.plugins.git_remote import git, person_commit, remote_tree
@@ -99,8 +100,8 @@ def test_three_hosts_twenty_rounds(world, tmp_path: Path) -> None:  # type: igno
     for host in HOSTS:
         mine = {name for name, where in final.items() if where == host}
         assert sessions(tmp_path, host, socket) == mine
-        status = tree[f"status/{host}/demo.yaml"]
-        assert all(f"name: {n}\n" in status for n in mine), status
+        status = parse_status(tree[f"status/{host}/demo.yaml"])
+        assert {a.name for a in status.agents} == mine
     # TASKS.md is consistent: one row per agent of the final roster, with the host that reported it
     tasks = tree["TASKS.md"]
     for name, host in final.items():
