@@ -22,7 +22,7 @@ from reconciler.engine.state import history_path, lock_path
 from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
-from tests.plugins.tmux_server import retry_until
+from tests.plugins.tmux_server import retry_until, server_gone
 
 pytestmark = pytest.mark.tmux
 
@@ -98,7 +98,7 @@ def test_killed_agent_and_killed_server_are_restored(repo: Path, tmp_path: Path,
     assert not apply_plan(tick).failed
     assert tmux_socket.name
     subprocess.run(["tmux", "-L", tmux_socket.name, "kill-server"], check=True)
-    assert retry_until(lambda: not tmux.observe_socket(tmux_socket).running)
+    assert retry_until(lambda: server_gone(tmux_socket.name or ""))
     converge(inp)
     assert len(sessions(tmux_socket)) == 6
 
@@ -194,6 +194,7 @@ def test_sigkill_during_cold_start_then_rerun_converges(tmp_path: Path, tmux_soc
     rng = random.Random(7)
     for _trial in range(6):
         subprocess.run(["tmux", "-L", tmux_socket.name, "kill-server"], capture_output=True, check=False)
+        assert retry_until(lambda: server_gone(tmux_socket.name or ""))
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ the test's own failure (STYLE.md item 7).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -36,6 +37,19 @@ def retry_until(predicate: Callable[[], bool], seconds: float = 5.0, interval: f
 def socket_path(name: str) -> Path:
     """Where `tmux -L name` puts its socket (tmux leaves the file behind on exit)."""
     return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.geteuid()}" / name
+
+
+def server_gone(name: str) -> bool:
+    """True once nothing listens on the socket: `kill-server` returns while the server is
+    still exiting, and a client that connects then lands in the dying server."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(socket_path(name)))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    finally:
+        probe.close()
+    return False
 
 
 def kill_server(name: str) -> None:
