@@ -18,7 +18,7 @@ import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -36,12 +36,17 @@ from reconciler.cli_common import (
     user_errors,
 )
 from reconciler.drivers.usage import iso_z, parse_time, render_usage, write_usage
-from reconciler.engine.ingest import Homes, IngestReport, ingest_all
 from reconciler.errors import UserError
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.load import load_repo
 from reconciler.spec.models import Account, format_duration
 from reconciler.spec.repo import FleetRepo
+
+if TYPE_CHECKING:
+    from reconciler.engine.ingest import Homes, IngestReport
+
+# engine/ingest.py (and its parsers) load only in `fleet budget ingest`: `fleet
+# reconcile`, which mounts this app, starts often.
 
 budget_app = typer.Typer(
     help="Budget accounts: record what each has used, by hand or from the runtimes' own files.\n\n"
@@ -187,6 +192,8 @@ def ingest_command(
         loaded = load_repo(check_repo(repo))
         scope = _scope(loaded, tenant)
         homes = _homes(loaded, scope, codex_home, claude_home)
+        from reconciler.engine.ingest import ingest_all  # noqa: PLC0415
+
         report = ingest_all(loaded, state_dir_or_default(state_dir), homes, datetime.now(UTC),
                             host=host or socket.gethostname(), only=scope)
     errors = [e for e in loaded.errors if not tenant or e.tenant is None or e.tenant in tenant]
@@ -226,6 +233,8 @@ def _homes(repo: FleetRepo, scope: Sequence[str], codex: Path | None, claude: Pa
         return {}
     codex_default = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
     claude_default = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+    from reconciler.engine.ingest import Homes  # noqa: PLC0415
+
     return {owners[0]: Homes(codex=codex or codex_default, claude=claude or claude_default)}
 
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from reconciler.cli_common import OutputOpt, RepoArg, check_output, check_repo, out, user_errors
-from reconciler.core.budget import Change
-from reconciler.engine.simulate import Event, Replay, simulate_repo
 from reconciler.errors import UserError
 from reconciler.spec.models import format_duration, parse_duration
 
-VERB = {Change.DOWN: "downgrade", Change.UP: "restore", Change.QUEUE: "queue", Change.RELEASE: "release",
-        Change.REFUSE: "refuse"}
+if TYPE_CHECKING:
+    from reconciler.engine.simulate import Event, Replay
+
+# engine/simulate.py and the budget policy load only when `fleet budget simulate` runs.
+# Keys are core.budget.Change values (a StrEnum, so its members compare equal to them).
+VERB = {"down": "downgrade", "up": "restore", "queue": "queue", "release": "release", "refuse": "refuse"}
 
 
 def parse_burn(text: str) -> float:
@@ -67,6 +69,8 @@ def simulate_command(
         except ValueError as exc:
             raise UserError(f"--step: {exc}") from None
         now = datetime.now(UTC).replace(second=0, microsecond=0)
+        from reconciler.engine.simulate import simulate_repo  # noqa: PLC0415
+
         replays = simulate_repo(check_repo(repo), rate=parse_burn(burn), now=now, tenant=tenant,
                                 account=account, step=every, factor=factor)
         if not replays:
