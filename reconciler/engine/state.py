@@ -8,12 +8,15 @@ agent restarts once sooner than its backoff said).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler.drivers.files import write_atomic
 from reconciler.model.history import RestartRecord
+
+T = TypeVar("T")
 
 
 def tenant_dir(state_dir: Path, tenant: str) -> Path:
@@ -54,21 +57,31 @@ def render_history(records: Mapping[str, RestartRecord]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def read_history(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], RestartRecord], list[str]]:
-    """Every tenant's restart history, keyed (tenant, agent), and what could not be read."""
-    history: dict[tuple[str, str], RestartRecord] = {}
+def read_per_tenant(
+    tenants: Iterable[str], path_of: Callable[[str], Path], parse: Callable[[str], Mapping[str, T]], what: str
+) -> tuple[dict[tuple[str, str], T], list[str]]:
+    """Every tenant's per-agent records from one small file each, keyed (tenant, agent).
+
+    A missing file is an empty one; a corrupt one is reported and starts over, which at
+    worst repeats a step the reconciler has already taken once."""
+    found: dict[tuple[str, str], T] = {}
     problems = []
     for tenant in tenants:
-        path = history_path(state_dir, tenant)
+        path = path_of(tenant)
         try:
-            records = parse_history(path.read_text(encoding="utf-8"))
+            records = parse(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             continue
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{path}: unreadable restart history ({exc}); starting it over")
+            problems.append(f"{path}: unreadable {what} ({exc}); starting it over")
             continue
-        history.update({(tenant, agent): rec for agent, rec in records.items()})
-    return history, problems
+        found.update({(tenant, agent): rec for agent, rec in records.items()})
+    return found, problems
+
+
+def read_history(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], RestartRecord], list[str]]:
+    """Every tenant's restart history, keyed (tenant, agent), and what could not be read."""
+    return read_per_tenant(tenants, lambda t: history_path(state_dir, t), parse_history, "restart history")
 
 
 def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRecord]) -> None:

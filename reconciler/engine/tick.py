@@ -18,7 +18,7 @@ from reconciler.core.desired import DesiredFleet, build_desired
 from reconciler.core.plan import Plan, Reason
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.observe import observe
-from reconciler.engine.state import read_history
+from reconciler.engine.state import read_history, read_per_tenant
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import ObservedFleet
 from reconciler.spec.load import load_repo
@@ -58,21 +58,9 @@ def budget_memory_path(state_dir: Path, tenant: str) -> Path:
 
 
 def read_budget_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[tuple[str, str], AgentMemory], list[str]]:
-    """Every tenant's budget memory; a corrupt file is reported and starts over (agents
-    go back to their desired model and the policy steps them down again if needed)."""
-    memory: dict[tuple[str, str], AgentMemory] = {}
-    problems = []
-    for tenant in tenants:
-        path = budget_memory_path(state_dir, tenant)
-        try:
-            records = parse_memory(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{path}: unreadable budget memory ({exc}); starting it over")
-            continue
-        memory.update({(tenant, agent): rec for agent, rec in records.items()})
-    return memory, problems
+    """Every tenant's budget memory; a corrupt file starts over (agents go back to their
+    desired model and the policy steps them down again if needed)."""
+    return read_per_tenant(tenants, lambda t: budget_memory_path(state_dir, t), parse_memory, "budget memory")
 
 
 def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
