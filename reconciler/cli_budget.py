@@ -279,3 +279,38 @@ def _describe(signal: UsageSignal) -> str:
 
 if __name__ == "__main__":
     budget_app()
+
+
+@budget_app.command("show")
+def show_command(
+    repo: RepoArg,
+    host: HostOpt = None,
+    tenant: TenantOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Per account: used against the even pace, the window as a bar, when it would run out,
+    and what the ladder does next (for this host's view of the fleet).
+
+    Example: fleet budget show examples/fleets/spec-reference --host w-jarvis
+    """
+    from reconciler.core.budget_view import account_views, render  # noqa: PLC0415
+    from reconciler.engine.tick import TickInputs, plan_tick  # noqa: PLC0415
+
+    with user_errors():
+        check_output(output)
+        tick = plan_tick(TickInputs(
+            repo=check_repo(repo), host=host or socket.gethostname(), state_dir=state_dir_or_default(state_dir),
+            tenants=set(tenant) if tenant else None, command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
+        ))
+    views_ = account_views(tick.repo, tick.budget)
+    if output == "json":
+        print(views.to_json([
+            {"tenant": v.tenant, "account": v.pace.account, "state": v.pace.state.value, "used": v.pace.used,
+             "allowed": v.pace.allowed, "elapsed": v.pace.elapsed,
+             "reset": v.pace.reset.isoformat() if v.pace.reset else None,
+             "exhaustion": v.exhaustion.isoformat() if v.exhaustion else None, "next": list(v.next_steps)}
+            for v in views_
+        ]))
+    else:
+        print(render(views_))
