@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from reconciler.core.budget import Decision
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.plan import Plan
+from reconciler.core.status import effective_agent
 from reconciler.model.observed import (
     Heartbeat,
     ObservedFleet,
@@ -111,6 +113,7 @@ class _PlanFacts:
 
     verdicts: Mapping[tuple[str, str], tuple[str, str]]
     planned: Mapping[tuple[str, str], tuple[str, str]]
+    decisions: Mapping[tuple[str, str], Decision]
 
     @classmethod
     def of(cls, plan: Plan) -> _PlanFacts:
@@ -126,7 +129,7 @@ class _PlanFacts:
         for action in plan.actions:
             planned[(action.tenant, action.agent)] = (action.kind.value, action.reason.message)
         verdicts = {(h.tenant, h.agent): (h.health, h.message) for h in plan.health}
-        return cls(verdicts, planned)
+        return cls(verdicts, planned, {(d.tenant, d.agent): d for d in plan.budget})
 
     def health(self, key: tuple[str, str], tmux: TmuxState) -> tuple[str | None, str]:
         """The verdict, or (None, why there is none) when the planner did not assess it."""
@@ -188,8 +191,11 @@ def _desired_row(
     beat = observed.heartbeats.get((agent.tenant, agent.name))
     mine = session if tmux in {TmuxState.RUNNING, TmuxState.DEAD} else None
     model, source = _model(mine, beat)
+    decision = facts.decisions.get((agent.tenant, agent.name))
+    # A throttled agent is compared with the launch its budget decision names, not the roster's.
+    effective = agent if decision is None else effective_agent(agent, decision)
     drift = [
-        *_session_drift(agent, mine, tmux, model),
+        *_session_drift(effective, mine, tmux, model),
         *_unit_drift(agent.lifecycle, tmux, manager.available, unit),
     ]
     key = (agent.tenant, agent.name)

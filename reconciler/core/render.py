@@ -15,7 +15,16 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from ruamel.yaml import YAML
 
-from reconciler.model.status import AgentStatus, Condition, RunRecord, TenantStatus
+from reconciler.model.status import (
+    AccountStatus,
+    AgentStatus,
+    Condition,
+    LearnedHint,
+    QueuedAgent,
+    RunRecord,
+    TaskSpend,
+    TenantStatus,
+)
 from reconciler.spec.repo import FleetRepo
 
 STATUS_HEADER = "# Written by `fleet reconcile`; do not edit: every run on this host rewrites it.\n"
@@ -31,7 +40,7 @@ def _yaml() -> YAML:
 
 
 def status_document(status: TenantStatus) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "apiVersion": "fleet.mosaicstack.dev/v1",
         "kind": "Status",
         "tenant": status.tenant,
@@ -56,6 +65,22 @@ def status_document(status: TenantStatus) -> dict[str, Any]:
         ],
         "notes": list(status.notes),
     }
+    if status.accounts or status.queue:  # only tenants with a budget.yaml
+        doc["budget"] = {
+            "accounts": [
+                {"account": a.account, "runtime": a.runtime, "regime": a.regime, "state": a.state,
+                 "used_pct": a.used_pct, "allowed_pct": a.allowed_pct, "reset": a.reset,
+                 "projected_exhaustion": a.exhausts, "confidence": a.confidence, "source": a.source}
+                for a in status.accounts
+            ],
+            "queue": [{"agent": q.agent, "account": q.account, "rule": q.rule, "until": q.until} for q in status.queue],
+        }
+    if status.spend or status.learned:  # only hosts whose ledger names tasks
+        doc["spend"] = {
+            "tasks": [{"task": t.task, "agent": t.agent, "tokens": t.tokens} for t in status.spend],
+            "learned": [{"role": h.role, "model": h.model, "median": h.median, "p90": h.p90} for h in status.learned],
+        }
+    return doc
 
 
 def render_status(status: TenantStatus) -> str:
@@ -94,8 +119,29 @@ def parse_status(text: str) -> TenantStatus:
         RunRecord(str(r["revision"]), str(r["at"]), int(r["duration_ms"]), tuple(r["actions"]), int(r.get("failed", 0)))
         for r in doc.get("runs") or []
     )
+    budget = doc.get("budget") or {}
+    accounts = tuple(
+        AccountStatus(str(a["account"]), str(a["runtime"]), str(a["regime"]), str(a["state"]), _opt_int(a.get("used_pct")),
+                      _opt_int(a.get("allowed_pct")), _opt_str(a.get("reset")), _opt_str(a.get("projected_exhaustion")),
+                      str(a.get("confidence") or ""), str(a.get("source") or ""))
+        for a in budget.get("accounts") or []
+    )
+    queue = tuple(QueuedAgent(str(q["agent"]), _opt_str(q.get("account")), str(q["rule"]), _opt_str(q.get("until")))
+                  for q in budget.get("queue") or [])
+    spend_doc = doc.get("spend") or {}
+    spend = tuple(TaskSpend(str(t["task"]), str(t["agent"]), int(t["tokens"])) for t in spend_doc.get("tasks") or [])
+    learned = tuple(LearnedHint(str(h["role"]), str(h["model"]), int(h["median"]), int(h["p90"]))
+                    for h in spend_doc.get("learned") or [])
     return TenantStatus(str(doc["tenant"]), str(doc["host"]), str(doc["revision"]), str(doc.get("systemd", "")),
-                        agents, runs, tuple(doc.get("notes") or ()))
+                        agents, runs, tuple(doc.get("notes") or ()), accounts, queue, spend, learned)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +158,22 @@ class _AgentRow:
 def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: str) -> str:
     """TASKS.md for every valid tenant, joining tasks.yaml with every host's status."""
     by_agent: dict[tuple[str, str], tuple[str, AgentStatus]] = {}
+    accounts: dict[str, dict[str, AccountStatus]] = {}
+    queues: dict[str, dict[str, QueuedAgent]] = {}
+    task_tokens: dict[tuple[str, str], int] = {}
+    learned: dict[tuple[str, str, str], LearnedHint] = {}
     for status in sorted(statuses, key=lambda s: (s.tenant, s.host)):
         for reported in status.agents:
             by_agent[(status.tenant, reported.name)] = (status.host, reported)
+        for account in status.accounts:  # every host sees the same signals: the first one says it
+            accounts.setdefault(status.tenant, {}).setdefault(account.account, account)
+        for queued in status.queue:
+            queues.setdefault(status.tenant, {})[queued.agent] = queued
+        for spent in status.spend:  # each host's ledger holds its own spend: the hosts add up
+            key = (status.tenant, spent.task)
+            task_tokens[key] = task_tokens.get(key, 0) + spent.tokens
+        for hint in status.learned:  # medians do not add up: the first host (by name) says it
+            learned.setdefault((status.tenant, hint.role, hint.model), hint)
     tenants = []
     for name, spec in sorted(repo.tenants.items()):
         rows = []
@@ -127,19 +186,48 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
                 st.tokens if st else 0,
             ))
         tokens = {r.name: r.tokens for r in rows}
+        hint_of = {r.name: learned.get((name, r.role, r.model)) for r in rows}
         missions = [
             {
                 "id": m.id, "title": m.title,
                 "tasks": [
                     {"id": t.id, "title": t.title, "agent": t.agent, "urgency": t.urgency,
-                     "projected": _n(t.projected_tokens), "actual": _n(tokens.get(t.agent or "")) if t.agent else ""}
+                     "projected": _n(t.projected_tokens), "spent": _n(task_tokens.get((name, t.id))),
+                     "learned": _hint(hint_of.get(t.agent or "")),
+                     "actual": _n(tokens.get(t.agent or "")) if t.agent else ""}
                     for t in m.tasks
                 ],
             }
             for m in (spec.tasks.missions if spec.tasks else [])
         ]
-        tenants.append({"name": name, "agents": rows, "missions": missions})
+        tenants.append({
+            "name": name, "agents": rows, "missions": missions,
+            "accounts": [_account_row(a) for _, a in sorted(accounts.get(name, {}).items())],
+            "queue": [_queue_row(q) for _, q in sorted(queues.get(name, {}).items())],
+        })
     return _env().get_template("TASKS.md.j2").render(tenants=tenants, revision=revision)
+
+
+def _account_row(a: AccountStatus) -> dict[str, str]:
+    def pct(v: int | None) -> str:
+        return "" if v is None else f"{v}%"
+
+    return {"account": a.account, "runtime": a.runtime, "state": a.state, "used": pct(a.used_pct),
+            "allowed": pct(a.allowed_pct), "reset": a.reset or "unknown",
+            "exhausts": a.exhausts or ("not before the reset" if a.used_pct is not None and a.reset else "unknown"),
+            "signal": f"{a.confidence} ({a.source})" if a.source else "none"}
+
+
+def _queue_row(q: QueuedAgent) -> dict[str, str]:
+    if q.until:
+        until = q.until
+    else:
+        until = "a concurrency slot frees" if q.rule == "concurrency" else f"account {q.account} is back under pace"
+    return {"agent": q.agent, "account": q.account or "", "rule": q.rule, "until": until}
+
+
+def _hint(hint: LearnedHint | None) -> str:
+    return "" if hint is None else f"{hint.median:,} / {hint.p90:,} ({hint.model})"
 
 
 def _n(value: int | None) -> str:

@@ -7,13 +7,26 @@ renders the same bytes and nothing is committed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from reconciler.core.desired import DesiredAgent, DesiredTenant
+from reconciler.core.budget import Decision, State
+from reconciler.core.desired import DesiredAgent, DesiredTenant, on_rung
+from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import Plan
+from reconciler.model.ledger import LedgerEntry, learned_spend
 from reconciler.model.observed import ObservedFleet
-from reconciler.model.status import AgentStatus, Condition, RunRecord, TenantStatus
+from reconciler.model.status import (
+    AccountStatus,
+    AgentStatus,
+    Condition,
+    LearnedHint,
+    QueuedAgent,
+    RunRecord,
+    TaskSpend,
+    TenantStatus,
+)
 
 MAX_RUNS = 5
 
@@ -36,6 +49,8 @@ def agent_conditions(
     conflict = next((c for c in plan.conflicts if (c.tenant, c.agent) == key), None)
     wait = next((w for w in plan.waits if (w.tenant, w.agent) == key), None)
     session = observed.session(agent.launch.socket, agent.name)
+    decision = next((d for d in plan.budget if (d.tenant, d.agent) == key), None)
+    effective = agent if decision is None else effective_agent(agent, decision)
     if agent.name in failed:
         health = "failed"
         ready = _cond("Ready", False, "ApplyFailed", f"{failed[agent.name]}; the next run tries again")
@@ -61,8 +76,10 @@ def agent_conditions(
     else:
         healthy = _cond("Healthy", False, health.capitalize(), _stable_message(health, agent) if verdict else ready.message)
     drift_bits = []
-    if session is not None and session.marks.owned and session.marks.spec_hash != agent.launch.spec_hash and agent.name not in started:
-        drift_bits.append(f"spec hash {session.marks.spec_hash} != {agent.launch.spec_hash}")
+    # A throttled agent runs as its budget decision says: that launch is the one to match.
+    want = effective.launch.spec_hash
+    if session is not None and session.marks.owned and session.marks.spec_hash != want and agent.name not in started:
+        drift_bits.append(f"spec hash {session.marks.spec_hash} != {want}")
     if conflict is not None:
         drift_bits.append("a foreign session holds the name")
     drifted = _cond("Drifted", bool(drift_bits), "SpecDiffers" if drift_bits else "InSync",
@@ -72,8 +89,98 @@ def agent_conditions(
         stalled = _cond("Stalled", wait.stalled, "CrashLoop" if wait.stalled else "BackingOff", evidence)
     else:
         stalled = _cond("Stalled", False, "Progressing", "no restart loop")
-    budget = _cond("BudgetOK", None, "NotEvaluated", "budget governance is not evaluated yet")
+    budget = budget_condition(decision, {(t, p.account): p for t, p in plan.paces})
     return health, (ready, healthy, budget, drifted, stalled)
+
+
+def effective_agent(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
+    """The agent on the rung (and account) its budget decision names, built as the planner
+    builds it (core/planner.py `_effective`), so a throttled agent is not reported as drift."""
+    runtime = decision.runtime
+    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
+    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)
+
+
+def pace_words(pace: Pace | None, account: str | None) -> str:
+    """The numbers behind a decision in whole percents: they change rarely, unlike the
+    policy's own reason (0.1% of a 5h window passes in 18 s)."""
+    if pace is None:
+        return f"account {account}: not in budget.yaml" if account else "no account in budget.yaml serves its runtime"
+    if pace.state is PaceState.NO_SIGNAL or pace.used is None or pace.allowed is None:
+        return f"account {pace.account}: no usage signal"
+    reset = pace.reset.isoformat() if pace.reset else "unknown"
+    return (f"account {pace.account}: used {_pct(pace.used)}%, allowed {_pct(pace.allowed)}%, resets {reset}, "
+            f"confidence {pace.confidence}, source {pace.source}")
+
+
+#: Decisions that run the desired model although the account is over pace.
+_EXEMPT = {"workers-first": "OverPaceWorkersFirst", "hysteresis": "OverPaceHysteresis",
+           "critical-rapid": "OverPaceCritical", "no-room": "OverPaceAtFloor"}
+
+
+def budget_condition(decision: Decision | None, paces: Mapping[tuple[str, str], Pace]) -> Condition:
+    """BudgetOK from the agent's budget decision, with the numbers and what happens next."""
+    if decision is None:
+        return _cond("BudgetOK", True, "NoBudget", "the tenant has no budget.yaml, so it is not throttled")
+    pace = paces.get((decision.tenant, decision.account or ""))
+    numbers = pace_words(pace, decision.account)
+    desired = decision.rungs[0]
+    here = decision.rungs[decision.rung]
+    if decision.state is State.REFUSED:
+        return _cond("BudgetOK", False, "Refused",
+                     f"refused ({decision.rule}): {here.label()} is its cheapest rung; {numbers}; "
+                     f"it is not started until the cap resets")
+    if decision.state is State.QUEUED:
+        if decision.rule == "concurrency":
+            return _cond("BudgetOK", False, "Queued", f"queued (concurrency): {decision.reason}; respawned when a slot frees")
+        until = decision.until.isoformat() if decision.until else None
+        nxt = f"respawned after {until}" if until else f"respawned when account {decision.account} is back under pace"
+        return _cond("BudgetOK", False, "Queued",
+                     f"queued ({decision.rule}) until {until or 'its account is back under pace'}; {numbers}; {nxt}")
+    if decision.throttled:
+        return _cond("BudgetOK", False, "Downgraded",
+                     f"on {here.label()} instead of {desired.label()} ({decision.rule}); {numbers}; "
+                     f"returns to {desired.model} when back under pace")
+    if decision.rule in _EXEMPT:
+        return _cond("BudgetOK", True, _EXEMPT[decision.rule],
+                     f"runs {desired.label()} although over pace ({decision.rule}); {numbers}")
+    if decision.rule == "no-account":
+        return _cond("BudgetOK", True, "NoAccount", f"no account in budget.yaml serves {desired.runtime}, so it is not throttled")
+    if decision.rule == "no-usage-signal":
+        return _cond("BudgetOK", True, "NoSignal", f"{numbers}, so it is not throttled")
+    return _cond("BudgetOK", True, "WithinPace", f"runs {desired.label()}; {numbers}")
+
+
+def _pct(value: float) -> int:
+    return round(value * 100)
+
+
+def account_status(pace: Pace, now: datetime) -> AccountStatus:
+    """One account in whole percents, with when the window would run out at the burn so far."""
+    used = None if pace.used is None else _pct(pace.used)
+    allowed = None if pace.allowed is None else _pct(pace.allowed)
+    return AccountStatus(pace.account, pace.runtime, pace.regime, pace.state.value, used, allowed,
+                         pace.reset.isoformat() if pace.reset else None, projected_exhaustion(pace, now),
+                         pace.confidence, pace.source)
+
+
+def projected_exhaustion(pace: Pace, now: datetime) -> str | None:
+    """When the window runs out at the burn so far (used / elapsed per window), to the
+    hour (so it changes rarely); "spent" when it has; None when that is not before the
+    reset or cannot be known (no signal, no reset, no time elapsed).
+
+    The window's length is (reset - now) / (1 - elapsed), its start reset - length, and
+    the window is used up at start + length * elapsed / used.
+    """
+    if pace.used is None or pace.elapsed is None or pace.reset is None:
+        return None
+    if pace.used >= 1.0:
+        return "spent"
+    if pace.used <= pace.elapsed or pace.elapsed <= 0.0 or pace.elapsed >= 1.0:
+        return None
+    length = (pace.reset - now) / (1.0 - pace.elapsed)
+    at = pace.reset - length + length * (pace.elapsed / pace.used)
+    return at.replace(minute=0, second=0, microsecond=0).isoformat()
 
 
 def _stable_message(health: str, agent: DesiredAgent) -> str:
@@ -110,6 +217,7 @@ def tenant_status(
     run: RunRecord | None,
     previous: TenantStatus | None,
     now: datetime,
+    ledger: Iterable[LedgerEntry] = (),
 ) -> TenantStatus:
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
@@ -119,7 +227,9 @@ def tenant_status(
         session = observed.session(agent.launch.socket, agent.name)
         running_model = beat.model if beat else (session.marks.model or None if session else None)
         if agent.name in started:
-            running_model = agent.model  # just started with it; the next run observes the same
+            # just started with it (on its budget rung, if any); the next run observes the same
+            decision = next((d for d in plan.budget if (d.tenant, d.agent) == (agent.tenant, agent.name)), None)
+            running_model = agent.model if decision is None else decision.model
         tokens = sum(beat.usage.values()) if beat else 0
         agents.append(AgentStatus(
             agent.name, agent.role, agent.alias, agent.lifecycle, agent.model, running_model, health,
@@ -131,7 +241,27 @@ def tenant_status(
     systemd = observed.systemd.get(tenant.user)
     mode = "systemd --user" if systemd is not None and systemd.available else "tmux-only"
     notes = tuple(n for n in plan.notes if tenant.name in n)
-    return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes)
+    accounts = tuple(account_status(p, now) for t, p in plan.paces if t == tenant.name)
+    queue = tuple(
+        QueuedAgent(d.agent, d.account, d.rule, d.until.isoformat() if d.until else None)
+        for d in plan.budget if d.tenant == tenant.name and d.state is State.QUEUED
+    )
+    spend, learned = ledger_summary(tenant.name, host, ledger)
+    return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes, accounts, queue, spend, learned)
+
+
+def ledger_summary(tenant: str, host: str, ledger: Iterable[LedgerEntry]) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:
+    """This host's spend per (task, agent) and the learned spend per (role, model), to the
+    thousand so a working agent does not rewrite the status every tick."""
+    mine = [e for e in ledger if e.tenant == tenant and e.host == host]
+    per_task: dict[tuple[str, str], int] = defaultdict(int)
+    for entry in mine:
+        if entry.task is not None and entry.agent is not None:
+            per_task[(entry.task, entry.agent)] += entry.tokens
+    spend = tuple(TaskSpend(task, agent, _rounded(tokens)) for (task, agent), tokens in sorted(per_task.items()))
+    learned = tuple(LearnedHint(role, model, _rounded(int(s.median)), _rounded(int(s.p90)))
+                    for (role, model), s in learned_spend(mine).items())
+    return spend, learned
 
 
 def _rounded(tokens: int) -> int:

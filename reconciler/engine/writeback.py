@@ -16,6 +16,7 @@ from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import tenant_status
 from reconciler.drivers.files import write_atomic
+from reconciler.drivers.ledger import ledger_path, read_ledger
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.model.status import RunRecord, TenantStatus
@@ -116,9 +117,11 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         started = {o.action.agent: f"{o.action.kind.value} at revision {revision}" for o in done
                    if o.result == "done" and o.action.kind != ActionKind.STOP}
         failed = {o.action.agent: o.detail or "failed" for o in done if o.result == "failed"}
+        ledger, ledger_problems = read_ledger(ledger_path(tick.inputs.state_dir, name))
+        problems += ledger_problems
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
-            run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now,
+            run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
         )
         mine.append(status)
         if _write_if_changed(path, render_status(status)):

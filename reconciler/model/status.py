@@ -49,6 +49,56 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """One budget account as this tick saw it, in whole percents so it changes rarely.
+
+    `exhausts` is when the window would run out at the burn so far (used / elapsed),
+    to the hour; None when that is not before the reset, or unknown.
+    """
+
+    account: str
+    runtime: str
+    regime: str
+    state: str  # core.pace.PaceState's value
+    used_pct: int | None = None
+    allowed_pct: int | None = None
+    reset: str | None = None
+    exhausts: str | None = None
+    confidence: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedAgent:
+    """A worker the budget policy keeps stopped, and until when (None: until a slot frees
+    or its account is back under pace, as `rule` says)."""
+
+    agent: str
+    account: str | None
+    rule: str
+    until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpend:
+    """Tokens this host's ledger attributes to one task of one agent, to the thousand."""
+
+    task: str
+    agent: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedHint:
+    """What a task took on this host, by role and model (core.ledger's learned_spend), to the thousand."""
+
+    role: str
+    model: str
+    median: int
+    p90: int
+
+
+@dataclass(frozen=True, slots=True)
 class TenantStatus:
     tenant: str
     host: str
@@ -57,3 +107,7 @@ class TenantStatus:
     agents: tuple[AgentStatus, ...] = ()
     runs: tuple[RunRecord, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    accounts: tuple[AccountStatus, ...] = ()  # empty: the tenant has no budget.yaml
+    queue: tuple[QueuedAgent, ...] = ()
+    spend: tuple[TaskSpend, ...] = ()  # from $state/<tenant>/ledger.jsonl on this host
+    learned: tuple[LearnedHint, ...] = ()

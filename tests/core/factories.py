@@ -6,7 +6,7 @@ observation (the planner takes no driver), not for tmux itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,7 +60,7 @@ def beat(agent: DesiredAgent, age: timedelta = timedelta(seconds=5)) -> Heartbea
     return Heartbeat(agent.tenant, agent.host, agent.name, seq=1, ts=NOW - age, state="idle", model=agent.model, pid=4242)
 
 
-def observed(sockets: dict[SocketKey, Iterable[ObservedSession]], beats: Iterable[Heartbeat] = ()) -> ObservedFleet:
+def observed(sockets: Mapping[SocketKey, Iterable[ObservedSession]], beats: Iterable[Heartbeat] = ()) -> ObservedFleet:
     return ObservedFleet(
         taken_at=NOW,
         sockets={k: SocketSnapshot(k, True, {s.name: s for s in v}) for k, v in sockets.items()},

@@ -7,7 +7,7 @@ hand them over from `$state/<tenant>/usage/*.json` and `$state/<tenant>/budget.j
 from __future__ import annotations
 
 import doctest
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -116,14 +116,14 @@ def mem(runtime: str, model: str, *, account: str | None = None, ago: timedelta 
     return AgentMemory(runtime, model, account, None if ago is None else NOW - ago, state, cause, until)
 
 
-def decide_budget(usage: list[UsageSignal] = (), memory: dict[str, AgentMemory] | None = None, *,
+def decide_budget(usage: Sequence[UsageSignal] = (), memory: dict[str, AgentMemory] | None = None, *,
                   budget: Budget | None = None, tasks: Tasks | None = None, agents: tuple[DesiredAgent, ...] = AGENTS,
                   now: datetime = NOW) -> TenantBudget:
     inputs = TenantInputs("acme", agents, budget or make_budget(), FLEET, tasks, {s.account: s for s in usage}, memory or {})
     return decide_tenant(inputs, now)
 
 
-def decide(usage: list[UsageSignal] = (), memory: dict[str, AgentMemory] | None = None, **kw: Any) -> dict[str, Decision]:
+def decide(usage: Sequence[UsageSignal] = (), memory: dict[str, AgentMemory] | None = None, **kw: Any) -> dict[str, Decision]:
     return {d.agent: d for d in decide_budget(usage, memory, **kw).decisions}
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from reconciler.core.plan import ActionKind
+from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import Marks, ObservedFleet, SocketKey, SocketSnapshot
 from tests.core.factories import NOW, beat, desired, foreign, healthy, nothing_running, observed, running
 
 
-def kinds(p) -> list[tuple[str, str, str]]:
+def kinds(p: Plan) -> list[tuple[str, str, str]]:
     return [(a.kind.value, a.tenant, a.agent) for a in p.actions]
 
 
