@@ -40,7 +40,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.desired import DesiredAgent, DesiredFleet
+from reconciler.core.desired import DesiredAgent, DesiredFleet, on_rung
 from reconciler.core.pace import Pace, PaceState, Tuning, account_pace, pct
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.models import Budget, Fleet, Tasks
@@ -563,3 +563,11 @@ def _memory_record(rec: Mapping[str, Any]) -> AgentMemory:
     account = rec.get("account")
     return AgentMemory(str(rec["runtime"]), str(rec["model"]), None if account is None else str(account),
                        when("changed_at"), State(rec.get("state", "run")), str(rec.get("cause", "")), when("until"))
+
+
+def effective_agent(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
+    """The agent on the rung (and account) its budget decision names: what the planner
+    launches, and what status and `fleet ps` compare a running session with."""
+    runtime = decision.runtime
+    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
+    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)

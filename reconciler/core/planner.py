@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.budget import BudgetPlan, Decision, State
-from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant, on_rung
+from reconciler.core.budget import BudgetPlan, Decision, State, effective_agent
+from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
@@ -104,7 +104,7 @@ def _plan_tenant(
         decision = decisions.get((desired_agent.tenant, desired_agent.name))
         if decision is not None:
             draft.budget.append(decision)
-        agent = desired_agent if decision is None else _effective(desired_agent, decision)
+        agent = desired_agent if decision is None else effective_agent(desired_agent, decision)
         _plan_agent(draft, agent, snap.sessions.get(agent.name), observed, now, opts, decision)
     if wanted and opts.budget and tenant.name in opts.budget.tenants:
         draft.paces += [(tenant.name, p) for p in opts.budget.tenants[tenant.name].paces]
@@ -129,13 +129,6 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
                                      f"no session {agent.name!r} on tmux socket {agent.launch.socket.label()}{cheaper}"))
     else:
         _plan_running(draft, agent, session, observed, now, opts, decision)
-
-
-def _effective(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
-    """The agent on the rung (and account) its budget decision names."""
-    runtime = decision.runtime
-    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
-    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)
 
 
 def _budget_source(agent: DesiredAgent, decision: Decision) -> str:

@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.budget import Decision
+from reconciler.core.budget import Decision, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.plan import Plan
-from reconciler.core.status import effective_agent
 from reconciler.model.observed import (
     Heartbeat,
     ObservedFleet,

@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from reconciler.core.budget import Decision, State
-from reconciler.core.desired import DesiredAgent, DesiredTenant, on_rung
+from reconciler.core.budget import Decision, State, effective_agent
+from reconciler.core.desired import DesiredAgent, DesiredTenant
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import Plan
 from reconciler.model.ledger import LedgerEntry, learned_spend
@@ -91,14 +91,6 @@ def agent_conditions(
         stalled = _cond("Stalled", False, "Progressing", "no restart loop")
     budget = budget_condition(decision, {(t, p.account): p for t, p in plan.paces})
     return health, (ready, healthy, budget, drifted, stalled)
-
-
-def effective_agent(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
-    """The agent on the rung (and account) its budget decision names, built as the planner
-    builds it (core/planner.py `_effective`), so a throttled agent is not reported as drift."""
-    runtime = decision.runtime
-    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
-    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)
 
 
 def pace_words(pace: Pace | None, account: str | None) -> str:
