@@ -31,8 +31,25 @@ class GitReport:
     problems: tuple[str, ...] = ()
 
 
-def open_repo(path: Path, enabled: bool) -> git.Checkout | None:
-    return git.open_checkout(path) if enabled else None
+NESTED = (
+    "{path} is a folder inside the larger Git work tree {root}; reconcile pulls, commits "
+    "and pushes only a fleet repository of its own (`fleet init`), so it writes status "
+    "and TASKS.md here and leaves Git alone"
+)
+
+
+def open_repo(path: Path, enabled: bool) -> tuple[git.Checkout | None, str]:
+    """The checkout to pull, commit and push, or None, with a note when Git is skipped.
+
+    A fleet folder inside someone else's repository (this project's examples, a
+    monorepo) is never pulled or pushed by a reconcile: committing status there would
+    put it on that repository's branch and push it to its remote."""
+    if not enabled:
+        return None, ""
+    checkout = git.open_checkout(path)
+    if checkout is not None and checkout.prefix:
+        return None, NESTED.format(path=path, root=checkout.root)
+    return checkout, ""
 
 
 def pull(checkout: git.Checkout | None) -> tuple[str, tuple[str, ...]]:

@@ -28,9 +28,10 @@ class Prepared:
 
 def prepare(repo: Path, use_git: bool) -> Prepared:
     """Open the checkout (unless --no-git) and pull, before the specs are read."""
-    checkout = gitops.open_repo(repo, enabled=use_git)
+    checkout, skipped = gitops.open_repo(repo, enabled=use_git)
     pulled, problems = gitops.pull(checkout)
-    return Prepared(checkout, pulled, tuple(f"{p}; reconciling from the specs at hand" for p in problems))
+    notes = tuple(f"{p}; reconciling from the specs at hand" for p in problems)
+    return Prepared(checkout, pulled, (skipped, *notes) if skipped else notes)
 
 
 def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bool = True) -> tuple[ApplyReport, tuple[str, ...]]:

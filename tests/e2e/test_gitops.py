@@ -124,3 +124,19 @@ def test_against_previews_a_branch(remote: Path, tmp_path: Path) -> None:
     assert preview.returncode == 2, preview.stdout + preview.stderr
     assert "+ spawn    demo/worker-1" in preview.stdout and "1 to spawn" in preview.stdout
     assert "worker-1" not in (host / "tenants/demo/roster.yaml").read_text()
+
+
+def test_a_fleet_folder_inside_another_repository_is_never_committed(tmp_path: Path, tmux_socket: SocketKey,
+                                                                     git_isolated: None) -> None:
+    """Like this project's own examples: reconcile writes status there but never commits or pushes."""
+    assert tmux_socket.name
+    outer = tmp_path / "project"
+    git(tmp_path, "init", "--quiet", "--initial-branch=main", str(outer))
+    fleet_dir = example_repo(outer / "examples", "minimal", tmux_socket.name)
+    files = {str(p.relative_to(outer)): p.read_text() for p in fleet_dir.rglob("*.yaml")}
+    head = person_commit(outer, files, "a project with an example fleet")
+    result = fleet("reconcile", str(fleet_dir), "--host", "demo", "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "inside the larger Git work tree" in result.stderr
+    assert (fleet_dir / "status/demo/demo.yaml").is_file()
+    assert git(outer, "rev-parse", "HEAD") == head
