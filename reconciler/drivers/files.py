@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from reconciler.model.observed import Heartbeat
+
+R = TypeVar("R")
 
 #: The heartbeat `state` values of SPEC.md's heartbeat protocol.
 HEARTBEAT_STATES = frozenset({"idle", "working", "waiting"})
@@ -101,26 +104,45 @@ def scan_heartbeats(directory: Path) -> tuple[dict[str, Heartbeat], list[str]]:
     files that could not be used; hidden files (an agent's `.NAME.tmp` before its
     rename) are skipped. A missing folder is no heartbeats yet, not a problem.
     """
+    return scan_records(directory, _read_heartbeat, lambda beat: beat.agent, "heartbeats")
+
+
+def scan_records(
+    directory: Path, read_one: Callable[[Path], R | str], key: Callable[[R], str], what: str
+) -> tuple[dict[str, R], list[str]]:
+    """One `os.scandir` of a folder of `*.json` records, each read by `read_one` (a record,
+    or the problem line that says why it is skipped). Hidden files are a writer's
+    temporary files; a missing folder holds no records yet."""
     try:
         with os.scandir(directory) as scan:
-            entries = sorted(
-                (e for e in scan if e.name.endswith(".json") and not e.name.startswith(".")),
-                key=lambda e: e.name,
-            )
+            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
     except FileNotFoundError:
         return {}, []
     except OSError as exc:
-        return {}, [f"{directory}: cannot list heartbeats ({exc.strerror}); check the folder"]
-    beats: dict[str, Heartbeat] = {}
+        return {}, [f"{directory}: cannot list {what} ({exc.strerror}); check the folder"]
+    found: dict[str, R] = {}
     problems: list[str] = []
-    for entry in entries:
-        path = Path(entry.path)
-        outcome = _read_heartbeat(path)
+    for name in names:
+        outcome = read_one(directory / name)
         if isinstance(outcome, str):
             problems.append(outcome)
         else:
-            beats[outcome.agent] = outcome
-    return beats, problems
+            found[key(outcome)] = outcome
+    return found, problems
+
+
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `text` atomically unless the file already holds exactly it; True if written.
+
+    Files the reconciler rewrites every tick stay untouched when nothing changed, so
+    Git sees no change and nothing is committed."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text, mode)
+    return True
 
 
 def _read_heartbeat(path: Path) -> Heartbeat | str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.drivers.files import write_atomic
+from reconciler.drivers.files import scan_records, write_atomic
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.models import NAME_PATTERN, format_duration, parse_duration
 
@@ -129,22 +128,7 @@ def scan_usage(directory: Path) -> tuple[dict[str, UsageSignal], list[str]]:
     Returns records by account and problem lines (`PATH: what; how to fix`); hidden
     files (a writer's temporary file) are skipped; a missing folder means no usage yet.
     """
-    try:
-        with os.scandir(directory) as scan:
-            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
-    except FileNotFoundError:
-        return {}, []
-    except OSError as exc:
-        return {}, [f"{directory}: cannot list usage records ({exc.strerror}); check the folder"]
-    found: dict[str, UsageSignal] = {}
-    problems: list[str] = []
-    for name in names:
-        outcome = _read_record(directory / name)
-        if isinstance(outcome, str):
-            problems.append(outcome)
-        else:
-            found[outcome.account] = outcome
-    return found, problems
+    return scan_records(directory, _read_record, lambda signal: signal.account, "usage records")
 
 
 def _read_record(path: Path) -> UsageSignal | str:

@@ -26,7 +26,7 @@ from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
 from reconciler.drivers import tmux
-from reconciler.drivers.files import write_atomic
+from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
 from reconciler.engine.tick import Tick, budget_memory_path
@@ -224,9 +224,7 @@ def _record_budget(tick: Tick) -> list[str]:
         path = budget_memory_path(tick.inputs.state_dir, tenant)
         text = memory_json(decided.memory())
         try:
-            if path.is_file() and path.read_text(encoding="utf-8") == text:
-                continue
-            write_atomic(path, text, mode=0o600)
+            write_if_changed(path, text, mode=0o600)
         except OSError as exc:
             problems.append(f"could not write budget memory for {tenant}: {exc}")
     return problems

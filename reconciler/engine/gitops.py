@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reconciler.core.render import render_tasks
 from reconciler.drivers import git
-from reconciler.drivers.files import write_atomic
+from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, TASKS_FILE, read_all_statuses
 from reconciler.spec.load import load_repo
 
@@ -79,11 +79,7 @@ def rerender_tasks(repo: Path, revision_of: git.Checkout | None) -> Sequence[str
         return []
     statuses, _ = read_all_statuses(repo)
     text = render_tasks(loaded, statuses, spec_revision(revision_of))
-    path = repo / TASKS_FILE
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return []
-    write_atomic(path, text)
-    return [TASKS_FILE]
+    return [TASKS_FILE] if write_if_changed(repo / TASKS_FILE, text) else []
 
 
 def publish(checkout: git.Checkout | None, repo: Path, host: str, revision: str) -> GitReport:

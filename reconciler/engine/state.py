@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.drivers.files import write_atomic
+from reconciler.drivers.files import write_if_changed
 from reconciler.model.history import RestartRecord
 
 T = TypeVar("T")
@@ -87,12 +87,6 @@ def read_history(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, s
 def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRecord]) -> None:
     """Write one tenant's history if it changed (same records, same bytes, no write)."""
     path = history_path(state_dir, tenant)
-    text = render_history(records)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return
-    except OSError:
-        pass
     if not records and not path.exists():
         return
-    write_atomic(path, text, mode=0o600)
+    write_if_changed(path, render_history(records), mode=0o600)

@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import tenant_status
-from reconciler.drivers.files import write_atomic
+from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.ledger import ledger_path, read_ledger
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
@@ -75,16 +75,6 @@ def _untouched(repo: Path, host: str, done: set[str], problems: list[str]) -> li
     return out
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except OSError:
-        pass
-    write_atomic(path, text)
-    return True
-
-
 def run_record(tick: Tick, outcomes: Iterable[Outcome], tenant: str, revision: str, finished: datetime) -> RunRecord | None:
     mine = [o for o in outcomes if o.action.tenant == tenant and o.result != "skipped"]
     if not mine:
@@ -124,11 +114,11 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
         )
         mine.append(status)
-        if _write_if_changed(path, render_status(status)):
+        if write_if_changed(path, render_status(status)):
             written.append(str(path.relative_to(repo)))
     others, read_problems = read_all_statuses(repo, skip_host=host)
     statuses = [*others, *mine, *_untouched(repo, host, {s.tenant for s in mine}, problems)]
     problems += read_problems
-    if tick.repo.fleet is not None and _write_if_changed(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision)):
+    if tick.repo.fleet is not None and write_if_changed(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision)):
         written.append(TASKS_FILE)
     return WriteResult(tuple(written), tuple(problems))
