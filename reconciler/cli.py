@@ -7,8 +7,6 @@ code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -29,11 +27,12 @@ from reconciler.cli_common import (
     check_repo,
     err,
     out,
-    state_dir_or_default,
+    planned_tick,
+    tick_inputs,
 )
 from reconciler.cli_install import init_command, install_command, uninstall_command
 from reconciler.cli_simulate import simulate_command
-from reconciler.engine.tick import Tick, TickInputs, plan_tick
+from reconciler.engine.tick import Tick, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.models import parse_duration
@@ -173,18 +172,7 @@ def _reconcile(
             out.print(f"[dim]git: {prepared.pulled}[/]", highlight=False)
         for problem in prepared.problems:
             err.print(f"warning: {problem}", highlight=False, markup=False)
-    inputs = TickInputs(
-        repo=loaded_repo,
-        host=host or socket.gethostname(),
-        state_dir=state_dir_or_default(state_dir),
-        tenants=set(tenant) if tenant else None,
-        command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
-        allow_mass_stop=allow_mass_stop,
-    )
-    tick = plan_tick(inputs)
-    unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
-    if unknown:
-        raise UserError(f"--tenant {unknown[0]}: no such tenant in {loaded_repo}/tenants/")
+    tick = planned_tick(tick_inputs(loaded_repo, host, tenant, state_dir, allow_mass_stop=allow_mass_stop), tenant)
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -229,15 +217,7 @@ def down(
     Example: fleet down examples/fleets/minimal --host demo --tenant demo
     """
     check_output(output)
-    inputs = TickInputs(
-        repo=check_repo(repo),
-        host=host or socket.gethostname(),
-        state_dir=state_dir_or_default(state_dir),
-        tenants=set(tenant) if tenant else None,
-        allow_mass_stop=True,
-        down=True,
-    )
-    tick = plan_tick(inputs)
+    tick = plan_tick(tick_inputs(repo, host, tenant, state_dir, allow_mass_stop=True, down=True))
     views.print_errors(err, tick.repo.errors)
     doc = views.plan_document(tick.plan, tick.repo.errors)
     if output == "text":

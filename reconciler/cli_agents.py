@@ -9,7 +9,6 @@ User mistakes end as one `error:` line on stderr and exit 1, whichever app runs 
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -27,10 +26,11 @@ from reconciler.cli_common import (
     check_output,
     check_repo,
     err,
+    planned_tick,
     state_dir_or_default,
+    tick_inputs,
     user_errors,
 )
-from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.errors import UserError
 
 if TYPE_CHECKING:
@@ -56,17 +56,7 @@ def ps_command(
     """
     with user_errors():
         check_output(output)
-        inputs = TickInputs(
-            repo=check_repo(repo),
-            host=host or socket.gethostname(),
-            state_dir=state_dir_or_default(state_dir),
-            tenants=set(tenant) if tenant else None,
-            command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,  # as reconcile: same spec hashes
-        )
-        tick = plan_tick(inputs)
-        unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
-        if unknown:
-            raise UserError(f"--tenant {unknown[0]}: no such tenant in {repo}/tenants/")
+        tick = planned_tick(tick_inputs(repo, host, tenant, state_dir), tenant)
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -79,7 +69,7 @@ def ps_command(
     notes = ps_notes(tick.desired, tick.observed)
     if not rows:
         hosts = ", ".join(sorted(tick.desired.hosts())) or "none"
-        notes.append(f"no agent runs on host {inputs.host} (hosts in the repository: {hosts}); pass --host to see another")
+        notes.append(f"no agent runs on host {tick.inputs.host} (hosts in the repository: {hosts}); pass --host to see another")
     print(render_table(rows, notes))
 
 

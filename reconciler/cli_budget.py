@@ -33,6 +33,7 @@ from reconciler.cli_common import (
     check_repo,
     err,
     state_dir_or_default,
+    tick_inputs,
     user_errors,
 )
 from reconciler.drivers.usage import iso_z, parse_time, render_usage, write_usage
@@ -295,14 +296,11 @@ def show_command(
     Example: fleet budget show examples/fleets/spec-reference --host w-jarvis
     """
     from reconciler.core.budget_view import account_views, render  # noqa: PLC0415
-    from reconciler.engine.tick import TickInputs, plan_tick  # noqa: PLC0415
+    from reconciler.engine.tick import plan_tick  # noqa: PLC0415
 
     with user_errors():
         check_output(output)
-        tick = plan_tick(TickInputs(
-            repo=check_repo(repo), host=host or socket.gethostname(), state_dir=state_dir_or_default(state_dir),
-            tenants=set(tenant) if tenant else None, command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
-        ))
+        tick = plan_tick(tick_inputs(repo, host, tenant, state_dir))
     views_ = account_views(tick.repo, tick.budget)
     if output == "json":
         print(views.to_json([

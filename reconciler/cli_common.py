@@ -6,6 +6,8 @@ Each command module (cli.py, cli_agents.py, ...) takes these from here, so `--ho
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ import typer
 from rich.console import Console
 
 from reconciler.drivers.files import default_state_dir
+from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import UserError
 
 out = Console(soft_wrap=True)
@@ -51,6 +54,30 @@ def check_repo(repo: Path) -> Path:
 
 def state_dir_or_default(value: Path | None) -> Path:
     return value if value is not None else default_state_dir()
+
+
+def tick_inputs(
+    repo: Path, host: str | None, tenant: list[str] | None, state_dir: Path | None, **flags: bool
+) -> TickInputs:
+    """The options every tick-running command shares, read the same way everywhere, and
+    MOSAIC_AGENT_COMMAND taken as reconcile takes it, so spec hashes agree."""
+    return TickInputs(
+        repo=check_repo(repo),
+        host=host or socket.gethostname(),
+        state_dir=state_dir_or_default(state_dir),
+        tenants=set(tenant) if tenant else None,
+        command_override=os.environ.get("MOSAIC_AGENT_COMMAND") or None,
+        **flags,
+    )
+
+
+def planned_tick(inputs: TickInputs, tenant: list[str] | None) -> Tick:
+    """plan_tick, refusing a --tenant that names no tenant folder of the repository."""
+    tick = plan_tick(inputs)
+    unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
+    if unknown:
+        raise UserError(f"--tenant {unknown[0]}: no such tenant in {inputs.repo}/tenants/")
+    return tick
 
 
 @contextmanager
