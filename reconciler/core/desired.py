@@ -39,6 +39,8 @@ class LaunchRecipe:
     state_dir: str
     commands: tuple[tuple[str, str], ...]  # (runtime, command template) from fleet.yaml
     command_override: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # the agent's plain `env:`, sorted
+    env_from: tuple[tuple[str, str, str], ...] = ()  # (name, "file" | "env", source) from `env_from:`
 
     def template(self, runtime: str) -> str:
         return self.command_override or dict(self.commands)[runtime]
@@ -140,8 +142,9 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
     runtime keep the spec hash they always had.
     """
     values = {"model": model, "agent": recipe.agent, "tenant": recipe.tenant, "role": recipe.role}
-    argv = command_argv(recipe.template(runtime), values)
+    argv = with_env_from(command_argv(recipe.template(runtime), values), recipe.env_from)
     env = (
+        *recipe.env,
         *((("FLEET_ACCOUNT", account),) if account else ()),
         ("FLEET_AGENT", recipe.agent),
         ("FLEET_HOST", recipe.host),
@@ -160,6 +163,25 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         model=model,
         spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),
     )
+
+
+#: The launcher that reads `env_from:` values as the agent starts (reconciler/launcher.py).
+ENV_EXEC = "fleet-env-exec"
+
+
+def with_env_from(argv: tuple[str, ...], env_from: tuple[tuple[str, str, str], ...]) -> tuple[str, ...]:
+    """Prefix `argv` with the launcher when the agent has `env_from:`; only references
+    (paths, variable names) are in the argv, never a value.
+
+    >>> with_env_from(("claude",), (("KEY", "file", "~/k"), ("GH", "env", "GH_TOKEN")))
+    ('fleet-env-exec', '--file', 'KEY=~/k', '--env', 'GH=GH_TOKEN', '--', 'claude')
+    >>> with_env_from(("claude",), ())
+    ('claude',)
+    """
+    if not env_from:
+        return argv
+    refs = [arg for name, kind, source in env_from for arg in (f"--{kind}", f"{name}={source}")]
+    return (ENV_EXEC, *refs, "--", *argv)
 
 
 def on_rung(agent: DesiredAgent, runtime: str, model: str, ladder: tuple[str, ...], account: str | None = None) -> DesiredAgent:
@@ -192,6 +214,9 @@ def desired_agent(
         state_dir=state_dir,
         commands=tuple((name, runtime.command) for name, runtime in fleet.runtimes.items()),
         command_override=command_override,
+        env=tuple(sorted(agent.env.items())),
+        env_from=tuple((e.name, "file", e.file) if e.file is not None else (e.name, "env", e.env or "")
+                       for e in agent.env_from),
     )
     return DesiredAgent(
         tenant=tenant,

@@ -35,6 +35,9 @@ HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"
 USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}$"
 LANE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+#: Variables the reconciler sets itself (SPEC's runtime contract); a spec cannot override them.
+RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 #: Placeholders a runtime's command template may use; values are substituted per argument.
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
@@ -126,6 +129,17 @@ PlainText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00
 PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
+def _not_reserved(name: str) -> str:
+    if name.upper().startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(f"environment variable {name!r} is set by the reconciler; choose another name")
+    return name
+
+
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="An environment variable name, e.g. LOG_LEVEL")]
+AgentEnvName = Annotated[EnvName, AfterValidator(_not_reserved)]
+EnvValue = Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
 class Strict(BaseModel):
     """Base of every spec model: frozen, unknown keys rejected."""
 
@@ -201,6 +215,33 @@ class Role(Document):
 # --- tenants/<tenant>/roster.yaml -------------------------------------------------------
 
 
+class EnvFrom(Strict):
+    """A variable whose value the agent's own launcher reads when it starts, as the tenant's
+    user: the value never passes through the reconciler, so it cannot reach status,
+    TASKS.md, logs, units or commits. Put secrets here, never under `env:`."""
+
+    name: AgentEnvName = Field(description="The variable the agent sees.")
+    file: PathText | None = Field(default=None, description="Read from this file (`~` is the tenant user's home); one trailing newline is dropped.")
+    env: EnvName | None = Field(default=None, description="Copied from this variable of the environment the agent starts in.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFrom:
+        if (self.file is None) == (self.env is None):
+            raise ValueError(f"env_from {self.name!r} needs exactly one of `file:` or `env:`")
+        return self
+
+
+def _check_env(agent: Agent) -> Agent:
+    """A name given twice is an error, not a silent override."""
+    names = [*agent.env, *(e.name for e in agent.env_from)]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"environment variable {name!r} is given twice in `env` / `env_from`; keep one")
+        seen.add(name)
+    return agent
+
+
 class Agent(Strict):
     name: Name = Field(description="The tmux session name: the agent's stable handle.")
     role: Name
@@ -215,6 +256,15 @@ class Agent(Strict):
     lane: Annotated[str, Field(pattern=LANE_PATTERN)] | None = None
     workdir: PathText | None = None
     host: HostName | None = None
+    env: dict[AgentEnvName, EnvValue] = Field(
+        default_factory=dict, max_length=64,
+        description="Plain variables for the agent (they are in the spec hash and in Git: no secrets here).")
+    env_from: list[EnvFrom] = Field(
+        default_factory=list, max_length=64, description="Variables read by the agent's launcher when it starts: secrets go here.")
+
+    @model_validator(mode="after")
+    def _env_names(self) -> Agent:
+        return _check_env(self)
 
 
 class Roster(Document):
