@@ -21,6 +21,7 @@ from reconciler.cli_common import (
     HostOpt,
     OutputOpt,
     RepoArg,
+    RevisionOpt,
     StateDirOpt,
     TenantOpt,
     check_output,
@@ -28,10 +29,13 @@ from reconciler.cli_common import (
     err,
     out,
     planned_tick,
+    report_users,
+    run_users,
     tick_inputs,
 )
 from reconciler.cli_install import init_command, install_command, uninstall_command
 from reconciler.cli_simulate import simulate_command
+from reconciler.core.scope import worst_code
 from reconciler.engine.tick import Tick, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
@@ -104,6 +108,7 @@ def reconcile(
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = "text",
+    spec_revision: RevisionOpt = None,
 ) -> None:
     """Make this host's agents match REPO. With --dry-run, only show what would change.
 
@@ -116,7 +121,7 @@ def reconcile(
             raise UserError("--against previews a revision; use it with --dry-run")
         with tempfile.TemporaryDirectory(prefix="fleet-against-") as tmp:
             loaded_repo = _materialize(loaded_repo, against, Path(tmp))
-            code = _reconcile(loaded_repo, True, detailed_exitcode, allow_mass_stop, True, host, tenant, state_dir, output)
+            code = _reconcile(loaded_repo, True, detailed_exitcode, allow_mass_stop, True, host, tenant, state_dir, output, spec_revision)
         raise typer.Exit(code)
     if watch:
         if dry_run:
@@ -124,7 +129,7 @@ def reconcile(
 
         def one_tick(reason: str) -> int:
             err.print(f"[dim]tick: {reason}[/]", highlight=False)
-            return _reconcile(loaded_repo, False, False, allow_mass_stop, no_git, host, tenant, state_dir, output)
+            return _reconcile(loaded_repo, False, False, allow_mass_stop, no_git, host, tenant, state_dir, output, spec_revision)
 
         try:
             every, fetch = parse_duration(interval).total_seconds(), parse_duration(fetch_every).total_seconds()
@@ -134,7 +139,8 @@ def reconcile(
 
         run_loop(loaded_repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git))
         return
-    raise typer.Exit(_reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output))
+    raise typer.Exit(_reconcile(loaded_repo, dry_run, detailed_exitcode, allow_mass_stop, no_git, host, tenant, state_dir, output,
+                               spec_revision))
 
 
 def _materialize(repo: Path, rev: str, dest: Path) -> Path:
@@ -160,6 +166,7 @@ def _reconcile(
     tenant: list[str] | None,
     state_dir: Path | None,
     output: str,
+    revision: str | None = None,
 ) -> int:
     """One reconcile (or dry-run) of REPO; returns the exit code."""
     checkout = None
@@ -172,20 +179,39 @@ def _reconcile(
             out.print(f"[dim]git: {prepared.pulled}[/]", highlight=False)
         for problem in prepared.problems:
             err.print(f"warning: {problem}", highlight=False, markup=False)
-    tick = planned_tick(tick_inputs(loaded_repo, host, tenant, state_dir, allow_mass_stop=allow_mass_stop), tenant)
+    from reconciler.engine.reconcile import spec_revision  # noqa: PLC0415  (kept out of dry-run start-up)
+
+    loaded = load_repo(loaded_repo)
+    inputs = tick_inputs(loaded_repo, host, tenant, state_dir, allow_mass_stop=allow_mass_stop, revision=revision)
+    verb = ["reconcile", *(["--dry-run"] if dry_run else ["--no-git"]),
+            *(["--detailed-exitcode"] if detailed_exitcode else []), *(["--allow-mass-stop"] if allow_mass_stop else [])]
+    inputs, runs = run_users(loaded, inputs, verb, output,
+                             revision=None if dry_run else lambda: spec_revision(loaded_repo, checkout))
+    if runs and not dry_run:
+        from reconciler.engine.delegate import adopt_statuses  # noqa: PLC0415
+
+        adopt_statuses(loaded_repo, runs)
+    tick = planned_tick(inputs, tenant, loaded)
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
     doc = views.plan_document(tick.plan, tick.repo.errors)
     if output == "text":
         views.print_plan(out, tick.plan, len(tick.repo.errors))
+    users_code = report_users(runs, output, doc) if output == "json" else 0
     if dry_run:
         if output == "json":
             print(views.to_json(doc))
+        else:
+            users_code = report_users(runs, output, doc)
         if tick.repo.errors:
             return 1
-        return 2 if detailed_exitcode and tick.plan.has_changes else 0
-    return _apply_and_report(tick, doc, output, checkout, write=True)
+        own = 2 if detailed_exitcode and tick.plan.has_changes else 0
+        return worst_code([own, users_code])
+    own = _apply_and_report(tick, doc, output, checkout, write=True)
+    if output == "text":
+        users_code = report_users(runs, output, doc)
+    return worst_code([own, users_code])
 
 
 def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str, checkout: Checkout | None = None, *,
@@ -196,7 +222,7 @@ def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str, checkout: Ch
     for problem in problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
     if output == "json":
-        doc["applied"] = views.outcomes_json(report.outcomes)
+        doc["applied"] = [*views.outcomes_json(report.outcomes), *doc.get("applied", [])]
         print(views.to_json(doc))
     elif report.outcomes:
         views.print_outcomes(out, report.outcomes)
@@ -217,12 +243,19 @@ def down(
     Example: fleet down examples/fleets/minimal --host demo --tenant demo
     """
     check_output(output)
-    tick = plan_tick(tick_inputs(repo, host, tenant, state_dir, allow_mass_stop=True, down=True))
+    loaded = load_repo(check_repo(repo))
+    inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir, allow_mass_stop=True, down=True),
+                             ["down"], output)
+    tick = plan_tick(inputs, repo=loaded)
     views.print_errors(err, tick.repo.errors)
     doc = views.plan_document(tick.plan, tick.repo.errors)
     if output == "text":
         views.print_plan(out, tick.plan, len(tick.repo.errors))
-    raise typer.Exit(_apply_and_report(tick, doc, output))
+    users_code = report_users(runs, output, doc) if output == "json" else 0
+    own = _apply_and_report(tick, doc, output)
+    if output == "text":
+        users_code = report_users(runs, output, doc)
+    raise typer.Exit(worst_code([own, users_code]))
 
 
 @app.command()

@@ -27,11 +27,14 @@ from reconciler.cli_common import (
     check_repo,
     err,
     planned_tick,
+    report_users,
+    run_users,
     state_dir_or_default,
     tick_inputs,
     user_errors,
 )
 from reconciler.errors import UserError
+from reconciler.spec.load import load_repo
 
 if TYPE_CHECKING:
     from reconciler.core.desired import DesiredAgent
@@ -56,7 +59,9 @@ def ps_command(
     """
     with user_errors():
         check_output(output)
-        tick = planned_tick(tick_inputs(repo, host, tenant, state_dir), tenant)
+        loaded = load_repo(check_repo(repo))
+        inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir), ["ps"], output)
+        tick = planned_tick(inputs, tenant, loaded)
     views.print_errors(err, tick.repo.errors)
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
@@ -64,13 +69,17 @@ def ps_command(
 
     rows = ps_rows(tick.desired, tick.observed, tick.plan, tick.now)
     if output == "json":
-        print(views.to_json([row_json(row) for row in rows]))
-        return
+        doc = [row_json(row) for row in rows]
+        code = report_users(runs, output, doc)
+        print(views.to_json(doc))
+        raise typer.Exit(code)
     notes = ps_notes(tick.desired, tick.observed)
     if not rows:
         hosts = ", ".join(sorted(tick.desired.hosts())) or "none"
         notes.append(f"no agent runs on host {tick.inputs.host} (hosts in the repository: {hosts}); pass --host to see another")
-    print(render_table(rows, notes))
+    if rows or not runs:
+        print(render_table(rows, notes))
+    raise typer.Exit(report_users(runs, output, None))
 
 
 agent_app = typer.Typer(

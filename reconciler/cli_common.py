@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +21,10 @@ from rich.console import Console
 from reconciler.drivers.files import default_state_dir
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import UserError
+from reconciler.spec.repo import FleetRepo
+
+if TYPE_CHECKING:
+    from reconciler.engine.delegate import UserRun
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -38,6 +44,8 @@ StateDirOpt = Annotated[
                  "~/.local/state/mosaic-fleet.", show_default=False),
 ]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+#: Internal: root passes its spec revision to a tenant user's run of a copy of the specs.
+RevisionOpt = Annotated[str | None, typer.Option("--spec-revision", hidden=True)]
 
 
 def check_output(value: str) -> str:
@@ -57,7 +65,7 @@ def state_dir_or_default(value: Path | None) -> Path:
 
 
 def tick_inputs(
-    repo: Path, host: str | None, tenant: list[str] | None, state_dir: Path | None, **flags: bool
+    repo: Path, host: str | None, tenant: list[str] | None, state_dir: Path | None, **flags: Any
 ) -> TickInputs:
     """The options every tick-running command shares, read the same way everywhere, and
     MOSAIC_AGENT_COMMAND taken as reconcile takes it, so spec hashes agree."""
@@ -71,9 +79,9 @@ def tick_inputs(
     )
 
 
-def planned_tick(inputs: TickInputs, tenant: list[str] | None) -> Tick:
+def planned_tick(inputs: TickInputs, tenant: list[str] | None, repo: FleetRepo | None = None) -> Tick:
     """plan_tick, refusing a --tenant that names no tenant folder of the repository."""
-    tick = plan_tick(inputs)
+    tick = plan_tick(inputs, repo=repo)
     unknown = sorted(set(tenant or ()) - set(tick.repo.tenants) - set(tick.repo.invalid_tenants))
     if unknown:
         raise UserError(f"--tenant {unknown[0]}: no such tenant in {inputs.repo}/tenants/")
@@ -89,3 +97,43 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(1) from None
+
+
+def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output: str,
+              revision: Callable[[], str] | None = None) -> tuple[TickInputs, list[UserRun]]:
+    """Tenants with another `user:`: as root, run VERB for them as their users; else skip
+    them with a note. Returns the inputs narrowed to this process's own tenants."""
+    from reconciler.core.scope import split_scope  # noqa: PLC0415
+    from reconciler.drivers.users import current_user, is_root  # noqa: PLC0415
+
+    scope = split_scope(loaded, inputs.tenants, me=current_user(), root=is_root())
+    for note in scope.skipped:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    if scope.local is None:
+        return inputs, []
+    from reconciler.engine.delegate import run_for_user  # noqa: PLC0415  (only when a tenant has a user)
+
+    rev = revision() if revision is not None and scope.delegated else ""
+    runs = [run_for_user(loaded, user, tenants, inputs.host, verb, json_output=output == "json", revision=rev)
+            for user, tenants in scope.delegated.items()]
+    return replace(inputs, tenants=scope.local), runs
+
+
+def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
+    """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
+    from reconciler.core.scope import worst_code  # noqa: PLC0415
+    from reconciler.engine.delegate import merge_documents  # noqa: PLC0415
+
+    for run in runs:
+        if output == "text" and run.stdout:
+            out.print(f"[bold]── tenant {', '.join(run.tenants)}, as user {run.user} ──[/]", highlight=False)
+            sys.stdout.write(run.stdout if run.stdout.endswith("\n") else run.stdout + "\n")
+        elif isinstance(doc, list) and isinstance(run.document, list):
+            doc.extend(run.document)
+        elif isinstance(doc, dict) and isinstance(run.document, dict):
+            merge_documents(doc, run.document)
+        for line in run.stderr.splitlines():
+            err.print(f"[{run.user}] {line}", highlight=False, markup=False)
+        for problem in run.problems:
+            err.print(f"error: {problem}", highlight=False, markup=False)
+    return worst_code([1 if r.problems else r.code for r in runs])

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.drivers import files, systemd, tmux, usage
+from reconciler.core.health import FUTURE_SKEW
+from reconciler.drivers import files, systemd, tmux, usage, users
 from reconciler.model.observed import (
     Heartbeat,
     ObservedFleet,
@@ -24,7 +25,7 @@ from reconciler.model.observed import (
 from reconciler.model.usage import UsageSignal
 
 #: Why another user's manager is not asked yet (SystemdSnapshot.reason).
-OTHER_USER_SYSTEMD = "per-user systemd comes with issue 6"
+OTHER_USER_SYSTEMD = "another user's systemd --user: that user's own fleet run drives it"
 
 
 def observe(
@@ -42,7 +43,7 @@ def observe(
     exactly.
     """
     snapshots = _observe_sockets(sockets)
-    heartbeats, beat_problems = _observe_heartbeats(heartbeat_dirs)
+    heartbeats, beat_problems = _observe_heartbeats(heartbeat_dirs, now)
     if usage_dirs is None:
         usage_dirs = {tenant: folder.parent / "usage" for tenant, folder in heartbeat_dirs.items()}
     signals, usage_problems = _observe_usage(usage_dirs, now)
@@ -63,19 +64,22 @@ def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnap
 
 
 def _observe_systemd(user: str | None) -> SystemdSnapshot:
-    """Our own user manager; another user's comes with issue 6 (not asked, not an error)."""
-    if user is not None:
+    """Our own user manager (a tenant whose `user:` is who runs this process included);
+    another user's is observed by that user's own run (root runs it as the user)."""
+    if not users.is_me(user):
         return SystemdSnapshot(available=False, reason=OTHER_USER_SYSTEMD)
     return systemd.observe_units()
 
 
 def _observe_heartbeats(
-    heartbeat_dirs: Mapping[str, Path],
+    heartbeat_dirs: Mapping[str, Path], now: datetime
 ) -> tuple[dict[tuple[str, str], Heartbeat], list[str]]:
     """One scan per tenant folder; a heartbeat naming another tenant is a problem.
 
     Such a file is not trusted for either tenant: an agent writes only its own tenant's
-    folder, so a mismatch means a misconfigured agent or a copied file.
+    folder, so a mismatch means a misconfigured agent or a copied file. A heartbeat
+    stamped further ahead of `now` than health.FUTURE_SKEW is kept (core/health.py does
+    not count it as an answer) and reported as a clock problem.
     """
     beats: dict[tuple[str, str], Heartbeat] = {}
     problems: list[str] = []
@@ -90,6 +94,12 @@ def _observe_heartbeats(
                     f"own tenant's folder"
                 )
                 continue
+            if beat.ts - now > FUTURE_SKEW:
+                problems.append(
+                    f"{directory / (agent + '.json')}: stamped {beat.ts.isoformat()}, "
+                    f"{int((beat.ts - now).total_seconds())}s ahead of this host's clock; not counted as "
+                    "an answer, so the agent is restarted once its grace is over: check both clocks (NTP)"
+                )
             beats[(tenant, agent)] = beat
     return beats, problems
 

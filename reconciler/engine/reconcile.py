@@ -46,8 +46,12 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
     return report, (*report.problems, *problems)
 
 
+def spec_revision(repo: Path, checkout: git.Checkout | None) -> str:
+    return gitops.spec_revision(checkout or git.open_checkout(repo))
+
+
 def write_back_and_publish(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> tuple[str, ...]:
-    revision = gitops.spec_revision(checkout or git.open_checkout(tick.inputs.repo))
+    revision = tick.inputs.revision or spec_revision(tick.inputs.repo, checkout)
     try:
         written = write_back(tick, outcomes, revision=revision, finished=datetime.now(UTC))
     except OSError as exc:

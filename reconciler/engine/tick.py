@@ -34,6 +34,7 @@ class TickInputs:
     command_override: str | None = None
     allow_mass_stop: bool = False
     down: bool = False  # `fleet down`: desire no agents at all for the tenants in scope
+    revision: str | None = None  # the spec revision, when the specs are a copy outside Git (a tenant user's run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +64,10 @@ def read_budget_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[tu
     return read_per_tenant(tenants, lambda t: budget_memory_path(state_dir, t), parse_memory, "budget memory")
 
 
-def plan_tick(inputs: TickInputs, now: datetime | None = None) -> Tick:
-    """Everything up to the plan, with exactly one observation of the world."""
-    repo = load_repo(inputs.repo)
+def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo | None = None) -> Tick:
+    """Everything up to the plan, with exactly one observation of the world (`repo`: the
+    repository already loaded from `inputs.repo`, to read it once)."""
+    repo = repo if repo is not None else load_repo(inputs.repo)
     desired = build_desired(
         repo,
         host=inputs.host,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.drivers import tmux, units
+from reconciler.drivers import tmux, units, users
 from reconciler.engine.tick import Tick
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
@@ -64,17 +64,24 @@ class UnitsResult:
     problems: list[str] = field(default_factory=list)
 
 
+def own_socket(socket: SocketKey) -> SocketKey:
+    """`socket` as our own manager's units address it: a tenant's `user:` is who runs
+    this process (root runs such a tenant as its user), so units use `-L NAME`."""
+    return SocketKey(None, socket.name) if socket.user is not None and users.is_me(socket.user) else socket
+
+
 def group_units(tick: Tick, tenant: str, socket: SocketKey) -> GroupUnits | None:
-    """The systemd side of one group, or None for another user's socket (issue 6)."""
-    if socket.user is not None:
+    """The systemd side of one group, or None for another user's socket (that user's
+    own run drives its manager)."""
+    if not users.is_me(socket.user):
         return None
-    snapshot = tick.observed.systemd.get(None)
+    snapshot = tick.observed.systemd.get(socket.user)
     desired = tick.desired.tenants.get(tenant)
     core = frozenset(
         a.name for a in (desired.agents if desired else ()) if a.lifecycle == "core" and a.host == tick.desired.host
     )
     directory = units.user_unit_dir(os.environ, str(Path.home()))
-    return GroupUnits(socket, tenant, directory, core, manager=snapshot is not None and snapshot.available)
+    return GroupUnits(own_socket(socket), tenant, directory, core, manager=snapshot is not None and snapshot.available)
 
 
 def absolute_program(launch: LaunchSpec) -> LaunchSpec:
@@ -98,7 +105,7 @@ def apply_units(group: GroupUnits, leaving: Sequence[str], launches: Sequence[La
         else:
             result.spawn_directly = list(launches)
         return result
-    launches = [absolute_program(launch) for launch in launches]
+    launches = [replace(absolute_program(launch), socket=group.socket) for launch in launches]
     core = [launch for launch in launches if launch.agent in group.core]
     result.spawn_directly = [launch for launch in launches if launch.agent not in group.core]
     try:

@@ -1,0 +1,158 @@
+"""Two tenants as two real Linux users on one host: root reconciles each under its uid,
+on a private socket, with its state under its home; neither reaches the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.render import parse_status
+from reconciler.drivers import users
+from tests.e2e.repos import example_repo, write
+from tests.plugins.linux_users import as_user
+from tests.plugins.tmux_server import retry_until
+
+SOCKET = "fleet"
+ROSTER = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Roster
+tenant: {tenant}
+host: demo
+user: {user}
+socket_name: {socket}
+agents:
+  - name: orchestrator
+    role: orchestrator
+  - name: enhancer
+    role: enhancer
+"""
+
+
+def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`fleet ...` as root, the way a host's timer runs it."""
+    full = {k: v for k, v in os.environ.items() if k != "MOSAIC_AGENT_COMMAND"}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True,
+                          env=full, timeout=300, check=False)
+
+
+def two_tenant_repo(tmp_path: Path, alpha: str, beta: str) -> Path:
+    repo = example_repo(tmp_path, "minimal", SOCKET)
+    shutil.rmtree(repo / "tenants" / "demo")
+    for tenant, user in (("alpha", alpha), ("beta", beta)):
+        write(repo, f"tenants/{tenant}/roster.yaml", ROSTER.format(tenant=tenant, user=user, socket=SOCKET))
+    return repo
+
+
+def socket_of(user: str) -> Path:
+    account = users.lookup(user)
+    assert account is not None
+    return Path(f"/tmp/tmux-{account.uid}") / SOCKET
+
+
+def sessions_as(user: str) -> dict[str, int]:
+    """session -> pane pid, listed by the user itself on its own socket."""
+    done = as_user(user, ["tmux", "-L", SOCKET, "list-panes", "-a", "-F", "#{session_name} #{pane_pid}"])
+    assert done.returncode == 0, done.stderr
+    return {name: int(pid) for name, pid in (line.split() for line in done.stdout.splitlines())}
+
+
+def uid_of_pid(pid: int) -> int:
+    return os.stat(f"/proc/{pid}").st_uid
+
+
+@pytest.fixture
+def pair(make_user: Callable[[], str], tmp_path: Path) -> tuple[Path, str, str]:
+    alpha, beta = make_user(), make_user()
+    return two_tenant_repo(tmp_path, alpha, beta), alpha, beta
+
+
+def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tuple[Path, str, str]) -> None:
+    repo, alpha, beta = pair
+    done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"as user {alpha}" in done.stdout and f"as user {beta}" in done.stdout
+
+    for tenant, user in (("alpha", alpha), ("beta", beta)):
+        account = users.lookup(user)
+        assert account is not None
+        # The agents run under the tenant's uid, on its socket, in its own 0700 folder.
+        running = sessions_as(user)
+        assert set(running) == {"orchestrator", "enhancer"}
+        assert {uid_of_pid(pid) for pid in running.values()} == {account.uid}
+        folder = socket_of(user).parent
+        info = folder.stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (account.uid, 0o700)
+        assert socket_of(user).stat().st_uid == account.uid
+        # Its state (heartbeats) is under its home, private, and everything there is its own.
+        beats = Path(account.home) / ".local/state/mosaic-fleet" / tenant / "heartbeats"
+        assert retry_until(lambda b=beats: {p.name for p in b.glob("*.json")} == {"orchestrator.json", "enhancer.json"}, 15)
+        state = Path(account.home) / ".local/state/mosaic-fleet"
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        owners = {p.stat().st_uid for p in [state, *state.rglob("*")]}
+        assert owners == {account.uid}, f"root-owned files in {user}'s state"
+        # Root wrote the status back into the repository for the tenant.
+        status = parse_status((repo / "status" / "demo" / f"{tenant}.yaml").read_text())
+        assert status.tenant == tenant and {a.name for a in status.agents} == {"orchestrator", "enhancer"}
+
+    # No reach across: alpha's uid can neither list, attach to, nor type into beta's agents.
+    target = str(socket_of(beta))
+    for verb in (["list-sessions"], ["attach-session", "-t", "orchestrator"],
+                 ["send-keys", "-t", "orchestrator", "echo pwned", "Enter"]):
+        tried = as_user(alpha, ["tmux", "-S", target, *verb])
+        assert tried.returncode != 0, verb
+        assert "ermission denied" in tried.stderr or "error connecting" in tried.stderr, tried.stderr
+    beta_home = users.lookup(beta)
+    assert beta_home is not None
+    peek = as_user(alpha, ["ls", f"{beta_home.home}/.local/state/mosaic-fleet/beta"])
+    assert peek.returncode != 0 and "ermission denied" in peek.stderr
+
+    # A second run changes nothing, for either user.
+    again = fleet("reconcile", str(repo), "--host", "demo", "--no-git", "--output", "json")
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert doc["actions"] == [] and doc["summary"]["spawn"] == 0
+
+    # `fleet ps` as root shows both users' agents; `fleet down` stops them all.
+    rows = json.loads(fleet("ps", str(repo), "--host", "demo", "--output", "json").stdout)
+    assert sorted((r["tenant"], r["agent"]) for r in rows) == [
+        ("alpha", "enhancer"), ("alpha", "orchestrator"), ("beta", "enhancer"), ("beta", "orchestrator")]
+    down = fleet("down", str(repo), "--host", "demo")
+    assert down.returncode == 0, down.stdout + down.stderr
+    for user in (alpha, beta):
+        listed = as_user(user, ["tmux", "-L", SOCKET, "list-sessions"])
+        assert listed.returncode != 0 or listed.stdout.strip() == ""
+
+
+def test_an_ordinary_user_reconciles_only_its_own_tenants(pair: tuple[Path, str, str]) -> None:
+    repo, alpha, beta = pair
+    account = users.lookup(alpha)
+    assert account is not None
+    mine = Path(account.home) / "fleet"
+    shutil.copytree(repo, mine)
+    for path in [mine, *mine.rglob("*")]:
+        os.chown(path, account.uid, account.gid)
+    done = as_user(alpha, [sys.executable, "-m", "reconciler", "reconcile", str(mine), "--host", "demo", "--no-git"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"tenant beta runs as user {beta}; skipped" in done.stderr
+    assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}
+    assert not socket_of(beta).exists()  # nothing was started for beta
+    assert not (mine / "status" / "demo" / "beta.yaml").exists()
+
+
+def test_a_tenant_whose_user_does_not_exist_fails_alone(make_user: Callable[[], str], tmp_path: Path) -> None:
+    alpha = make_user()
+    repo = two_tenant_repo(tmp_path, alpha, "fleet-t-nosuchuser")
+    done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
+    assert done.returncode == 1
+    assert "user 'fleet-t-nosuchuser' does not exist on this host" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}  # the other tenant is reconciled
