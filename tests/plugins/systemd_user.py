@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.drivers.users import Account
+
 SYSTEMD = Path("/lib/systemd/systemd")
 #: systemd --user refuses to start ("not booted with systemd") unless this exists.
 BOOTED_MARKER = Path("/run/systemd/system")
@@ -69,6 +71,7 @@ class SystemdUser:
     config_home: Path
     log: Path
     cgroups: tuple[Path, ...]
+    account: Account | None = None  # whose manager; None: ours (root's)
 
     @property
     def unit_dir(self) -> Path:
@@ -82,9 +85,13 @@ class SystemdUser:
 
     def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`systemctl --user ARGS` against this manager, whatever os.environ says."""
-        return subprocess.run(
+        uid, gid = (None, None) if self.account is None else (self.account.uid, self.account.gid)
+        return subprocess.run(  # a manager answers its own uid only: root is refused too
             ["systemctl", "--user", *args],
             env={**os.environ, **self.env},
+            user=uid,
+            group=gid,
+            extra_groups=None if self.account is None else [],
             capture_output=True,
             text=True,
             timeout=30,
@@ -94,12 +101,14 @@ class SystemdUser:
 
 
 @contextmanager
-def running_systemd_user(base_dir: Path | None = None) -> Iterator[SystemdUser]:
+def running_systemd_user(base_dir: Path | None = None, account: Account | None = None) -> Iterator[SystemdUser]:
     """Start a private `systemd --user`, wait until it runs, stop and clean it up after.
 
     Raises SystemdUserUnavailable (before yielding) with the reason it cannot start.
     `base_dir` (default: a new temporary folder, removed afterwards) holds the runtime
-    dir, XDG_CONFIG_HOME and the manager's log.
+    dir, XDG_CONFIG_HOME and the manager's log. With `account`, the manager is that
+    user's, as logind would start it: under its uid, listening in /run/user/UID, its
+    units in ~/.config/systemd/user, its private cgroups delegated to it.
     """
     _preflight()
     with ExitStack() as cleanup:
@@ -109,10 +118,45 @@ def running_systemd_user(base_dir: Path | None = None) -> Iterator[SystemdUser]:
         name = f"fleet-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         cleanup.callback(_remove_cgroups, name)
         cgroups = _create_cgroups(name)
-        manager, process = _start(base_dir, cgroups)
+        if account is not None:
+            runtime = Path(f"/run/user/{account.uid}")
+            cleanup.callback(shutil.rmtree, runtime, ignore_errors=True)
+            manager, process = _start_as(account, base_dir, runtime, cgroups)
+        else:
+            manager, process = _start(base_dir, cgroups)
         cleanup.callback(_stop, process)
         _wait_running(manager, process)
         yield manager
+
+
+def _start_as(account: Account, base: Path, runtime: Path,
+              cgroups: tuple[Path, ...]) -> tuple[SystemdUser, subprocess.Popen[bytes]]:
+    """The user's manager: root delegates the cgroups and moves the waiting process into
+    them (a user may not move itself out of root's cgroup), then lets it exec."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    os.chown(runtime, account.uid, account.gid)
+    runtime.chmod(0o700)
+    config_home = Path(account.home) / ".config"
+    for group in cgroups:
+        for path in (group, *(group / f for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads"))):
+            if path.exists():
+                os.chown(path, account.uid, account.gid)
+    env = {k: v for k, v in os.environ.items() if k not in _PARENT_MANAGER_VARS}
+    env |= {"XDG_RUNTIME_DIR": str(runtime), "HOME": account.home, "USER": account.name, "LOGNAME": account.name}
+    env.pop("XDG_CONFIG_HOME", None)
+    log = base / "manager.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", 'read go; exec "$0" --user', str(SYSTEMD)],
+            env=env, user=account.uid, group=account.gid, extra_groups=[], cwd=account.home,
+            stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    assert process.stdin is not None
+    for group in cgroups:
+        (group / "cgroup.procs").write_text(str(process.pid))
+    process.stdin.write(b"go\n")
+    process.stdin.close()
+    return SystemdUser(process.pid, runtime, config_home, log, cgroups, account), process
 
 
 @contextmanager

@@ -3,6 +3,7 @@ on a private socket, with its state under its home; neither reaches the other.""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from reconciler.core.render import parse_status
 from reconciler.drivers import users
 from tests.e2e.repos import example_repo, write
 from tests.plugins.linux_users import as_user
+from tests.plugins.systemd_user import SystemdUserUnavailable, running_systemd_user
 from tests.plugins.tmux_server import retry_until
 
 SOCKET = "fleet"
@@ -65,8 +68,12 @@ def sessions_as(user: str) -> dict[str, int]:
     return {name: int(pid) for name, pid in (line.split() for line in done.stdout.splitlines())}
 
 
+def has_heartbeats(folder: Path, names: set[str]) -> bool:
+    return {p.name for p in folder.glob("*.json")} == names
+
+
 def uid_of_pid(pid: int) -> int:
-    return os.stat(f"/proc/{pid}").st_uid
+    return Path(f"/proc/{pid}").stat().st_uid
 
 
 @pytest.fixture
@@ -94,7 +101,7 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
         assert socket_of(user).stat().st_uid == account.uid
         # Its state (heartbeats) is under its home, private, and everything there is its own.
         beats = Path(account.home) / ".local/state/mosaic-fleet" / tenant / "heartbeats"
-        assert retry_until(lambda b=beats: {p.name for p in b.glob("*.json")} == {"orchestrator.json", "enhancer.json"}, 15)
+        assert retry_until(functools.partial(has_heartbeats, beats, {"orchestrator.json", "enhancer.json"}), 15)
         state = Path(account.home) / ".local/state/mosaic-fleet"
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         owners = {p.stat().st_uid for p in [state, *state.rglob("*")]}
@@ -156,3 +163,36 @@ def test_a_tenant_whose_user_does_not_exist_fails_alone(make_user: Callable[[], 
     assert "user 'fleet-t-nosuchuser' does not exist on this host" in done.stderr
     assert "Traceback" not in done.stderr
     assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}  # the other tenant is reconciled
+
+
+def test_a_tenant_users_core_agents_get_units_in_its_own_systemd_user(make_user: Callable[[], str],
+                                                                      tmp_path: Path) -> None:
+    alpha = make_user()
+    account = users.lookup(alpha)
+    assert account is not None
+    repo = example_repo(tmp_path, "minimal", SOCKET)
+    shutil.rmtree(repo / "tenants" / "demo")
+    write(repo, "tenants/alpha/roster.yaml", ROSTER.format(tenant="alpha", user=alpha, socket=SOCKET))
+    (tmp_path / "sd").mkdir()
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(running_systemd_user(tmp_path / "sd", account=account))
+        except SystemdUserUnavailable as exc:
+            pytest.skip(f"systemd --user cannot run for a tenant user here: {exc}")
+        done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
+        assert done.returncode == 0, done.stdout + done.stderr
+        unit_dir = Path(account.home) / ".config/systemd/user"
+        written = {p.name for p in unit_dir.glob("fleet-*.service")}
+        assert written == {"fleet-tmux@fleet.service", "fleet-alpha.orchestrator.service", "fleet-alpha.enhancer.service"}
+        assert {p.stat().st_uid for p in unit_dir.glob("fleet-*")} == {account.uid}
+        active = as_user(alpha, ["systemctl", "--user", "is-active", *sorted(written)])
+        assert active.stdout.split() == ["active"] * 3, active.stdout + active.stderr
+        # The server (and so every agent) lives in the user's manager, under the user's uid.
+        server = as_user(alpha, ["systemctl", "--user", "show", "-p", "MainPID", "--value", "fleet-tmux@fleet.service"])
+        pid = int(server.stdout.strip())
+        assert uid_of_pid(pid) == account.uid
+        assert "fleet-tmux@fleet.service" in Path(f"/proc/{pid}/cgroup").read_text()
+        assert {uid_of_pid(p) for p in sessions_as(alpha).values()} == {account.uid}
+        assert not any(Path("/root/.config/systemd/user").glob("fleet-alpha*"))  # nothing in root's manager
+        rows = json.loads(fleet("ps", str(repo), "--host", "demo", "--output", "json").stdout)
+        assert {r["agent"]: r["systemd"] for r in rows} == {"orchestrator": "active", "enhancer": "active"}
