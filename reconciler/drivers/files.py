@@ -2,16 +2,20 @@
 
 The observe step reads every agent's heartbeat with one directory scan per tenant
 (`scan_heartbeats`); a corrupt file becomes a problem line for status, never a failed
-tick. Everything the reconciler persists under the state directory goes through
-`write_atomic`, so a reader never sees half a file.
+tick. Every state file is read through `read_capped`, so a huge file, a FIFO or a
+symlink to /dev/zero is refused instead of read forever. Everything the reconciler
+persists under the state directory goes through `write_atomic`, so a reader never sees
+half a file; `check_state_writable` says, before any apply, when it could not.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +26,16 @@ R = TypeVar("R")
 
 #: The heartbeat `state` values of SPEC.md's heartbeat protocol.
 HEARTBEAT_STATES = frozenset({"idle", "working", "waiting"})
+
+#: The most a one-record state file (heartbeat, usage, history, budget memory) may hold;
+#: a real one is well under 4 KiB.
+MAX_RECORD_BYTES = 1 << 20
+
+#: What decoding a damaged file can raise besides OSError: bad JSON or text, wrong types,
+#: nesting deeper than the parser's stack, a time past year 9999 once moved to UTC.
+DAMAGED: tuple[type[Exception], ...] = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
+)
 
 _HOW_TO_FIX = (
     "the agent must write a temporary file and rename it over this one; "
@@ -63,6 +77,52 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
+def read_capped(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
+    """The UTF-8 text of the regular file at `path`, if it holds at most `limit` bytes.
+
+    Raises OSError (with a `strerror` fit for a problem line) for a missing or
+    unreadable file, a directory, anything that is not a regular file (a FIFO, which
+    would block, or a device such as /dev/zero, which never ends) and a file over
+    `limit`; UnicodeDecodeError for bytes that are not UTF-8. The open never blocks and
+    at most `limit + 1` bytes are read, even from a file that grows meanwhile.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        kind = os.fstat(fd)
+        if stat.S_ISDIR(kind.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(kind.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(kind.st_mode)})", str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 16, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than {_bytes(limit)}, the most such a file may hold", str(path))
+    return b"".join(chunks).decode("utf-8")
+
+
+def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
+    """Why the reconciler could not persist anything under `state_dir`, or None when it can.
+
+    For each tenant's folder (created if missing; `state_dir` itself when there are no
+    tenants): create a small file, write one page into it, fsync, remove it. A read-only mount, a folder we may not write and a full
+    file system each fail there, before any action is taken, with one message saying
+    which and what to do. Nothing is left behind either way.
+    """
+    folders = [state_dir / tenant for tenant in sorted(set(tenants))] or [state_dir]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _probe(folder)
+        except OSError as exc:
+            return _unwritable(state_dir, folder, exc)
+    return None
+
+
 def parse_heartbeat(text: str) -> Heartbeat:
     """Decode one heartbeat file, or raise ValueError saying everything that is wrong.
 
@@ -79,7 +139,7 @@ def parse_heartbeat(text: str) -> Heartbeat:
     ...
     ValueError: missing field 'host', 'seq' must be a non-negative integer, got -1, ...
     """
-    record = _json_object(text)
+    record = json_object(text)
     errors = _problems(record)
     if errors:
         raise ValueError(", ".join(errors))
@@ -137,7 +197,7 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     Files the reconciler rewrites every tick stay untouched when nothing changed, so
     Git sees no change and nothing is committed."""
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_capped(path, limit=len(text.encode())) == text:
             return False
     except (OSError, UnicodeDecodeError):
         pass
@@ -148,15 +208,15 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
 def _read_heartbeat(path: Path) -> Heartbeat | str:
     """One heartbeat file, or the problem line that says why it is skipped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path)
     except OSError as exc:
-        return f"{path}: cannot read it ({exc.strerror}); fix its permissions or remove it"
+        return cannot_read(path, exc)
     except UnicodeDecodeError:
         return f"{path}: not UTF-8 text; {_HOW_TO_FIX}"
     try:
         heartbeat = parse_heartbeat(text)
-    except ValueError as exc:
-        return f"{path}: {exc}; {_HOW_TO_FIX}"
+    except DAMAGED as exc:
+        return f"{path}: {damage(exc)}; {_HOW_TO_FIX}"
     stem = path.name.removesuffix(".json")
     if heartbeat.agent != stem:
         return (
@@ -166,7 +226,21 @@ def _read_heartbeat(path: Path) -> Heartbeat | str:
     return heartbeat
 
 
-def _json_object(text: str) -> Mapping[str, object]:
+def cannot_read(path: Path, exc: OSError) -> str:
+    """The problem line of a state file that `read_capped` refused."""
+    return f"{path}: cannot read it ({exc.strerror or exc}); fix its permissions or remove it"
+
+
+def damage(exc: BaseException) -> str:
+    """What a DAMAGED exception says about the file, in words (not a traceback)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read (not a record the fleet writes)"
+    if isinstance(exc, OverflowError):
+        return f"a value is out of range ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def json_object(text: str) -> Mapping[str, object]:
     """Decode the file; an empty or cut-off file is said to be so (a non-atomic writer)."""
     if not text.strip():
         raise ValueError("empty file")
@@ -177,6 +251,8 @@ def _json_object(text: str) -> Mapping[str, object]:
         raise ValueError(
             f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}{hint})"
         ) from exc
+    except RecursionError:
+        raise ValueError("invalid JSON (nested too deeply)") from None
     if not isinstance(decoded, dict):
         raise ValueError(f"expected a JSON object, got {_JSON_KINDS.get(type(decoded), 'a value')}")
     record: Mapping[str, object] = decoded
@@ -239,6 +315,10 @@ def _check_ts(record: Mapping[str, object]) -> str | None:
         return f"'ts' is not an ISO-8601 time, got {_show(value)}"
     if parsed.utcoffset() is None:
         return f"'ts' has no time zone, got {_show(value)} (write UTC with a trailing Z)"
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return f"'ts' is out of range once moved to UTC, got {_show(value)}"
     return None
 
 
@@ -246,7 +326,7 @@ def _check_state(record: Mapping[str, object]) -> str | None:
     if "state" not in record:
         return "missing field 'state'"
     value = record["state"]
-    if value not in HEARTBEAT_STATES:
+    if not isinstance(value, str) or value not in HEARTBEAT_STATES:
         allowed = "|".join(sorted(HEARTBEAT_STATES))
         return f"'state' must be one of {allowed}, got {_show(value)}"
     return None
@@ -288,6 +368,56 @@ def _show(value: object) -> str:
     """A value as the file's author wrote it (JSON), cut short."""
     shown = json.dumps(value)
     return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _bytes(count: int) -> str:
+    """A size as a person reads it.
+
+    >>> _bytes(1 << 20), _bytes(1536)
+    ('1 MiB', '1536 bytes')
+    """
+    return f"{count >> 20} MiB" if count >= 1 << 20 and not count % (1 << 20) else f"{count} bytes"
+
+
+#: One page: the least a file system must still give us for the smallest write.
+_PROBE = b"\0" * 4096
+
+
+def _probe(folder: Path) -> None:
+    """Create, fill, fsync and remove one hidden file in `folder`; raises OSError if any step fails."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".fleet-probe.", suffix=".tmp")
+    try:
+        view = memoryview(_PROBE)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+
+
+_UNWRITABLE = {
+    errno.EROFS: "is read-only",
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+}
+
+
+def _unwritable(state_dir: Path, folder: Path, exc: OSError) -> str:
+    """The message of `check_state_writable`: which folder, what is wrong, what to do."""
+    what = _UNWRITABLE.get(exc.errno or 0, "cannot be written")
+    where = "" if folder == state_dir else f" (at {folder})"
+    fix = "free some space" if exc.errno in {errno.ENOSPC, errno.EDQUOT} else "fix its permissions"
+    return (f"state directory {state_dir} {what}{where} ({exc.strerror or exc}): "
+            f"{fix} or pass --state-dir; nothing was changed")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,7 +2,8 @@
 
 The ingesters (engine/ingest.py) append one JSON line per counter increase; TASKS.md
 reads the lines back (model/ledger.py's `learned_spend`). Lines are never rewritten, so
-a reader may tail the file; a damaged line is reported and skipped, never fatal. The
+a reader may tail the file; a damaged line is reported and skipped, never fatal, and a
+ledger that is not a regular file or is over `MAX_LEDGER_BYTES` is reported, not read. The
 read-compute-append of one ingest runs under an flock on the file itself, so two
 ingesters (the CLI and a reconcile tick) never append the same increase twice.
 """
@@ -12,13 +13,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.drivers.files import DAMAGED, damage, read_capped
 from reconciler.model.ledger import LedgerEntry
 
 LEDGER_NAME = "ledger.jsonl"
+#: About 300,000 entries; a ledger this large should be rotated (moved aside) by hand.
+MAX_LEDGER_BYTES = 128 << 20
 
 
 def ledger_path(state_dir: Path, tenant: str) -> Path:
@@ -78,8 +83,8 @@ def parse_ledger(text: str, where: str = "ledger") -> tuple[list[LedgerEntry], l
             continue
         try:
             entries.append(parse_entry(line))
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{where}:{number}: unreadable ledger line ({exc}); it is skipped, "
+        except DAMAGED as exc:
+            problems.append(f"{where}:{number}: unreadable ledger line ({damage(exc)}); it is skipped, "
                             "delete the line to silence this")
     return entries, problems
 
@@ -87,11 +92,13 @@ def parse_ledger(text: str, where: str = "ledger") -> tuple[list[LedgerEntry], l
 def read_ledger(path: Path) -> tuple[list[LedgerEntry], list[str]]:
     """The whole ledger of one tenant; a missing file is an empty ledger."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, MAX_LEDGER_BYTES)
     except FileNotFoundError:
         return [], []
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"{path}: cannot read the ledger ({exc}); fix its permissions"]
+    except OSError as exc:
+        return [], [f"{path}: cannot read the ledger ({exc.strerror or exc}); {_FIX}"]
+    except UnicodeDecodeError as exc:
+        return [], [f"{path}: cannot read the ledger ({exc}); {_FIX}"]
     return parse_ledger(text, str(path))
 
 
@@ -101,24 +108,48 @@ def update_ledger(
     """Read the ledger, let `compute` decide the new entries, append them; all under one flock.
 
     Returns the entries appended and the problems met reading the old ones. The append
-    is a single `write` of whole lines on an O_APPEND descriptor, then fsync.
+    is a single `write` of whole lines on an O_APPEND descriptor, then fsync. A ledger
+    that cannot be opened, is not a regular file or is too large is one problem, and
+    nothing is appended.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        return [], [f"{path}: cannot open the ledger ({exc.strerror or exc}); nothing was appended, {_FIX}"]
+    try:
+        refused = _refusal(os.fstat(fd))
+        if refused:
+            return [], [f"{path}: {refused}; nothing was appended, {_FIX}"]
         fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(os.dup(fd), "rb") as handle:
-            text = handle.read().decode("utf-8", errors="replace")
+            text = handle.read(MAX_LEDGER_BYTES).decode("utf-8", errors="replace")
         old, problems = parse_ledger(text, str(path))
         new = list(compute(old))
         if new:
             payload = "".join(_heal(text) + render_entry(e) if i == 0 else render_entry(e)
                               for i, e in enumerate(new))
-            _write_all(fd, payload.encode())
-            os.fsync(fd)
+            try:
+                _write_all(fd, payload.encode())
+                os.fsync(fd)
+            except OSError as exc:  # a full disk: the next ingest computes these entries again
+                return [], [*problems, f"{path}: could not append to the ledger ({exc.strerror or exc}); "
+                            "the next ingest appends what is missing"]
         return new, problems
     finally:
         os.close(fd)  # closing releases the flock
+
+
+_FIX = "fix its permissions, or move it aside (the next ingest starts a new one)"
+
+
+def _refusal(kind: os.stat_result) -> str:
+    """Why the opened ledger must not be read and appended to ("" when it may)."""
+    if not stat.S_ISREG(kind.st_mode):
+        return "the ledger is not a regular file"
+    if kind.st_size > MAX_LEDGER_BYTES:
+        return f"the ledger is larger than {MAX_LEDGER_BYTES >> 20} MiB"
+    return ""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -17,7 +17,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.drivers.files import scan_records, write_atomic
+from reconciler.drivers.files import (
+    DAMAGED,
+    cannot_read,
+    damage,
+    json_object,
+    read_capped,
+    scan_records,
+    write_atomic,
+)
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.models import NAME_PATTERN, format_duration, parse_duration
 
@@ -67,7 +75,7 @@ def parse_usage(text: str) -> UsageSignal:
     ...
     ValueError: missing field 'account', 'used_fraction' must be a number from 0 to 1, got 1.5, 'observed_at' has no time zone, got "2026-11-25T12:00:00" (write UTC with a trailing Z), missing field 'confidence', missing field 'source'
     """
-    record = _json_object(text)
+    record = json_object(text)
     errors = [e for e in _record_problems(record) if e]
     if errors:
         raise ValueError(", ".join(errors))
@@ -133,13 +141,13 @@ def scan_usage(directory: Path) -> tuple[dict[str, UsageSignal], list[str]]:
 
 def _read_record(path: Path) -> UsageSignal | str:
     try:
-        signal = parse_usage(path.read_text(encoding="utf-8"))
+        signal = parse_usage(read_capped(path))
     except OSError as exc:
-        return f"{path}: cannot read it ({exc.strerror}); fix its permissions or remove it"
+        return cannot_read(path, exc)
     except UnicodeDecodeError:
         return f"{path}: not UTF-8 text; {_HOW_TO_FIX}"
-    except ValueError as exc:
-        return f"{path}: {exc}; {_HOW_TO_FIX}"
+    except DAMAGED as exc:
+        return f"{path}: {damage(exc)}; {_HOW_TO_FIX}"
     stem = path.name.removesuffix(".json")
     if signal.account != stem:
         return (f"{path}: account {signal.account!r} does not match the file name {stem!r}; "
@@ -209,19 +217,6 @@ def _rank_key(signal: UsageSignal, now: datetime) -> tuple[bool, int, float, str
 
 
 # --- field checks ----------------------------------------------------------------------------
-
-
-def _json_object(text: str) -> Mapping[str, object]:
-    if not text.strip():
-        raise ValueError("empty file")
-    try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
-    if not isinstance(decoded, dict):
-        raise ValueError("expected a JSON object")
-    record: Mapping[str, object] = decoded
-    return record
 
 
 def _record_problems(record: Mapping[str, object]) -> list[str | None]:
@@ -316,7 +311,10 @@ def parse_time(value: object) -> datetime:
         raise ValueError(f"is not an ISO 8601 time, got {_show(value)}") from None
     if parsed.utcoffset() is None:
         raise ValueError(f"has no time zone, got {_show(value)} (write UTC with a trailing Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"is out of range once moved to UTC, got {_show(value)}") from None
 
 
 def _opt_time(value: object) -> datetime | None:

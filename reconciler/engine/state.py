@@ -2,21 +2,24 @@
 
 `restarts.json` holds the restart history behind backoff and Stalled. It is small,
 written atomically, and a corrupt file is reported and treated as empty (at worst an
-agent restarts once sooner than its backoff said).
+agent restarts once sooner than its backoff said). Every such file is read through
+`read_capped`, so a huge one or a special file is refused rather than read forever.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.drivers.files import write_if_changed
+from reconciler.drivers.files import DAMAGED, damage, json_object, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 
 T = TypeVar("T")
+#: A `last_at` after this is damage: the planner could not add a backoff to it.
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 def tenant_dir(state_dir: Path, tenant: str) -> Path:
@@ -37,15 +40,19 @@ def parse_history(text: str) -> dict[str, RestartRecord]:
     >>> parse_history('{"a": {"attempts": 2, "last_at": "2026-11-25T12:00:00+00:00", "last_reason": "dead"}}')
     {'a': RestartRecord(attempts=2, last_at=datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc), last_reason='dead')}
     """
-    raw = json.loads(text)
-    if not isinstance(raw, dict):
-        raise ValueError("not a JSON object")
     out = {}
-    for agent, rec in raw.items():
+    for agent, rec in json_object(text).items():
+        if not isinstance(rec, dict):
+            raise ValueError(f"{agent}: expected an object")
+        attempts = rec["attempts"]
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+            raise ValueError(f"{agent}: attempts must be a non-negative integer, got {attempts!r:.40}")
         last_at = datetime.fromisoformat(rec["last_at"])
         if last_at.tzinfo is None:
             raise ValueError(f"{agent}: last_at has no time zone")
-        out[str(agent)] = RestartRecord(int(rec["attempts"]), last_at, str(rec.get("last_reason", "")))
+        if last_at.astimezone(UTC) > _END_OF_TIME:
+            raise ValueError(f"{agent}: last_at {rec['last_at']!r:.40} is too far ahead to add a backoff to")
+        out[str(agent)] = RestartRecord(attempts, last_at, str(rec.get("last_reason", "")))
     return out
 
 
@@ -69,11 +76,14 @@ def read_per_tenant(
     for tenant in tenants:
         path = path_of(tenant)
         try:
-            records = parse(path.read_text(encoding="utf-8"))
+            records = parse(read_capped(path))
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{path}: unreadable {what} ({exc}); starting it over")
+        except OSError as exc:
+            problems.append(f"{path}: unreadable {what} ({exc.strerror or exc}); starting it over")
+            continue
+        except DAMAGED as exc:
+            problems.append(f"{path}: unreadable {what} ({damage(exc)}); starting it over")
             continue
         found.update({(tenant, agent): rec for agent, rec in records.items()})
     return found, problems

@@ -2,7 +2,8 @@
 
 The last step of a tick. Files are written only when their bytes change (atomically),
 so a run that changed nothing leaves the work tree clean and Git commits nothing.
-TASKS.md is rendered from the specs and every host's status files, never merged.
+TASKS.md is rendered from the specs and every host's status files, never merged. A
+status file that cannot be read (damaged, huge, not a file) is reported and rewritten.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ruamel.yaml.error import YAMLError
+
 from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import tenant_status
-from reconciler.drivers.files import write_if_changed
+from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.drivers.ledger import ledger_path, read_ledger
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
@@ -23,6 +26,10 @@ from reconciler.model.status import RunRecord, TenantStatus
 
 STATUS_DIR = "status"
 TASKS_FILE = "TASKS.md"
+#: A 100-agent status is about 40 KB; a status file over this is not one we wrote.
+MAX_STATUS_BYTES = 16 << 20
+#: What parsing a damaged status file raises (YAML for files written by hand or by old versions).
+_DAMAGED_STATUS: tuple[type[Exception], ...] = (*DAMAGED, YAMLError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +45,14 @@ def status_path(repo: Path, host: str, tenant: str) -> Path:
 def read_status(path: Path) -> tuple[TenantStatus | None, str | None]:
     """A status file, or None; a corrupt one is a problem (it is rewritten, not fatal)."""
     try:
-        return parse_status(path.read_text(encoding="utf-8")), None
+        return parse_status(read_capped(path, MAX_STATUS_BYTES)), None
     except FileNotFoundError:
         return None, None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, f"{path}: unreadable status ({exc}); it is rewritten from this run"
+    except OSError as exc:
+        said = exc.strerror or str(exc)
+    except _DAMAGED_STATUS as exc:
+        said = damage(exc).replace("\n", " ")
+    return None, f"{path}: unreadable status ({said}); it is rewritten from this run"
 
 
 def read_all_statuses(repo: Path, skip_host: str | None = None) -> tuple[list[TenantStatus], list[str]]:
@@ -114,11 +124,21 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
         )
         mine.append(status)
-        if write_if_changed(path, render_status(status)):
+        if _write(path, render_status(status), problems):
             written.append(str(path.relative_to(repo)))
     others, read_problems = read_all_statuses(repo, skip_host=host)
     statuses = [*others, *mine, *_untouched(repo, host, {s.tenant for s in mine}, problems)]
     problems += read_problems
-    if tick.repo.fleet is not None and write_if_changed(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision)):
+    if tick.repo.fleet is not None and _write(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision), problems):
         written.append(TASKS_FILE)
     return WriteResult(tuple(written), tuple(problems))
+
+
+def _write(path: Path, text: str, problems: list[str]) -> bool:
+    """write_if_changed, with a failure (a folder in the file's place, a full disk) as a
+    problem line: one unwritable file does not keep the others from being written."""
+    try:
+        return write_if_changed(path, text)
+    except OSError as exc:
+        problems.append(f"{path}: could not write it ({exc.strerror or exc}); the old file, if any, is unchanged")
+        return False
