@@ -37,7 +37,7 @@ EnvOpt = Annotated[
 ]
 UserOpt = Annotated[
     str | None,
-    typer.Option("--user", help="Whose systemd --user gets the timer. Only the current user for now.", show_default=False),
+    typer.Option("--user", help="Whose systemd --user gets the timer: the current user (as root, it reconciles every tenant as its user).", show_default=False),
 ]
 
 

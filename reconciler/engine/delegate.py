@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.render import parse_status, render_status
-from reconciler.drivers import users
+from reconciler.drivers import units, users
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, status_path
 from reconciler.model.status import TenantStatus
@@ -57,6 +57,7 @@ def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, 
         why = (f"tenant {', '.join(tenants)}: user {user!r} does not exist on this host; "
                f"create it (useradd --create-home {user}) or remove `user:` from the roster")
         return UserRun(user, tuple(tenants), 1, "", "", problems=(why,))
+    linger = ensure_linger(account.name)
     with staged_specs(repo.root, tenants, host, account) as copy:
         argv = [sys.executable, "-m", "reconciler", *verb, str(copy), "--host", host,
                 *(arg for t in tenants for arg in ("--tenant", t)), "--output", "json" if json_output else "text"]
@@ -70,10 +71,23 @@ def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, 
             why = f"user {user}: fleet did not finish within {RUN_TIMEOUT_S:.0f}s; its tenants are retried next run"
             return UserRun(user, tuple(tenants), 1, "", "", problems=(why,))
         problems = [_unreachable(user, done.stderr.strip().splitlines()[-1])] if _not_started(done) else []
+        notes = [f"warning: {linger}; its core agents start at boot only once it logs in"] if linger else []
         statuses = _read_statuses(copy, host, tenants, problems) if verb[0] in ("reconcile", "down") else ()
     document = _json_or_none(done.stdout) if json_output else None
-    return UserRun(user, tuple(tenants), done.returncode, done.stdout, done.stderr, document,
+    return UserRun(user, tuple(tenants), done.returncode, done.stdout, "\n".join([*notes, done.stderr]).strip(), document,
                    tuple(statuses), tuple(problems), revision)
+
+
+#: logind's runtime folder: where it runs, `loginctl enable-linger` can start a user's manager.
+LOGIND_DIR = Path("/run/systemd/seats")
+
+
+def ensure_linger(user: str) -> str:
+    """Root turns linger on for a tenant user (once), so logind starts its systemd --user at
+    boot and the user's core agents come back without a login; "" or why not."""
+    if not LOGIND_DIR.is_dir() or Path("/var/lib/systemd/linger", user).exists():
+        return ""
+    return units.enable_linger(user)
 
 
 def _not_started(done: subprocess.CompletedProcess[str]) -> bool:

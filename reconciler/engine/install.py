@@ -270,12 +270,14 @@ def current_user() -> str:
 
 
 def check_user(requested: str | None) -> str:
-    """The user whose manager gets the timer: only the current one (tenant users come later)."""
+    """The user whose manager gets the timer: the current one. A host with tenant users
+    installs once, as root: root's loop reconciles each tenant as its `user:`."""
     me = current_user()
     if requested is not None and requested != me:
         raise UserError(
-            f"--user {requested}: installing into another user's systemd --user is not supported yet; "
-            f"run it as that user, e.g. `runuser -l {requested} -c 'fleet install REPO'`"
+            f"--user {requested}: the timer goes into the current user's systemd --user; for a host with "
+            f"tenant users, run `fleet install REPO` once as root (each tenant is reconciled as its user), "
+            f"or as {requested}: `runuser -l {requested} -c 'fleet install REPO'` for its tenants alone"
         )
     return me
 

@@ -162,7 +162,7 @@ def test_install_needs_a_fleet_repository(tmp_path: Path) -> None:
 def test_install_refuses_another_user(tmp_path: Path) -> None:
     result = fleet("install", str(example_repo(tmp_path, "minimal", None)), "--user", "nobody-else")
     assert result.returncode == 1
-    assert "--user nobody-else: installing into another user's systemd --user is not supported yet" in result.stderr
+    assert "--user nobody-else: the timer goes into the current user's systemd --user" in result.stderr
     assert "Traceback" not in result.stderr
 
 
