@@ -4,8 +4,10 @@ They sit beside the reconcile loop, never inside it: each resolves one agent fro
 repository's desired state, confirms with one tmux listing that the agent's session is
 the fleet's own (a session without its marks is never watched or typed into), then
 talks to that one pane through tmux argument lists; no value passes through a shell.
-Nothing is persisted: `send --verify` only reads the agent's heartbeat file, where the
-agent acks the message id (docs/heartbeat-protocol.md).
+`send --verify` only reads the agent's heartbeat file, where the agent acks the message
+id (docs/heartbeat-protocol.md). The one thing persisted is the audit log: `send` and
+`attach` each append a record (drivers/audit.py) to the tenant's `audit.jsonl`, with the
+message's id and size but never its text; `watch` only looks, so it records nothing.
 
 Why `watch` looks the way it does (tmux 3.3a, measured): `attach-session -r` makes the
 client read-only *and* ignore-size, but a client that ignores size still sizes the window
@@ -26,15 +28,18 @@ import pwd
 import re
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.drivers import tmux
-from reconciler.drivers.files import parse_heartbeat
+from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
+from reconciler.drivers.files import DAMAGED, parse_heartbeat, read_capped
 from reconciler.engine.tick import heartbeat_dir
 from reconciler.errors import UserError
 from reconciler.model.observed import ObservedSession, SocketKey
@@ -271,10 +276,44 @@ def watch(agent: DesiredAgent) -> int:
     ])
 
 
-def attach(agent: DesiredAgent) -> int:
-    """The explicit takeover: a plain attach; keystrokes go to the agent."""
-    locate(agent)
-    return interactive(agent.launch.socket, ["attach-session", "-t", f"={agent.name}"])
+def attach(agent: DesiredAgent, warn: Callable[[str], None] | None = None) -> int:
+    """The explicit takeover: a plain attach; keystrokes go to the agent.
+
+    Audited before the client starts (a takeover may last hours, or never end cleanly),
+    and again as `failed` when the client could not attach or the session was refused.
+    `warn` gets an audit log that could not be written.
+    """
+    why = "`fleet agent attach`: interactive takeover, keystrokes go to the agent"
+    try:
+        locate(agent)
+    except UserError as exc:
+        audit_verb(agent, "attach", why, "failed", str(exc), warn)
+        raise
+    audit_verb(agent, "attach", why, "ok", "", warn)
+    code = interactive(agent.launch.socket, ["attach-session", "-t", f"={agent.name}"])
+    if code != 0:
+        audit_verb(agent, "attach", why, "failed", f"tmux attach-session exited with status {code}", warn)
+    return code
+
+
+def audit_verb(agent: DesiredAgent, verb: str, why: str, result: AuditResult, error: str = "",
+               warn: Callable[[str], None] | None = None) -> None:
+    """Append one record of `fleet agent VERB` to the agent's tenant's audit log.
+
+    The state directory is the one the agent was launched with (`--state-dir` or the
+    default). An audit log that cannot be written goes to `warn` (default: one
+    `warning:` line on stderr), never stops the verb.
+    """
+    record = AuditRecord(
+        ts=datetime.now(UTC), who=whoami(f"agent {verb}"), kind=verb, tenant=agent.tenant, agent=agent.name,
+        model=agent.model, rule=f"agent-{verb}", why=why, result=result, error=redact(error, agent.launch.env),
+    )
+    for problem in append_records(Path(agent.recipe.state_dir), [record]):
+        (warn or _warn_stderr)(problem)
+
+
+def _warn_stderr(problem: str) -> None:
+    print(f"warning: {problem}", file=sys.stderr)
 
 
 def _paste(agent: DesiredAgent, line: str, msg_id: str) -> None:
@@ -308,9 +347,11 @@ def _state_dir(agent: DesiredAgent, given: Path | None) -> Path:
 
 def _acked(path: Path, msg_id: str) -> bool:
     try:
-        return parse_heartbeat(path.read_text(encoding="utf-8")).ack == msg_id
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False  # absent, or mid-rename on a non-atomic writer: read again next poll
+        return parse_heartbeat(read_capped(path)).ack == msg_id
+    except OSError:
+        return False  # absent: read again next poll
+    except DAMAGED:
+        return False  # mid-rename on a non-atomic writer: read again next poll
 
 
 def wait_for_ack(
@@ -347,14 +388,33 @@ _DETAIL = {
 }
 
 
-def send(agent: DesiredAgent, text: str, options: SendOptions) -> SendResult:
+def send(agent: DesiredAgent, text: str, options: SendOptions,
+         warn: Callable[[str], None] | None = None) -> SendResult:
     """Type one message into the agent's pane, press Enter, and optionally wait for its ack.
 
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
-    otherwise swallow the Enter.
+    otherwise swallow the Enter. Every attempt past the message check is audited: its
+    id and size (never its text), and whether it was sent, refused or failed.
     """
     check_message(text)
+    msg_id = new_message_id()
+    why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
+    try:
+        result = _send(agent, text, options, msg_id)
+    except Refused as exc:
+        audit_verb(agent, "send", why, "skipped", str(exc), warn)
+        raise
+    except BaseException as exc:
+        audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
+        raise
+    ok = result.status in {SendStatus.SENT, SendStatus.VERIFIED}
+    audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "failed",
+               "" if ok else result.detail, warn)
+    return result
+
+
+def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> SendResult:
     session = locate(agent)
     if session.pane_dead:
         raise UserError(f"{agent.tenant}/{agent.name}: its pane has exited, so nothing would read the message; "
@@ -364,7 +424,6 @@ def send(agent: DesiredAgent, text: str, options: SendOptions) -> SendResult:
         raise Refused(f"not sending to {agent.tenant}/{agent.name}: " + "; ".join(reasons))
     if session.in_mode:
         _tmux(agent, "copy-mode", "-q", "-t", _target(agent))
-    msg_id = new_message_id()
     _paste(agent, message_line(text, msg_id), msg_id)
     _tmux(agent, "send-keys", "-t", _target(agent), "Enter")
     if not options.verify:

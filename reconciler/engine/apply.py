@@ -10,14 +10,22 @@ its socket's unit; without one, apply runs tmux-only.
 Budget actions: `downgrade` runs like a restart with the cheaper launch, `queue` like a
 stop, and `refuse` starts nothing (its outcome is `skipped`, so it is reported without
 adding a run to the status every tick). The budget policy's memory is written here too.
+
+Every outcome, done, skipped or failed, is appended to the tenant's audit log
+(drivers/audit.py) inside the lock, right after its group ran; a log that cannot be
+written is a problem line, never a reason to stop. A tmux server that dies or hangs
+mid-apply fails the actions it took with it, each with tmux's words; the next tick
+converges from whatever is left.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +34,7 @@ from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
 from reconciler.drivers import tmux
+from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
@@ -40,6 +49,9 @@ STOPS = {ActionKind.STOP, ActionKind.QUEUE}
 #: Restarts that are not a failure to recover from: they reset the backoff.
 FRESH_START_RULES = {"spec-changed", "budget-downgrade", "budget-restore"}
 REFUSED = "refused by the budget policy; nothing was started"
+#: What a tmux call can raise besides TmuxError: a bad value, no tmux binary or user, a hung server.
+TMUX_FAILURES = (tmux.TmuxError, ValueError, OSError, LookupError, subprocess.SubprocessError)
+_AUDIT_RESULT: dict[Result, AuditResult] = {"done": "ok", "skipped": "skipped", "failed": "failed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +75,21 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     """Execute `tick.plan`; never raises over one tenant's trouble, reports it instead."""
     outcomes: list[Outcome] = []
     problems: list[str] = []
+    who = whoami("down" if tick.inputs.down else "reconcile")
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
             with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
                 done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
                 outcomes += done
                 problems += notes
+                problems += append_records(tick.inputs.state_dir, audit_records(done, who))
+                continue
         except LockBusy as exc:
-            outcomes += [Outcome(a, "failed", str(exc)) for a in actions]
+            failed = [Outcome(a, "failed", str(exc)) for a in actions]
         except OSError as exc:
-            outcomes += [Outcome(a, "failed", f"state directory: {exc}") for a in actions]
+            failed = [Outcome(a, "failed", f"state directory: {exc}") for a in actions]
+        outcomes += failed
+        problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
     problems += _record_history(tick, outcomes)
     problems += _record_budget(tick)
     return ApplyReport(tuple(outcomes), tuple(problems))
@@ -111,8 +128,8 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if kills:
         try:
             tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
-        except tmux.TmuxError as exc:
-            errors.append(str(exc))
+        except TMUX_FAILURES as exc:
+            errors.append(_said(exc))
     launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
     under: dict[str, str] = {}
     if systemd is not None:
@@ -127,14 +144,35 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if launches:
         try:
             tmux.spawn_sessions(launches)
-        except (tmux.TmuxError, ValueError) as exc:
-            errors.append(str(exc))
+        except TMUX_FAILURES as exc:
+            errors.append(_said(exc))
     after = tmux.observe_socket(socket)
     outcomes = [
         Outcome(a, "skipped", skipped[a]) if a in skipped else _read_back(a, after, errors, under.get(a.agent, ""))
         for a in actions
     ]
     return outcomes, notes
+
+
+def _said(exc: Exception) -> str:
+    """A tmux failure in words; a hung server or a missing binary says which."""
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"tmux did not answer within {exc.timeout:g} s (a hung server?)"
+    return str(exc) or type(exc).__name__
+
+
+def audit_records(outcomes: Iterable[Outcome], who: Who) -> list[AuditRecord]:
+    """The audit log's lines for `outcomes`: the action, its reason and its result."""
+    now = datetime.now(UTC)
+    return [
+        AuditRecord(
+            ts=now, who=who, kind=o.action.kind.value, tenant=o.action.tenant, agent=o.action.agent,
+            model=o.action.model, rule=o.action.reason.rule, why=o.action.reason.message,
+            result=_AUDIT_RESULT[o.result],
+            error="" if o.result == "done" else redact(o.detail, o.action.launch.env if o.action.launch else ()),
+        )
+        for o in outcomes
+    ]
 
 
 def _precondition(action: Action, fresh: SocketSnapshot) -> str:
