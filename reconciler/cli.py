@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,7 +37,7 @@ from reconciler.cli_common import (
 from reconciler.cli_install import init_command, install_command, uninstall_command
 from reconciler.cli_simulate import simulate_command
 from reconciler.core.scope import worst_code
-from reconciler.engine.tick import Tick, plan_tick
+from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.models import parse_duration
@@ -196,7 +197,7 @@ def _reconcile(
     for problem in tick.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
     doc = views.plan_document(tick.plan, tick.repo.errors)
-    if output == "text":
+    if output == "text" and not _only_users(inputs, runs):
         views.print_plan(out, tick.plan, len(tick.repo.errors))
     users_code = report_users(runs, output, doc) if output == "json" else 0
     if dry_run:
@@ -212,6 +213,11 @@ def _reconcile(
     if output == "text":
         users_code = report_users(runs, output, doc)
     return worst_code([own, users_code])
+
+
+def _only_users(inputs: TickInputs, runs: Sequence[object]) -> bool:
+    """Every tenant in scope runs as another user: this process's own plan is empty noise."""
+    return bool(runs) and inputs.tenants is not None and not inputs.tenants
 
 
 def _apply_and_report(tick: Tick, doc: dict[str, Any], output: str, checkout: Checkout | None = None, *,
@@ -249,7 +255,7 @@ def down(
     tick = plan_tick(inputs, repo=loaded)
     views.print_errors(err, tick.repo.errors)
     doc = views.plan_document(tick.plan, tick.repo.errors)
-    if output == "text":
+    if output == "text" and not _only_users(inputs, runs):
         views.print_plan(out, tick.plan, len(tick.repo.errors))
     users_code = report_users(runs, output, doc) if output == "json" else 0
     own = _apply_and_report(tick, doc, output)

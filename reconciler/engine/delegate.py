@@ -57,7 +57,7 @@ def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, 
         why = (f"tenant {', '.join(tenants)}: user {user!r} does not exist on this host; "
                f"create it (useradd --create-home {user}) or remove `user:` from the roster")
         return UserRun(user, tuple(tenants), 1, "", "", problems=(why,))
-    linger = ensure_linger(account.name)
+    linger = ensure_linger(account.name) if verb[0] == "reconcile" and "--dry-run" not in verb else ""
     with staged_specs(repo.root, tenants, host, account) as copy:
         argv = [sys.executable, "-m", "reconciler", *verb, str(copy), "--host", host,
                 *(arg for t in tenants for arg in ("--tenant", t)), "--output", "json" if json_output else "text"]
@@ -78,14 +78,14 @@ def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, 
                    tuple(statuses), tuple(problems), revision)
 
 
-#: logind's runtime folder: where it runs, `loginctl enable-linger` can start a user's manager.
-LOGIND_DIR = Path("/run/systemd/seats")
+#: `loginctl` talks to logind over the system bus: without its socket, linger cannot be asked for.
+SYSTEM_BUS = Path("/run/dbus/system_bus_socket")
 
 
 def ensure_linger(user: str) -> str:
     """Root turns linger on for a tenant user (once), so logind starts its systemd --user at
     boot and the user's core agents come back without a login; "" or why not."""
-    if not LOGIND_DIR.is_dir() or Path("/var/lib/systemd/linger", user).exists():
+    if not SYSTEM_BUS.exists() or Path("/var/lib/systemd/linger", user).exists():
         return ""
     return units.enable_linger(user)
 
