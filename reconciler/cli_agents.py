@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -100,6 +101,21 @@ def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -
     return agent_verbs.find_agent(desired, address)
 
 
+def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]]) -> None:
+    """An agent of another user's tenant: as root, run the verb as that user (this
+    terminal, its own state and audit log) and exit with its code; else refuse."""
+    from reconciler.drivers import users  # noqa: PLC0415
+
+    user = agent.launch.socket.user
+    if users.is_me(user):
+        return
+    if not users.is_root():
+        raise UserError(f"{agent.tenant}/{agent.name} runs as user {user}; run this as {user}, or as root")
+    from reconciler.engine.delegate import hand_over  # noqa: PLC0415
+
+    raise typer.Exit(hand_over(repo, str(user), agent.tenant, args))
+
+
 def _require_terminal(verb: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError(f"`fleet agent {verb}` needs a terminal (stdin and stdout are not both a tty); "
@@ -117,6 +133,8 @@ def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir
     with user_errors():
         agent = _agent(repo, name, host, state_dir)
         _require_terminal("watch")
+        _as_its_user(repo, agent, lambda copy: ["agent", "watch", str(copy), f"{agent.tenant}/{agent.name}",
+                                                "--host", agent.host])
         err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
                   highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
@@ -134,6 +152,8 @@ def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_di
     with user_errors():
         agent = _agent(repo, name, host, state_dir)
         _require_terminal("attach")
+        _as_its_user(repo, agent, lambda copy: ["agent", "attach", str(copy), f"{agent.tenant}/{agent.name}",
+                                                "--host", agent.host])
         err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
                   "(use `fleet agent watch` to only look)", highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
@@ -167,6 +187,9 @@ def send_command(
     with user_errors():
         check_output(output)
         agent = _agent(repo, name, host, state_dir)
+        _as_its_user(repo, agent, lambda copy: [
+            "agent", "send", str(copy), f"{agent.tenant}/{agent.name}", message, "--timeout", str(timeout),
+            "--host", agent.host, "--output", output, *(["--verify"] if verify else []), *(["--force"] if force else [])])
         try:
             result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
         except Refused:

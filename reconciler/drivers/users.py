@@ -85,13 +85,14 @@ def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, st
 
 
 def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str],
-           timeout: float) -> subprocess.CompletedProcess[str]:
+           timeout: float | None, capture: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `argv` under `account`'s uid, gid and groups, in a clean environment.
 
     Python sets the groups, gid and uid in the child before exec (in that order), so
     the program never runs with root's privileges. umask 077: everything the run creates
     (state, the tmux socket folder, agents' files) is the tenant's alone, even in a home
-    that useradd made world-readable."""
+    that useradd made world-readable. `capture=False` hands over this terminal (an
+    interactive verb)."""
     groups = os.getgrouplist(account.name, account.gid)
     return subprocess.run(
         list(argv),
@@ -100,11 +101,11 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
         extra_groups=groups,
         env=environment_for(account, passed),
         cwd=cwd,
-        capture_output=True,
+        capture_output=capture,
         text=True,
         encoding="utf-8",
         errors="replace",
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if capture else None,
         timeout=timeout,
         check=False,
         umask=0o077,

@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from reconciler.core.render import parse_status, render_status
 from reconciler.drivers import units, users
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, status_path
+from reconciler.errors import UserError
 from reconciler.model.status import TenantStatus
 from reconciler.spec.repo import FleetRepo
 
@@ -90,6 +91,21 @@ def ensure_linger(user: str) -> str:
     return units.enable_linger(user)
 
 
+def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[str]]) -> int:
+    """`fleet ARGS` as `user` on a copy of `tenant`'s specs, with this terminal: root's
+    `fleet agent watch|attach|send` for a tenant of another user. Its exit code."""
+    account = users.lookup(user)
+    if account is None:
+        raise UserError(f"tenant {tenant}: user {user!r} does not exist on this host")
+    with staged_specs(root, [tenant], "", account) as copy:
+        try:
+            done = users.run_as(account, [sys.executable, "-m", "reconciler", *args(copy)], cwd=str(copy),
+                                passed=os.environ, timeout=None, capture=False)
+        except OSError as exc:
+            raise UserError(_unreachable(user, str(exc))) from None
+    return done.returncode
+
+
 def _not_started(done: subprocess.CompletedProcess[str]) -> bool:
     """Python ran but could not import fleet: the install is not readable by the user."""
     return done.returncode != 0 and any(m in done.stderr for m in ("ModuleNotFoundError", "Permission denied", "can't open file"))
@@ -120,7 +136,7 @@ def staged_specs(root: Path, tenants: Sequence[str], host: str, account: users.A
         for tenant in tenants:
             shutil.copytree(root / "tenants" / tenant, copy / "tenants" / tenant, symlinks=True)
             status = status_path(root, host, tenant)
-            if status.is_file() and not status.is_symlink():
+            if host and status.is_file() and not status.is_symlink():
                 target = status_path(copy, host, tenant)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(status, target)

@@ -128,7 +128,11 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
     doc = json.loads(again.stdout)
     assert doc["actions"] == [] and doc["summary"]["spawn"] == 0
 
-    # `fleet ps` as root shows both users' agents; `fleet down` stops them all.
+    # Root's explicit verbs reach a user's agent, run as that user (its state holds the ack).
+    sent = fleet("agent", "send", str(repo), "beta/orchestrator", "hello", "--verify", "--timeout", "20", "--host", "demo")
+    assert sent.returncode == 0 and sent.stdout.strip() == "verified", sent.stdout + sent.stderr
+
+        # `fleet ps` as root shows both users' agents; `fleet down` stops them all.
     rows = json.loads(fleet("ps", str(repo), "--host", "demo", "--output", "json").stdout)
     assert sorted((r["tenant"], r["agent"]) for r in rows) == [
         ("alpha", "enhancer"), ("alpha", "orchestrator"), ("beta", "enhancer"), ("beta", "orchestrator")]
