@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -114,8 +115,11 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
     from reconciler.engine.delegate import run_for_user  # noqa: PLC0415  (only when a tenant has a user)
 
     rev = revision() if revision is not None and scope.delegated else ""
-    runs = [run_for_user(loaded, user, tenants, inputs.host, verb, json_output=output == "json", revision=rev)
-            for user, tenants in scope.delegated.items()]
+    # Users are independent (own uid, socket, state, lock): their runs overlap, in a stable order.
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(scope.delegated)))) as pool:
+        runs = list(pool.map(lambda item: run_for_user(loaded, item[0], item[1], inputs.host, verb,
+                                                       json_output=output == "json", revision=rev),
+                             scope.delegated.items()))
     return replace(inputs, tenants=scope.local), runs
 
 
