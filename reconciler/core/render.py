@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from reconciler.model.status import (
     AccountStatus,
@@ -98,7 +99,11 @@ def _load_status_text(text: str) -> Any:
     try:
         return json.loads(body)
     except ValueError:
+        pass
+    try:
         return _yaml().load(text)  # written by an older version, or edited by hand
+    except YAMLError as exc:  # the documented ValueError, whatever the parser raised
+        raise ValueError(f"neither JSON nor YAML ({str(exc).splitlines()[0]})") from exc
 
 
 def parse_status(text: str) -> TenantStatus:

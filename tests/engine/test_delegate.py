@@ -1,0 +1,85 @@
+"""Root's side of a tenant user's run (engine/delegate.py): what it copies out to the
+user, and what it takes back, trusted only as data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.render import render_status
+from reconciler.drivers import users
+from reconciler.engine.delegate import _read_statuses, merge_documents, staged_specs
+from reconciler.engine.writeback import status_path
+from reconciler.model.status import TenantStatus
+from tests.e2e.repos import example_repo, write
+
+
+def status(tenant: str = "alpha", host: str = "demo") -> TenantStatus:
+    return TenantStatus(tenant=tenant, host=host, revision="r1", systemd="tmux-only")
+
+
+def _link(folder: Path, target: str) -> None:
+    path = status_path(folder, "demo", "alpha")
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+
+
+def _fifo(folder: Path) -> None:
+    path = status_path(folder, "demo", "alpha")
+    path.parent.mkdir(parents=True)
+    os.mkfifo(path)
+
+
+def test_a_good_status_is_taken_back(tmp_path: Path) -> None:
+    write(tmp_path, "status/demo/alpha.yaml", render_status(status()))
+    problems: list[str] = []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == [status()] and problems == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status("beta"))), "wrote a status for beta@demo"),
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status(host="other"))), "for alpha@other"),
+        (lambda d: write(d, "status/demo/alpha.yaml", "{not json"), "unreadable status"),
+        (lambda d: write(d, "status/demo/alpha.yaml", " " * (5 * 1024 * 1024)), "larger than"),
+        (lambda d: _link(d, "/etc/shadow"), "could not be read back"),
+        (_fifo, "not a regular file"),
+    ],
+)
+def test_a_hostile_status_is_refused_and_reported(tmp_path: Path, setup: object, problem: str) -> None:
+    assert callable(setup)
+    setup(tmp_path)
+    problems: list[str] = []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == []
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_a_missing_status_is_no_problem(tmp_path: Path) -> None:
+    problems: list[str] = []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == [] and problems == []
+
+
+def test_the_copy_holds_only_the_tenants_own_specs_and_links_stay_links(tmp_path: Path) -> None:
+    repo = example_repo(tmp_path, "multi-tenant", None)
+    (repo / "tenants" / "jarvis" / "leak.yaml").symlink_to("/etc/shadow")
+    write(repo, "status/w-jarvis/jarvis.yaml", render_status(status("jarvis", "w-jarvis")))
+    me = users.lookup(users.current_user())
+    assert me is not None
+    with staged_specs(repo, ["jarvis"], "w-jarvis", me) as copy:
+        assert (copy.stat().st_mode & 0o777) == 0o700
+        assert sorted(p.name for p in (copy / "tenants").iterdir()) == ["jarvis"]
+        assert (copy / "tenants" / "jarvis" / "leak.yaml").is_symlink()
+        assert (copy / "status" / "w-jarvis" / "jarvis.yaml").is_file()
+        assert (copy / "fleet.yaml").is_file()
+    assert not copy.exists()
+
+
+def test_json_documents_merge_lists_and_add_counts() -> None:
+    base = {"format_version": "1", "actions": [1], "summary": {"spawn": 1, "stop": 0}, "budget": {"agents": [1]}}
+    merge_documents(base, {"format_version": "1", "actions": [2], "summary": {"spawn": 2, "stop": 1},
+                           "budget": {"agents": [2], "accounts": [3]}, "applied": [4]})
+    assert base == {"format_version": "1", "actions": [1, 2], "summary": {"spawn": 3, "stop": 1},
+                    "budget": {"agents": [1, 2], "accounts": [3]}, "applied": [4]}
