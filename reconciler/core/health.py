@@ -97,8 +97,22 @@ def backoff(attempts: int) -> timedelta:
     return min(delay, BACKOFF_CAP)
 
 
-def next_restart_at(record: RestartRecord | None) -> datetime | None:
-    """When a health restart may happen again, or None when it may happen now."""
+def next_restart_at(record: RestartRecord | None, now: datetime | None = None) -> datetime | None:
+    """When a health restart may happen again, or None when it may happen now.
+
+    Given `now`, a last restart stamped in the future (the clock was stepped back since)
+    is not trusted: the restart may happen now, and the history it writes carries a true
+    time again. Without that, a clock stepped back a year would hold a dead agent a year.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    >>> next_restart_at(RestartRecord(1, t, "dead"), now=t) - t
+    datetime.timedelta(seconds=10)
+    >>> next_restart_at(RestartRecord(1, t + timedelta(days=365), "dead"), now=t) is None
+    True
+    """
     if record is None or record.attempts <= 0:
+        return None
+    if now is not None and record.last_at - now > FUTURE_SKEW:
         return None
     return record.last_at + backoff(record.attempts)

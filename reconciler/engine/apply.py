@@ -49,6 +49,8 @@ STOPS = {ActionKind.STOP, ActionKind.QUEUE}
 #: Restarts that are not a failure to recover from: they reset the backoff.
 FRESH_START_RULES = {"spec-changed", "budget-downgrade", "budget-restore"}
 REFUSED = "refused by the budget policy; nothing was started"
+NOT_APPEARED = ("the session did not appear, though tmux reported no error (did its server exit during "
+                "the apply?); the next run starts it again")
 #: What a tmux call can raise besides TmuxError: a bad value, no tmux binary or user, a hung server.
 TMUX_FAILURES = (tmux.TmuxError, ValueError, OSError, LookupError, subprocess.SubprocessError)
 _AUDIT_RESULT: dict[Result, AuditResult] = {"done": "ok", "skipped": "skipped", "failed": "failed"}
@@ -204,7 +206,7 @@ def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: s
     launch = action.launch
     if session is not None and launch is not None and session.marks.spec_hash == launch.spec_hash and session.marks.owned:
         return Outcome(action, "done", f"under {unit}" if unit else "")
-    return Outcome(action, "failed", "; ".join(errors) or "the session did not appear")
+    return Outcome(action, "failed", "; ".join(errors) or NOT_APPEARED)
 
 
 def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
