@@ -39,6 +39,10 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 #: Variables the reconciler sets itself (SPEC's runtime contract); a spec cannot override them.
 RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
+#: Paths and environment values: no C0 control character (newline, tab, escape...) nor DEL.
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 #: Placeholders a runtime's command template may use; values are substituted per argument.
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
 
@@ -104,6 +108,8 @@ def _check_command(template: str) -> str:
     if not argv:
         raise ValueError("command is empty; give the program to run, e.g. \"claude --model {model}\"")
     for arg in argv:
+        if "\x00" in arg:
+            raise ValueError(f"command has a NUL character in the argument {arg[:80]!r}; no program can receive one")
         try:
             parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(arg) if f is not None]
         except ValueError as exc:
@@ -125,8 +131,22 @@ ModelName = Annotated[str, Field(pattern=MODEL_PATTERN)]
 SocketName = Annotated[str, Field(pattern=SOCKET_PATTERN)]
 HostName = Annotated[str, Field(pattern=HOST_PATTERN)]
 UserName = Annotated[str, Field(pattern=USER_PATTERN)]
-PlainText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
-PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+PlainText = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+PathText = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_CONTROL_PATTERN)]
+
+
+def _rooted(path: str) -> str:
+    """A path that means the same wherever the reconciler runs: absolute, or under the
+    tenant user's home. tmux resolves a relative `-c` against its client's folder, which
+    is the reconciler's on one run and the unit's on the next."""
+    if path.startswith("/") or path == "~" or path.startswith("~/"):
+        return path
+    raise ValueError("a relative path depends on the folder the reconciler runs in; "
+                     "write an absolute path, or one under ~/ (the tenant user's home)")
+
+
+#: A workdir or a secret's file, as the agent's user sees it.
+AgentPath = Annotated[PathText, AfterValidator(_rooted)]
 
 
 def _not_reserved(name: str) -> str:
@@ -137,7 +157,7 @@ def _not_reserved(name: str) -> str:
 
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="An environment variable name, e.g. LOG_LEVEL")]
 AgentEnvName = Annotated[EnvName, AfterValidator(_not_reserved)]
-EnvValue = Annotated[str, Field(max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")]
+EnvValue = Annotated[str, Field(max_length=4096, pattern=NO_CONTROL_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -199,7 +219,7 @@ class RoleDefaults(Strict):
     runtime: Name | None = None
     model: ModelName | None = None
     lifecycle: Literal["core", "ephemeral"] | None = None
-    workdir: PathText | None = None
+    workdir: AgentPath | None = None
 
 
 class Role(Document):
@@ -221,7 +241,7 @@ class EnvFrom(Strict):
     TASKS.md, logs, units or commits. Put secrets here, never under `env:`."""
 
     name: AgentEnvName = Field(description="The variable the agent sees.")
-    file: PathText | None = Field(default=None, description="Read from this file (`~` is the tenant user's home); one trailing newline is dropped.")
+    file: AgentPath | None = Field(default=None, description="Read from this file (`~` is the tenant user's home); one trailing newline is dropped.")
     env: EnvName | None = Field(default=None, description="Copied from this variable of the environment the agent starts in.")
 
     @model_validator(mode="after")
@@ -254,7 +274,7 @@ class Agent(Strict):
         "Default: core for orchestrator and enhancer, else ephemeral.",
     )
     lane: Annotated[str, Field(pattern=LANE_PATTERN)] | None = None
-    workdir: PathText | None = None
+    workdir: AgentPath | None = None
     host: HostName | None = None
     env: dict[AgentEnvName, EnvValue] = Field(
         default_factory=dict, max_length=64,
