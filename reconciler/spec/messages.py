@@ -1,7 +1,9 @@
 """Pydantic's validation errors, said the way a person fixing a YAML file needs them.
 
 Each message names the key, says what is wrong and how to fix it; the location comes
-from `yamlsource.Source.at`.
+from `yamlsource.Source.at`. A message is one line of printable text whatever the YAML
+held: it is printed as `file:line:col: message`, so a key or value with a newline, an
+escape sequence or a bidi override is shown escaped, and a long value is cut short.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ PATTERN_HINTS: dict[str, str] = {
     m.MODEL_PATTERN: "use letters, digits and . _ : / @ -, starting with a letter or digit",
     m.LANE_PATTERN: "use lower-case letters, digits, '.', '_' and '-'",
     m.DURATION_PATTERN: "write a number with a unit, e.g. 90s, 5m, 1h30m, 7d",
+    m.NO_CONTROL_PATTERN: "control characters (newline, tab, escape, DEL) are not allowed; write it on one line",
+    m.TEXT_PATTERN: "control characters (newline, tab, escape, DEL, U+0080 to U+009F) are not allowed; write it on one line",
 }
 
 
@@ -30,19 +34,55 @@ def _field(loc: tuple[str | int, ...]) -> str:
     return named[-1] if named else "document"
 
 
+#: How much of a bad value a message repeats; the location already says where it is.
+SHOWN_CHARS = 80
+
+
+def printable(text: str) -> str:
+    r"""`text` with every character a terminal could act on escaped as `repr` would.
+
+    >>> printable("unknown key `a\nb\x1b[31m\u202e`; ok é")
+    'unknown key `a\\nb\\x1b[31m\\u202e`; ok é'
+    """
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, a long string cut to its first SHOWN_CHARS characters.
+
+    >>> _shown("ab")
+    "'ab'"
+    >>> _shown("x" * 100) == repr("x" * SHOWN_CHARS) + "... (100 characters)"
+    True
+    """
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
 def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The nested model class a loc points into, to suggest its real keys."""
     current: Any = model
+    mapping = False  # the next part is a key of a `dict[str, Model]` (a runtime's name)
     for part in loc:
-        if isinstance(part, int) or part == "[key]":
+        if isinstance(part, int) or part == "[key]" or mapping:
+            mapping = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         info = current.model_fields.get(part)
         if info is None:
             return None
+        mapping = _is_dict(info.annotation)
         current = _unwrap(info.annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _is_dict(annotation: Any) -> bool:
+    """True for `dict[K, V]`, also inside `X | None`."""
+    if getattr(annotation, "__origin__", None) is dict:
+        return True
+    return any(_is_dict(arg) for arg in getattr(annotation, "__args__", ()) or () if arg is not type(None))
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -55,7 +95,12 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
-    """(message, points_at_key) for one pydantic error."""
+    """(message, points_at_key) for one pydantic error: one line of printable text."""
+    message, at_key = _describe(error, root)
+    return printable(message), at_key
+
+
+def _describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
     loc = tuple(error["loc"])
     kind = error["type"]
     name = _field(loc)
@@ -75,12 +120,12 @@ def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
         return f"missing required key `{name}`; add `{name}:` here", False
     if kind == "literal_error":
         expected = ctx.get("expected", "")
-        return f"`{name}` is {value!r}; it must be {expected}", False
+        return f"`{name}` is {_shown(value)}; it must be {expected}", False
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         hint = PATTERN_HINTS.get(pattern, f"it must match {pattern}")
         what = "key" if loc and loc[-1] == "[key]" else f"`{name}`"
-        return f"{what} {value!r} is not allowed; {hint}", loc[-1] == "[key]" if loc else False
+        return f"{what} {_shown(value)} is not allowed; {hint}", loc[-1] == "[key]" if loc else False
     if kind in {"string_too_long", "too_long"}:
         return f"`{name}` is too long; at most {ctx.get('max_length')} allowed", False
     if kind == "string_too_short":
@@ -106,7 +151,7 @@ def describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, bool]:
         bound = next(iter(ctx.values()), "")
         words = {"greater_than": "more than", "greater_than_equal": "at least",
                  "less_than": "less than", "less_than_equal": "at most"}[kind]
-        return f"`{name}` is {value!r}; it must be {words} {bound}", False
+        return f"`{name}` is {_shown(value)}; it must be {words} {bound}", False
     if kind == "value_error":
         return f"`{name}`: {ctx.get('error', error['msg'])!s}" if loc else str(ctx.get("error", error["msg"])), False
     return f"`{name}`: {error['msg']}", False
@@ -119,4 +164,4 @@ def _show(value: Any) -> str:
         return "a list"
     if value is None:
         return "empty"
-    return repr(value)
+    return _shown(value)
