@@ -15,8 +15,9 @@ Quoting, because every value here may be hostile and nothing may reach a shell:
   command!), so the workdir's `#` is doubled and names are restricted to `[A-Za-z0-9_-]`.
   `-e` values, option values and multi-word commands are not expanded.
 - `new-session` execs a command of two or more words directly, but runs a single word
-  through `default-shell -c`; a one-word argv is therefore passed as `shlex.quote(word)`,
-  which a POSIX shell turns back into exactly that word and execs.
+  through `default-shell -c`; a one-word argv is therefore passed as `shlex.quote(word)`
+  (always quoted when it starts with `-`, which sh would take for its options), which a
+  POSIX shell turns back into exactly that word and execs.
 - A missing workdir is not created: tmux 3.3a then starts the pane in the calling
   process's working directory (tested), and the agent is still marked and observed.
 
@@ -154,12 +155,19 @@ def expand_workdir(workdir: str, home: str) -> str:
 def command_args(argv: Sequence[str]) -> list[str]:
     """`new-session`'s command words: one word is shell-quoted, since tmux runs it via sh.
 
+    A word that starts with `-` is quoted too: `sh -c -rf` would read it as options.
+
     >>> command_args(["sleep", "600"]), command_args(["my agent; rm -rf ~"])
     (['sleep', '600'], ["'my agent; rm -rf ~'"])
+    >>> command_args(["-rf"])
+    ["'-rf'"]
     """
     if not argv:
         raise ValueError("an agent needs a command (argv is empty)")
-    return [shlex.quote(argv[0])] if len(argv) == 1 else list(argv)
+    if len(argv) > 1:
+        return list(argv)
+    word = shlex.quote(argv[0])  # unquoted only when every character is safe (no `'`)
+    return [f"'{word}'" if word.startswith("-") else word]
 
 
 def spawn_args(launch: LaunchSpec, home: str) -> tuple[Command, ...]:
