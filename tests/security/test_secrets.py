@@ -1,7 +1,7 @@
 """A planted secret never lands in anything the fleet writes (issue 6, "Secrets").
 
-An agent takes two random secrets through `env_from:`, one from a file and one from a
-variable of the environment it starts in. The real `fleet` command reconciles a clone of
+The orchestrator takes two random secrets through `env_from:`, one from a file and one
+from a variable of the environment it starts in. The real `fleet` command reconciles a clone of
 a bare remote (pull, apply, status, TASKS.md, commit, push), then `ps`, a JSON dry-run, a
 second reconcile and `down` run. The agents prove they got both values (each writes the
 SHA-256 of what it saw, never the value). Then every byte the fleet wrote is searched for
@@ -27,30 +27,19 @@ import pytest
 
 from reconciler.drivers import tmux
 from reconciler.model.observed import SocketKey
-from tests.e2e.repos import example_repo, write
+from tests.engine.test_env_from import roster_repo
 from tests.plugins.git_remote import git, person_commit
 from tests.plugins.systemd_user import SystemdUser
 from tests.plugins.tmux_server import retry_until
 
 pytestmark = pytest.mark.tmux
 
-ROSTER = """\
-apiVersion: fleet.mosaicstack.dev/v1
-kind: Roster
-tenant: demo
-host: demo
-socket_name: {socket}
-agents:
-  - name: orchestrator
-    role: orchestrator
+#: The orchestrator takes both secrets; the enhancer none (env is per agent).
+ENV_FROM = """\
     env: {{PLAIN: visible}}
     env_from:
       - {{name: API_KEY, file: {key_file}}}
-      - {{name: GH_TOKEN, env: GH_SRC}}
-  - name: enhancer
-    role: enhancer
-    env_from: [{{name: API_KEY, file: {key_file}}}]
-"""
+      - {{name: GH_TOKEN, env: GH_SRC}}"""
 AGENTS = ("orchestrator", "enhancer")
 
 
@@ -113,8 +102,7 @@ def test_a_planted_secret_is_never_written(
     config = systemd.config_home if systemd else tmp_path / "config"
 
     # the fleet repository: a person's commit on a bare remote, cloned by the host
-    seed = example_repo(tmp_path / "src", "minimal", tmux_socket.name)
-    write(seed, "tenants/demo/roster.yaml", ROSTER.format(socket=tmux_socket.name, key_file=shlex.quote(str(key_file))))
+    seed = roster_repo(tmp_path / "src", tmux_socket.name, ENV_FROM.format(key_file=shlex.quote(str(key_file))))
     remote, work = tmp_path / "remote.git", tmp_path / "seed"
     git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
     git(tmp_path, "init", "--quiet", "--initial-branch=main", str(work))
@@ -142,7 +130,7 @@ def test_a_planted_secret_is_never_written(
         assert retry_until((state / "demo" / "heartbeats" / f"{agent}.json").exists, 10), f"{agent} never beat"
     assert (proof / "orchestrator.file").read_text() == sha256(from_file)
     assert (proof / "orchestrator.env").read_text() == sha256(from_env)
-    assert (proof / "enhancer.file").read_text() == sha256(from_file)
+    assert (proof / "enhancer.file").read_text() == sha256("")
     if systemd is not None:
         assert (systemd.unit_dir / "fleet-demo.orchestrator.service").is_file()
     fleet("ps", str(clone))
