@@ -88,8 +88,9 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
                 continue
         except LockBusy as exc:
             failed = [Outcome(a, "failed", str(exc)) for a in actions]
-        except OSError as exc:
-            failed = [Outcome(a, "failed", f"state directory: {exc}") for a in actions]
+        except OSError as exc:  # the lock (or a unit file) could not be written
+            where = exc.filename or lock_path(tick.inputs.state_dir, tenant)
+            failed = [Outcome(a, "failed", f"state directory: {where}: {exc.strerror or exc}") for a in actions]
         outcomes += failed
         problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
     problems += _record_history(tick, outcomes)

@@ -12,15 +12,19 @@ import errno
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from reconciler.drivers import tmux
 from reconciler.drivers.files import check_state_writable, write_atomic
+from reconciler.engine.reconcile import apply_and_write_back
+from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.model.observed import SocketKey
-from tests.e2e.repos import example_repo
+from tests.e2e.repos import example_repo, write
+from tests.plugins.tmux_server import kill_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTS = ["demo", "other"]
@@ -138,3 +142,59 @@ def test_reconcile_on_a_broken_state_dir_exits_1_and_changes_nothing(
     assert tmux.observe_socket(tmux_socket).sessions == {}
     assert listing(tmpfs) == before
     assert not (repo / "status").exists() and not (repo / "TASKS.md").exists()
+
+
+class TenantFault(NamedTuple):
+    test_id: str
+    plant: Callable[[Path], None]  # the tenant's state folder (not created yet) -> None
+    detail: str  # in each of the tenant's failed outcomes; "" when its actions still run
+
+
+def _lock_link(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "lock").symlink_to("/dev/zero")
+
+
+def _heartbeats_file(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "heartbeats").write_text("x")
+
+
+TENANT_FAULTS = [
+    TenantFault("folder-is-a-file", lambda folder: folder.touch(), "File exists"),
+    TenantFault("lock-is-a-folder", lambda folder: (folder / "lock").mkdir(parents=True), "Is a directory"),
+    TenantFault("lock-links-to-dev-zero", _lock_link, "/lock: Invalid argument"),
+    TenantFault("heartbeats-is-a-file", _heartbeats_file, ""),
+]
+
+
+@pytest.mark.tmux
+@pytest.mark.parametrize("case", TENANT_FAULTS, ids=lambda c: c.test_id)
+def test_one_tenants_broken_state_folder_fails_only_that_tenant(
+    tmp_path: Path, tmux_socket: SocketKey, case: TenantFault
+) -> None:
+    assert tmux_socket.name
+    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
+    other = SocketKey(None, f"{tmux_socket.name}-b")
+    roster = (repo / "tenants/demo/roster.yaml").read_text().replace("tenant: demo", "tenant: other")
+    write(repo, "tenants/other/roster.yaml", f"{roster}socket_name: {other.name}\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    case.plant(state / "demo")
+    try:
+        tick = plan_tick(TickInputs(repo=repo, host="demo", state_dir=state, command_override="sleep 600"))
+        report, problems = apply_and_write_back(tick, None)
+
+        mine = {o.action.agent: o for o in report.outcomes if o.action.tenant == "demo"}
+        assert sorted(tmux.observe_socket(other).sessions) == ["enhancer", "orchestrator"]
+        assert all(o.result == "done" for o in report.outcomes if o.action.tenant == "other")
+        if case.detail:  # each action says which path and what is wrong with it
+            assert all(o.result == "failed" and o.detail.startswith(f"state directory: {state / 'demo'}")
+                       and case.detail in o.detail for o in mine.values()), mine
+            assert tmux.observe_socket(tmux_socket).sessions == {}
+        else:  # heartbeats unreadable: reported, and the agents still started
+            assert all(o.result == "done" for o in mine.values())
+            assert any(str(state / "demo" / "heartbeats") in p for p in tick.problems)
+        assert "Traceback" not in "".join([*tick.problems, *problems])
+    finally:
+        kill_server(other.name or "")
