@@ -73,6 +73,7 @@ def hostile_values(pwned: Path) -> list[Hostile]:
         Hostile("empty", ""),
         Hostile("dot-dot", "../../etc/passwd"),
         Hostile("absolute", "/etc/passwd"),
+        Hostile("4-kb", big[:4096]),  # the longest env value, path or command a spec may hold
         Hostile("10-kb", big[:BIG]),
     ]
     return [Hostile(h.test_id, h.value.replace(PWNED, str(pwned))) for h in table]
