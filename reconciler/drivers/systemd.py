@@ -38,6 +38,7 @@ def systemctl_user(
         ["systemctl", "--user", *args],
         capture_output=True,
         text=True,
+        errors="replace",  # a unit name in another encoding must not end the tick
         timeout=timeout,
         check=False,
         env=None if env is None else dict(env),
@@ -177,6 +178,8 @@ def _json_rows(json_text: str, verb: str) -> list[Mapping[str, object]]:
         decoded = json.loads(json_text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{verb} printed invalid JSON ({exc.msg})") from exc
+    except RecursionError:
+        raise ValueError(f"{verb} printed JSON nested too deeply to read") from None
     if not isinstance(decoded, list) or not all(isinstance(row, dict) for row in decoded):
         raise ValueError(f"{verb} printed JSON that is not a list of objects")
     rows: list[Mapping[str, object]] = decoded

@@ -27,7 +27,7 @@ from reconciler.core.ps import ps_notes
 from reconciler.drivers import audit, files, tmux
 from reconciler.drivers.audit import audit_path, read_audit
 from reconciler.drivers.files import write_atomic
-from reconciler.drivers.systemd import NO_RUNTIME_DIR
+from reconciler.drivers.systemd import NO_RUNTIME_DIR, parse_list_units
 from reconciler.engine.apply import apply_plan
 from reconciler.engine.reconcile import apply_and_write_back
 from reconciler.engine.state import history_path, render_history
@@ -279,3 +279,11 @@ def test_a_restart_history_stamped_a_year_ahead_does_not_hold_a_dead_agent_for_a
     tick = plan_tick(inp, now=now + timedelta(seconds=11))
 
     assert sorted((a.kind.value, a.agent) for a in tick.plan.actions) == [("restart", a) for a in CORE]
+
+
+@pytest.mark.parametrize("printed", ["[" * 100_000, '[{"unit": ["x"]}]', "{}", "[1]", '[{"unit": "a\udcff"}'])
+def test_whatever_systemctl_prints_is_an_error_in_words(printed: str) -> None:
+    """The pure parser of `list-units --output=json`: damage is a ValueError (observe_units
+    turns it into `available=False` with the reason), never another exception."""
+    with pytest.raises(ValueError):
+        parse_list_units(printed)
