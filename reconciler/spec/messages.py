@@ -27,6 +27,7 @@ PATTERN_HINTS: dict[str, str] = {
     m.DURATION_PATTERN: "write a number with a unit, e.g. 90s, 5m, 1h30m, 7d",
     m.NO_CONTROL_PATTERN: "control characters (newline, tab, escape, DEL) are not allowed; write it on one line",
     m.TEXT_PATTERN: "control characters (newline, tab, escape, DEL, U+0080 to U+009F) are not allowed; write it on one line",
+    m.LINES_PATTERN: "control characters other than tab and newline (escape, DEL, U+0080 to U+009F) are not allowed",
 }
 
 

@@ -43,6 +43,8 @@ DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 #: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: Text of many lines (a persona): the same, but tabs and newlines are allowed.
+LINES_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 #: Placeholders a runtime's command template may use; values are substituted per argument.
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
 
@@ -227,7 +229,7 @@ class Role(Document):
 
     kind: Literal["Role"]
     name: Name
-    persona: Annotated[str, Field(max_length=20000)] | None = None
+    persona: Annotated[str, Field(max_length=20000, pattern=LINES_PATTERN)] | None = None
     skills: list[PlainText] = Field(default_factory=list)
     defaults: RoleDefaults = Field(default_factory=RoleDefaults)
 

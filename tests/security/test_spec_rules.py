@@ -3,7 +3,8 @@
 Paths an agent uses (workdir, an env_from file) are absolute or under `~/`: tmux
 resolves a relative `-c` against its client's folder, the reconciler's on one run and
 the unit's on the next. A command template's arguments hold no NUL, which no program can
-receive. Messages stay one short printable line.
+receive. A persona may have many lines, but no other control character. Messages stay
+one short printable line.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ CASES = [
     Case("command-nul", "Fleet.runtimes.stub.command", "sleep\x00x 600", "NUL character in the argument 'sleep\\x00x'"),
     Case("command-script-in-quotes", "Fleet.runtimes.stub.command", "sh -c 'set -e\nexec agent'", None),
     Case("command-lines-between-words", "Fleet.runtimes.stub.command", "fleet-stub-agent\n  --model\t{model}", None),
+    Case("persona-of-many-lines", "Role.persona", "You review.\n\tBe brief.\n", None),
+    Case("persona-escape", "Role.persona", "You \x1b[8mhide\x1b[0m", "other than tab and newline"),
+    Case("persona-nul", "Role.persona", "a\x00b", "other than tab and newline"),
     Case("unknown-key-in-a-runtime", "Fleet.runtimes.stub.<unknown key>", "comand", "did you mean `command`?"),
     Case("unknown-key-lists-a-runtimes-keys", "Fleet.runtimes.stub.<unknown key>", "x", "allowed keys here: command, ladder"),
     Case("unknown-key-escaped", "Roster.<unknown key>", "a\nb\x1b]0;t\x07", "unknown key `a\\nb\\x1b]0;t\\x07`"),
