@@ -23,12 +23,12 @@ from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, Who, append_records, audit_path, read_audit
 from reconciler.engine import agent_verbs
 from reconciler.engine.apply import apply_plan
-from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.engine.tick import plan_tick
 from reconciler.errors import UserError
 from reconciler.model.observed import SocketKey
-from tests.e2e.repos import example_repo
 from tests.e2e.test_ps_and_agent_verbs import Fleet
 from tests.plugins.tmux_server import retry_until
+from tests.resilience.conftest import Minimal
 
 pytestmark = pytest.mark.tmux
 
@@ -147,12 +147,9 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("blocker", ["directory", "symlink"])
 def test_an_unwritable_audit_log_is_a_problem_never_a_failed_action(
-    tmp_path: Path, tmux_socket: SocketKey, blocker: str
+    tmp_path: Path, minimal: Minimal, blocker: str
 ) -> None:
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    state = tmp_path / "state"
-    path = audit_path(state, "demo")
+    path = audit_path(minimal.state, "demo")
     path.parent.mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere"
     if blocker == "directory":
@@ -160,10 +157,10 @@ def test_an_unwritable_audit_log_is_a_problem_never_a_failed_action(
     else:
         path.symlink_to(elsewhere)  # a planted link must not redirect the reconciler's appends
 
-    report = apply_plan(plan_tick(TickInputs(repo=repo, host="demo", state_dir=state, command_override="sleep 600")))
+    report = apply_plan(plan_tick(minimal.inputs()))
 
     assert not report.failed
-    assert retry_until(lambda: sorted(tmux.observe_socket(tmux_socket).sessions) == ["enhancer", "orchestrator"])
+    assert retry_until(lambda: sorted(tmux.observe_socket(minimal.socket).sessions) == ["enhancer", "orchestrator"])
     assert [p for p in report.problems if str(path) in p] == [
         f"{path}: could not append to the audit log "
         f"({'Is a directory' if blocker == 'directory' else 'Too many levels of symbolic links'}); "

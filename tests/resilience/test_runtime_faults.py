@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -35,8 +36,14 @@ from reconciler.engine.tick import TickInputs, heartbeat_dir, plan_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
-from tests.plugins.systemd_user import SystemdUserUnavailable, patched_environ, running_systemd_user
+from tests.plugins.systemd_user import (
+    SystemdUser,
+    SystemdUserUnavailable,
+    patched_environ,
+    running_systemd_user,
+)
 from tests.plugins.tmux_server import retry_until, server_gone
+from tests.resilience.conftest import Minimal
 from tests.resilience.world import heartbeat_text
 
 pytestmark = pytest.mark.tmux
@@ -126,9 +133,8 @@ ABSENT = [Absent("no-XDG_RUNTIME_DIR", None), Absent("empty-runtime-dir", ""), A
 
 @pytest.mark.parametrize("case", ABSENT, ids=lambda c: c.test_id)
 def test_without_a_user_manager_the_fleet_runs_tmux_only_and_says_why(
-    tmp_path: Path, tmux_socket: SocketKey, monkeypatch: pytest.MonkeyPatch, case: Absent
+    tmp_path: Path, minimal: Minimal, monkeypatch: pytest.MonkeyPatch, case: Absent
 ) -> None:
-    assert tmux_socket.name
     if case.runtime_dir is None:
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     else:
@@ -138,8 +144,7 @@ def test_without_a_user_manager_the_fleet_runs_tmux_only_and_says_why(
             subprocess.run(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])",
                             str(runtime / "systemd" / "private")], check=True)
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    tick = plan_tick(inputs(repo, tmp_path / "state"))
+    tick = plan_tick(minimal.inputs())
 
     report, _ = apply_and_write_back(tick, None)
 
@@ -147,55 +152,51 @@ def test_without_a_user_manager_the_fleet_runs_tmux_only_and_says_why(
     assert not snapshot.available and "tmux-only" in snapshot.reason
     if case.runtime_dir is None:
         assert snapshot.reason == NO_RUNTIME_DIR
-    assert not report.failed and running(tmux_socket) == CORE
-    assert '"systemd": "tmux-only"' in (repo / "status/demo/demo.yaml").read_text()
+    assert not report.failed and running(minimal.socket) == CORE
+    assert '"systemd": "tmux-only"' in (minimal.repo / "status/demo/demo.yaml").read_text()
     assert any("running tmux-only" in note for note in ps_notes(tick.desired, tick.observed))
+
+
+@pytest.fixture
+def own_manager() -> Iterator[SystemdUser]:
+    """A user manager of this test's own, reachable through os.environ, that the test may
+    stop (the session's manager is shared by the tests of this worker)."""
+    try:
+        with running_systemd_user() as manager, patched_environ(manager.env):
+            yield manager
+    except SystemdUserUnavailable as exc:
+        pytest.skip(f"systemd --user cannot run here: {exc}")
 
 
 @pytest.mark.systemd
 def test_a_user_manager_stopping_mid_run_fails_clearly_then_tmux_only_converges(
-    tmp_path: Path, tmux_socket: SocketKey
+    own_manager: SystemdUser, minimal: Minimal
 ) -> None:
-    """Stopped between observe and apply, then stopped under agents that run in its units."""
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    state = tmp_path / "state"
-    try:
-        with running_systemd_user() as manager, patched_environ(manager.env):
-            tick = plan_tick(inputs(repo, state))
-            assert tick.observed.systemd[None].available
-            _stop(manager.pid)
-            report = apply_plan(tick)
-            assert [o.result for o in report.outcomes] == ["failed", "failed"]
-            assert all("did not start" in o.detail and "Connection refused" in o.detail for o in report.failed)
-            assert running(tmux_socket) == []  # no session outside the server unit it could not start
+    tick = plan_tick(minimal.inputs())
+    assert tick.observed.systemd[None].available
+    _stop(own_manager.pid)  # between observe and apply
+    report = apply_plan(tick)
+    assert [o.result for o in report.outcomes] == ["failed", "failed"]
+    assert all("did not start" in o.detail and "Connection refused" in o.detail for o in report.failed)
+    assert running(minimal.socket) == []  # no session outside the server unit it could not start
 
-            fallback = plan_tick(inputs(repo, state))
-            assert "unreachable" in fallback.observed.systemd[None].reason
-            assert not apply_plan(fallback).failed and running(tmux_socket) == CORE
-    except SystemdUserUnavailable as exc:
-        pytest.skip(f"systemd --user cannot run here: {exc}")
+    fallback = plan_tick(minimal.inputs())
+    assert "unreachable" in fallback.observed.systemd[None].reason
+    assert not apply_plan(fallback).failed and running(minimal.socket) == CORE
 
 
 @pytest.mark.systemd
 def test_agents_under_units_stop_with_their_manager_and_come_back_tmux_only(
-    tmp_path: Path, tmux_socket: SocketKey
+    own_manager: SystemdUser, minimal: Minimal
 ) -> None:
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    state = tmp_path / "state"
-    try:
-        with running_systemd_user() as manager, patched_environ(manager.env):
-            first = apply_plan(plan_tick(inputs(repo, state)))
-            assert not first.failed and all(o.detail.startswith("under ") for o in first.outcomes)
-            _stop(manager.pid)  # stops every unit: the server unit takes the agents with it
-            assert retry_until(lambda: running(tmux_socket) == [], 15)
+    first = apply_plan(plan_tick(minimal.inputs()))
+    assert not first.failed and all(o.detail.startswith("under ") for o in first.outcomes)
+    _stop(own_manager.pid)  # stops every unit: the server unit takes the agents with it
+    assert retry_until(lambda: running(minimal.socket) == [], 15)
 
-            tick = plan_tick(inputs(repo, state))
-            assert [(a.kind.value, a.agent) for a in tick.plan.actions] == [("spawn", a) for a in CORE]
-            assert not apply_plan(tick).failed and running(tmux_socket) == CORE
-    except SystemdUserUnavailable as exc:
-        pytest.skip(f"systemd --user cannot run here: {exc}")
+    tick = plan_tick(minimal.inputs())
+    assert [(a.kind.value, a.agent) for a in tick.plan.actions] == [("spawn", a) for a in CORE]
+    assert not apply_plan(tick).failed and running(minimal.socket) == CORE
 
 
 def _stop(pid: int) -> None:
@@ -220,16 +221,11 @@ SKEWS = [Skew("30s-ahead-tolerated", timedelta(seconds=30), True),
 
 
 @pytest.mark.parametrize("case", SKEWS, ids=lambda c: c.test_id)
-def test_a_heartbeat_from_the_future_is_a_clock_problem_not_health(
-    tmp_path: Path, tmux_socket: SocketKey, case: Skew
-) -> None:
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    state = tmp_path / "state"
-    inp = inputs(repo, state)
+def test_a_heartbeat_from_the_future_is_a_clock_problem_not_health(minimal: Minimal, case: Skew) -> None:
+    inp = minimal.inputs()
     assert not apply_plan(plan_tick(inp)).failed
     now = datetime.now(UTC)
-    beats = heartbeat_dir(state, "demo")
+    beats = heartbeat_dir(minimal.state, "demo")
     write_atomic(beats / "orchestrator.json", heartbeat_text("orchestrator", now + case.ahead))
     write_atomic(beats / "enhancer.json", heartbeat_text("enhancer", now))
 
@@ -262,18 +258,13 @@ def test_doctests_of_the_modules_this_file_relies_on() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason="needs core/planner.py to call next_restart_at(record, now) (patch in the report)")
-def test_a_restart_history_stamped_a_year_ahead_does_not_hold_a_dead_agent_for_a_year(
-    tmp_path: Path, tmux_socket: SocketKey
-) -> None:
-    """The clock was stepped back after a restart: the backoff counts from now, not from next year."""
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    state = tmp_path / "state"
-    inp = TickInputs(repo=repo, host="demo", state_dir=state, command_override="sh -c 'exit 3'")
+def test_a_restart_history_stamped_a_year_ahead_does_not_hold_a_dead_agent_for_a_year(minimal: Minimal) -> None:
+    """The clock was stepped back after a restart: a year-ahead record must not hold the restart."""
+    inp = minimal.inputs("sh -c 'exit 3'")
     assert not apply_plan(plan_tick(inp)).failed
-    assert retry_until(lambda: all(s.pane_dead for s in tmux.observe_socket(tmux_socket).sessions.values()))
+    assert retry_until(lambda: all(s.pane_dead for s in tmux.observe_socket(minimal.socket).sessions.values()))
     now = datetime.now(UTC)
-    write_atomic(history_path(state, "demo"), render_history({a: RestartRecord(1, now + timedelta(days=365), "dead")
+    write_atomic(history_path(minimal.state, "demo"), render_history({a: RestartRecord(1, now + timedelta(days=365), "dead")
                                                                for a in CORE}))
 
     tick = plan_tick(inp, now=now + timedelta(seconds=11))

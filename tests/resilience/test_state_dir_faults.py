@@ -21,10 +21,11 @@ import pytest
 from reconciler.drivers import tmux
 from reconciler.drivers.files import check_state_writable, write_atomic
 from reconciler.engine.reconcile import apply_and_write_back
-from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.engine.tick import plan_tick
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo, write
 from tests.plugins.tmux_server import kill_server
+from tests.resilience.conftest import Minimal
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTS = ["demo", "other"]
@@ -170,19 +171,15 @@ TENANT_FAULTS = [
 
 @pytest.mark.tmux
 @pytest.mark.parametrize("case", TENANT_FAULTS, ids=lambda c: c.test_id)
-def test_one_tenants_broken_state_folder_fails_only_that_tenant(
-    tmp_path: Path, tmux_socket: SocketKey, case: TenantFault
-) -> None:
-    assert tmux_socket.name
-    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
-    other = SocketKey(None, f"{tmux_socket.name}-b")
+def test_one_tenants_broken_state_folder_fails_only_that_tenant(minimal: Minimal, case: TenantFault) -> None:
+    repo, state = minimal.repo, minimal.state
+    other = SocketKey(None, f"{minimal.socket.name}-b")
     roster = (repo / "tenants/demo/roster.yaml").read_text().replace("tenant: demo", "tenant: other")
     write(repo, "tenants/other/roster.yaml", f"{roster}socket_name: {other.name}\n")
-    state = tmp_path / "state"
     state.mkdir()
     case.plant(state / "demo")
     try:
-        tick = plan_tick(TickInputs(repo=repo, host="demo", state_dir=state, command_override="sleep 600"))
+        tick = plan_tick(minimal.inputs())
         report, problems = apply_and_write_back(tick, None)
 
         mine = {o.action.agent: o for o in report.outcomes if o.action.tenant == "demo"}
@@ -191,7 +188,7 @@ def test_one_tenants_broken_state_folder_fails_only_that_tenant(
         if case.detail:  # each action says which path and what is wrong with it
             assert all(o.result == "failed" and o.detail.startswith(f"state directory: {state / 'demo'}")
                        and case.detail in o.detail for o in mine.values()), mine
-            assert tmux.observe_socket(tmux_socket).sessions == {}
+            assert tmux.observe_socket(minimal.socket).sessions == {}
         else:  # heartbeats unreadable: reported, and the agents still started
             assert all(o.result == "done" for o in mine.values())
             assert any(str(state / "demo" / "heartbeats") in p for p in tick.problems)
