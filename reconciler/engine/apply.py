@@ -33,7 +33,7 @@ from reconciler.core.budget import memory_json
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
-from reconciler.drivers import tmux
+from reconciler.drivers import tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, tenant_lock
@@ -221,7 +221,7 @@ def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
             argv = (str(beside), *argv[1:])
     workdir = launch.workdir
     if workdir is not None:
-        expanded = Path(workdir).expanduser() if launch.socket.user is None else None
+        expanded = Path(workdir).expanduser() if users.is_me(launch.socket.user) else None
         if expanded is not None and not expanded.is_dir():
             workdir = "~"
     return replace(launch, argv=argv, workdir=workdir)
