@@ -186,7 +186,7 @@ def _reconcile(
     inputs = tick_inputs(loaded_repo, host, tenant, state_dir, allow_mass_stop=allow_mass_stop, revision=revision)
     verb = ["reconcile", *(["--dry-run"] if dry_run else ["--no-git"]),
             *(["--detailed-exitcode"] if detailed_exitcode else []), *(["--allow-mass-stop"] if allow_mass_stop else [])]
-    inputs, runs = run_users(loaded, inputs, verb, output,
+    inputs, runs = run_users(loaded, inputs, verb, output, applying=not dry_run,
                              revision=None if dry_run else lambda: spec_revision(loaded_repo, checkout))
     if runs and not dry_run:
         from reconciler.engine.delegate import adopt_statuses  # noqa: PLC0415
@@ -251,7 +251,7 @@ def down(
     check_output(output)
     loaded = load_repo(check_repo(repo))
     inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir, allow_mass_stop=True, down=True),
-                             ["down"], output)
+                             ["down"], output, applying=True)
     tick = plan_tick(inputs, repo=loaded)
     views.print_errors(err, tick.repo.errors)
     doc = views.plan_document(tick.plan, tick.repo.errors)

@@ -100,16 +100,30 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def check_state_writable(loaded: FleetRepo, inputs: TickInputs) -> None:
+    """Before anything is applied: a read-only or full state directory is a UserError
+    (exit 1) that names it, and nothing is touched."""
+    from reconciler.drivers.files import check_state_writable as probe  # noqa: PLC0415
+
+    tenants = inputs.tenants if inputs.tenants is not None else loaded.tenants
+    if (problem := probe(inputs.state_dir, [t for t in tenants if t in loaded.tenants])) is not None:
+        raise UserError(problem)
+
+
 def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output: str,
-              revision: Callable[[], str] | None = None) -> tuple[TickInputs, list[UserRun]]:
+              revision: Callable[[], str] | None = None, *, applying: bool = False) -> tuple[TickInputs, list[UserRun]]:
     """Tenants with another `user:`: as root, run VERB for them as their users; else skip
-    them with a note. Returns the inputs narrowed to this process's own tenants."""
+    them with a note. Returns the inputs narrowed to this process's own tenants.
+    `applying`: first check this process's own state directory, so a broken one stops the
+    run before any tenant, ours or a user's, is touched."""
     from reconciler.core.scope import split_scope  # noqa: PLC0415
     from reconciler.drivers.users import current_user, is_root  # noqa: PLC0415
 
     scope = split_scope(loaded, inputs.tenants, me=current_user(), root=is_root())
     for note in scope.skipped:
         err.print(f"note: {note}", highlight=False, markup=False)
+    if applying:
+        check_state_writable(loaded, inputs if scope.local is None else replace(inputs, tenants=scope.local))
     if scope.local is None:
         return inputs, []
     from reconciler.engine.delegate import run_for_user  # noqa: PLC0415  (only when a tenant has a user)
