@@ -27,8 +27,8 @@ from reconciler.spec.repo import FleetRepo
 if TYPE_CHECKING:
     from reconciler.engine.delegate import UserRun
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, emoji=False)  # `:smile:` in a spec value prints as written
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 RepoArg = Annotated[Path, typer.Argument(help="The fleet repository (a folder with fleet.yaml).", show_default=False)]
 HostOpt = Annotated[

@@ -95,7 +95,8 @@ def render_status(status: TenantStatus) -> str:
 
 
 def _load_status_text(text: str) -> Any:
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    # split("\n"), not splitlines(): U+0085 and U+2028 inside a JSON string are not line ends.
+    body = "\n".join(line for line in text.split("\n") if not line.startswith("#"))
     try:
         return json.loads(body)
     except ValueError:
@@ -245,5 +246,16 @@ def _env() -> Environment:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=markdown_cell,
     )
+
+
+def markdown_cell(value: object) -> str:
+    r"""Every value TASKS.md shows sits in a table cell: a `|` in a title must not add a column.
+
+    >>> print(markdown_cell("x | y"), markdown_cell("a\\b"), repr(markdown_cell(None)), markdown_cell(3))
+    x \| y a\\b '' 3
+    """
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 

@@ -269,3 +269,11 @@ def test_spend_per_task_and_learned_spend_reach_status_and_tasks_md() -> None:
     assert "| T1 | Pagination for list endpoints | coder0-0 | normal | 300,000 | 200,000 | 275,000 / 400,000 (sonnet) | 0 |" in text
     assert "| T2 | Review the pagination change | code-review | normal | 80,000 |  |  | 0 |" in text
     assert "| T3 | Settings page | coder1-0 | high | 250,000 |  | 275,000 / 400,000 (sonnet) | 0 |" in text
+
+
+def test_render_doctests_pass() -> None:
+    import doctest  # noqa: PLC0415
+
+    from reconciler.core import render  # noqa: PLC0415
+
+    assert doctest.testmod(render, raise_on_error=False).failed == 0

@@ -3,8 +3,7 @@
 One real `fleet validate` process reads a repository with one tenant per hostile value,
 each value both as an agent's lane (always refused, and echoed in the message) and as an
 unknown key: exit 1, no traceback, and exactly the loader's located errors, one line
-each. Two known display bugs outside the loader are pinned as strict xfails (see the
-reasons): they pass, and must lose the marker, once fixed.
+each; emoji codes print as written, and a `|` in a title stays in its TASKS.md cell.
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ def test_validate_prints_each_hostile_error_on_its_own_located_line(tmp_path: Pa
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the CLI's rich consoles keep emoji codes on: `:smile:` prints as an emoji")
 def test_validate_prints_emoji_codes_as_written(tmp_path: Path) -> None:
     documents = copy.deepcopy(FULL)
     documents["tenants/demo/roster.yaml"]["agents"][0]["lane"] = ":smile:"
@@ -67,7 +65,6 @@ def test_validate_prints_emoji_codes_as_written(tmp_path: Path) -> None:
     assert done.stderr.split("\n")[0] == str(load_repo(repo).errors[0])
 
 
-@pytest.mark.xfail(strict=True, reason="core/render.py puts titles and aliases in Markdown tables without escaping `|`")
 def test_a_pipe_in_a_title_stays_in_its_table_cell(tmp_path: Path) -> None:
     documents = copy.deepcopy(FULL)
     documents["tenants/demo/tasks.yaml"]["missions"][0]["tasks"][0]["title"] = "x | touch y"
