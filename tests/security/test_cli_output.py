@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from reconciler.core.render import render_tasks
 from reconciler.spec.load import load_repo
 from tests.security.hostile import FULL, hostile_values, write_repo
