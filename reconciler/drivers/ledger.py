@@ -109,12 +109,12 @@ def update_ledger(
 
     Returns the entries appended and the problems met reading the old ones. The append
     is a single `write` of whole lines on an O_APPEND descriptor, then fsync. A ledger
-    that cannot be opened, is not a regular file or is too large is one problem, and
-    nothing is appended.
+    that cannot be opened, is a symlink (never followed: it could point anywhere), is not
+    a regular file or is too large is one problem, and nothing is appended.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         return [], [f"{path}: cannot open the ledger ({exc.strerror or exc}); nothing was appended, {_FIX}"]
     try:

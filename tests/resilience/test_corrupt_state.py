@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ import pytest
 from reconciler.core.plan import ActionKind
 from reconciler.drivers import tmux
 from reconciler.drivers.files import scan_heartbeats
-from reconciler.drivers.ledger import read_ledger
+from reconciler.drivers.ledger import read_ledger, update_ledger
 from reconciler.drivers.usage import scan_usage
 from reconciler.engine.reconcile import apply_and_write_back
 from reconciler.engine.state import read_history
 from reconciler.engine.tick import plan_tick, read_budget_memory
 from reconciler.engine.writeback import read_status
+from reconciler.model.ledger import LedgerEntry
 from tests.resilience.faults import FAULTS, WEIRD, Fault, clear, deadline, dumps, mutations
 from tests.resilience.world import AGENTS, World, running_world
 
@@ -166,3 +167,36 @@ def test_everything_broken_at_once_still_reconciles_the_fleet(fresh: World) -> N
     assert sorted(tmux.observe_socket(fresh.socket).sessions) == sorted(AGENTS)
     unnamed = [rel for rel in READ_BACK.values() if not any(str(fresh.root / rel) in p for p in [*tick.problems, *problems])]
     assert unnamed == [], [*tick.problems, *problems]
+
+
+def _link_to_a_file(path: Path, valid: str) -> None:
+    (path.parent / "someone-elses-file").write_text(valid)
+    path.symlink_to(path.parent / "someone-elses-file")
+
+
+LEDGER_REFUSALS = [*(f for f in FAULTS if f.test_id in {"directory", "symlink-to-dev-zero", "fifo", "huge-sparse",
+                                                        "symlink-loop"}),
+                   Fault("symlink-to-a-file", _link_to_a_file)]
+
+
+@pytest.mark.parametrize("fault", LEDGER_REFUSALS, ids=lambda f: f.test_id)
+def test_an_ingest_never_appends_to_a_ledger_that_is_not_a_file_it_can_read(
+    tmp_path: Path, world: World, fault: Fault
+) -> None:
+    """The ingester's read-then-append (under its flock) refuses, with one problem, rather
+    than reading /dev/zero forever or appending to whatever a link points at."""
+    path = tmp_path / "ledger.jsonl"
+    fault.plant(path, world.files[READ_BACK["ledger"]])
+    asked: list[int] = []
+
+    def compute(old: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        asked.append(len(old))
+        return []
+
+    with deadline(10):
+        appended, problems = update_ledger(path, compute)
+
+    assert appended == [] and asked == []
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: ") and "nothing was appended" in problems[0]
+    if fault.test_id == "symlink-to-a-file":
+        assert (tmp_path / "someone-elses-file").read_text() == world.files[READ_BACK["ledger"]]
