@@ -253,8 +253,17 @@ class EnvFrom(Strict):
         return self
 
 
+#: An agent's whole `env:` in bytes: tmux takes one command of at most 16 KiB, and the
+#: session's command, marks and the fleet's own variables share it.
+MAX_ENV_BYTES = 8192
+
+
 def _check_env(agent: Agent) -> Agent:
-    """A name given twice is an error, not a silent override."""
+    """A name given twice is an error, not a silent override; the sum must fit tmux."""
+    size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in agent.env.items())
+    if size > MAX_ENV_BYTES:
+        raise ValueError(f"`env` holds {size} bytes, more than {MAX_ENV_BYTES}; tmux could not start the agent: "
+                         "move large values into files and read them with `env_from: [{name: X, file: PATH}]`")
     names = [*agent.env, *(e.name for e in agent.env_from)]
     seen: set[str] = set()
     for name in names:

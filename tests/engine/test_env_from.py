@@ -126,3 +126,10 @@ def test_agent_sees_env_and_env_from_values(tmp_path: Path, tmux_socket: SocketK
     assert Path(f"{out}.enhancer").read_text() == "||\n"  # env is per agent
     listing = tmux.run_tmux(tmux_socket, ["list-panes", "-a", "-F", "#{pane_start_command}"]).stdout
     assert "file-secret-42" not in listing and "var-secret-7" not in listing
+
+
+def test_an_env_too_large_for_tmux_is_a_located_error(tmp_path: Path) -> None:
+    values = ", ".join(f"V{i}: {'x' * 3000}" for i in range(3))
+    loaded = load_repo(roster_repo(tmp_path, "s", f"    env: {{{values}}}"))
+    text = "\n".join(str(e) for e in loaded.errors)
+    assert "roster.yaml:7:" in text and "more than 8192" in text and "env_from" in text, text

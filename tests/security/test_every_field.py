@@ -22,7 +22,7 @@ from rich.console import Console
 
 from reconciler import views
 from reconciler.core.desired import DesiredAgent, build_desired
-from reconciler.core.render import render_tasks
+from reconciler.core.render import markdown_cell, render_tasks
 from reconciler.drivers import units
 from reconciler.model.observed import SocketKey
 from reconciler.spec.load import load_repo
@@ -113,7 +113,7 @@ def launch_problems(repo: FleetRepo, field: Field, value: str) -> list[str]:
     elif sink == ARGV:
         got, want = argv[argv.index("--") + 1 :], tuple(shlex.split(value))
     elif sink == TASKS_MD:
-        got, want = value in render_tasks(repo, [], revision="r1"), True
+        got, want = markdown_cell(value) in render_tasks(repo, [], revision="r1"), True  # in a table cell
     else:
         return []
     problems = [f"{sink}: got {got!r}, want {want!r}"] if got != want else []
