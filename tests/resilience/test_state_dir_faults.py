@@ -21,6 +21,7 @@ import pytest
 
 from reconciler.drivers import tmux
 from reconciler.drivers.files import check_state_writable, write_atomic
+from reconciler.engine.apply import apply_plan
 from reconciler.engine.reconcile import apply_and_write_back
 from reconciler.engine.tick import plan_tick
 from reconciler.model.observed import SocketKey
@@ -190,3 +191,18 @@ def test_one_tenants_broken_state_folder_fails_only_that_tenant(minimal: Minimal
         assert "Traceback" not in "".join([*tick.problems, *problems])
     finally:
         kill_server(other.name or "")
+
+
+@pytest.mark.tmux
+@pytest.mark.xfail(strict=True, reason="drivers/lock.py follows a symlink in the lock's place (patch: O_NOFOLLOW)")
+def test_a_lock_linked_to_another_file_never_touches_that_file(minimal: Minimal) -> None:
+    """A link planted where the tenant's lock belongs: taking the lock truncates and writes
+    the file it opens, so following the link would destroy its target."""
+    victim = minimal.state.parent / "precious.txt"
+    victim.write_text("keep me\n")
+    (minimal.state / "demo").mkdir(parents=True)
+    (minimal.state / "demo" / "lock").symlink_to(victim)
+
+    apply_plan(plan_tick(minimal.inputs()))
+
+    assert victim.read_text() == "keep me\n"
