@@ -160,7 +160,7 @@ def _heartbeats_file(folder: Path) -> None:
 TENANT_FAULTS = [
     TenantFault("folder-is-a-file", lambda folder: folder.touch(), "File exists"),
     TenantFault("lock-is-a-folder", lambda folder: (folder / "lock").mkdir(parents=True), "Is a directory"),
-    TenantFault("lock-links-to-dev-zero", _lock_link, "/lock: Invalid argument"),
+    TenantFault("lock-links-to-dev-zero", _lock_link, "/lock: "),  # EINVAL now; ELOOP with O_NOFOLLOW
     TenantFault("heartbeats-is-a-file", _heartbeats_file, ""),
 ]
 
