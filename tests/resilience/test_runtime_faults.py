@@ -282,7 +282,7 @@ def test_whatever_systemctl_prints_is_an_error_in_words(printed: str) -> None:
         parse_list_units(printed)
 
 
-@pytest.mark.xfail(strict=True, reason="drivers/git.py open_checkout raises GitCommandNotFound without git (patch in the report)")
+@pytest.mark.xfail(strict=True, reason="without git, GitPython will not import and open_checkout raises (patch in the report)")
 def test_a_host_without_git_still_reconciles_with_no_git(tmp_path: Path, minimal: Minimal) -> None:
     """`--no-git` promises to leave Git alone; a host without git must not end in a traceback."""
     bin_dir = tmp_path / "bin"
