@@ -281,8 +281,9 @@ def schema(
             continue
         stale.append(path)
         if not check:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            from reconciler.drivers.files import write_atomic  # noqa: PLC0415
+
+            write_atomic(path, text)
     if check and stale:
         for path in stale:
             err.print(f"{path}: stale; run `fleet schema --out {out_dir}`", highlight=False)

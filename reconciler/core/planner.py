@@ -218,7 +218,7 @@ def _plan_running(
     if not verdict.health.needs_restart:
         return
     record = opts.history.get((agent.tenant, agent.name))
-    not_before = next_restart_at(record)
+    not_before = next_restart_at(record, now)
     if record is not None and not_before is not None and now < not_before:
         stalled = record.attempts >= STALL_AFTER
         draft.waits.append(Wait(

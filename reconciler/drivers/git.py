@@ -42,6 +42,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+# Without a git binary GitPython refuses to import at all; --no-git must still work there.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
 import git
 
 #: The projection that is re-rendered, never merged, when hosts' commits meet.
@@ -325,11 +328,14 @@ def open_checkout(path: Path) -> Checkout | None:
     if not path.is_dir():
         return None
     probe = git.Git(str(path))
-    status, out, err = probe.execute(
-        ["git", "rev-parse", "--is-inside-work-tree", "--show-toplevel", "--show-prefix"],
-        with_extended_output=True,
-        with_exceptions=False,
-    )
+    try:
+        status, out, err = probe.execute(
+            ["git", "rev-parse", "--is-inside-work-tree", "--show-toplevel", "--show-prefix"],
+            with_extended_output=True,
+            with_exceptions=False,
+        )
+    except git.GitCommandNotFound:
+        return None  # no git on this host: run without Git
     if "dubious ownership" in err:
         raise GitError(
             f"{path} is a Git checkout owned by another user, so git refuses to work in it; as the user "

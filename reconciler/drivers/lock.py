@@ -41,7 +41,7 @@ def describe_holder(text: str) -> str:
 def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05) -> Iterator[None]:
     """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # a planted link is not followed
     try:
         deadline = time.monotonic() + timeout
         while True:

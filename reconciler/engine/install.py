@@ -25,6 +25,7 @@ from pathlib import Path
 import git as gitpython
 
 from reconciler.drivers import git, units
+from reconciler.drivers.files import write_atomic
 from reconciler.drivers.systemd import observe_units
 from reconciler.engine.units import linger_wanted
 from reconciler.errors import UserError
@@ -469,8 +470,7 @@ def _write_schemas(dest: Path) -> dict[str, Path]:
     written = {}
     for name, text in render_schemas().items():
         path = dest / SCHEMA_DIR / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, text)
         written[name] = path
     return written
 
@@ -482,7 +482,7 @@ def _point_modelines(dest: Path, schemas: Mapping[str, Path]) -> None:
         text = path.read_text(encoding="utf-8")
         new = rewrite_modelines(text, relative)
         if new != text:
-            path.write_text(new, encoding="utf-8")
+            write_atomic(path, new)
 
 
 def _first_commit(dest: Path, example: str, host: str) -> str:

@@ -259,7 +259,6 @@ def test_doctests_of_the_modules_this_file_relies_on() -> None:
         assert doctest.testmod(module, raise_on_error=False).failed == 0, module.__name__
 
 
-@pytest.mark.xfail(strict=True, reason="needs core/planner.py to call next_restart_at(record, now) (patch in the report)")
 def test_a_restart_history_stamped_a_year_ahead_does_not_hold_a_dead_agent_for_a_year(minimal: Minimal) -> None:
     """The clock was stepped back after a restart: a year-ahead record must not hold the restart."""
     inp = minimal.inputs("sh -c 'exit 3'")
@@ -282,7 +281,6 @@ def test_whatever_systemctl_prints_is_an_error_in_words(printed: str) -> None:
         parse_list_units(printed)
 
 
-@pytest.mark.xfail(strict=True, reason="without git, GitPython will not import and open_checkout raises (patch in the report)")
 def test_a_host_without_git_still_reconciles_with_no_git(tmp_path: Path, minimal: Minimal) -> None:
     """`--no-git` promises to leave Git alone; a host without git must not end in a traceback."""
     bin_dir = tmp_path / "bin"

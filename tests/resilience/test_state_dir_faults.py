@@ -194,7 +194,6 @@ def test_one_tenants_broken_state_folder_fails_only_that_tenant(minimal: Minimal
 
 
 @pytest.mark.tmux
-@pytest.mark.xfail(strict=True, reason="drivers/lock.py follows a symlink in the lock's place (patch: O_NOFOLLOW)")
 def test_a_lock_linked_to_another_file_never_touches_that_file(minimal: Minimal) -> None:
     """A link planted where the tenant's lock belongs: taking the lock truncates and writes
     the file it opens, so following the link would destroy its target."""

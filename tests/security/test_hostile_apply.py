@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from reconciler.core.render import parse_status
+from reconciler.core.render import markdown_cell, parse_status
 from reconciler.drivers import tmux
 from reconciler.model.observed import SocketKey
 from reconciler.spec.models import Agent, EnvFrom, Runtime, Task
@@ -180,4 +180,4 @@ def test_accepted_values_arrive_verbatim_and_nothing_runs(
     status = parse_status((repo / "status" / HOST / "demo.yaml").read_text(encoding="utf-8"))
     assert {a.name: a.alias for a in status.agents if a.name in plan.aliases} == plan.aliases
     tasks_md = (repo / "TASKS.md").read_text(encoding="utf-8")
-    assert all(task["title"] in tasks_md for task in plan.tasks)
+    assert all(markdown_cell(task["title"]) in tasks_md for task in plan.tasks)  # as a table cell
