@@ -54,6 +54,7 @@ class Who:
     pid: int
     host: str
     command: str
+    run_by: str = ""  # root's run that started this one as the tenant's user ("root pid 4242")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,11 @@ class AuditRecord:
     error: str = ""
 
 
+#: Set by root for a tenant user's run (drivers/users.py), so that user's audit log says
+#: whose run acted for it.
+RUN_BY = "FLEET_RUN_BY"
+
+
 def whoami(command: str) -> Who:
     """This process as the audit log names it (effective uid: what the kernel checks)."""
     uid = os.geteuid()
@@ -77,7 +83,7 @@ def whoami(command: str) -> Who:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid without a passwd entry (a container): the number says it all
         user = str(uid)
-    return Who(user, uid, os.getpid(), socket.gethostname(), command)
+    return Who(user, uid, os.getpid(), socket.gethostname(), command, os.environ.get(RUN_BY, ""))
 
 
 def redact(text: str, env: Iterable[tuple[str, str]]) -> str:
@@ -106,7 +112,8 @@ def render_record(record: AuditRecord) -> str:
     doc = {
         "ts": record.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "who": {"user": record.who.user, "uid": record.who.uid, "pid": record.who.pid,
-                "host": record.who.host, "command": record.who.command},
+                "host": record.who.host, "command": record.who.command,
+                **({"run_by": record.who.run_by} if record.who.run_by else {})},
         "what": {"kind": record.kind, "tenant": record.tenant, "agent": record.agent, "model": record.model},
         "why": {"rule": record.rule, "message": _cut(record.why)},
         "result": record.result,

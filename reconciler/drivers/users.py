@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.drivers.audit import RUN_BY
+
 #: A PATH a tenant user can use: fleet's own scripts first (the agent launchers), then
 #: the system's. The caller's PATH may name folders of root's that the user cannot read.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 #: Variables root hands to a tenant's run; everything else of root's environment stays.
-PASSED_THROUGH = ("MOSAIC_AGENT_COMMAND", "LANG", "LC_ALL", "TZ")
+PASSED_THROUGH = ("MOSAIC_AGENT_COMMAND", "LANG", "LC_ALL", "TZ", RUN_BY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
     that useradd made world-readable. `capture=False` hands over this terminal (an
     interactive verb)."""
     groups = os.getgrouplist(account.name, account.gid)
+    passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
     return subprocess.run(
         list(argv),
         user=account.uid,

@@ -106,6 +106,11 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         owners = {p.stat().st_uid for p in [state, *state.rglob("*")]}
         assert owners == {account.uid}, f"root-owned files in {user}'s state"
+        # The tenant's audit log says the user acted, started by root's run.
+        records = [json.loads(line) for line in (state / tenant / "audit.jsonl").read_text().splitlines()]
+        assert sorted(r["what"]["agent"] for r in records if r["what"]["kind"] == "spawn") == ["enhancer", "orchestrator"]
+        assert {(r["who"]["user"], r["who"]["uid"], r["who"]["run_by"].split()[0]) for r in records} == {
+            (user, account.uid, "root")}
         # Root wrote the status back into the repository for the tenant.
         status = parse_status((repo / "status" / "demo" / f"{tenant}.yaml").read_text())
         assert status.tenant == tenant and {a.name for a in status.agents} == {"orchestrator", "enhancer"}
