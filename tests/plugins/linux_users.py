@@ -2,8 +2,12 @@
 
 `useradd` makes each (with a home), `userdel -r` removes it with every process it still
 runs and its tmux folder. Tests that need them skip with the reason where they cannot
-run: not root, no useradd, or this checkout not readable by other users (a clone under
-/root: tenant users must be able to run the installed fleet, as on a real host).
+run: not root, or no useradd.
+
+Tenant users must be able to run the installed fleet, as on a real host. Where this
+checkout's venv is not readable by other users (a clone under /root), `fleet_python`
+installs the checkout once per worker the way `./dev install-host` does, into a
+world-readable venv under /tmp, and the tests run fleet from there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -53,27 +58,54 @@ def _remove(user: str) -> None:
     shutil.rmtree(f"/tmp/tmux-{account.uid}", ignore_errors=True)
 
 
-@pytest.fixture
-def make_user() -> Iterator[Callable[[], str]]:
-    """A factory of fresh users (`fleet-t-XXXXXXXX`); all removed after the test."""
+def _useradd(prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    for _ in range(50):  # another worker's useradd may hold /etc/passwd's lock
+        done = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 10:  # 10: cannot lock the password file
+            break
+        time.sleep(0.1)
+    assert done.returncode == 0, done.stderr
+    return name
+
+
+def _runnable_by_others(python: str) -> bool:
+    probe_user = _useradd("fleet-p")
+    try:
+        return as_user(probe_user, [python, "-c", "import reconciler.cli"], timeout=60).returncode == 0
+    finally:
+        _remove(probe_user)
+
+
+@pytest.fixture(scope="session")
+def fleet_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Python that has fleet and that every user can run: this venv's, or a host-style
+    install of this checkout (non-editable, world-readable) made for the session."""
     if (reason := _skip_reason()) is not None:
         pytest.skip(reason)
+    if _runnable_by_others(sys.executable):
+        yield sys.executable
+        return
+    prefix = Path(tempfile.mkdtemp(prefix="fleet-host-", dir="/tmp"))
+    try:
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(prefix)], check=True, capture_output=True)
+        subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        str(ROOT)], check=True, capture_output=True, timeout=600)
+        subprocess.run(["chmod", "-R", "a+rX", str(prefix)], check=True)
+        yield str(prefix / "bin" / "python")
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture
+def make_user(fleet_python: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh users (`fleet-t-XXXXXXXX`); all removed after the test."""
     made: list[str] = []
 
     def make() -> str:
-        name = f"fleet-t-{uuid.uuid4().hex[:8]}"
-        for _ in range(50):  # another worker's useradd may hold /etc/passwd's lock
-            done = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode != 10:  # 10: cannot lock the password file
-                break
-            time.sleep(0.1)
-        assert done.returncode == 0, done.stderr
+        name = _useradd("fleet-t")
         made.append(name)
-        probe = as_user(name, [sys.executable, "-c", "import reconciler"], timeout=60)
-        if probe.returncode != 0:
-            pytest.skip(f"user {name} cannot run fleet from {ROOT} ({probe.stderr.strip()[-200:]}); "
-                        "clone the project where other users can read it")
         return name
 
     try:

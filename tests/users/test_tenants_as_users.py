@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -39,12 +38,19 @@ agents:
 """
 
 
-def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`fleet ...` as root, the way a host's timer runs it."""
-    full = {k: v for k, v in os.environ.items() if k != "MOSAIC_AGENT_COMMAND"}
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True,
-                          env=full, timeout=300, check=False)
+Fleet = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def fleet(fleet_python: str) -> Fleet:
+    """`fleet ...` as root, the way a host's timer runs it (from an install users can run)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "MOSAIC_AGENT_COMMAND"}
+        return subprocess.run([fleet_python, "-m", "reconciler", *args], capture_output=True, text=True,
+                              env=env, timeout=300, check=False)
+
+    return run
 
 
 def two_tenant_repo(tmp_path: Path, alpha: str, beta: str) -> Path:
@@ -82,7 +88,8 @@ def pair(make_user: Callable[[], str], tmp_path: Path) -> tuple[Path, str, str]:
     return two_tenant_repo(tmp_path, alpha, beta), alpha, beta
 
 
-def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tuple[Path, str, str]) -> None:
+def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tuple[Path, str, str],
+                                                                      fleet: Fleet) -> None:
     repo, alpha, beta = pair
     done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -148,7 +155,7 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
         assert listed.returncode != 0 or listed.stdout.strip() == ""
 
 
-def test_an_ordinary_user_reconciles_only_its_own_tenants(pair: tuple[Path, str, str]) -> None:
+def test_an_ordinary_user_reconciles_only_its_own_tenants(pair: tuple[Path, str, str], fleet_python: str) -> None:
     repo, alpha, beta = pair
     account = users.lookup(alpha)
     assert account is not None
@@ -156,7 +163,7 @@ def test_an_ordinary_user_reconciles_only_its_own_tenants(pair: tuple[Path, str,
     shutil.copytree(repo, mine)
     for path in [mine, *mine.rglob("*")]:
         os.chown(path, account.uid, account.gid)
-    done = as_user(alpha, [sys.executable, "-m", "reconciler", "reconcile", str(mine), "--host", "demo", "--no-git"])
+    done = as_user(alpha, [fleet_python, "-m", "reconciler", "reconcile", str(mine), "--host", "demo", "--no-git"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"tenant beta runs as user {beta}; skipped" in done.stderr
     assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}
@@ -164,7 +171,8 @@ def test_an_ordinary_user_reconciles_only_its_own_tenants(pair: tuple[Path, str,
     assert not (mine / "status" / "demo" / "beta.yaml").exists()
 
 
-def test_a_tenant_whose_user_does_not_exist_fails_alone(make_user: Callable[[], str], tmp_path: Path) -> None:
+def test_a_tenant_whose_user_does_not_exist_fails_alone(make_user: Callable[[], str], tmp_path: Path,
+                                                        fleet: Fleet) -> None:
     alpha = make_user()
     repo = two_tenant_repo(tmp_path, alpha, "fleet-t-nosuchuser")
     done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
@@ -175,7 +183,7 @@ def test_a_tenant_whose_user_does_not_exist_fails_alone(make_user: Callable[[], 
 
 
 def test_a_tenant_users_core_agents_get_units_in_its_own_systemd_user(make_user: Callable[[], str],
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path, fleet: Fleet) -> None:
     alpha = make_user()
     account = users.lookup(alpha)
     assert account is not None
