@@ -358,13 +358,13 @@ def _current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _resolve(key: SocketKey) -> list[str]:
+def resolve(key: SocketKey) -> list[str]:
     """`socket_args` with the facts looked up: our user, the other user's uid, TMUX_TMPDIR."""
     me = _current_user()
     if key.user is None or key.user == me:
         return socket_args(key, me)
     uid = pwd.getpwnam(key.user).pw_uid
-    return socket_args(key, me, uid, os.environ.get("TMUX_TMPDIR"))
+    return socket_args(key, me, uid)  # a tenant user's runs never inherit our TMUX_TMPDIR: /tmp
 
 
 def _home(key: SocketKey) -> str:
@@ -379,7 +379,7 @@ def run_tmux(key: SocketKey, args: Sequence[str]) -> subprocess.CompletedProcess
 
     `-u` makes tmux print UTF-8 (the separator, names) whatever the locale says.
     """
-    argv = ["tmux", "-u", *_resolve(key), *args]
+    argv = ["tmux", "-u", *resolve(key), *args]
     return subprocess.run(
         argv,
         capture_output=True,

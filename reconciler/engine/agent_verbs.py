@@ -24,7 +24,6 @@ up, and a restart simply closes the view.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import secrets
 import subprocess
@@ -207,11 +206,7 @@ def client_argv(key: SocketKey) -> list[str]:
     """`tmux -u` plus the global flags that select `key`'s server, for clients we run
     ourselves (an interactive attach, or one that reads stdin): the same lookup as
     `tmux.run_tmux`, whose client has no terminal and no input."""
-    me = pwd.getpwuid(os.geteuid()).pw_name
-    if key.user is None or key.user == me:
-        return ["tmux", "-u", *tmux.socket_args(key, me)]
-    uid = pwd.getpwnam(key.user).pw_uid
-    return ["tmux", "-u", *tmux.socket_args(key, me, uid, os.environ.get("TMUX_TMPDIR"))]
+    return ["tmux", "-u", *tmux.resolve(key)]
 
 
 def _target(agent: DesiredAgent) -> str:

@@ -74,6 +74,8 @@ def _runnable_by_others(python: str) -> bool:
     probe_user = _useradd("fleet-p")
     try:
         return as_user(probe_user, [python, "-c", "import reconciler.cli"], timeout=60).returncode == 0
+    except PermissionError:  # the interpreter itself is out of the user's reach
+        return False
     finally:
         _remove(probe_user)
 
