@@ -147,14 +147,29 @@ def staged_specs(root: Path, tenants: Sequence[str], host: str, account: users.A
         shutil.rmtree(copy, ignore_errors=True)
 
 
+def open_beneath(top: Path, parts: Sequence[str]) -> int:
+    """Open top/parts... for reading without following a link at any step: the folder is
+    the user's, who could swap any component for a link to a file only root may read."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(top, flags | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def _read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[str]) -> list[TenantStatus]:
     """Each tenant's status as the user's run wrote it, trusted only as data: no links
     followed, size capped, parsed, and for this tenant and host or dropped."""
     found = []
     for tenant in tenants:
-        path = status_path(copy, host, tenant)
+        relative = status_path(Path(), host, tenant).parts
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_beneath(copy, relative)
         except FileNotFoundError:
             continue
         except OSError as exc:

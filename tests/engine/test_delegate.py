@@ -26,6 +26,14 @@ def _link(folder: Path, target: str) -> None:
     path.symlink_to(target)
 
 
+def _linked_folder(folder: Path) -> None:
+    """The user swaps a folder on the way for a link to one only root may read."""
+    elsewhere = folder.with_name(folder.name + "-root-only")
+    write(elsewhere, "alpha.yaml", render_status(status()))
+    (folder / "status").mkdir()
+    (folder / "status" / "demo").symlink_to(elsewhere)
+
+
 def _fifo(folder: Path) -> None:
     path = status_path(folder, "demo", "alpha")
     path.parent.mkdir(parents=True)
@@ -47,6 +55,7 @@ def test_a_good_status_is_taken_back(tmp_path: Path) -> None:
         (lambda d: write(d, "status/demo/alpha.yaml", " " * (5 * 1024 * 1024)), "larger than"),
         (lambda d: _link(d, "/etc/shadow"), "could not be read back"),
         (_fifo, "not a regular file"),
+        (_linked_folder, "could not be read back"),
     ],
 )
 def test_a_hostile_status_is_refused_and_reported(tmp_path: Path, setup: object, problem: str) -> None:
