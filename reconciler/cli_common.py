@@ -7,6 +7,7 @@ Each command module (cli.py, cli_agents.py, ...) takes these from here, so `--ho
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -137,6 +138,19 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
     return replace(inputs, tenants=scope.local), runs
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""A tenant user's run's output as root relays it: no control character but newline
+    and tab reaches root's terminal (an escape sequence could rewrite what root sees).
+
+    >>> printable("ok\x1b]0;pwned\x07\n")
+    'ok\\x1b]0;pwned\\x07\n'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
     from reconciler.core.scope import worst_code  # noqa: PLC0415
@@ -145,12 +159,13 @@ def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     for run in runs:
         if output == "text" and run.stdout:
             out.print(f"[bold]── tenant {', '.join(run.tenants)}, as user {run.user} ──[/]", highlight=False)
-            sys.stdout.write(run.stdout if run.stdout.endswith("\n") else run.stdout + "\n")
+            shown = printable(run.stdout)
+            sys.stdout.write(shown if shown.endswith("\n") else shown + "\n")
         elif isinstance(doc, list) and isinstance(run.document, list):
             doc.extend(run.document)
         elif isinstance(doc, dict) and isinstance(run.document, dict):
             merge_documents(doc, run.document)
-        for line in run.stderr.splitlines():
+        for line in printable(run.stderr).splitlines():
             err.print(f"[{run.user}] {line}", highlight=False, markup=False)
         for problem in run.problems:
             err.print(f"error: {problem}", highlight=False, markup=False)

@@ -92,3 +92,9 @@ def test_json_documents_merge_lists_and_add_counts() -> None:
                            "budget": {"agents": [2], "accounts": [3]}, "applied": [4]})
     assert base == {"format_version": "1", "actions": [1, 2], "summary": {"spawn": 3, "stop": 1},
                     "budget": {"agents": [1, 2], "accounts": [3]}, "applied": [4]}
+
+
+def test_a_users_output_reaches_roots_terminal_without_control_characters() -> None:
+    from reconciler.cli_common import printable  # noqa: PLC0415
+
+    assert printable("plan\tok\n\x1b[2J\x1b]0;title\x07\x9b31m\r") == "plan\tok\n\\x1b[2J\\x1b]0;title\\x07\\x9b31m\\x0d"
