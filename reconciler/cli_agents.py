@@ -101,7 +101,7 @@ def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -
     return agent_verbs.find_agent(desired, address)
 
 
-def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]]) -> None:
+def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]], *, interactive: bool) -> None:
     """An agent of another user's tenant: as root, run the verb as that user (this
     terminal, its own state and audit log) and exit with its code; else refuse."""
     from reconciler.drivers import users  # noqa: PLC0415
@@ -113,7 +113,7 @@ def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[st
         raise UserError(f"{agent.tenant}/{agent.name} runs as user {user}; run this as {user}, or as root")
     from reconciler.engine.delegate import hand_over  # noqa: PLC0415
 
-    raise typer.Exit(hand_over(repo, str(user), agent.tenant, args))
+    raise typer.Exit(hand_over(repo, str(user), agent.tenant, args, interactive=interactive))
 
 
 def _require_terminal(verb: str) -> None:
@@ -134,7 +134,7 @@ def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir
         agent = _agent(repo, name, host, state_dir)
         _require_terminal("watch")
         _as_its_user(repo, agent, lambda copy: ["agent", "watch", str(copy), f"{agent.tenant}/{agent.name}",
-                                                "--host", agent.host])
+                                                "--host", agent.host], interactive=True)
         err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
                   highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
@@ -153,7 +153,7 @@ def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_di
         agent = _agent(repo, name, host, state_dir)
         _require_terminal("attach")
         _as_its_user(repo, agent, lambda copy: ["agent", "attach", str(copy), f"{agent.tenant}/{agent.name}",
-                                                "--host", agent.host])
+                                                "--host", agent.host], interactive=True)
         err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
                   "(use `fleet agent watch` to only look)", highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
@@ -189,7 +189,8 @@ def send_command(
         agent = _agent(repo, name, host, state_dir)
         _as_its_user(repo, agent, lambda copy: [
             "agent", "send", str(copy), f"{agent.tenant}/{agent.name}", message, "--timeout", str(timeout),
-            "--host", agent.host, "--output", output, *(["--verify"] if verify else []), *(["--force"] if force else [])])
+            "--host", agent.host, "--output", output, *(["--verify"] if verify else []), *(["--force"] if force else [])],
+            interactive=False)
         try:
             result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
         except Refused:

@@ -7,7 +7,6 @@ Each command module (cli.py, cli_agents.py, ...) takes these from here, so `--ho
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -131,36 +130,23 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
 
     rev = revision() if revision is not None and scope.delegated else ""
     # Users are independent (own uid, socket, state, lock): their runs overlap, in a stable order.
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(scope.delegated)))) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(scope.delegated)))) as pool:
         runs = list(pool.map(lambda item: run_for_user(loaded, item[0], item[1], inputs.host, verb,
                                                        json_output=output == "json", revision=rev),
                              scope.delegated.items()))
     return replace(inputs, tenants=scope.local), runs
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    r"""A tenant user's run's output as root relays it: no control character but newline
-    and tab reaches root's terminal (an escape sequence could rewrite what root sees).
-
-    >>> printable("ok\x1b]0;pwned\x07\n")
-    'ok\\x1b]0;pwned\\x07\n'
-    """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
 def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
     from reconciler.core.scope import worst_code  # noqa: PLC0415
-    from reconciler.engine.delegate import merge_documents  # noqa: PLC0415
+    from reconciler.engine.delegate import merge_documents, printable  # noqa: PLC0415
 
     for run in runs:
         if output == "text" and run.stdout:
             out.print(f"[bold]── tenant {', '.join(run.tenants)}, as user {run.user} ──[/]", highlight=False)
-            shown = printable(run.stdout)
-            sys.stdout.write(shown if shown.endswith("\n") else shown + "\n")
+            for line in printable(run.stdout).splitlines():  # marked as relayed: no fake header passes
+                sys.stdout.write(f"│ {line}\n")
         elif isinstance(doc, list) and isinstance(run.document, list):
             doc.extend(run.document)
         elif isinstance(doc, dict) and isinstance(run.document, dict):
@@ -168,5 +154,5 @@ def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
         for line in printable(run.stderr).splitlines():
             err.print(f"[{run.user}] {line}", highlight=False, markup=False)
         for problem in run.problems:
-            err.print(f"error: {problem}", highlight=False, markup=False)
+            err.print(f"error: {printable(problem)}", highlight=False, markup=False)
     return worst_code([1 if r.problems else r.code for r in runs])

@@ -9,13 +9,19 @@ nothing of one tenant is reachable from another's uid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from reconciler.drivers.audit import RUN_BY
 
@@ -66,6 +72,14 @@ def runtime_dir(account: Account) -> str | None:
     return str(path) if info.st_uid == account.uid else None
 
 
+def login_shell(account: Account) -> str:
+    """The user's shell, unless it is one that refuses to run commands (nologin, false):
+    tmux runs a one-word command through the default shell, which is $SHELL."""
+    shell = account.shell
+    usable = shell and os.access(shell, os.X_OK) and Path(shell).name not in ("nologin", "false")
+    return shell if usable else "/bin/sh"
+
+
 def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, str]:
     """A clean login-like environment for `account`: none of root's variables but the
     few in PASSED_THROUGH, so no secret of root's and no TMUX_TMPDIR or FLEET_STATE_DIR
@@ -74,7 +88,7 @@ def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, st
         "HOME": account.home,
         "USER": account.name,
         "LOGNAME": account.name,
-        "SHELL": account.shell or "/bin/sh",
+        "SHELL": login_shell(account),
         "PATH": f"{Path(sys.executable).parent}:{SYSTEM_PATH}",
         "LANG": "C.UTF-8",
     }
@@ -86,30 +100,64 @@ def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, st
     return env
 
 
+@dataclass(frozen=True, slots=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str],
-           timeout: float | None, capture: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `argv` under `account`'s uid, gid and groups, in a clean environment.
+           timeout: float) -> Ran:
+    """Run `argv` under `account`'s uid, gid and groups, in a clean environment, and
+    return what it said (each stream capped at MAX_OUTPUT; the rest is read and dropped).
 
     Python sets the groups, gid and uid in the child before exec (in that order), so
     the program never runs with root's privileges. umask 077: everything the run creates
     (state, the tmux socket folder, agents' files) is the tenant's alone, even in a home
-    that useradd made world-readable. `capture=False` hands over this terminal (an
-    interactive verb)."""
+    that useradd made world-readable. A new session: the child has no controlling
+    terminal, so nothing running as the tenant can open root's /dev/tty (or push input
+    into it). On timeout the child's process group is killed; raises TimeoutError."""
     groups = os.getgrouplist(account.name, account.gid)
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
-    return subprocess.run(
-        list(argv),
-        user=account.uid,
-        group=account.gid,
-        extra_groups=groups,
-        env=environment_for(account, passed),
-        cwd=cwd,
-        capture_output=capture,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        stdin=subprocess.DEVNULL if capture else None,
-        timeout=timeout,
-        check=False,
-        umask=0o077,
+    process = subprocess.Popen(
+        list(argv), user=account.uid, group=account.gid, extra_groups=groups,
+        env=environment_for(account, passed), cwd=cwd, umask=0o077, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    assert process.stdout is not None and process.stderr is not None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        out, err = pool.submit(_read_capped, process.stdout), pool.submit(_read_capped, process.stderr)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(f"did not finish within {timeout:.0f}s") from None
+        return Ran(code, out.result(), err.result())
+
+
+#: What root keeps of a tenant run's stdout or stderr: a plan of thousands of agents fits.
+MAX_OUTPUT = 4 * 1024 * 1024
+
+
+def _read_capped(stream: IO[bytes]) -> str:
+    data = stream.read(MAX_OUTPUT)
+    while stream.read(65536):
+        pass  # drained, not kept: the child must not block on a full pipe
+    stream.close()
+    return data.decode("utf-8", errors="replace")
+
+
+def interactive_argv(account: Account, argv: Sequence[str], passed: Mapping[str, str]) -> list[str]:
+    """`argv` as `account`, on a pseudo-terminal of its own that `script` relays to ours:
+    the tenant's processes never hold root's terminal (which they could read, or type
+    into with TIOCSTI, long after the verb ends). TERM passes, if it is a plain name."""
+    env = environment_for(account, {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"})
+    term = passed.get("TERM", "")
+    if re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", term):
+        env["TERM"] = term
+    inner = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
+             "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--", *argv]
+    return ["script", "--quiet", "--return", "--command", f"umask 077; exec {shlex.join(inner)}", "/dev/null"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -52,31 +53,82 @@ class UserRun:
 
 def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, verb: Sequence[str],
                  *, json_output: bool, revision: str = "") -> UserRun:
-    """`fleet VERB COPY --host HOST --tenant T...` as `user`, on a private copy of its specs."""
-    account = users.lookup(user)
+    """`fleet VERB COPY --host HOST --tenant T...` as `user`, on a private copy of its specs.
+
+    Never raises: whatever goes wrong with one user's run is that run's problem, and root's
+    own tenants and the other users' go on."""
+    try:
+        return _run_for_user(repo, user, tenants, host, verb, json_output=json_output, revision=revision)
+    except Exception as exc:  # a tenant must not stop root's run; the message says what happened
+        return UserRun(user, tuple(tenants), 1, "", "", problems=(f"user {user}: {type(exc).__name__}: {exc}",))
+
+
+def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, verb: Sequence[str],
+                  *, json_output: bool, revision: str) -> UserRun:
+    account, refused = tenant_account(user, tenants)
     if account is None:
-        why = (f"tenant {', '.join(tenants)}: user {user!r} does not exist on this host; "
-               f"create it (useradd --create-home {user}) or remove `user:` from the roster")
-        return UserRun(user, tuple(tenants), 1, "", "", problems=(why,))
-    linger = ensure_linger(account.name) if verb[0] == "reconcile" and "--dry-run" not in verb else ""
+        return UserRun(user, tuple(tenants), 1, "", "", problems=(refused,))
+    applying = verb[0] == "reconcile" and "--dry-run" not in verb
+    linger = ensure_linger(account.name) if applying else ""
     with staged_specs(repo.root, tenants, host, account) as copy:
-        argv = [sys.executable, "-m", "reconciler", *verb, str(copy), "--host", host,
+        argv = [*fleet_argv(), *verb, str(copy), "--host", host,
                 *(arg for t in tenants for arg in ("--tenant", t)), "--output", "json" if json_output else "text"]
-        if revision and verb[0] in ("reconcile", "down"):
+        if revision and applying:
             argv += ["--spec-revision", revision]
         try:
             done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S)
         except OSError as exc:  # the interpreter cannot even be started as the user
             return UserRun(user, tuple(tenants), 1, "", "", problems=(_unreachable(user, str(exc)),))
-        except subprocess.TimeoutExpired:
-            why = f"user {user}: fleet did not finish within {RUN_TIMEOUT_S:.0f}s; its tenants are retried next run"
-            return UserRun(user, tuple(tenants), 1, "", "", problems=(why,))
+        except TimeoutError as exc:
+            return UserRun(user, tuple(tenants), 1, "", "", problems=(f"user {user}: fleet {exc}; killed, its "
+                                                                       "tenants are retried next run",))
         problems = [_unreachable(user, done.stderr.strip().splitlines()[-1])] if _not_started(done) else []
         notes = [f"warning: {linger}; its core agents start at boot only once it logs in"] if linger else []
-        statuses = _read_statuses(copy, host, tenants, problems) if verb[0] in ("reconcile", "down") else ()
-    document = _json_or_none(done.stdout) if json_output else None
-    return UserRun(user, tuple(tenants), done.returncode, done.stdout, "\n".join([*notes, done.stderr]).strip(), document,
+        statuses = _read_statuses(copy, host, tenants, problems, account.uid) if applying else []
+        # Messages name the repository, not the private copy that is gone once we return.
+        stdout, stderr = (text.replace(str(copy), str(repo.root)) for text in (done.stdout, done.stderr))
+    document = own_items(_json_or_none(stdout), tenants) if json_output else None
+    return UserRun(user, tuple(tenants), done.returncode, stdout, "\n".join([*notes, stderr]).strip(), document,
                    tuple(statuses), tuple(problems), revision)
+
+
+def fleet_argv() -> list[str]:
+    """This fleet, isolated (-I): neither the working folder (the tenant's copy) nor the
+    user's site-packages nor PYTHON* variables can put the tenant's code on its path."""
+    return [sys.executable, "-I", "-m", "reconciler"]
+
+
+#: The lowest uid of a person's account (login.defs UID_MIN): lower ones are the system's.
+UID_MIN = 1000
+
+
+def tenant_account(user: str, tenants: Sequence[str]) -> tuple[users.Account | None, str]:
+    """The tenant's account, or None and why root will not run fleet as it."""
+    account = users.lookup(user)
+    names = ", ".join(tenants)
+    if account is None:
+        return None, (f"tenant {names}: user {user!r} does not exist on this host; "
+                      f"create it (useradd --create-home {user}) or remove `user:` from the roster")
+    if account.uid < UID_MIN:
+        return None, (f"tenant {names}: user {user!r} is a system account (uid {account.uid}); a tenant runs "
+                      f"as a person's account (uid {UID_MIN} or more): create one with useradd --create-home")
+    home = Path(account.home)
+    if not home.is_dir() or home.stat().st_uid != account.uid:
+        return None, (f"tenant {names}: user {user} has no home folder of its own ({account.home}), where its "
+                      f"state lives; create it (mkhomedir_helper {user})")
+    return account, ""
+
+
+def own_items(document: Any, tenants: Sequence[str]) -> Any:
+    """A user's --output json document with only what names its own tenants: one tenant's
+    run cannot add rows, actions or errors for another to root's report."""
+    mine = set(tenants)
+    if isinstance(document, list):
+        return [row for row in document if isinstance(row, dict) and row.get("tenant") in mine]
+    if isinstance(document, dict):
+        return {key: own_items(value, tenants) if isinstance(value, list | dict) and key != "summary" else value
+                for key, value in document.items()}
+    return document
 
 
 #: `loginctl` talks to logind over the system bus: without its socket, linger cannot be asked for.
@@ -91,24 +143,49 @@ def ensure_linger(user: str) -> str:
     return units.enable_linger(user)
 
 
-def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[str]]) -> int:
-    """`fleet ARGS` as `user` on a copy of `tenant`'s specs, with this terminal: root's
-    `fleet agent watch|attach|send` for a tenant of another user. Its exit code."""
-    account = users.lookup(user)
+def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[str]], *, interactive: bool) -> int:
+    """`fleet ARGS` as `user` on a copy of `tenant`'s specs: root's `fleet agent
+    watch|attach|send` for a tenant of another user. Its exit code.
+
+    Interactive verbs get a pseudo-terminal of their own (users.interactive_argv), never
+    root's; `send` runs like a reconcile and its output is relayed, printable."""
+    account, refused = tenant_account(user, [tenant])
     if account is None:
-        raise UserError(f"tenant {tenant}: user {user!r} does not exist on this host")
+        raise UserError(refused)
     with staged_specs(root, [tenant], "", account) as copy:
+        argv = [*fleet_argv(), *args(copy)]
         try:
-            done = users.run_as(account, [sys.executable, "-m", "reconciler", *args(copy)], cwd=str(copy),
-                                passed=os.environ, timeout=None, capture=False)
-        except OSError as exc:
+            if interactive:
+                return subprocess.run(users.interactive_argv(account, argv, os.environ), cwd=str(copy),
+                                      check=False).returncode
+            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
             raise UserError(_unreachable(user, str(exc))) from None
+    sys.stdout.write(printable(done.stdout))
+    sys.stderr.write(printable(done.stderr))
     return done.returncode
 
 
-def _not_started(done: subprocess.CompletedProcess[str]) -> bool:
-    """Python ran but could not import fleet: the install is not readable by the user."""
-    return done.returncode != 0 and any(m in done.stderr for m in ("ModuleNotFoundError", "Permission denied", "can't open file"))
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""A tenant user's run's output as root relays it: no control character but newline
+    and tab reaches root's terminal (an escape sequence could rewrite what root sees).
+
+    >>> printable("ok\x1b]0;pwned\x07\n")
+    'ok\\x1b]0;pwned\\x07\n'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _not_started(done: users.Ran) -> bool:
+    """Python failed before fleet ran: the install is not readable by the user."""
+    said = done.stderr.strip()
+    if done.returncode == 0 or not said:
+        return False
+    crashed = "Traceback (most recent call last)" in said and said.splitlines()[-1].startswith("PermissionError")
+    return "No module named 'reconciler'" in said or "can't open file" in said or crashed
 
 
 def _unreachable(user: str, said: str) -> str:
@@ -119,15 +196,23 @@ def _unreachable(user: str, said: str) -> str:
 def _json_or_none(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
 @contextmanager
 def staged_specs(root: Path, tenants: Sequence[str], host: str, account: users.Account) -> Iterator[Path]:
     """A 0700 folder owned by `account` with fleet.yaml, roles/, the tenants' folders and
-    their last status on this host (so conditions keep their `since`). Symbolic links are
-    copied as links, never followed: root must not copy a file the user could not read."""
+    their last status on this host (so conditions keep their `since`).
+
+    Symbolic links are never followed, at any level (a link as `roles` or as a tenant's
+    folder is refused): root must not copy a file the user could not read. The folder
+    itself is handed to the user last, so the user cannot enter it while root still
+    changes owners inside (and swap a folder for a link to root's files)."""
+    for rel in ("fleet.yaml", "roles", *(f"tenants/{t}" for t in tenants)):
+        if _linked(root, rel):
+            raise UserError(f"{root / rel} is a symbolic link; a fleet repository's specs must be plain files "
+                            "and folders when tenants run as their own users")
     copy = Path(tempfile.mkdtemp(prefix=f"fleet-{account.name}-"))
     try:
         shutil.copy2(root / "fleet.yaml", copy / "fleet.yaml", follow_symlinks=False)
@@ -136,15 +221,25 @@ def staged_specs(root: Path, tenants: Sequence[str], host: str, account: users.A
         for tenant in tenants:
             shutil.copytree(root / "tenants" / tenant, copy / "tenants" / tenant, symlinks=True)
             status = status_path(root, host, tenant)
-            if host and status.is_file() and not status.is_symlink():
+            if host and not _linked(root, str(status.relative_to(root))) and status.is_file():
                 target = status_path(copy, host, tenant)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(status, target)
-        for path in [copy, *copy.rglob("*")]:
+        for path in [*copy.rglob("*"), copy]:  # the folder itself last: see above
             os.chown(path, account.uid, account.gid, follow_symlinks=False)
         yield copy
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def _linked(root: Path, rel: str) -> bool:
+    """Whether any component of root/rel is a symbolic link."""
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
 
 
 def open_beneath(top: Path, parts: Sequence[str]) -> int:
@@ -162,9 +257,10 @@ def open_beneath(top: Path, parts: Sequence[str]) -> int:
         os.close(fd)
 
 
-def _read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[str]) -> list[TenantStatus]:
+def _read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[str], uid: int) -> list[TenantStatus]:
     """Each tenant's status as the user's run wrote it, trusted only as data: no links
-    followed, size capped, parsed, and for this tenant and host or dropped."""
+    followed, the user's own file with one name, size capped, parsed, no control
+    characters, and for this tenant and host, or dropped."""
     found = []
     for tenant in tenants:
         relative = status_path(Path(), host, tenant).parts
@@ -176,22 +272,46 @@ def _read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list
             problems.append(f"tenant {tenant}: its status could not be read back ({exc.strerror})")
             continue
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                problems.append(f"tenant {tenant}: its status is not a regular file; ignored")
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != uid or info.st_nlink != 1:
+                problems.append(f"tenant {tenant}: its status is not a regular file of its own; ignored")
                 continue
             data = handle.read(MAX_STATUS_BYTES + 1)
         try:
             if len(data) > MAX_STATUS_BYTES:
                 raise ValueError(f"larger than {MAX_STATUS_BYTES} bytes")
-            status = parse_status(data.decode("utf-8"))
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            problems.append(f"tenant {tenant}: its run wrote an unreadable status ({exc}); the last one is kept")
+            text = data.decode("utf-8")
+            status = parse_status(text)
+            if any(_CONTROL.search(s) for s in _strings(_load_plain(text))):
+                raise ValueError("it holds control characters")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+            problems.append(f"tenant {tenant}: its run wrote an unreadable status ({printable(str(exc))[:200]}); "
+                            "the last one is kept")
             continue
         if (status.tenant, status.host) != (tenant, host):
-            problems.append(f"tenant {tenant}: its run wrote a status for {status.tenant}@{status.host}; ignored")
+            problems.append(f"tenant {tenant}: its run wrote a status for {status.tenant!r}@{status.host!r}; ignored")
             continue
         found.append(status)
     return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in plain data, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _load_plain(text: str) -> Any:
+    """The status document as plain data (what fleet writes is JSON), for the text check."""
+    body = "\n".join(line for line in text.split("\n") if not line.startswith("#"))
+    return json.loads(body)
 
 
 def adopt_statuses(repo: Path, runs: Sequence[UserRun]) -> list[str]:

@@ -4,14 +4,16 @@ user, and what it takes back, trusted only as data."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from reconciler.core.render import render_status
 from reconciler.drivers import users
-from reconciler.engine.delegate import _read_statuses, merge_documents, staged_specs
+from reconciler.engine.delegate import _read_statuses, merge_documents, own_items, staged_specs
 from reconciler.engine.writeback import status_path
+from reconciler.errors import UserError
 from reconciler.model.status import TenantStatus
 from tests.e2e.repos import example_repo, write
 
@@ -34,6 +36,11 @@ def _linked_folder(folder: Path) -> None:
     (folder / "status" / "demo").symlink_to(elsewhere)
 
 
+def _hardlinked(folder: Path) -> None:
+    write(folder, "status/demo/other.yaml", render_status(status()))
+    os.link(folder / "status/demo/other.yaml", status_path(folder, "demo", "alpha"))
+
+
 def _fifo(folder: Path) -> None:
     path = status_path(folder, "demo", "alpha")
     path.parent.mkdir(parents=True)
@@ -43,32 +50,38 @@ def _fifo(folder: Path) -> None:
 def test_a_good_status_is_taken_back(tmp_path: Path) -> None:
     write(tmp_path, "status/demo/alpha.yaml", render_status(status()))
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == [status()] and problems == []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [status()] and problems == []
 
 
 @pytest.mark.parametrize(
     ("setup", "problem"),
     [
-        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status("beta"))), "wrote a status for beta@demo"),
-        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status(host="other"))), "for alpha@other"),
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status("beta"))), "wrote a status for 'beta'@'demo'"),
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(status(host="other"))), "for 'alpha'@'other'"),
         (lambda d: write(d, "status/demo/alpha.yaml", "{not json"), "unreadable status"),
         (lambda d: write(d, "status/demo/alpha.yaml", " " * (5 * 1024 * 1024)), "larger than"),
         (lambda d: _link(d, "/etc/shadow"), "could not be read back"),
         (_fifo, "not a regular file"),
         (_linked_folder, "could not be read back"),
+        (_hardlinked, "not a regular file of its own"),
+        (lambda d: write(d, "status/demo/alpha.yaml", "[" * 100_000), "unreadable status"),
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(replace(status(), notes=("\x1b]0;pwn\x07",)))),
+         "control characters"),
+        (lambda d: write(d, "status/demo/alpha.yaml", render_status(replace(status(), notes=("\x9b2J",)))),
+         "control characters"),
     ],
 )
 def test_a_hostile_status_is_refused_and_reported(tmp_path: Path, setup: object, problem: str) -> None:
     assert callable(setup)
     setup(tmp_path)
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == []
     assert len(problems) == 1 and problem in problems[0], problems
 
 
 def test_a_missing_status_is_no_problem(tmp_path: Path) -> None:
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems) == [] and problems == []
+    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [] and problems == []
 
 
 def test_the_copy_holds_only_the_tenants_own_specs_and_links_stay_links(tmp_path: Path) -> None:
@@ -86,6 +99,25 @@ def test_the_copy_holds_only_the_tenants_own_specs_and_links_stay_links(tmp_path
     assert not copy.exists()
 
 
+def test_a_linked_roles_or_tenant_folder_is_refused_before_anything_is_copied(tmp_path: Path) -> None:
+    repo = example_repo(tmp_path, "multi-tenant", None)
+    secret = tmp_path / "root-only"
+    secret.mkdir()
+    (repo / "roles").symlink_to(secret)
+    me = users.lookup(users.current_user())
+    assert me is not None
+    with pytest.raises(UserError, match="roles is a symbolic link"), staged_specs(repo, ["jarvis"], "w-jarvis", me):
+        pass
+
+
+def test_a_users_json_keeps_only_its_own_tenants() -> None:
+    doc = {"actions": [{"tenant": "alpha", "agent": "a"}, {"tenant": "beta", "agent": "b"}],
+           "summary": {"spawn": 2}, "errors": [{"tenant": "beta", "message": "fake"}], "host": "demo"}
+    assert own_items(doc, ["alpha"]) == {"actions": [{"tenant": "alpha", "agent": "a"}], "summary": {"spawn": 2},
+                                         "errors": [], "host": "demo"}
+    assert own_items([{"tenant": "beta"}, {"tenant": "alpha"}, "x"], ["alpha"]) == [{"tenant": "alpha"}]
+
+
 def test_json_documents_merge_lists_and_add_counts() -> None:
     base = {"format_version": "1", "actions": [1], "summary": {"spawn": 1, "stop": 0}, "budget": {"agents": [1]}}
     merge_documents(base, {"format_version": "1", "actions": [2], "summary": {"spawn": 2, "stop": 1},
@@ -95,6 +127,6 @@ def test_json_documents_merge_lists_and_add_counts() -> None:
 
 
 def test_a_users_output_reaches_roots_terminal_without_control_characters() -> None:
-    from reconciler.cli_common import printable  # noqa: PLC0415
+    from reconciler.engine.delegate import printable  # noqa: PLC0415
 
     assert printable("plan\tok\n\x1b[2J\x1b]0;title\x07\x9b31m\r") == "plan\tok\n\\x1b[2J\\x1b]0;title\\x07\\x9b31m\\x0d"

@@ -58,10 +58,10 @@ def _remove(user: str) -> None:
     shutil.rmtree(f"/tmp/tmux-{account.uid}", ignore_errors=True)
 
 
-def _useradd(prefix: str) -> str:
+def _useradd(prefix: str, flags: Sequence[str] = ("--create-home",)) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     for _ in range(50):  # another worker's useradd may hold /etc/passwd's lock
-        done = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name],
+        done = subprocess.run(["useradd", *flags, "--shell", "/bin/sh", name],
                               capture_output=True, text=True, check=False)
         if done.returncode != 10:  # 10: cannot lock the password file
             break
@@ -101,12 +101,13 @@ def fleet_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_user(fleet_python: str) -> Iterator[Callable[[], str]]:
-    """A factory of fresh users (`fleet-t-XXXXXXXX`); all removed after the test."""
+def make_user(fleet_python: str) -> Iterator[Callable[..., str]]:
+    """A factory of fresh users (`fleet-t-XXXXXXXX`; `useradd` flags, default
+    --create-home); all removed after the test."""
     made: list[str] = []
 
-    def make() -> str:
-        name = _useradd("fleet-t")
+    def make(*flags: str) -> str:
+        name = _useradd("fleet-t", flags or ("--create-home",))
         made.append(name)
         return name
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -78,6 +79,24 @@ def has_heartbeats(folder: Path, names: set[str]) -> bool:
     return {p.name for p in folder.glob("*.json")} == names
 
 
+def pane_text(server: str) -> str:
+    return subprocess.run(["tmux", "-L", server, "capture-pane", "-p"], capture_output=True, text=True,
+                          check=False).stdout
+
+
+def holders(user: str, tty: str) -> list[int]:
+    """The user's processes with `tty` open."""
+    pids = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True, check=False).stdout.split()
+    return [int(p) for p in pids if any(str(fd.resolve()) == tty for fd in _fds(int(p)))]
+
+
+def _fds(pid: int) -> list[Path]:
+    try:
+        return list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return []
+
+
 def uid_of_pid(pid: int) -> int:
     return Path(f"/proc/{pid}").stat().st_uid
 
@@ -89,7 +108,7 @@ def pair(make_user: Callable[[], str], tmp_path: Path) -> tuple[Path, str, str]:
 
 
 def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tuple[Path, str, str],
-                                                                      fleet: Fleet) -> None:
+                                                                      fleet: Fleet, fleet_python: str) -> None:
     repo, alpha, beta = pair
     done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -144,7 +163,21 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
     sent = fleet("agent", "send", str(repo), "beta/orchestrator", "hello", "--verify", "--timeout", "20", "--host", "demo")
     assert sent.returncode == 0 and sent.stdout.strip() == "verified", sent.stdout + sent.stderr
 
-        # `fleet ps` as root shows both users' agents; `fleet down` stops them all.
+        # Root's `fleet agent watch` shows a user's agent on a terminal of its own: no process
+    # of the user ever holds root's terminal (here: the viewer's pane).
+    viewer = f"fleet-viewer-{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run(["tmux", "-L", viewer, "new-session", "-d", "-x", "120", "-y", "30", fleet_python, "-m",
+                        "reconciler", "agent", "watch", str(repo), "beta/orchestrator", "--host", "demo"], check=True)
+        shown = functools.partial(pane_text, viewer)
+        assert retry_until(lambda: "beta/orchestrator on demo" in shown(), 15), shown()
+        tty = subprocess.run(["tmux", "-L", viewer, "display", "-p", "#{pane_tty}"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert holders(beta, tty) == []
+    finally:
+        subprocess.run(["tmux", "-L", viewer, "kill-server"], capture_output=True, check=False)
+
+    # `fleet ps` as root shows both users' agents; `fleet down` stops them all.
     rows = json.loads(fleet("ps", str(repo), "--host", "demo", "--output", "json").stdout)
     assert sorted((r["tenant"], r["agent"]) for r in rows) == [
         ("alpha", "enhancer"), ("alpha", "orchestrator"), ("beta", "enhancer"), ("beta", "orchestrator")]
@@ -213,3 +246,16 @@ def test_a_tenant_users_core_agents_get_units_in_its_own_systemd_user(make_user:
         assert not any(Path("/root/.config/systemd/user").glob("fleet-alpha*"))  # nothing in root's manager
         rows = json.loads(fleet("ps", str(repo), "--host", "demo", "--output", "json").stdout)
         assert {r["agent"]: r["systemd"] for r in rows} == {"orchestrator": "active", "enhancer": "active"}
+
+
+@pytest.mark.parametrize(("flags", "why"), [
+    (("--system", "--create-home"), "is a system account"),
+    (("--no-create-home",), "has no home folder of its own"),
+])
+def test_root_refuses_a_system_account_or_a_user_without_a_home(make_user: Callable[..., str], tmp_path: Path,
+                                                                fleet: Fleet, flags: tuple[str, ...], why: str) -> None:
+    alpha, odd = make_user(), make_user(*flags)
+    repo = two_tenant_repo(tmp_path, alpha, odd)
+    done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
+    assert done.returncode == 1 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}  # the other tenant is reconciled
