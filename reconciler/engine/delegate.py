@@ -245,14 +245,13 @@ def _linked(root: Path, rel: str) -> bool:
 def open_beneath(top: Path, parts: Sequence[str]) -> int:
     """Open top/parts... for reading without following a link at any step: the folder is
     the user's, who could swap any component for a link to a file only root may read."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(top, flags | os.O_DIRECTORY)
+    fd = os.open(top, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY)
     try:
         for part in parts[:-1]:
-            inner = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            inner = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = inner
-        return os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
     finally:
         os.close(fd)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,4 +47,4 @@ def test_the_script_runs_or_says_atheris_is_missing() -> None:
         assert done.returncode == 0 and "atheris is not installed" in done.stderr
         pytest.skip("atheris is not installed: only the fallback was checked")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Done 500 runs" in done.stderr
+    assert re.search(r"Done 5\d\d runs", done.stderr), done.stderr[-500:]  # libFuzzer may run a few more
