@@ -24,6 +24,7 @@ from reconciler.cli_common import (
     RepoArg,
     StateDirOpt,
     TenantOpt,
+    as_tenant_user,
     check_output,
     check_repo,
     err,
@@ -102,18 +103,8 @@ def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -
 
 
 def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]], *, interactive: bool) -> None:
-    """An agent of another user's tenant: as root, run the verb as that user (this
-    terminal, its own state and audit log) and exit with its code; else refuse."""
-    from reconciler.drivers import users  # noqa: PLC0415
-
-    user = agent.launch.socket.user
-    if users.is_me(user):
-        return
-    if not users.is_root():
-        raise UserError(f"{agent.tenant}/{agent.name} runs as user {user}; run this as {user}, or as root")
-    from reconciler.engine.delegate import hand_over  # noqa: PLC0415
-
-    raise typer.Exit(hand_over(repo, str(user), agent.tenant, args, interactive=interactive))
+    as_tenant_user(repo, agent.launch.socket.user, agent.tenant, args, interactive=interactive,
+                   what=f"{agent.tenant}/{agent.name}")
 
 
 def _require_terminal(verb: str) -> None:

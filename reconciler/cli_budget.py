@@ -29,9 +29,12 @@ from reconciler.cli_common import (
     RepoArg,
     StateDirOpt,
     TenantOpt,
+    as_tenant_user,
     check_output,
     check_repo,
     err,
+    report_users,
+    run_users,
     state_dir_or_default,
     tick_inputs,
     user_errors,
@@ -87,8 +90,13 @@ def set_usage_command(
     """
     with user_errors():
         check_output(output)
-        spec = _account(load_repo(check_repo(repo)), tenant, account)
+        loaded = load_repo(check_repo(repo))
+        spec = _account(loaded, tenant, account)
         signal = manual_signal(spec, tenant, used, spent_usd, reset_at, confidence, datetime.now(UTC))
+        as_tenant_user(repo, loaded.tenants[tenant].roster.user, tenant, lambda copy: [
+            "budget", "set-usage", str(copy), tenant, account, "--confidence", confidence, "--output", output,
+            *(["--used", used] if used is not None else []), *(["--spent-usd", spent_usd] if spent_usd is not None else []),
+            *(["--reset-at", reset_at] if reset_at is not None else [])], interactive=False, what=f"tenant {tenant}")
         path = write_usage(state_dir_or_default(state_dir), signal)
     if output == "json":
         print(views.to_json({"path": str(path), "record": json.loads(render_usage(signal))}))
@@ -192,6 +200,9 @@ def ingest_command(
         check_output(output)
         loaded = load_repo(check_repo(repo))
         scope = _scope(loaded, tenant)
+        # Another user's tenants are read as that user, from its own homes and state.
+        inputs, runs = run_users(loaded, tick_inputs(repo, host, scope, state_dir), ["budget", "ingest"], output)
+        scope = [t for t in scope if inputs.tenants is None or t in inputs.tenants]
         homes = _homes(loaded, scope, codex_home, claude_home)
         from reconciler.engine.ingest import ingest_all  # noqa: PLC0415
 
@@ -201,11 +212,14 @@ def ingest_command(
     views.print_errors(err, errors)
     for problem in report.problems:
         err.print(f"warning: {problem}", highlight=False, markup=False)
+    doc = report_json(report)
+    users_code = report_users(runs, output, doc) if output == "json" else 0
     if output == "json":
-        print(views.to_json(report_json(report)))
+        print(views.to_json(doc))
     else:
         print("\n".join(report_lines(report)))
-    if errors:
+        users_code = report_users(runs, output, doc)
+    if errors or users_code:
         raise typer.Exit(1)
 
 
@@ -300,15 +314,21 @@ def show_command(
 
     with user_errors():
         check_output(output)
-        tick = plan_tick(tick_inputs(repo, host, tenant, state_dir))
+        loaded = load_repo(check_repo(repo))
+        inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir), ["budget", "show"], output)
+        tick = plan_tick(inputs, repo=loaded)
     views_ = account_views(tick.repo, tick.budget)
     if output == "json":
-        print(views.to_json([
+        rows: list[object] = [
             {"tenant": v.tenant, "account": v.pace.account, "state": v.pace.state.value, "used": v.pace.used,
              "allowed": v.pace.allowed, "elapsed": v.pace.elapsed,
              "reset": v.pace.reset.isoformat() if v.pace.reset else None,
              "exhaustion": v.exhaustion.isoformat() if v.exhaustion else None, "next": list(v.next_steps)}
             for v in views_
-        ]))
-    else:
+        ]
+        code = report_users(runs, output, rows)
+        print(views.to_json(rows))
+        raise typer.Exit(code)
+    if views_ or not runs:
         print(render(views_))
+    raise typer.Exit(report_users(runs, output, None))

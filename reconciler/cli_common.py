@@ -156,3 +156,19 @@ def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
         for problem in run.problems:
             err.print(f"error: {printable(problem)}", highlight=False, markup=False)
     return worst_code([1 if r.problems else r.code for r in runs])
+
+
+def as_tenant_user(repo: Path, user: str | None, tenant: str, args: Callable[[Path], list[str]], *,
+                   interactive: bool, what: str) -> None:
+    """A command about another user's tenant: as root, run it as that user (its state, its
+    audit log; `interactive` on a terminal of its own) and exit with its code; as anyone
+    else, refuse. Returns when the tenant is this process's own."""
+    from reconciler.drivers import users  # noqa: PLC0415
+
+    if users.is_me(user):
+        return
+    if not users.is_root():
+        raise UserError(f"{what} runs as user {user}; run this as {user}, or as root")
+    from reconciler.engine.delegate import hand_over  # noqa: PLC0415
+
+    raise typer.Exit(hand_over(repo, str(user), tenant, args, interactive=interactive))

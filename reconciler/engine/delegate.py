@@ -124,7 +124,8 @@ def own_items(document: Any, tenants: Sequence[str]) -> Any:
     run cannot add rows, actions or errors for another to root's report."""
     mine = set(tenants)
     if isinstance(document, list):
-        return [row for row in document if isinstance(row, dict) and row.get("tenant") in mine]
+        return [own_items(row, tenants) for row in document
+                if not (isinstance(row, dict) and "tenant" in row and row["tenant"] not in mine)]
     if isinstance(document, dict):
         return {key: own_items(value, tenants) if isinstance(value, list | dict) and key != "summary" else value
                 for key, value in document.items()}

@@ -115,7 +115,8 @@ def test_a_users_json_keeps_only_its_own_tenants() -> None:
            "summary": {"spawn": 2}, "errors": [{"tenant": "beta", "message": "fake"}], "host": "demo"}
     assert own_items(doc, ["alpha"]) == {"actions": [{"tenant": "alpha", "agent": "a"}], "summary": {"spawn": 2},
                                          "errors": [], "host": "demo"}
-    assert own_items([{"tenant": "beta"}, {"tenant": "alpha"}, "x"], ["alpha"]) == [{"tenant": "alpha"}]
+    assert own_items([{"tenant": "beta"}, {"tenant": "alpha"}, "a note", {"id": 1}], ["alpha"]) == [
+        {"tenant": "alpha"}, "a note", {"id": 1}]
 
 
 def test_json_documents_merge_lists_and_add_counts() -> None:

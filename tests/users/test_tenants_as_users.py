@@ -259,3 +259,30 @@ def test_root_refuses_a_system_account_or_a_user_without_a_home(make_user: Calla
     done = fleet("reconcile", str(repo), "--host", "demo", "--no-git")
     assert done.returncode == 1 and why in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert set(sessions_as(alpha)) == {"orchestrator", "enhancer"}  # the other tenant is reconciled
+
+
+BUDGET = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Budget
+tenant: alpha
+accounts:
+  - name: stub-sub
+    provider: mosaic
+    runtime: stub
+    regime: subscription
+    window: 7d
+"""
+
+
+def test_roots_budget_commands_for_a_users_tenant_run_as_that_user(pair: tuple[Path, str, str], fleet: Fleet) -> None:
+    repo, alpha, _ = pair
+    write(repo, "tenants/alpha/budget.yaml", BUDGET)
+    done = fleet("budget", "set-usage", str(repo), "alpha", "stub-sub", "--used", "0.5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    account = users.lookup(alpha)
+    assert account is not None
+    record = Path(account.home) / ".local/state/mosaic-fleet/alpha/usage/stub-sub.json"
+    assert record.stat().st_uid == account.uid and json.loads(record.read_text())["used_fraction"] == 0.5
+    shown = fleet("budget", "show", str(repo), "--host", "demo", "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert [(r["tenant"], r["account"], r["used"]) for r in json.loads(shown.stdout)] == [("alpha", "stub-sub", 0.5)]
