@@ -189,7 +189,7 @@ def _reconcile(
     inputs, runs = run_users(loaded, inputs, verb, output, applying=not dry_run,
                              revision=None if dry_run else lambda: spec_revision(loaded_repo, checkout))
     if runs and not dry_run:
-        from reconciler.engine.delegate import adopt_statuses  # noqa: PLC0415
+        from reconciler.engine.untrusted import adopt_statuses  # noqa: PLC0415
 
         adopt_statuses(loaded_repo, runs)
     tick = planned_tick(inputs, tenant, loaded)

@@ -140,7 +140,7 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
 def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
     from reconciler.core.scope import worst_code  # noqa: PLC0415
-    from reconciler.engine.delegate import merge_documents, printable  # noqa: PLC0415
+    from reconciler.engine.untrusted import merge_documents, printable  # noqa: PLC0415
 
     for run in runs:
         if output == "text" and run.stdout:

@@ -11,7 +11,8 @@ import pytest
 
 from reconciler.core.render import render_status
 from reconciler.drivers import users
-from reconciler.engine.delegate import _read_statuses, merge_documents, own_items, staged_specs
+from reconciler.engine.delegate import staged_specs
+from reconciler.engine.untrusted import merge_documents, own_items, read_statuses
 from reconciler.engine.writeback import status_path
 from reconciler.errors import UserError
 from reconciler.model.status import TenantStatus
@@ -50,7 +51,7 @@ def _fifo(folder: Path) -> None:
 def test_a_good_status_is_taken_back(tmp_path: Path) -> None:
     write(tmp_path, "status/demo/alpha.yaml", render_status(status()))
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [status()] and problems == []
+    assert read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [status()] and problems == []
 
 
 @pytest.mark.parametrize(
@@ -75,13 +76,13 @@ def test_a_hostile_status_is_refused_and_reported(tmp_path: Path, setup: object,
     assert callable(setup)
     setup(tmp_path)
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == []
+    assert read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == []
     assert len(problems) == 1 and problem in problems[0], problems
 
 
 def test_a_missing_status_is_no_problem(tmp_path: Path) -> None:
     problems: list[str] = []
-    assert _read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [] and problems == []
+    assert read_statuses(tmp_path, "demo", ["alpha"], problems, os.getuid()) == [] and problems == []
 
 
 def test_the_copy_holds_only_the_tenants_own_specs_and_links_stay_links(tmp_path: Path) -> None:
@@ -128,6 +129,6 @@ def test_json_documents_merge_lists_and_add_counts() -> None:
 
 
 def test_a_users_output_reaches_roots_terminal_without_control_characters() -> None:
-    from reconciler.engine.delegate import printable  # noqa: PLC0415
+    from reconciler.engine.untrusted import printable  # noqa: PLC0415
 
     assert printable("plan\tok\n\x1b[2J\x1b]0;title\x07\x9b31m\r") == "plan\tok\n\\x1b[2J\\x1b]0;title\\x07\\x9b31m\\x0d"

@@ -1,0 +1,157 @@
+"""What comes back from a tenant user's run, read by root as untrusted data.
+
+The run's folder, files and output belong to the tenant's user, who could shape them to
+mislead root: links where files should be, a huge or deeply nested document, escape
+sequences for root's terminal, rows about other tenants. Everything here assumes so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.core.render import parse_status, render_status
+from reconciler.drivers.files import write_if_changed
+from reconciler.engine.writeback import STATUS_DIR, status_path
+from reconciler.model.status import TenantStatus
+
+if TYPE_CHECKING:
+    from reconciler.engine.delegate import UserRun
+
+#: A status document is a few KB per agent; a larger file is not one.
+MAX_STATUS_BYTES = 4 * 1024 * 1024
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""A tenant user's run's output as root relays it: no control character but newline
+    and tab reaches root's terminal (an escape sequence could rewrite what root sees).
+
+    >>> printable("ok\x1b]0;pwned\x07\n")
+    'ok\\x1b]0;pwned\\x07\n'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def own_items(document: Any, tenants: Sequence[str]) -> Any:
+    """A user's --output json document with only what names its own tenants: one tenant's
+    run cannot add rows, actions or errors for another to root's report."""
+    mine = set(tenants)
+    if isinstance(document, list):
+        return [own_items(row, tenants) for row in document
+                if not (isinstance(row, dict) and "tenant" in row and row["tenant"] not in mine)]
+    if isinstance(document, dict):
+        return {key: own_items(value, tenants) if isinstance(value, list | dict) and key != "summary" else value
+                for key, value in document.items()}
+    return document
+
+
+def open_beneath(top: Path, parts: Sequence[str]) -> int:
+    """Open top/parts... for reading without following a link at any step: the folder is
+    the user's, who could swap any component for a link to a file only root may read."""
+    fd = os.open(top, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[str], uid: int) -> list[TenantStatus]:
+    """Each tenant's status as the user's run wrote it, trusted only as data: no links
+    followed, the user's own file with one name, size capped, parsed, no control
+    characters, and for this tenant and host, or dropped."""
+    found = []
+    for tenant in tenants:
+        relative = status_path(Path(), host, tenant).parts
+        try:
+            fd = open_beneath(copy, relative)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"tenant {tenant}: its status could not be read back ({exc.strerror})")
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != uid or info.st_nlink != 1:
+                problems.append(f"tenant {tenant}: its status is not a regular file of its own; ignored")
+                continue
+            data = handle.read(MAX_STATUS_BYTES + 1)
+        try:
+            if len(data) > MAX_STATUS_BYTES:
+                raise ValueError(f"larger than {MAX_STATUS_BYTES} bytes")
+            text = data.decode("utf-8")
+            status = parse_status(text)
+            if any(_CONTROL.search(s) for s in _strings(_load_plain(text))):
+                raise ValueError("it holds control characters")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+            problems.append(f"tenant {tenant}: its run wrote an unreadable status ({printable(str(exc))[:200]}); "
+                            "the last one is kept")
+            continue
+        if (status.tenant, status.host) != (tenant, host):
+            problems.append(f"tenant {tenant}: its run wrote a status for {status.tenant!r}@{status.host!r}; ignored")
+            continue
+        found.append(status)
+    return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in plain data, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _load_plain(text: str) -> Any:
+    """The status document as plain data (what fleet writes is JSON), for the text check."""
+    body = "\n".join(line for line in text.split("\n") if not line.startswith("#"))
+    return json.loads(body)
+
+
+def adopt_statuses(repo: Path, runs: Sequence[UserRun]) -> list[str]:
+    """Write the users' status documents into the repository, as root renders them."""
+    written = []
+    for status, revision in ((s, r.revision) for r in runs for s in r.statuses):
+        path = status_path(repo, status.host, status.tenant)
+        if write_if_changed(path, render_status(replace(status, revision=revision or status.revision))):
+            written.append(f"{STATUS_DIR}/{status.host}/{status.tenant}.yaml")
+    return written
+
+
+def merge_documents(base: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """One --output json document from root's and a user's: lists joined, counts added."""
+    for key, value in other.items():
+        mine = base.get(key)
+        if isinstance(mine, list) and isinstance(value, list):
+            mine.extend(value)
+        elif isinstance(mine, dict) and isinstance(value, Mapping):
+            merge_documents(mine, value)
+        elif isinstance(mine, int) and isinstance(value, int) and not isinstance(mine, bool):
+            base[key] = mine + value
+        elif key not in base:
+            base[key] = value
+    return base
