@@ -26,6 +26,8 @@ def fleet(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_show_over_pace_names_the_next_rung(tmp_path: Path) -> None:
     repo = example_repo(tmp_path, "spec-reference", "fleet-test-budget-show")
+    roster = repo / "tenants" / "jarvis" / "roster.yaml"  # as the test's own user, not a user `jarvis`
+    roster.write_text("".join(line for line in roster.read_text().splitlines(keepends=True) if not line.startswith("user:")))
     state = tmp_path / "state"
     # half-way through the 7 d window, 90% used: over pace
     reset = (datetime.now(UTC) + timedelta(days=3, hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
