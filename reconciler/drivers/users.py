@@ -14,9 +14,11 @@ import os
 import pwd
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -108,7 +110,7 @@ class Ran:
 
 
 def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str],
-           timeout: float) -> Ran:
+           timeout: float, own_scope: bool = False) -> Ran:
     """Run `argv` under `account`'s uid, gid and groups, in a clean environment, and
     return what it said (each stream capped at MAX_OUTPUT; the rest is read and dropped).
 
@@ -117,14 +119,25 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
     (state, the tmux socket folder, agents' files) is the tenant's alone, even in a home
     that useradd made world-readable. A new session: the child has no controlling
     terminal, so nothing running as the tenant can open root's /dev/tty (or push input
-    into it). On timeout the child's process group is killed; raises TimeoutError."""
-    groups = os.getgrouplist(account.name, account.gid)
+    into it). On timeout the child's process group is killed; raises TimeoutError.
+
+    `own_scope` (see outlives_our_service): the run starts in a transient scope of our own
+    systemd --user, so a tmux server it starts is not in our service's cgroup, which
+    systemd empties when the service's run ends."""
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
-    process = subprocess.Popen(
-        list(argv), user=account.uid, group=account.gid, extra_groups=groups,
-        env=environment_for(account, passed), cwd=cwd, umask=0o077, start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    env = environment_for(account, passed)
+    if own_scope:
+        scope = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
+                 f"--unit=fleet-{account.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}", "--"]
+        process = subprocess.Popen(
+            [*scope, *_dropped(account, argv, env)], cwd=cwd, umask=0o077, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    else:
+        process = subprocess.Popen(
+            list(argv), user=account.uid, group=account.gid, extra_groups=os.getgrouplist(account.name, account.gid),
+            env=env, cwd=cwd, umask=0o077, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
     assert process.stdout is not None and process.stderr is not None
     with ThreadPoolExecutor(max_workers=2) as pool:
         out, err = pool.submit(_read_capped, process.stdout), pool.submit(_read_capped, process.stderr)
@@ -158,6 +171,23 @@ def interactive_argv(account: Account, argv: Sequence[str], passed: Mapping[str,
     term = passed.get("TERM", "")
     if re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", term):
         env["TERM"] = term
-    inner = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
-             "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--", *argv]
-    return ["script", "--quiet", "--return", "--command", f"umask 077; exec {shlex.join(inner)}", "/dev/null"]
+    inner = shlex.join(_dropped(account, argv, env))
+    return ["script", "--quiet", "--return", "--command", f"umask 077; exec {inner}", "/dev/null"]
+
+
+def _dropped(account: Account, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`argv` with exactly `env` (env -i), under the account's uid, gid and groups
+    (setpriv), for the cases where another program starts it (script, systemd-run)."""
+    return ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
+            "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--", *argv]
+
+
+def outlives_our_service(account: Account) -> bool:
+    """Whether a tenant user's run must start outside our cgroup: we run as a systemd
+    service (the timer's oneshot, whose end stops every process left in its cgroup), we
+    reach our own manager to ask for a scope, and the user has no manager of its own
+    whose units would own its tmux server."""
+    ours = os.environ.get("XDG_RUNTIME_DIR")
+    return (bool(os.environ.get("INVOCATION_ID")) and ours is not None
+            and Path(ours, "systemd", "private").exists() and runtime_dir(account) is None
+            and shutil.which("systemd-run") is not None)

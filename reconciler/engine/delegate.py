@@ -70,7 +70,8 @@ def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str,
         if revision and applying:
             argv += ["--spec-revision", revision]
         try:
-            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S)
+            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S,
+                                own_scope=applying and users.outlives_our_service(account))
         except OSError as exc:  # the interpreter cannot even be started as the user
             return UserRun(user, tuple(tenants), 1, "", "", problems=(_unreachable(user, str(exc)),))
         except TimeoutError as exc:
