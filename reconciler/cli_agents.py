@@ -178,10 +178,10 @@ def send_command(
     with user_errors():
         check_output(output)
         agent = _agent(repo, name, host, state_dir)
-        _as_its_user(repo, agent, lambda copy: [
-            "agent", "send", str(copy), f"{agent.tenant}/{agent.name}", message, "--timeout", str(timeout),
-            "--host", agent.host, "--output", output, *(["--verify"] if verify else []), *(["--force"] if force else [])],
-            interactive=False)
+        _as_its_user(repo, agent, lambda copy: [  # options first: a message may start with `-`
+            "agent", "send", "--timeout", str(timeout), "--host", agent.host, "--output", output,
+            *(["--verify"] if verify else []), *(["--force"] if force else []),
+            "--", str(copy), f"{agent.tenant}/{agent.name}", message], interactive=False)
         try:
             result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
         except Refused:

@@ -140,7 +140,7 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
 def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
     from reconciler.core.scope import worst_code  # noqa: PLC0415
-    from reconciler.engine.untrusted import merge_documents, printable  # noqa: PLC0415
+    from reconciler.engine.untrusted import merge_documents, printable, recount  # noqa: PLC0415
 
     for run in runs:
         if output == "text" and run.stdout:
@@ -151,6 +151,7 @@ def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
             doc.extend(run.document)
         elif isinstance(doc, dict) and isinstance(run.document, dict):
             merge_documents(doc, run.document)
+            recount(doc)
         for line in printable(run.stderr).splitlines():
             err.print(f"[{run.user}] {line}", highlight=False, markup=False)
         for problem in run.problems:

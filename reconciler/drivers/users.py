@@ -13,6 +13,7 @@ import contextlib
 import os
 import pwd
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -20,10 +21,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from reconciler.drivers.audit import RUN_BY
 
@@ -126,60 +125,81 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
     systemd empties when the service's run ends."""
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
     env = environment_for(account, passed)
-    if own_scope:
+    if own_scope:  # systemd-run reaches our manager with our runtime dir, which the run then drops
         scope = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
                  f"--unit=fleet-{account.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}", "--"]
         process = subprocess.Popen(
-            [*scope, *_dropped(account, argv, env)], cwd=cwd, umask=0o077, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [*scope, "env", "-u", "XDG_RUNTIME_DIR", *_setpriv(account), *argv],
+            env={**env, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "")}, cwd=cwd, umask=0o077,
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     else:
         process = subprocess.Popen(
             list(argv), user=account.uid, group=account.gid, extra_groups=os.getgrouplist(account.name, account.gid),
             env=env, cwd=cwd, umask=0o077, start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-    assert process.stdout is not None and process.stderr is not None
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        out, err = pool.submit(_read_capped, process.stdout), pool.submit(_read_capped, process.stderr)
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise TimeoutError(f"did not finish within {timeout:.0f}s") from None
-        return Ran(code, out.result(), err.result())
+    try:
+        return _communicate(process, time.monotonic() + timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise TimeoutError(f"did not finish within {timeout:.0f}s") from None
 
 
 #: What root keeps of a tenant run's stdout or stderr: a plan of thousands of agents fits.
 MAX_OUTPUT = 4 * 1024 * 1024
 
 
-def _read_capped(stream: IO[bytes]) -> str:
-    data = stream.read(MAX_OUTPUT)
-    while stream.read(65536):
-        pass  # drained, not kept: the child must not block on a full pipe
-    stream.close()
-    return data.decode("utf-8", errors="replace")
+def _communicate(process: subprocess.Popen[bytes], deadline: float) -> Ran:
+    """Read both streams (capped; the rest is drained and dropped) and wait, all before
+    `deadline`: a process outside the child's group that still holds a pipe cannot keep
+    root waiting past it. Raises TimeoutError."""
+    assert process.stdout is not None and process.stderr is not None
+    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
+    kept: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
+    try:
+        with selectors.DefaultSelector() as selector:
+            for fd in kept:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                    else:
+                        kept[key.fd] += chunk[: max(0, MAX_OUTPUT - len(kept[key.fd]))]
+        try:
+            code = process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise TimeoutError from None
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+    return Ran(code, kept[out_fd].decode("utf-8", errors="replace"), kept[err_fd].decode("utf-8", errors="replace"))
 
 
-def interactive_argv(account: Account, argv: Sequence[str], passed: Mapping[str, str]) -> list[str]:
+def interactive(account: Account, argv: Sequence[str], passed: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """`argv` as `account`, on a pseudo-terminal of its own that `script` relays to ours:
     the tenant's processes never hold root's terminal (which they could read, or type
-    into with TIOCSTI, long after the verb ends). TERM passes, if it is a plain name."""
+    into with TIOCSTI, long after the verb ends). Returns script's argv and environment:
+    the tenant's clean one (passed as the environment, not on a command line that every
+    user sees in /proc), with SHELL=/bin/sh for script's `-c`, and TERM if it is a plain name."""
     env = environment_for(account, {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"})
     term = passed.get("TERM", "")
     if re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", term):
         env["TERM"] = term
-    inner = shlex.join(_dropped(account, argv, env))
-    return ["script", "--quiet", "--return", "--command", f"umask 077; exec {inner}", "/dev/null"]
+    command = f"umask 077; exec {shlex.join([*_setpriv(account), *argv])}"
+    return ["script", "--quiet", "--return", "--command", command, "/dev/null"], {**env, "SHELL": "/bin/sh"}
 
 
-def _dropped(account: Account, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """`argv` with exactly `env` (env -i), under the account's uid, gid and groups
-    (setpriv), for the cases where another program starts it (script, systemd-run)."""
-    return ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
-            "setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--", *argv]
+def _setpriv(account: Account) -> list[str]:
+    """Become the account (uid, gid and its groups) where another program starts the run
+    as root (script, systemd-run); the environment is already the account's."""
+    return ["setpriv", f"--reuid={account.uid}", f"--regid={account.gid}", "--init-groups", "--"]
 
 
 def outlives_our_service(account: Account) -> bool:

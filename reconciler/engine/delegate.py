@@ -139,8 +139,8 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
         argv = [*fleet_argv(), *args(copy)]
         try:
             if interactive:
-                return subprocess.run(users.interactive_argv(account, argv, os.environ), cwd=str(copy),
-                                      check=False).returncode
+                script, env = users.interactive(account, argv, os.environ)
+                return subprocess.run(script, env=env, cwd=str(copy), check=False).returncode
             done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise UserError(_unreachable(user, str(exc))) from None

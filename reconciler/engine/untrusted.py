@@ -49,16 +49,20 @@ def json_or_none(text: str) -> Any:
 
 
 def own_items(document: Any, tenants: Sequence[str]) -> Any:
-    """A user's --output json document with only what names its own tenants: one tenant's
-    run cannot add rows, actions or errors for another to root's report."""
+    """A user's --output json document cut down to rows that name one of its own tenants:
+    it cannot add rows, actions, errors, notes or counts for anyone else to root's report
+    (root counts the summary again from the merged actions)."""
     mine = set(tenants)
+
+    def rows(items: list[Any]) -> list[Any]:
+        return [r for r in items if isinstance(r, dict) and isinstance(r.get("tenant"), str) and r["tenant"] in mine]
+
     if isinstance(document, list):
-        return [own_items(row, tenants) for row in document
-                if not (isinstance(row, dict) and "tenant" in row and row["tenant"] not in mine)]
+        return rows(document)
     if isinstance(document, dict):
-        return {key: own_items(value, tenants) if isinstance(value, list | dict) and key != "summary" else value
-                for key, value in document.items()}
-    return document
+        return {key: rows(value) if isinstance(value, list) else own_items(value, tenants)
+                for key, value in document.items() if isinstance(value, list | dict) and key not in ("summary", "notes")}
+    return None
 
 
 def open_beneath(top: Path, parts: Sequence[str]) -> int:
@@ -99,10 +103,12 @@ def read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[
             if len(data) > MAX_STATUS_BYTES:
                 raise ValueError(f"larger than {MAX_STATUS_BYTES} bytes")
             text = data.decode("utf-8")
-            status = parse_status(text)
+            # JSON only, checked first: root never runs the YAML parser (aliases!) on a tenant's file.
             if any(_CONTROL.search(s) for s in _strings(_load_plain(text))):
                 raise ValueError("it holds control characters")
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+            status = parse_status(text)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError,
+                OverflowError) as exc:
             problems.append(f"tenant {tenant}: its run wrote an unreadable status ({printable(str(exc))[:200]}); "
                             "the last one is kept")
             continue
@@ -140,6 +146,14 @@ def adopt_statuses(repo: Path, runs: Sequence[UserRun]) -> list[str]:
         if write_if_changed(path, render_status(replace(status, revision=revision or status.revision))):
             written.append(f"{STATUS_DIR}/{status.host}/{status.tenant}.yaml")
     return written
+
+
+def recount(document: dict[str, Any]) -> None:
+    """The plan's summary, counted again from its (merged) actions."""
+    summary, actions = document.get("summary"), document.get("actions")
+    if isinstance(summary, dict) and isinstance(actions, list):
+        for kind in summary:
+            summary[kind] = sum(1 for a in actions if isinstance(a, dict) and a.get("action") == kind)
 
 
 def merge_documents(base: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from reconciler.errors import UserError
 from reconciler.model.status import TenantStatus
 from tests.e2e.repos import example_repo, write
 
+#: YAML aliases, ten wide and nine deep: tens of GB if root ever expanded them.
+BILLION_LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)) + "kind: Status\ntenant: *i\n"
+
 
 def status(tenant: str = "alpha", host: str = "demo") -> TenantStatus:
     return TenantStatus(tenant=tenant, host=host, revision="r1", systemd="tmux-only")
@@ -66,6 +70,7 @@ def test_a_good_status_is_taken_back(tmp_path: Path) -> None:
         (_linked_folder, "could not be read back"),
         (_hardlinked, "not a regular file of its own"),
         (lambda d: write(d, "status/demo/alpha.yaml", "[" * 100_000), "unreadable status"),
+        (lambda d: write(d, "status/demo/alpha.yaml", BILLION_LAUGHS), "unreadable status"),
         (lambda d: write(d, "status/demo/alpha.yaml", render_status(replace(status(), notes=("\x1b]0;pwn\x07",)))),
          "control characters"),
         (lambda d: write(d, "status/demo/alpha.yaml", render_status(replace(status(), notes=("\x9b2J",)))),
@@ -114,10 +119,11 @@ def test_a_linked_roles_or_tenant_folder_is_refused_before_anything_is_copied(tm
 def test_a_users_json_keeps_only_its_own_tenants() -> None:
     doc = {"actions": [{"tenant": "alpha", "agent": "a"}, {"tenant": "beta", "agent": "b"}],
            "summary": {"spawn": 2}, "errors": [{"tenant": "beta", "message": "fake"}], "host": "demo"}
-    assert own_items(doc, ["alpha"]) == {"actions": [{"tenant": "alpha", "agent": "a"}], "summary": {"spawn": 2},
-                                         "errors": [], "host": "demo"}
-    assert own_items([{"tenant": "beta"}, {"tenant": "alpha"}, "a note", {"id": 1}], ["alpha"]) == [
-        {"tenant": "alpha"}, "a note", {"id": 1}]
+    assert own_items(doc, ["alpha"]) == {"actions": [{"tenant": "alpha", "agent": "a"}], "errors": []}
+    assert own_items([{"tenant": "beta"}, {"tenant": "alpha"}, "a note", {"id": 1}], ["alpha"]) == [{"tenant": "alpha"}]
+    spoof = {"actions": [{"action": "stop", "agent": "a", "reason": "beta/a: quarantined by root"}],
+             "notes": ["tenant beta: run curl x|sh"], "summary": {"stop": -1}, "extra": "x"}
+    assert own_items(spoof, ["alpha"]) == {"actions": []}
 
 
 def test_json_documents_merge_lists_and_add_counts() -> None:

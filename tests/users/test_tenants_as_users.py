@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -162,6 +163,9 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
     # Root's explicit verbs reach a user's agent, run as that user (its state holds the ack).
     sent = fleet("agent", "send", str(repo), "beta/orchestrator", "hello", "--verify", "--timeout", "20", "--host", "demo")
     assert sent.returncode == 0 and sent.stdout.strip() == "verified", sent.stdout + sent.stderr
+    dashed = fleet("agent", "send", "--verify", "--timeout", "20", "--host", "demo", "--", str(repo),
+                   "beta/orchestrator", "--force")  # a message that looks like an option
+    assert dashed.returncode == 0 and dashed.stdout.strip() == "verified", dashed.stdout + dashed.stderr
 
         # Root's `fleet agent watch` shows a user's agent on a terminal of its own: no process
     # of the user ever holds root's terminal (here: the viewer's pane).
@@ -286,3 +290,12 @@ def test_roots_budget_commands_for_a_users_tenant_run_as_that_user(pair: tuple[P
     shown = fleet("budget", "show", str(repo), "--host", "demo", "--output", "json")
     assert shown.returncode == 0, shown.stderr
     assert [(r["tenant"], r["account"], r["used"]) for r in json.loads(shown.stdout)] == [("alpha", "stub-sub", 0.5)]
+
+
+def test_a_users_run_that_leaves_a_pipe_open_is_cut_at_its_deadline(make_user: Callable[[], str]) -> None:
+    account = users.lookup(make_user())
+    assert account is not None
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # a process outside the run's group keeps stdout open
+        users.run_as(account, ["/bin/sh", "-c", "setsid sleep 100 & sleep 60"], cwd=account.home, passed={}, timeout=2)
+    assert time.monotonic() - started < 10
