@@ -10,6 +10,7 @@ nothing of one tenant is reachable from another's uid.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import re
@@ -61,6 +62,17 @@ def lookup(user: str) -> Account | None:
     except KeyError:
         return None
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
+
+
+def group_names(account: Account) -> set[str]:
+    """The names of every group the account is in, its primary group included."""
+    names = set()
+    for gid in os.getgrouplist(account.name, account.gid):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return names
 
 
 def runtime_dir(account: Account) -> str | None:

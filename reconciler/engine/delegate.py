@@ -95,6 +95,8 @@ def fleet_argv() -> list[str]:
 
 #: The lowest uid of a person's account (login.defs UID_MIN): lower ones are the system's.
 UID_MIN = 1000
+#: Groups whose members are root in all but name: a tenant's spec must not pick such a user.
+PRIVILEGED_GROUPS = frozenset({"root", "sudo", "wheel", "admin", "docker", "lxd", "disk", "shadow"})
 
 
 def tenant_account(user: str, tenants: Sequence[str]) -> tuple[users.Account | None, str]:
@@ -107,6 +109,10 @@ def tenant_account(user: str, tenants: Sequence[str]) -> tuple[users.Account | N
     if account.uid < UID_MIN:
         return None, (f"tenant {names}: user {user!r} is a system account (uid {account.uid}); a tenant runs "
                       f"as a person's account (uid {UID_MIN} or more): create one with useradd --create-home")
+    privileged = sorted(PRIVILEGED_GROUPS & users.group_names(account))
+    if privileged:
+        return None, (f"tenant {names}: user {user!r} is in group {privileged[0]}, which can act as root; a tenant "
+                      f"runs as an account without such groups (gpasswd -d {user} {privileged[0]}, or another user)")
     home = Path(account.home)
     if not home.is_dir() or home.stat().st_uid != account.uid:
         return None, (f"tenant {names}: user {user} has no home folder of its own ({account.home}), where its "

@@ -255,6 +255,7 @@ def test_a_tenant_users_core_agents_get_units_in_its_own_systemd_user(make_user:
 @pytest.mark.parametrize(("flags", "why"), [
     (("--system", "--create-home"), "is a system account"),
     (("--no-create-home",), "has no home folder of its own"),
+    (("--create-home", "--groups", "disk"), "is in group disk, which can act as root"),
 ])
 def test_root_refuses_a_system_account_or_a_user_without_a_home(make_user: Callable[..., str], tmp_path: Path,
                                                                 fleet: Fleet, flags: tuple[str, ...], why: str) -> None:
