@@ -54,11 +54,12 @@ _WAIT_SCRIPT = (
 
 
 def _quoted(value: str, *, dollar: bool) -> str:
-    """`value` in double quotes with C escapes and `%%`; `$$` too where `dollar` is set."""
+    """`value` in double quotes with C escapes and `%%`; `$$` too where `dollar` is set
+    (Exec lines, where a newline is carried as `\\x0a` too; Environment= takes none)."""
     out = []
     for ch in value:
         code = ord(ch)
-        if ch in "\n\0":
+        if ch == "\0" or (ch == "\n" and not dollar):
             raise ValueError(f"{value!r}: a unit file cannot carry a newline or NUL in a value")
         if ch in '\\"':
             out.append("\\" + ch)
@@ -82,15 +83,16 @@ def exec_quote(arg: str) -> str:
 
     Always double-quoted with C escapes, so spaces, quotes and a lone `;` (otherwise a
     command separator) stay one literal argument; `%` (specifiers) becomes `%%` and `$`
-    (environment expansion) `$$`. A newline cannot be carried: ValueError.
+    (environment expansion) `$$`. A newline is `\x0a` (a multi-line `sh -c` script); a
+    NUL cannot be carried: ValueError.
 
     >>> print(exec_quote('say "hi"; $(rm -rf ~) 100% \\o/'))
     "say \"hi\"; $$(rm -rf ~) 100%% \\o/"
-    >>> print(exec_quote(";"), exec_quote(""), exec_quote("tab\there"), exec_quote("é✓\x85"))
-    ";" "" "tab\x09here" "é✓\u0085"
-    >>> exec_quote("two\nlines")
+    >>> print(exec_quote(";"), exec_quote(""), exec_quote("tab\there"), exec_quote("é✓\x85"), exec_quote("a\nb"))
+    ";" "" "tab\x09here" "é✓\u0085" "a\x0ab"
+    >>> exec_quote("nul\0")
     Traceback (most recent call last):
-    ValueError: 'two\nlines': a unit file cannot carry a newline or NUL in a value
+    ValueError: 'nul\x00': a unit file cannot carry a newline or NUL in a value
     """
     return _quoted(arg, dollar=True)
 

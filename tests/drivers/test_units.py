@@ -24,6 +24,7 @@ from reconciler.drivers.units import (
     Host,
     agent_unit_name,
     agent_unit_text,
+    environment_line,
     exec_line,
     exec_quote,
     is_valid_unit_name,
@@ -78,10 +79,16 @@ def test_exec_quote(case: QuoteCase) -> None:
     assert exec_quote(case.arg) == case.quoted
 
 
-@pytest.mark.parametrize("bad", ["a\nb", "\n", "nul\0", "\ud800"], ids=["newline", "only-newline", "nul", "surrogate"])
+@pytest.mark.parametrize("bad", ["nul\0", "\0", "\ud800"], ids=["nul", "only-nul", "surrogate"])
 def test_exec_quote_refuses_what_a_unit_line_cannot_carry(bad: str) -> None:
     with pytest.raises(ValueError, match=r"newline or NUL|surrogate"):
         exec_quote(bad)
+
+
+def test_exec_quote_carries_a_newline_as_an_escape_and_environment_lines_refuse_it() -> None:
+    assert exec_quote("set -e\necho hi\n") == '"set -e\\x0aecho hi\\x0a"'
+    with pytest.raises(ValueError, match="newline"):
+        environment_line("X", "a\nb")
 
 
 @given(st.text(alphabet=st.characters(exclude_characters="\n\0", exclude_categories=["Cs"])))
@@ -162,8 +169,8 @@ def test_server_unit_runs_tmux_in_the_foreground_and_waits_for_its_socket() -> N
 
 
 def test_a_value_a_unit_cannot_carry_is_refused() -> None:
-    with pytest.raises(ValueError, match="newline"):
-        agent_unit_text(launch(SocketKey(None, "s"), ("/bin/echo", "two\nlines")), HOST)
+    with pytest.raises(ValueError, match="NUL"):
+        agent_unit_text(launch(SocketKey(None, "s"), ("/bin/echo", "nul\0")), HOST)
 
 
 def test_write_unit_writes_only_changed_bytes_and_remove_spares_foreign_files(tmp_path: Path) -> None:

@@ -425,7 +425,7 @@ def test_the_unit_runs_exactly_what_the_direct_path_runs(
 ) -> None:
     workdir = tmp_path / "w d#1 %h $x"
     workdir.mkdir()
-    argv = ("/bin/sh", "-c", "sleep 600", *HOSTILE_ARGS)
+    argv = ("/bin/sh", "-c", "sleep 600", *HOSTILE_ARGS, "two\nlines\n")  # a newline rides as \x0a
     env = (("FLEET_AGENT", "core-x"), ("FLEET_NOTE", 'a "b" $(c) %d ;'), ("FLEET_TENANT", "demo"))
 
     def launch(socket: SocketKey) -> LaunchSpec:
@@ -448,14 +448,14 @@ def test_the_unit_runs_exactly_what_the_direct_path_runs(
 def test_a_core_agent_whose_values_no_unit_can_carry_runs_without_one(
     systemd_user: SystemdUser, tmux_socket: SocketKey
 ) -> None:
-    env = (("FLEET_STATE_DIR", "/srv/state\nwith a newline"),)
+    env = (("FLEET_STATE_DIR", "/srv/state\0with a NUL"),)
     launch = LaunchSpec("demo", "core-y", "demo", tmux_socket, ("/bin/sleep", "600"), env, None, "m", "h1")
     group = engine_units.GroupUnits(tmux_socket, "demo", systemd_user.unit_dir, frozenset({"core-y"}), manager=True)
 
     result = engine_units.apply_units(group, [], [launch])
 
     assert result.spawn_directly == [launch] and not result.blocked
-    assert len(result.problems) == 1 and "newline" in result.problems[0]
+    assert len(result.problems) == 1 and "NUL" in result.problems[0]
     assert not (systemd_user.unit_dir / units.agent_unit_name("demo", "core-y")).exists()
     assert show(systemd_user, server_unit(tmux_socket), "ActiveState")["ActiveState"] == "active"
 

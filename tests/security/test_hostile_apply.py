@@ -37,7 +37,7 @@ pytestmark = pytest.mark.tmux
 HOST = "edge.host-1"
 #: Valid, and still made of what a name can hold: `.`, `:`, `/`, `@`, `-`.
 MODEL = "m-1.5:x/y@z"
-#: One line: a unit file refuses a newline inside an argument (the agent would run without one).
+#: One line, for reading: a unit file carries a newline inside an argument too (as \x0a).
 DUMP = (
     "import json, os, sys; "
     "env = {k: os.environ.get(k) for k in ('V', 'S', 'FLEET_AGENT', 'FLEET_MODEL', 'FLEET_HOST')}; "
@@ -151,11 +151,10 @@ def test_accepted_values_arrive_verbatim_and_nothing_runs(
 
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     if systemd is not None:
-        # a unit file cannot carry a newline inside an argument: that agent runs without one, said so
-        unitless = {name for name, want in plan.expect.items() if "\n" in want["literal"]}
+        # every agent has its unit, a newline inside an argument included (written as \x0a)
         written = {p.name for p in systemd.unit_dir.glob("fleet-demo.h*.service")}
-        assert written == {f"fleet-demo.{name}.service" for name in set(plan.expect) - unitless}
-        assert all(f"demo/{name}: no unit (" in done.stderr for name in unitless), done.stderr
+        assert written == {f"fleet-demo.{name}.service" for name in plan.expect}
+        assert "no unit (" not in done.stderr, done.stderr
     files = {name: plan.out / f"{name}.json" for name in plan.expect}
     assert retry_until(lambda: all(f.exists() for f in files.values()), 20), sorted(n for n, f in files.items() if not f.exists())
     sessions = tmux.observe_socket(tmux_socket).sessions
