@@ -6,10 +6,11 @@ code 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -171,23 +172,22 @@ def _reconcile(
 ) -> int:
     """One reconcile (or dry-run) of REPO; returns the exit code."""
     checkout = None
+    revision_now: Callable[[], str] | None = None  # root's spec revision, for tenant users' statuses
     if not dry_run:
-        from reconciler.engine.reconcile import prepare  # noqa: PLC0415  (kept out of dry-run start-up)
+        from reconciler.engine.reconcile import prepare, spec_revision  # noqa: PLC0415  (kept out of dry-run start-up)
 
         prepared = prepare(loaded_repo, use_git=not no_git)
         checkout = prepared.checkout
+        revision_now = functools.partial(spec_revision, loaded_repo, checkout)
         if prepared.pulled and output == "text":
             out.print(f"[dim]git: {prepared.pulled}[/]", highlight=False)
         for problem in prepared.problems:
             err.print(f"warning: {problem}", highlight=False, markup=False)
-    from reconciler.engine.reconcile import spec_revision  # noqa: PLC0415  (kept out of dry-run start-up)
-
     loaded = load_repo(loaded_repo)
     inputs = tick_inputs(loaded_repo, host, tenant, state_dir, allow_mass_stop=allow_mass_stop, revision=revision)
     verb = ["reconcile", *(["--dry-run"] if dry_run else ["--no-git"]),
             *(["--detailed-exitcode"] if detailed_exitcode else []), *(["--allow-mass-stop"] if allow_mass_stop else [])]
-    inputs, runs = run_users(loaded, inputs, verb, output, applying=not dry_run,
-                             revision=None if dry_run else lambda: spec_revision(loaded_repo, checkout))
+    inputs, runs = run_users(loaded, inputs, verb, output, applying=not dry_run, revision=revision_now)
     if runs and not dry_run:
         from reconciler.engine.untrusted import adopt_statuses  # noqa: PLC0415
 
