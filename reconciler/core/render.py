@@ -94,11 +94,16 @@ def render_status(status: TenantStatus) -> str:
     return STATUS_HEADER + json.dumps(status_document(status), indent=2, ensure_ascii=False) + "\n"
 
 
-def _load_status_text(text: str) -> Any:
+def status_json(text: str) -> Any:
+    """A status file as fleet writes it (JSON under `#` comment lines) as plain data;
+    ValueError when it is not that (no YAML here: see parse_status)."""
     # split("\n"), not splitlines(): U+0085 and U+2028 inside a JSON string are not line ends.
-    body = "\n".join(line for line in text.split("\n") if not line.startswith("#"))
+    return json.loads("\n".join(line for line in text.split("\n") if not line.startswith("#")))
+
+
+def _load_status_text(text: str) -> Any:
     try:
-        return json.loads(body)
+        return status_json(text)
     except ValueError:
         pass
     try:
@@ -108,8 +113,13 @@ def _load_status_text(text: str) -> Any:
 
 
 def parse_status(text: str) -> TenantStatus:
-    """A status file back into data; raises ValueError (or KeyError/TypeError) when malformed."""
-    doc = _load_status_text(text)
+    """A status file back into data, JSON or (written by hand, or by an older version) YAML;
+    raises ValueError (or KeyError/TypeError) when malformed."""
+    return status_from_document(_load_status_text(text))
+
+
+def status_from_document(doc: Any) -> TenantStatus:
+    """A status document already parsed into plain data; the errors of parse_status."""
     if not isinstance(doc, dict) or doc.get("kind") != "Status":
         raise ValueError("not a Status document")
     agents = tuple(

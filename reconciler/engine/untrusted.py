@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.core.render import parse_status, render_status
+from reconciler.core.render import render_status, status_from_document, status_json
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, status_path
 from reconciler.model.status import TenantStatus
@@ -102,11 +102,11 @@ def read_statuses(copy: Path, host: str, tenants: Sequence[str], problems: list[
         try:
             if len(data) > MAX_STATUS_BYTES:
                 raise ValueError(f"larger than {MAX_STATUS_BYTES} bytes")
-            text = data.decode("utf-8")
-            # JSON only, checked first: root never runs the YAML parser (aliases!) on a tenant's file.
-            if any(_CONTROL.search(s) for s in _strings(_load_plain(text))):
+            # JSON only: root never runs the YAML parser (aliases!) on a tenant's file.
+            document = status_json(data.decode("utf-8"))
+            if any(_CONTROL.search(s) for s in _strings(document)):
                 raise ValueError("it holds control characters")
-            status = parse_status(text)
+            status = status_from_document(document)
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError,
                 OverflowError) as exc:
             problems.append(f"tenant {tenant}: its run wrote an unreadable status ({printable(str(exc))[:200]}); "
@@ -130,12 +130,6 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
-
-
-def _load_plain(text: str) -> Any:
-    """The status document as plain data (what fleet writes is JSON), for the text check."""
-    body = "\n".join(line for line in text.split("\n") if not line.startswith("#"))
-    return json.loads(body)
 
 
 def adopt_statuses(repo: Path, runs: Sequence[UserRun]) -> list[str]:
