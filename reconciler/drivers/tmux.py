@@ -28,7 +28,6 @@ carries it (tmux/tmux#311), leaving `pane_dead` true and `dead_status` None for 
 
 from __future__ import annotations
 
-import os
 import pwd
 import re
 import shlex
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.drivers import users
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import (
     FLEET_OPTIONS,
@@ -354,24 +354,20 @@ def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str) ->
 # --- effectful: running tmux ----------------------------------------------------------
 
 
-def _current_user() -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
 def resolve(key: SocketKey) -> list[str]:
     """`socket_args` with the facts looked up: our user, the other user's uid, TMUX_TMPDIR."""
-    me = _current_user()
-    if key.user is None or key.user == me:
+    me = users.current_user()
+    if users.is_me(key.user):
         return socket_args(key, me)
-    uid = pwd.getpwnam(key.user).pw_uid
+    uid = pwd.getpwnam(str(key.user)).pw_uid
     return socket_args(key, me, uid)  # a tenant user's runs never inherit our TMUX_TMPDIR: /tmp
 
 
 def _home(key: SocketKey) -> str:
     """The home of the user whose server this is, for `~` in workdirs."""
-    if key.user is None or key.user == _current_user():
+    if users.is_me(key.user):
         return str(Path.home())
-    return pwd.getpwnam(key.user).pw_dir
+    return pwd.getpwnam(str(key.user)).pw_dir
 
 
 def run_tmux(key: SocketKey, args: Sequence[str]) -> subprocess.CompletedProcess[str]:

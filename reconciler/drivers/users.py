@@ -52,6 +52,11 @@ def is_me(user: str | None) -> bool:
     return user is None or user == current_user()
 
 
+def lingering(user: str) -> bool:
+    """Whether logind already starts `user`'s systemd --user at boot (linger is on)."""
+    return Path("/var/lib/systemd/linger", user).exists()
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -127,7 +127,7 @@ SYSTEM_BUS = Path("/run/dbus/system_bus_socket")
 def ensure_linger(user: str) -> str:
     """Root turns linger on for a tenant user (once), so logind starts its systemd --user at
     boot and the user's core agents come back without a login; "" or why not."""
-    if not SYSTEM_BUS.exists() or Path("/var/lib/systemd/linger", user).exists():
+    if not SYSTEM_BUS.exists() or users.lingering(user):
         return ""
     return units.enable_linger(user)
 

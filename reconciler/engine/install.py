@@ -12,7 +12,6 @@ doctested; the functions below `# --- effectful` write files and run systemctl a
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shlex
 import shutil
@@ -27,6 +26,7 @@ import git as gitpython
 from reconciler.drivers import git, units
 from reconciler.drivers.files import write_atomic
 from reconciler.drivers.systemd import observe_units
+from reconciler.drivers.users import current_user, lingering
 from reconciler.engine.units import linger_wanted
 from reconciler.errors import UserError
 from reconciler.model.observed import SystemdSnapshot
@@ -266,10 +266,6 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
-def current_user() -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
 def check_user(requested: str | None) -> str:
     """The user whose manager gets the timer: the current one. A host with tenant users
     installs once, as root: root's loop reconciles each tenant as its `user:`."""
@@ -372,7 +368,7 @@ def _linger(report: Report) -> None:
     """Try `loginctl enable-linger` where it helps (logind's manager, not lingering yet),
     so the timer runs with nobody logged in; a failure is a warning."""
     user, runtime_dir = current_user(), os.environ.get("XDG_RUNTIME_DIR")
-    if Path("/var/lib/systemd/linger", user).exists():
+    if lingering(user):
         return
     if not linger_wanted(runtime_dir, os.geteuid(), False):
         report.done.append(f"linger: not tried; this manager (XDG_RUNTIME_DIR={runtime_dir}) is not logind's")

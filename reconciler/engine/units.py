@@ -16,7 +16,6 @@ Outcomes are still read back from tmux by the caller.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -256,9 +255,8 @@ def _maybe_linger(enabled_units: bool, result: UnitsResult) -> None:
     """Try `loginctl enable-linger` once per process when core units were enabled."""
     if not enabled_units:
         return
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    lingering = Path("/var/lib/systemd/linger", user).exists()
-    if user in _LINGER_TRIED or not linger_wanted(os.environ.get("XDG_RUNTIME_DIR"), os.geteuid(), lingering):
+    user = users.current_user()
+    if user in _LINGER_TRIED or not linger_wanted(os.environ.get("XDG_RUNTIME_DIR"), os.geteuid(), users.lingering(user)):
         return
     _LINGER_TRIED.add(user)
     note = units.enable_linger(user)
