@@ -10,12 +10,14 @@ half-configured without its credentials.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from reconciler.drivers.files import read_capped
 
 EX_CONFIG = 78
 #: A secret file is a token or a key, never a document; a larger file is a wrong path.
@@ -29,22 +31,16 @@ class LaunchError(Exception):
 def read_secret_file(name: str, path_text: str) -> str:
     """The file's text with one trailing newline dropped (how `echo x > file` writes it)."""
     path = Path(path_text).expanduser()
-    not_regular = LaunchError(f"{name}: {path} is not a regular file; point `file:` at the secret's file")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang the start
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise not_regular
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise LaunchError(f"{name}: cannot read {path} ({exc.strerror}); create it, readable by this user") from exc
-    if len(data) > MAX_SECRET_BYTES:
-        raise LaunchError(f"{name}: {path} is larger than {MAX_SECRET_BYTES} bytes; is `file:` the right path?")
-    try:
-        text = data.decode("utf-8")
+        text = read_capped(path, MAX_SECRET_BYTES)  # never blocks on a FIFO, never reads /dev/zero to the end
+    except IsADirectoryError as exc:
+        raise LaunchError(f"{name}: {path} is not a regular file; point `file:` at the secret's file") from exc
     except UnicodeDecodeError as exc:
         raise LaunchError(f"{name}: {path} is not UTF-8 text") from exc
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise LaunchError(f"{name}: {path} is larger than {MAX_SECRET_BYTES} bytes; is `file:` the right path?") from exc
+        raise LaunchError(f"{name}: cannot read {path} ({exc.strerror}); create it, readable by this user") from exc
     text = text[:-1] if text.endswith("\n") else text
     if "\x00" in text:
         raise LaunchError(f"{name}: {path} contains a NUL byte, which no environment variable can hold")
@@ -81,7 +77,8 @@ def parse_args(args: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[st
 
 
 def program_path(program: str) -> str:
-    """The agent's program: PATH first, then beside this launcher (fleet's own console scripts)."""
+    """A program named without a folder: PATH first, then beside the running Python (fleet's
+    own console scripts, e.g. fleet-stub-agent, in a venv that is not on PATH)."""
     if "/" in program or shutil.which(program):
         return program
     beside = Path(sys.executable).parent / program

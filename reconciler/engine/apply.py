@@ -20,9 +20,7 @@ converges from whatever is left.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +38,7 @@ from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
 from reconciler.engine.tick import Tick, budget_memory_path
 from reconciler.engine.units import GroupUnits, apply_units, group_units
+from reconciler.launcher import program_path
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey, SocketSnapshot
 
@@ -213,12 +212,7 @@ def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: s
 def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
     """Facts of this machine the pure core cannot know: where the program is, whether
     the workdir exists. Neither changes the spec hash."""
-    argv = launch.argv
-    program = argv[0]
-    if "/" not in program and shutil.which(program) is None:
-        beside = Path(sys.executable).parent / program  # console scripts of fleet's own venv
-        if beside.is_file():
-            argv = (str(beside), *argv[1:])
+    argv = (program_path(launch.argv[0]), *launch.argv[1:])
     workdir = launch.workdir
     if workdir is not None:
         expanded = Path(workdir).expanduser() if users.is_me(launch.socket.user) else None
