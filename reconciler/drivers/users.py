@@ -142,19 +142,20 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
     systemd empties when the service's run ends."""
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
     env = environment_for(account, passed)
-    if own_scope:  # systemd-run reaches our manager with our runtime dir, which the run then drops
-        scope = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
-                 f"--unit=fleet-{account.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}", "--"]
-        process = subprocess.Popen(
-            [*scope, "env", "-u", "XDG_RUNTIME_DIR", *_setpriv(account), *argv],
-            env={**env, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "")}, cwd=cwd, umask=0o077,
-            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    else:
-        process = subprocess.Popen(
-            list(argv), user=account.uid, group=account.gid, extra_groups=os.getgrouplist(account.name, account.gid),
-            env=env, cwd=cwd, umask=0o077, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+    # Python becomes the account in the child (groups, gid, uid, then exec) unless setpriv does, later.
+    uid: int | None = account.uid
+    gid: int | None = account.gid
+    groups: list[int] | None = os.getgrouplist(account.name, account.gid)
+    if own_scope:  # systemd-run (as us) reaches our manager with our runtime dir; the run drops it and us
+        argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
+                f"--unit=fleet-{account.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}", "--",
+                "env", "-u", "XDG_RUNTIME_DIR", *_setpriv(account), *argv]
+        env = {**env, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "")}
+        uid = gid = groups = None
+    process = subprocess.Popen(
+        list(argv), user=uid, group=gid, extra_groups=groups, env=env, cwd=cwd, umask=0o077,
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
     try:
         return _communicate(process, time.monotonic() + timeout)
     except TimeoutError:
