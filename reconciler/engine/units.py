@@ -63,12 +63,6 @@ class UnitsResult:
     problems: list[str] = field(default_factory=list)
 
 
-def own_socket(socket: SocketKey) -> SocketKey:
-    """`socket` as our own manager's units address it: a tenant's `user:` is who runs
-    this process (root runs such a tenant as its user), so units use `-L NAME`."""
-    return SocketKey(None, socket.name) if socket.user is not None and users.is_me(socket.user) else socket
-
-
 def group_units(tick: Tick, tenant: str, socket: SocketKey) -> GroupUnits | None:
     """The systemd side of one group, or None for another user's socket (that user's
     own run drives its manager)."""
@@ -80,7 +74,9 @@ def group_units(tick: Tick, tenant: str, socket: SocketKey) -> GroupUnits | None
         a.name for a in (desired.agents if desired else ()) if a.lifecycle == "core" and a.host == tick.desired.host
     )
     directory = units.user_unit_dir(os.environ, str(Path.home()))
-    return GroupUnits(own_socket(socket), tenant, directory, core, manager=snapshot is not None and snapshot.available)
+    # Our own socket, as our units address it: `-L NAME`, whether or not `user:` names us.
+    return GroupUnits(SocketKey(None, socket.name), tenant, directory, core,
+                      manager=snapshot is not None and snapshot.available)
 
 
 def absolute_program(launch: LaunchSpec) -> LaunchSpec:
