@@ -107,6 +107,16 @@ def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[st
                    what=f"{agent.tenant}/{agent.name}")
 
 
+def _terminal_agent(verb: str, repo: Path, name: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
+    """The agent of `fleet agent watch|attach`, with a terminal to show it on; another
+    user's agent is handed over to that user here (the verb does not return)."""
+    agent = _agent(repo, name, host, state_dir)
+    _require_terminal(verb)
+    _as_its_user(repo, agent, lambda copy: ["agent", verb, str(copy), f"{agent.tenant}/{agent.name}",
+                                            "--host", agent.host], interactive=True)
+    return agent
+
+
 def _require_terminal(verb: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError(f"`fleet agent {verb}` needs a terminal (stdin and stdout are not both a tty); "
@@ -122,10 +132,7 @@ def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir
     Example: fleet agent watch examples/fleets/minimal orchestrator --host demo
     """
     with user_errors():
-        agent = _agent(repo, name, host, state_dir)
-        _require_terminal("watch")
-        _as_its_user(repo, agent, lambda copy: ["agent", "watch", str(copy), f"{agent.tenant}/{agent.name}",
-                                                "--host", agent.host], interactive=True)
+        agent = _terminal_agent("watch", repo, name, host, state_dir)
         err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
                   highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
@@ -141,10 +148,7 @@ def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_di
     Example: fleet agent attach examples/fleets/minimal orchestrator --host demo
     """
     with user_errors():
-        agent = _agent(repo, name, host, state_dir)
-        _require_terminal("attach")
-        _as_its_user(repo, agent, lambda copy: ["agent", "attach", str(copy), f"{agent.tenant}/{agent.name}",
-                                                "--host", agent.host], interactive=True)
+        agent = _terminal_agent("attach", repo, name, host, state_dir)
         err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
                   "(use `fleet agent watch` to only look)", highlight=False, markup=False)
         from reconciler.engine import agent_verbs  # noqa: PLC0415
