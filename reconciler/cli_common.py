@@ -10,7 +10,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -126,7 +125,9 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
         check_state_writable(loaded, inputs if scope.local is None else replace(inputs, tenants=scope.local))
     if scope.local is None:
         return inputs, []
-    from reconciler.engine.delegate import run_for_user  # noqa: PLC0415  (only when a tenant has a user)
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  (only when a tenant has a user)
+
+    from reconciler.engine.delegate import run_for_user  # noqa: PLC0415
 
     rev = revision() if revision is not None and scope.delegated else ""
     # Users are independent (own uid, socket, state, lock): their runs overlap, in a stable order.
