@@ -118,15 +118,8 @@ def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, st
     return env
 
 
-@dataclass(frozen=True, slots=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str],
-           timeout: float, own_scope: bool = False) -> Ran:
+           timeout: float, own_scope: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `argv` under `account`'s uid, gid and groups, in a clean environment, and
     return what it said (each stream capped at MAX_OUTPUT; the rest is read and dropped).
 
@@ -169,7 +162,7 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
 MAX_OUTPUT = 4 * 1024 * 1024
 
 
-def _communicate(process: subprocess.Popen[bytes], deadline: float) -> Ran:
+def _communicate(process: subprocess.Popen[bytes], deadline: float) -> subprocess.CompletedProcess[str]:
     """Read both streams (capped; the rest is drained and dropped) and wait, all before
     `deadline`: a process outside the child's group that still holds a pipe cannot keep
     root waiting past it. Raises TimeoutError."""
@@ -197,7 +190,8 @@ def _communicate(process: subprocess.Popen[bytes], deadline: float) -> Ran:
     finally:
         process.stdout.close()
         process.stderr.close()
-    return Ran(code, kept[out_fd].decode("utf-8", errors="replace"), kept[err_fd].decode("utf-8", errors="replace"))
+    out, err = (kept[fd].decode("utf-8", errors="replace") for fd in (out_fd, err_fd))
+    return subprocess.CompletedProcess(process.args, code, out, err)
 
 
 def interactive(account: Account, argv: Sequence[str], passed: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:

@@ -155,7 +155,7 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
     return done.returncode
 
 
-def _not_started(done: users.Ran) -> bool:
+def _not_started(done: subprocess.CompletedProcess[str]) -> bool:
     """Python failed before fleet ran: the install is not readable by the user."""
     said = done.stderr.strip()
     if done.returncode == 0 or not said:
