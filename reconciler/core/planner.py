@@ -51,6 +51,13 @@ class _Draft:
     paces: list[tuple[str, Pace]] = field(default_factory=list)
 
 
+def stuck_note(tenant: str, snap: SocketSnapshot) -> str:
+    """Why a stuck server's agents are planned as if absent (drivers/stuck_server.py)."""
+    return (f"tenant {tenant}: the tmux server on {snap.key.label()} (pid {snap.stuck_pid}) is stuck in its own exit "
+            "and hangs up on every client, so its sessions cannot be seen; applying ends it with SIGTERM "
+            "and starts the agents again")
+
+
 def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options: PlanOptions | None = None) -> Plan:
     """Every action that makes this host match the desired state, with its reason."""
     opts = options or PlanOptions()
@@ -62,6 +69,8 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
             why = snap.error if snap else "it was not observed"
             draft.notes.append(f"tenant {tenant.name}: skipped, tmux socket {tenant.socket.label()} could not be read ({why})")
             continue
+        if snap.stuck_pid is not None:
+            draft.notes.append(stuck_note(tenant.name, snap))
         _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts, decisions)
     _plan_orphans(draft, desired, observed, opts)
     if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants:

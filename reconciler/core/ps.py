@@ -171,6 +171,9 @@ def ps_notes(desired: DesiredFleet, observed: ObservedFleet) -> list[str]:
         snap = observed.sockets.get(key)
         if snap is not None and snap.error:
             notes.append(f"tmux socket {key.label()} could not be read: {snap.error}")
+        if snap is not None and snap.stuck_pid is not None:
+            notes.append(f"tmux socket {key.label()}: its server (pid {snap.stuck_pid}) is stuck in its own exit and "
+                         "hangs up on every client; `fleet reconcile` ends it and starts the agents again")
     return notes
 
 
@@ -244,7 +247,7 @@ def _orphan_rows(
 
 def _tmux_state(snap: SocketSnapshot | None, session: ObservedSession | None, agent: DesiredAgent) -> TmuxState:
     if session is None:
-        return TmuxState.UNKNOWN if snap is None or snap.error else TmuxState.ABSENT
+        return TmuxState.UNKNOWN if snap is None or snap.error or snap.stuck_pid is not None else TmuxState.ABSENT
     marks = session.marks
     if not (marks.owned and marks.tenant == agent.tenant and marks.agent == agent.name):
         return TmuxState.FOREIGN

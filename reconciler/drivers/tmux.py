@@ -28,6 +28,7 @@ carries it (tmux/tmux#311), leaving `pane_dead` true and `dead_status` None for 
 
 from __future__ import annotations
 
+import os
 import pwd
 import re
 import shlex
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.drivers import users
+from reconciler.drivers import stuck_server, users
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import (
     FLEET_OPTIONS,
@@ -333,7 +334,7 @@ def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str) ->
     """Turn one `list-panes` run into a snapshot; a server that is not there is no error.
 
     >>> parse_snapshot(SocketKey(None, "x"), 1, "", "no server running on /tmp/tmux-0/x\\n")
-    SocketSnapshot(key=SocketKey(user=None, name='x'), running=False, sessions={}, error=None)
+    SocketSnapshot(key=SocketKey(user=None, name='x'), running=False, sessions={}, error=None, stuck_pid=None)
     >>> parse_snapshot(SocketKey(None, "x"), 1, "", "access not allowed\\n").error
     'tmux x: access not allowed'
     >>> parse_snapshot(SocketKey(None, "x"), 0, "junk\\n", "").error
@@ -370,6 +371,14 @@ def _home(key: SocketKey) -> str:
     return pwd.getpwnam(str(key.user)).pw_dir
 
 
+def socket_path(key: SocketKey) -> Path:
+    """Where `key`'s server listens, as tmux itself finds it."""
+    flag, where = resolve(key)
+    if flag == "-S":
+        return Path(where)
+    return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.geteuid()}" / where
+
+
 def run_tmux(key: SocketKey, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run one tmux client against `key`'s server and return what it said (never checks).
 
@@ -393,9 +402,25 @@ def observe_socket(key: SocketKey) -> SocketSnapshot:
     over tmux (a missing binary, user or server is a snapshot with `running=False`)."""
     try:
         result = run_tmux(key, ["list-panes", "-a", "-F", LIST_FORMAT])
+        if result.returncode != 0 and stuck_server.leaving(result.stderr):
+            return _observe_leaving(key, result.stderr.strip())
     except (OSError, LookupError, subprocess.SubprocessError) as exc:
         return SocketSnapshot(key=key, running=False, error=f"tmux {key.label()}: {exc}")
     return parse_snapshot(key, result.returncode, result.stdout, result.stderr)
+
+
+def _observe_leaving(key: SocketKey, message: str) -> SocketSnapshot:
+    """The server hung up on us: wait for it to go and read again, or name it stuck."""
+    path = socket_path(key)
+    if stuck_server.settle(path):
+        result = run_tmux(key, ["list-panes", "-a", "-F", LIST_FORMAT])
+        return parse_snapshot(key, result.returncode, result.stdout, result.stderr)
+    pid = stuck_server.server_pid(path)
+    if pid is None:
+        return SocketSnapshot(key=key, running=False, error=(
+            f"tmux {key.label()}: {message}, and it still listens on {path}, but no tmux process of this "
+            "user holds it; end the process that does"))
+    return SocketSnapshot(key=key, running=False, stuck_pid=pid)
 
 
 def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str], bool]) -> list[str]:
@@ -406,6 +431,7 @@ def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str],
     """
     failures: list[str] = []
     pending = list(units)
+    waited = False
     while pending:
         batch = pending[: fit_units(pending)]
         result = run_tmux(key, chain_args(batch))
@@ -414,9 +440,14 @@ def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str],
             pending = pending[len(batch) :]
             continue
         message = result.stderr.strip()
+        if stuck_server.leaving(message) and not waited and not tolerate(message):
+            waited = True  # a server exiting as we spoke (its last session was just killed): once
+            end_if_stuck(key)
+            pending = pending[done:]
+            continue
         if not tolerate(message):
             failures.append(f"{batch[done].name}: {message}")
-        if not_running(message):
+        if not_running(message) or stuck_server.leaving(message):
             break
         pending = pending[done + 1 :]
     return failures
@@ -445,8 +476,23 @@ def spawn_sessions(launches: Sequence[LaunchSpec]) -> None:
         raise TmuxError("could not start " + "; ".join(failures))
 
 
+def end_if_stuck(key: SocketKey) -> str | None:
+    """Wait for `key`'s server to finish exiting; end it if it is stuck. Says what it did.
+
+    Raises OSError when a stuck server cannot be ended.
+    """
+    path = socket_path(key)
+    if stuck_server.settle(path):
+        return None
+    pid = stuck_server.server_pid(path)
+    if pid is None:
+        raise OSError(f"tmux {key.label()}: the server hangs up on every client and no tmux process of this user holds {path}")
+    return stuck_server.end(pid, path)
+
+
 def _gone(message: str) -> bool:
-    return message.startswith("can't find session") or not_running(message)
+    """A kill needs nothing more: the session, or its whole server, is gone or going."""
+    return message.startswith("can't find session") or not_running(message) or stuck_server.leaving(message)
 
 
 def kill_sessions(key: SocketKey, names: Iterable[str]) -> None:

@@ -50,6 +50,8 @@ FRESH_START_RULES = {"spec-changed", "budget-downgrade", "budget-restore"}
 REFUSED = "refused by the budget policy; nothing was started"
 NOT_APPEARED = ("the session did not appear, though tmux reported no error (did its server exit during "
                 "the apply?); the next run starts it again")
+STUCK = ("its tmux server was stuck in its own exit, hanging up on every client while its agents ran on "
+         "unreachable; SIGTERM lets it finish, and the plan starts the agents again")
 #: What a tmux call can raise besides TmuxError: a bad value, no tmux binary or user, a hung server.
 TMUX_FAILURES = (tmux.TmuxError, ValueError, OSError, LookupError, subprocess.SubprocessError)
 _AUDIT_RESULT: dict[Result, AuditResult] = {"done": "ok", "skipped": "skipped", "failed": "failed"}
@@ -77,6 +79,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     outcomes: list[Outcome] = []
     problems: list[str] = []
     who = whoami("down" if tick.inputs.down else "reconcile")
+    problems += _end_stuck_servers(tick, who)
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
             with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
@@ -95,6 +98,29 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     problems += _record_history(tick, outcomes)
     problems += _record_budget(tick)
     return ApplyReport(tuple(outcomes), tuple(problems))
+
+
+def _end_stuck_servers(tick: Tick, who: Who) -> list[str]:
+    """End each server observed stuck in its exit (drivers/stuck_server.py) before any
+    action, so spawns start a fresh one and `down` stops its agents; every tenant on it
+    gets an audit line."""
+    problems: list[str] = []
+    for key, snap in tick.observed.sockets.items():
+        if snap.stuck_pid is None:
+            continue
+        error = ""
+        try:
+            problems.append(tmux.end_if_stuck(key) or f"the stuck tmux server on {key.label()} exited by itself")
+        except OSError as exc:
+            error = str(exc)
+            problems.append(error)
+        records = [
+            AuditRecord(ts=datetime.now(UTC), who=who, kind="end-server", tenant=tenant.name, agent="", model=None,
+                        rule="tmux-server-stuck", why=STUCK, result="failed" if error else "ok", error=error)
+            for tenant in tick.desired.tenants.values() if tenant.socket == key
+        ]
+        problems += append_records(tick.inputs.state_dir, records)
+    return problems
 
 
 def _grouped(actions: Iterable[Action]) -> dict[tuple[str, SocketKey], list[Action]]:

@@ -72,12 +72,17 @@ class ObservedSession:
 
 @dataclass(frozen=True, slots=True)
 class SocketSnapshot:
-    """Every session on one tmux server; `running` is False when no server answers."""
+    """Every session on one tmux server; `running` is False when no server answers.
+
+    `stuck_pid` names a server stuck in its own exit (drivers/stuck_server.py): it hangs
+    up on every client, so its sessions cannot be seen; the apply step ends it.
+    """
 
     key: SocketKey
     running: bool
     sessions: Mapping[str, ObservedSession] = field(default_factory=dict)
     error: str | None = None
+    stuck_pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

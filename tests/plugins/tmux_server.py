@@ -8,7 +8,6 @@ the test's own failure (STYLE.md item 7).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.drivers import stuck_server
 from reconciler.model.observed import SocketKey
 
 
@@ -42,19 +42,13 @@ def socket_path(name: str) -> Path:
 def server_gone(name: str) -> bool:
     """True once nothing listens on the socket: `kill-server` returns while the server is
     still exiting, and a client that connects then lands in the dying server."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(socket_path(name)))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return True
-    finally:
-        probe.close()
-    return False
+    return not stuck_server.accepts(socket_path(name))
 
 
 def kill_server(name: str) -> None:
     """`tmux -L name kill-server` and remove its socket file, quietly: a server that
-    never started is fine, and a failure here never hides the test's own."""
+    never started is fine, and a failure here never hides the test's own. A server stuck
+    in its own exit ignores kill-server (drivers/stuck_server.py), so it gets SIGTERM."""
     try:
         subprocess.run(
             ["tmux", "-L", name, "kill-server"],
@@ -63,7 +57,12 @@ def kill_server(name: str) -> None:
             check=False,
             stdin=subprocess.DEVNULL,
         )
-        socket_path(name).unlink(missing_ok=True)
+        path = socket_path(name)
+        if not stuck_server.settle(path):
+            pid = stuck_server.server_pid(path)
+            if pid is not None:
+                stuck_server.end(pid, path)
+        path.unlink(missing_ok=True)
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"tmux_server finalizer: could not kill {name}: {exc}")
 

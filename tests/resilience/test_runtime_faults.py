@@ -44,7 +44,7 @@ from tests.plugins.systemd_user import (
     patched_environ,
     running_systemd_user,
 )
-from tests.plugins.tmux_server import retry_until, server_gone
+from tests.plugins.tmux_server import retry_until
 from tests.resilience.conftest import Minimal
 from tests.resilience.world import heartbeat_text
 
@@ -115,7 +115,8 @@ def test_tmux_server_dying_mid_apply_fails_clearly_and_the_next_run_converges(
     logged, _ = read_audit(audit_path(state, "demo"))
     assert sorted(r["what"]["agent"] for r in logged if r["result"] == "failed") == sorted(o.action.agent for o in failed)
 
-    assert retry_until(lambda: server_gone(tmux_socket.name or "") or len(running(tmux_socket)) > 0)
+    # No waiting here: the next run itself copes with a server still exiting, or one stuck
+    # in its exit (tmux's race: test_stuck_server.py), which CI met here under load.
     again = apply_plan(plan_tick(inputs(repo, state)))
     assert not again.failed, again.failed[:3]
     assert len(running(tmux_socket)) == 120
