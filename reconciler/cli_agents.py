@@ -102,9 +102,10 @@ def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -
     return agent_verbs.find_agent(desired, address)
 
 
-def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]], *, interactive: bool) -> None:
+def _as_its_user(repo: Path, agent: DesiredAgent, args: Callable[[Path], list[str]], *, interactive: bool,
+                 stdin: str = "") -> None:
     as_tenant_user(repo, agent.launch.socket.user, agent.tenant, args, interactive=interactive,
-                   what=f"{agent.tenant}/{agent.name}")
+                   what=f"{agent.tenant}/{agent.name}", stdin=stdin)
 
 
 def _terminal_agent(verb: str, repo: Path, name: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
@@ -161,7 +162,11 @@ def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_di
 def send_command(
     repo: RepoArg,
     name: AgentArg,
-    message: Annotated[str, typer.Argument(help="One line of text; the id trailer is added.", show_default=False)],
+    message: Annotated[str | None, typer.Argument(help="One line of text; the id trailer is added.",
+                                                  show_default=False)] = None,
+    message_file: Annotated[Path | None, typer.Option(
+        "--message-file", help="Read the message from this file (- for standard input) instead: an argument "
+        "is visible to every user of the host in `ps` while it runs.", show_default=False)] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Wait until the agent's heartbeat acks the message.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds --verify waits for the ack.")] = 30.0,
     force: Annotated[bool, typer.Option("--force", help="Send even when the pane is in copy mode (cancelled "
@@ -181,11 +186,13 @@ def send_command(
 
     with user_errors():
         check_output(output)
+        message = _message_text(message, message_file)
         agent = _agent(repo, name, host, state_dir)
-        _as_its_user(repo, agent, lambda copy: [  # options first: a message may start with `-`
+        # the message goes over stdin, never argv, where the tenant's other users could read it
+        _as_its_user(repo, agent, lambda copy: [
             "agent", "send", "--timeout", str(timeout), "--host", agent.host, "--output", output,
             *(["--verify"] if verify else []), *(["--force"] if force else []),
-            "--", str(copy), f"{agent.tenant}/{agent.name}", message], interactive=False)
+            "--message-file", "-", str(copy), f"{agent.tenant}/{agent.name}"], interactive=False, stdin=message)
         try:
             result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
         except Refused:
@@ -196,6 +203,29 @@ def send_command(
     err.print(f"{result.id} to {agent.tenant}/{agent.name}: {result.detail}", highlight=False, markup=False)
     if result.status not in {SendStatus.SENT, SendStatus.VERIFIED}:
         raise typer.Exit(1)
+
+
+def _message_text(message: str | None, path: Path | None) -> str:
+    """The message from the argument or from `--message-file` (one of them); a file's
+    final newline is not part of it."""
+    from reconciler.drivers.files import read_capped  # noqa: PLC0415
+    from reconciler.engine.agent_verbs import MAX_MESSAGE_BYTES  # noqa: PLC0415
+
+    if (message is None) == (path is None):
+        raise UserError("give the message as an argument or with --message-file PATH (- reads standard input), "
+                        "not both")
+    if message is not None:
+        return message
+    limit = MAX_MESSAGE_BYTES + 2  # room for the final newline: the length check comes later
+    try:
+        text = sys.stdin.buffer.read(limit + 1).decode() if str(path) == "-" else read_capped(Path(str(path)), limit)
+    except UnicodeDecodeError:
+        raise UserError(f"--message-file {path}: the message is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"--message-file {path}: {exc.strerror or exc}") from None
+    if len(text.encode()) > limit:
+        raise UserError(f"--message-file {path}: more than {MAX_MESSAGE_BYTES} bytes; at most that can be typed at once")
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def standalone_app() -> typer.Typer:

@@ -161,7 +161,7 @@ def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
 
 
 def as_tenant_user(repo: Path, user: str | None, tenant: str, args: Callable[[Path], list[str]], *,
-                   interactive: bool, what: str) -> None:
+                   interactive: bool, what: str, stdin: str = "") -> None:
     """A command about another user's tenant: as root, run it as that user (its state, its
     audit log; `interactive` on a terminal of its own) and exit with its code; as anyone
     else, refuse. Returns when the tenant is this process's own."""
@@ -173,4 +173,4 @@ def as_tenant_user(repo: Path, user: str | None, tenant: str, args: Callable[[Pa
         raise UserError(f"{what} runs as user {user}; run this as {user}, or as root")
     from reconciler.engine.delegate import hand_over  # noqa: PLC0415
 
-    raise typer.Exit(hand_over(repo, str(user), tenant, args, interactive=interactive))
+    raise typer.Exit(hand_over(repo, str(user), tenant, args, interactive=interactive, stdin=stdin))

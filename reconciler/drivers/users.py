@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ def environment_for(account: Account, passed: Mapping[str, str]) -> dict[str, st
 
 
 def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str],
-           timeout: float, own_scope: bool = False) -> subprocess.CompletedProcess[str]:
+           timeout: float, own_scope: bool = False, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run `argv` under `account`'s uid, gid and groups, in a clean environment, and
     return what it said (each stream capped at MAX_OUTPUT; the rest is read and dropped).
 
@@ -132,7 +133,10 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
 
     `own_scope` (see outlives_our_service): the run starts in a transient scope of our own
     systemd --user, so a tmux server it starts is not in our service's cgroup, which
-    systemd empties when the service's run ends."""
+    systemd empties when the service's run ends.
+
+    `stdin` is what the run reads on its standard input, from an unlinked file of ours
+    (never argv, which every user can read in /proc)."""
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
     env = environment_for(account, passed)
     # Python becomes the account in the child (groups, gid, uid, then exec) unless setpriv does, later.
@@ -145,10 +149,13 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
                 "env", "-u", "XDG_RUNTIME_DIR", *_setpriv(account), *argv]
         env = {**env, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "")}
         uid = gid = groups = None
-    process = subprocess.Popen(
-        list(argv), user=uid, group=gid, extra_groups=groups, env=env, cwd=cwd, umask=0o077,
-        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    with tempfile.TemporaryFile() as given:
+        given.write(stdin.encode())
+        given.seek(0)
+        process = subprocess.Popen(
+            list(argv), user=uid, group=gid, extra_groups=groups, env=env, cwd=cwd, umask=0o077,
+            start_new_session=True, stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
     try:
         return _communicate(process, time.monotonic() + timeout)
     except TimeoutError:

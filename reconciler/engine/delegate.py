@@ -132,12 +132,14 @@ def ensure_linger(user: str) -> str:
     return units.enable_linger(user)
 
 
-def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[str]], *, interactive: bool) -> int:
+def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[str]], *, interactive: bool,
+              stdin: str = "") -> int:
     """`fleet ARGS` as `user` on a copy of `tenant`'s specs: root's `fleet agent
     watch|attach|send` for a tenant of another user. Its exit code.
 
     Interactive verbs get a pseudo-terminal of their own (users.interactive_argv), never
-    root's; `send` runs like a reconcile and its output is relayed, printable."""
+    root's; `send` runs like a reconcile, reads `stdin` (its message, kept out of argv)
+    and its output is relayed, printable."""
     account, refused = tenant_account(user, [tenant])
     if account is None:
         raise UserError(refused)
@@ -147,7 +149,7 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
             if interactive:
                 script, env = users.interactive(account, argv, os.environ)
                 return subprocess.run(script, env=env, cwd=str(copy), check=False).returncode
-            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S)
+            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S, stdin=stdin)
         except (OSError, TimeoutError) as exc:
             raise UserError(_unreachable(user, str(exc))) from None
     sys.stdout.write(printable(done.stdout))

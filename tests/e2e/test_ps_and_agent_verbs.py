@@ -56,9 +56,13 @@ class Fleet:
 
     def fleet(self, *args: str, module: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
         """`fleet ARGS --host demo --state-dir STATE` as a subprocess with no terminal."""
+        return self.piped(b"", *args, module=module, **env)
+
+    def piped(self, given: bytes, *args: str, module: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+        """`fleet(*args)` with `given` on its stdin."""
         argv = [sys.executable, "-m", module or verbs_module(), *args, "--host", HOST, "--state-dir", str(self.state_dir)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=90, env={**self.env, **env},
-                              stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(argv, capture_output=True, timeout=90, env={**self.env, **env}, input=given, check=False)
+        return subprocess.CompletedProcess(argv, done.returncode, done.stdout.decode(), done.stderr.decode())
 
     def reconcile(self, **env: str) -> subprocess.CompletedProcess[str]:
         return self.fleet("reconcile", str(self.repo), module="reconciler.cli", **env)
@@ -240,6 +244,29 @@ def test_send_verify_is_verified_and_acked(running: Fleet) -> None:
     text = running.fleet("agent", "send", str(running.repo), "demo/enhancer", "hi", "--verify")
     assert (text.returncode, text.stdout) == (0, "verified\n")
     assert "acked" in text.stderr
+
+
+def test_send_reads_the_message_from_a_file_or_stdin_so_ps_never_shows_it(running: Fleet, tmp_path: Path) -> None:
+    note = tmp_path / "message.txt"
+    note.write_text("from a file; $(touch /tmp/pwned)\n")
+    for source, given, shown in ((str(note), b"", "from a file; $(touch /tmp/pwned)"),
+                                 ("-", "from stdin ✓\n".encode(), "from stdin ✓")):
+        done = running.piped(given, "agent", "send", str(running.repo), "orchestrator", "--message-file", source,
+                             "--verify", "--timeout", "10", "--output", "json")
+        assert done.returncode == 0, done.stderr
+        msg_id = json.loads(done.stdout)["id"]
+        assert any(f"{shown} [fleet:{msg_id}]" in line for line in running.screen("orchestrator"))
+
+    for args, given, said in (
+        (["hi", "--message-file", str(note)], b"", "give the message as an argument or with --message-file PATH"),
+        ([], b"", "give the message as an argument or with --message-file PATH"),
+        (["--message-file", "-"], b"\xff\xfe", "--message-file -: the message is not UTF-8 text"),
+        (["--message-file", str(tmp_path)], b"", f"--message-file {tmp_path}: "),
+        (["--message-file", "-"], b"x" * 20_000, "more than 16000 bytes"),
+        (["--message-file", "-"], b"two\nlines\n", "the message must be one line of text"),
+    ):
+        done = running.piped(given, "agent", "send", str(running.repo), "orchestrator", *args)
+        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
 
 
 def test_send_without_verify_is_sent(running: Fleet) -> None:

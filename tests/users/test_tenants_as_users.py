@@ -3,12 +3,14 @@ on a private socket, with its state under its home; neither reaches the other.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -83,6 +85,26 @@ def has_heartbeats(folder: Path, names: set[str]) -> bool:
 def pane_text(server: str) -> str:
     return subprocess.run(["tmux", "-L", server, "capture-pane", "-p"], capture_output=True, text=True,
                           check=False).stdout
+
+
+def argv_seen(text: str, run: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """`run()`, while a thread reads every process's argv as any user could: was `text` there?"""
+    seen, finished = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    if text.encode() in cmdline.read_bytes():
+                        seen.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        return run(), seen.is_set()
+    finally:
+        finished.set()
+        watcher.join()
 
 
 def holders(user: str, tty: str) -> list[int]:
@@ -166,6 +188,18 @@ def test_root_reconciles_each_tenant_as_its_user_with_no_reach_across(pair: tupl
     dashed = fleet("agent", "send", "--verify", "--timeout", "20", "--host", "demo", "--", str(repo),
                    "beta/orchestrator", "--force")  # a message that looks like an option
     assert dashed.returncode == 0 and dashed.stdout.strip() == "verified", dashed.stdout + dashed.stderr
+    # --message-file -: the text reaches the user's run over stdin, in no process's argv
+    # (which every user can read in /proc); the argument form, the control, is seen there.
+    hidden = f"private-{uuid.uuid4().hex}"
+    piped, seen = argv_seen(hidden, lambda: subprocess.run(
+        [fleet_python, "-m", "reconciler", "agent", "send", str(repo), "beta/orchestrator", "--message-file", "-",
+         "--verify", "--timeout", "20", "--host", "demo"], input=hidden, capture_output=True, text=True, timeout=120,
+        check=False))
+    assert (piped.returncode, piped.stdout.strip(), seen) == (0, "verified", False), piped.stderr
+    visible = f"shown-{uuid.uuid4().hex}"
+    argued, seen = argv_seen(visible, lambda: fleet("agent", "send", str(repo), "beta/orchestrator", visible,
+                                                  "--verify", "--timeout", "20", "--host", "demo"))
+    assert (argued.returncode, seen) == (0, True), argued.stderr
 
         # Root's `fleet agent watch` shows a user's agent on a terminal of its own: no process
     # of the user ever holds root's terminal (here: the viewer's pane).
