@@ -403,23 +403,25 @@ def observe_socket(key: SocketKey) -> SocketSnapshot:
     try:
         result = run_tmux(key, ["list-panes", "-a", "-F", LIST_FORMAT])
         if result.returncode != 0 and stuck_server.leaving(result.stderr):
-            return _observe_leaving(key, result.stderr.strip())
+            return _observe_leaving(key)
     except (OSError, LookupError, subprocess.SubprocessError) as exc:
         return SocketSnapshot(key=key, running=False, error=f"tmux {key.label()}: {exc}")
     return parse_snapshot(key, result.returncode, result.stdout, result.stderr)
 
 
-def _observe_leaving(key: SocketKey, message: str) -> SocketSnapshot:
-    """The server hung up on us: wait for it to go and read again, or name it stuck."""
+def _observe_leaving(key: SocketKey) -> SocketSnapshot:
+    """The server hung up on us: give it time to go and read again; if it still hangs up
+    and still has panes, name it stuck (the apply step ends it)."""
     path = socket_path(key)
-    if stuck_server.settle(path):
-        result = run_tmux(key, ["list-panes", "-a", "-F", LIST_FORMAT])
+    stuck_server.settle(path)
+    result = run_tmux(key, ["list-panes", "-a", "-F", LIST_FORMAT])
+    if not stuck_server.leaving(result.stderr):  # gone, or a new server answered
         return parse_snapshot(key, result.returncode, result.stdout, result.stderr)
-    pid = stuck_server.server_pid(path)
+    pid = stuck_server.stuck_pid(path)
     if pid is None:
         return SocketSnapshot(key=key, running=False, error=(
-            f"tmux {key.label()}: {message}, and it still listens on {path}, but no tmux process of this "
-            "user holds it; end the process that does"))
+            f"tmux {key.label()}: {result.stderr.strip()}: its server is exiting but still listens on {path}, "
+            "with no agent left (a client it waits for has not gone); the next run looks again"))
     return SocketSnapshot(key=key, running=False, stuck_pid=pid)
 
 
@@ -440,10 +442,12 @@ def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str],
             pending = pending[len(batch) :]
             continue
         message = result.stderr.strip()
-        if stuck_server.leaving(message) and not waited and not tolerate(message):
-            waited = True  # a server exiting as we spoke (its last session was just killed): once
-            end_if_stuck(key)
-            pending = pending[done:]
+        if stuck_server.leaving(message) and not waited and not tolerate(message) and stuck_server.settle(socket_path(key)):
+            # The server exited as we spoke (its last session was just killed, or someone
+            # killed it), taking this call's sessions with it: all of them again, once. A
+            # server stuck in its exit is left to the next run, which ends it and audits it.
+            waited = True
+            failures, pending = [], list(units)
             continue
         if not tolerate(message):
             failures.append(f"{batch[done].name}: {message}")
@@ -476,18 +480,20 @@ def spawn_sessions(launches: Sequence[LaunchSpec]) -> None:
         raise TmuxError("could not start " + "; ".join(failures))
 
 
-def end_if_stuck(key: SocketKey) -> str | None:
-    """Wait for `key`'s server to finish exiting; end it if it is stuck. Says what it did.
+def end_stuck(key: SocketKey, pid: int) -> str | None:
+    """End `key`'s server if it is still the stuck one observed as `pid` (it hangs up on
+    a client again, and the kernel names `pid` as its listener); says what it did. None:
+    it exited or answers again, or another process listens now, and nothing was signalled.
 
     Raises OSError when a stuck server cannot be ended.
     """
     path = socket_path(key)
-    if stuck_server.settle(path):
-        return None
-    pid = stuck_server.server_pid(path)
-    if pid is None:
-        raise OSError(f"tmux {key.label()}: the server hangs up on every client and no tmux process of this user holds {path}")
-    return stuck_server.end(pid, path)
+
+    def still_stuck() -> bool:
+        said = run_tmux(key, ["list-sessions"]).stderr
+        return stuck_server.leaving(said) and stuck_server.stuck_pid(path) == pid
+
+    return stuck_server.end(pid, path, still_stuck)
 
 
 def _gone(message: str) -> bool:

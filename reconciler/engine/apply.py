@@ -102,22 +102,26 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
 
 def _end_stuck_servers(tick: Tick, who: Who) -> list[str]:
     """End each server observed stuck in its exit (drivers/stuck_server.py) before any
-    action, so spawns start a fresh one and `down` stops its agents; every tenant on it
-    gets an audit line."""
+    action, so spawns start a fresh one and `down` stops its agents. The socket's tenant
+    (spec validation gives each socket one) gets an audit line."""
     problems: list[str] = []
     for key, snap in tick.observed.sockets.items():
         if snap.stuck_pid is None:
             continue
+        result: AuditResult = "ok"
         error = ""
         try:
-            problems.append(tmux.end_if_stuck(key) or f"the stuck tmux server on {key.label()} exited by itself")
+            said = tmux.end_stuck(key, snap.stuck_pid)
         except OSError as exc:
-            error = str(exc)
-            problems.append(error)
+            said, result, error = None, "failed", str(exc)
+        if said is None and not error:
+            result = "skipped"
+            error = f"the tmux server on {key.label()} was no longer stuck (it exited, or answers again): nothing was signalled"
+        problems.append(said or error)
         records = [
-            AuditRecord(ts=datetime.now(UTC), who=who, kind="end-server", tenant=tenant.name, agent="", model=None,
-                        rule="tmux-server-stuck", why=STUCK, result="failed" if error else "ok", error=error)
-            for tenant in tick.desired.tenants.values() if tenant.socket == key
+            AuditRecord(ts=datetime.now(UTC), who=who, kind="end-server", tenant=tenant, agent="", model=None,
+                        rule="tmux-server-stuck", why=STUCK, result=result, error=error)
+            for tenant in sorted(t.name for t in tick.desired.tenants.values() if t.socket == key)
         ]
         problems += append_records(tick.inputs.state_dir, records)
     return problems

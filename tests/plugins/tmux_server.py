@@ -58,10 +58,8 @@ def kill_server(name: str) -> None:
             stdin=subprocess.DEVNULL,
         )
         path = socket_path(name)
-        if not stuck_server.settle(path):
-            pid = stuck_server.server_pid(path)
-            if pid is not None:
-                stuck_server.end(pid, path)
+        if not stuck_server.settle(path) and (pid := stuck_server.stuck_pid(path)) is not None:
+            stuck_server.end(pid, path, lambda: True)
         path.unlink(missing_ok=True)
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"tmux_server finalizer: could not kill {name}: {exc}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import doctest
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import pytest
 
 from reconciler.drivers import stuck_server, tmux
 from reconciler.drivers.audit import audit_path, read_audit
+from reconciler.engine.apply import apply_plan
+from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.model.observed import SocketKey
 from tests.e2e.test_ps_and_agent_verbs import AGENTS, Fleet, wait_healthy
 from tests.plugins.tmux_server import retry_until, socket_path
@@ -34,11 +37,11 @@ def client_says(fleet: Fleet) -> str:
 
 
 def alive(pid: int) -> bool:
+    """Running, not a zombie (this container's pid 1 may not reap the servers we end)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
         return False
-    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
 
 def wedge(fleet: Fleet, *, again: bool = False) -> int:
@@ -94,6 +97,46 @@ def test_reconcile_ends_it_audits_it_and_converges(running: Fleet) -> None:
     assert json.loads(again.stdout)["actions"] == []
 
 
+def test_a_stale_observation_never_signals_the_healthy_server_that_replaced_it(running: Fleet) -> None:
+    pid = wedge(running)
+    tick = plan_tick(TickInputs(repo=running.repo, host="demo", state_dir=running.state_dir))
+    assert tick.observed.sockets[SocketKey(None, running.socket)].stuck_pid == pid
+    os.kill(pid, signal.SIGKILL)  # someone else ended it, and a new server started on the socket
+    assert retry_until(lambda: not alive(pid))
+    running.tmux("new-session", "-d", "-s", "bystander", "sleep 600")
+    healthy = int(running.tmux("display-message", "-p", "#{pid}"))
+
+    assert tmux.end_stuck(SocketKey(None, running.socket), healthy) is None
+    report = apply_plan(tick)
+    assert alive(healthy) and "bystander" in running.tmux("list-sessions", "-F", "#{session_name}").split()
+    assert any("was no longer stuck" in p and "nothing was signalled" in p for p in report.problems), report.problems
+    ended = [r for r in read_audit(audit_path(running.state_dir, "demo"))[0] if r["what"]["kind"] == "end-server"]
+    assert [r["result"] for r in ended] == ["skipped"]
+
+
+def test_a_server_that_waits_for_a_stopped_client_is_not_called_stuck(running: Fleet) -> None:
+    """Leaving, not stuck: no panes left, it only waits for a client to go. Not signalled."""
+    pid = int(running.tmux("display-message", "-p", "#{pid}"))
+    viewer = 0
+    client = subprocess.Popen(["script", "-qfc", f"tmux -L {running.socket} attach -r -t =orchestrator", "/dev/null"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=running.env, start_new_session=True)
+    try:
+        assert retry_until(lambda: running.tmux("list-clients").strip() != "")
+        viewer = int(running.tmux("list-clients", "-F", "#{client_pid}").split()[0])
+        os.kill(viewer, signal.SIGSTOP)
+        running.tmux("kill-server")
+        assert retry_until(lambda: client_says(running) == "server exited unexpectedly")
+        snap = tmux.observe_socket(SocketKey(None, running.socket))
+        assert (snap.running, snap.stuck_pid) == (False, None)
+        assert snap.error and "is exiting but still listens" in snap.error and "the next run looks again" in snap.error
+        assert alive(pid)
+    finally:
+        os.kill(viewer, signal.SIGKILL)
+        os.killpg(client.pid, signal.SIGKILL)
+        client.wait()
+    assert retry_until(lambda: not alive(pid))
+
+
 def test_down_ends_it_too_with_sigkill_if_it_wedges_again(running: Fleet) -> None:
     pid = wedge(running, again=True)
     done = running.fleet("down", str(running.repo), module="reconciler.cli")
@@ -101,11 +144,6 @@ def test_down_ends_it_too_with_sigkill_if_it_wedges_again(running: Fleet) -> Non
     assert f"ended the stuck tmux server (pid {pid})" in done.stderr and "with SIGKILL" in done.stderr
     assert retry_until(lambda: not alive(pid))
     assert "no server running" in client_says(running) or "error connecting" in client_says(running)
-
-
-def test_end_refuses_quietly_when_nothing_is_stuck(tmp_path: Path) -> None:
-    assert stuck_server.settle(tmp_path / "nothing-here", 0.1)
-    assert stuck_server.server_pid(tmp_path / "nothing-here") is None
 
 
 def test_doctests() -> None:
