@@ -140,6 +140,8 @@ def run_users(loaded: FleetRepo, inputs: TickInputs, verb: Sequence[str], output
 
 def report_users(runs: Sequence[UserRun], output: str, doc: Any) -> int:
     """Print what each user's run said (text), or fold it into `doc` (json); its exit code."""
+    if not runs:  # the usual case: nothing to import for it
+        return 0
     from reconciler.core.scope import worst_code  # noqa: PLC0415
     from reconciler.engine.untrusted import merge_documents, printable, recount  # noqa: PLC0415
 
