@@ -442,7 +442,8 @@ def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str],
             pending = pending[len(batch) :]
             continue
         message = result.stderr.strip()
-        if stuck_server.leaving(message) and not waited and not tolerate(message) and stuck_server.settle(socket_path(key)):
+        lost = stuck_server.leaving(message) or not_running(message)
+        if lost and not waited and not tolerate(message) and stuck_server.settle(socket_path(key)):
             # The server exited as we spoke (its last session was just killed, or someone
             # killed it), taking this call's sessions with it: all of them again, once. A
             # server stuck in its exit is left to the next run, which ends it and audits it.
