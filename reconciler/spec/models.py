@@ -41,10 +41,12 @@ RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 #: Paths and environment values: no C0 control character (newline, tab, escape...) nor DEL.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
-#: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI).
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+#: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI),
+#: nor a bidirectional override or isolate, which can make one alias read as another
+#: (CVE-2021-42574, "Trojan Source") in `fleet ps`, status and TASKS.md.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 #: Text of many lines (a persona): the same, but tabs and newlines are allowed.
-LINES_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+LINES_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 #: Placeholders a runtime's command template may use; values are substituted per argument.
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
 
