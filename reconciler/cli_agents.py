@@ -9,6 +9,7 @@ User mistakes end as one `error:` line on stderr and exit 1, whichever app runs 
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from collections.abc import Callable
@@ -186,7 +187,7 @@ def send_command(
 
     with user_errors():
         check_output(output)
-        message = _message_text(message, message_file)
+        message = agent_verbs.check_message(_message_text(message, message_file))
         agent = _agent(repo, name, host, state_dir)
         # the message goes over stdin, never argv, where the tenant's other users could read it
         _as_its_user(repo, agent, lambda copy: [
@@ -207,7 +208,7 @@ def send_command(
 
 def _message_text(message: str | None, path: Path | None) -> str:
     """The message from the argument or from `--message-file` (one of them); a file's
-    final newline is not part of it."""
+    final line ending (LF or CRLF) is not part of it."""
     from reconciler.drivers.files import read_capped  # noqa: PLC0415
     from reconciler.engine.agent_verbs import MAX_MESSAGE_BYTES  # noqa: PLC0415
 
@@ -216,15 +217,26 @@ def _message_text(message: str | None, path: Path | None) -> str:
                         "not both")
     if message is not None:
         return message
-    limit = MAX_MESSAGE_BYTES + 2  # room for the final newline: the length check comes later
+    limit = MAX_MESSAGE_BYTES + 2  # room for the final CRLF: check_message judges the rest
+    too_big = f"--message-file {path}: more than {MAX_MESSAGE_BYTES} bytes; at most that can be typed at once"
     try:
-        text = sys.stdin.buffer.read(limit + 1).decode() if str(path) == "-" else read_capped(Path(str(path)), limit)
+        if str(path) == "-":
+            if sys.stdin is None:
+                raise UserError("--message-file -: there is no standard input; pipe the message in")
+            if sys.stdin.isatty():
+                err.print("reading the message from the terminal; end it with Ctrl-D", highlight=False, markup=False)
+            data = sys.stdin.buffer.read(limit + 1)
+            if len(data) > limit:
+                raise UserError(too_big)
+            text = data.decode()
+        else:
+            text = read_capped(Path(str(path)), limit)
     except UnicodeDecodeError:
         raise UserError(f"--message-file {path}: the message is not UTF-8 text") from None
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise UserError(too_big) from None
         raise UserError(f"--message-file {path}: {exc.strerror or exc}") from None
-    if len(text.encode()) > limit:
-        raise UserError(f"--message-file {path}: more than {MAX_MESSAGE_BYTES} bytes; at most that can be typed at once")
     return text.removesuffix("\n").removesuffix("\r")
 
 

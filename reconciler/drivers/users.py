@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -135,8 +134,8 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
     systemd --user, so a tmux server it starts is not in our service's cgroup, which
     systemd empties when the service's run ends.
 
-    `stdin` is what the run reads on its standard input, from an unlinked file of ours
-    (never argv, which every user can read in /proc)."""
+    `stdin` is what the run reads on its standard input, through a pipe (never argv,
+    which every user can read in /proc)."""
     passed = {**passed, RUN_BY: f"{current_user()} pid {os.getpid()}"}
     env = environment_for(account, passed)
     # Python becomes the account in the child (groups, gid, uid, then exec) unless setpriv does, later.
@@ -149,13 +148,15 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
                 "env", "-u", "XDG_RUNTIME_DIR", *_setpriv(account), *argv]
         env = {**env, "XDG_RUNTIME_DIR": os.environ.get("XDG_RUNTIME_DIR", "")}
         uid = gid = groups = None
-    with tempfile.TemporaryFile() as given:
-        given.write(stdin.encode())
-        given.seek(0)
+    given = _stdin_fd(stdin)
+    try:
         process = subprocess.Popen(
             list(argv), user=uid, group=gid, extra_groups=groups, env=env, cwd=cwd, umask=0o077,
             start_new_session=True, stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
+    finally:
+        if given != subprocess.DEVNULL:
+            os.close(given)
     try:
         return _communicate(process, time.monotonic() + timeout)
     except TimeoutError:
@@ -165,6 +166,25 @@ def run_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[s
         raise TimeoutError(f"did not finish within {timeout:.0f}s") from None
 
 
+def _stdin_fd(text: str) -> int:
+    """A read-only descriptor holding `text` for a run's stdin (DEVNULL when empty): a
+    pipe, filled and closed for writing first, so the run cannot block root or write to
+    anything of root's. `text` must fit the pipe (64 KiB; a message is at most 16 KB)."""
+    if not text:
+        return subprocess.DEVNULL
+    data = text.encode()
+    if len(data) > PIPE_BYTES:
+        raise ValueError(f"{len(data)} bytes do not fit a pipe of {PIPE_BYTES}")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, data)
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+#: What a pipe holds without a reader on Linux (its default size).
+PIPE_BYTES = 65536
 #: What root keeps of a tenant run's stdout or stderr: a plan of thousands of agents fits.
 MAX_OUTPUT = 4 * 1024 * 1024
 

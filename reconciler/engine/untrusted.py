@@ -28,17 +28,21 @@ if TYPE_CHECKING:
 MAX_STATUS_BYTES = 4 * 1024 * 1024
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
     r"""A tenant user's run's output as root relays it: no control character but newline
-    and tab reaches root's terminal (an escape sequence could rewrite what root sees).
+    and tab reaches root's terminal (an escape sequence could rewrite what root sees, a
+    bidirectional override reorder it).
 
     >>> printable("ok\x1b]0;pwned\x07\n")
     'ok\\x1b]0;pwned\\x07\n'
+    >>> printable("tenant a\u202eb")
+    'tenant a\\u202eb'
     """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 def json_or_none(text: str) -> Any:

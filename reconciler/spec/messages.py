@@ -26,10 +26,12 @@ PATTERN_HINTS: dict[str, str] = {
     m.ENV_NAME_PATTERN: "use letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)",
     m.DURATION_PATTERN: "write a number with a unit, e.g. 90s, 5m, 1h30m, 7d",
     m.NO_CONTROL_PATTERN: "control characters (newline, tab, escape, DEL) are not allowed; write it on one line",
-    m.TEXT_PATTERN: ("control characters (newline, tab, escape, DEL, U+0080 to U+009F) and bidirectional controls "
-                     "(U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) are not allowed; write it on one line"),
+    m.TEXT_PATTERN: ("control characters (newline, tab, escape, DEL, U+0080 to U+009F, U+2028, U+2029) and "
+                     "bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) are not "
+                     "allowed; remove them and keep it on one line"),
     m.LINES_PATTERN: ("control characters other than tab and newline (escape, DEL, U+0080 to U+009F) and "
-                      "bidirectional controls (U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) are not allowed"),
+                      "bidirectional controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069) are not "
+                      "allowed; remove them"),
 }
 
 

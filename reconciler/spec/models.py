@@ -44,9 +44,10 @@ NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 #: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI),
 #: nor a bidirectional override or isolate, which can make one alias read as another
 #: (CVE-2021-42574, "Trojan Source") in `fleet ps`, status and TASKS.md.
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
-#: Text of many lines (a persona): the same, but tabs and newlines are allowed.
-LINES_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+#: U+2028 and U+2029 are line breaks to much software, so one-line text refuses them.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]*$"
+#: Text of many lines (a persona): the same, but tabs and line breaks are allowed.
+LINES_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 #: Placeholders a runtime's command template may use; values are substituted per argument.
 COMMAND_FIELDS = frozenset({"model", "agent", "tenant", "role"})
 

@@ -249,6 +249,8 @@ def test_send_verify_is_verified_and_acked(running: Fleet) -> None:
 def test_send_reads_the_message_from_a_file_or_stdin_so_ps_never_shows_it(running: Fleet, tmp_path: Path) -> None:
     note = tmp_path / "message.txt"
     note.write_text("from a file; $(touch /tmp/pwned)\n")
+    big = tmp_path / "big.txt"
+    big.write_text("y" * 17_000)
     for source, given, shown in ((str(note), b"", "from a file; $(touch /tmp/pwned)"),
                                  ("-", "from stdin ✓\n".encode(), "from stdin ✓")):
         done = running.piped(given, "agent", "send", str(running.repo), "orchestrator", "--message-file", source,
@@ -263,6 +265,8 @@ def test_send_reads_the_message_from_a_file_or_stdin_so_ps_never_shows_it(runnin
         (["--message-file", "-"], b"\xff\xfe", "--message-file -: the message is not UTF-8 text"),
         (["--message-file", str(tmp_path)], b"", f"--message-file {tmp_path}: "),
         (["--message-file", "-"], b"x" * 20_000, "more than 16000 bytes"),
+        (["--message-file", "-"], "é".encode() * 8_002, "more than 16000 bytes"),  # cut inside a character
+        (["--message-file", str(big)], b"", "more than 16000 bytes"),
         (["--message-file", "-"], b"two\nlines\n", "the message must be one line of text"),
     ):
         done = running.piped(given, "agent", "send", str(running.repo), "orchestrator", *args)
