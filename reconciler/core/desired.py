@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from reconciler.model.launch import LaunchSpec
+from reconciler.model.launch import ENV_EXEC, LaunchSpec
 from reconciler.model.observed import SocketKey
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
@@ -166,7 +166,6 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
 
 
 #: The launcher that reads `env_from:` values as the agent starts (reconciler/launcher.py).
-ENV_EXEC = "fleet-env-exec"
 
 
 def with_env_from(argv: tuple[str, ...], env_from: tuple[tuple[str, str, str], ...]) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ import pwd
 import re
 import shlex
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,19 @@ LIST_FORMAT = SEP.join(f"#{{{name}}}" for name in _FIELDS)
 TIMEOUT_S = 30.0
 #: Bytes of packed arguments per invocation; tmux 3.3a refuses more than 16364.
 CHAIN_BYTES = 16_000
+
+#: What an agent gets of the reconciler's environment, through the tmux server it may
+#: start (a server keeps its first client's environment for every session) and tmux's
+#: `update-environment` (SSH_AUTH_SOCK and the like, copied at each new-session). Nothing
+#: else: not the operator's tokens, SSH agent or Kerberos ticket, so an agent's environment
+#: is the same whether the timer or a person started its server. `env:` and `env_from:`
+#: add what a spec asks for; LC_* and the stub agent's FLEET_STUB_* knobs pass too.
+CLIENT_ENV = frozenset({
+    "HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "TMUX_TMPDIR",
+    "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+})
+CLIENT_ENV_PREFIXES = ("LC_", "FLEET_STUB_")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -252,6 +265,17 @@ def not_running(message: str) -> bool:
     )
 
 
+def client_environment(environ: Mapping[str, str], sources: Iterable[str] = ()) -> dict[str, str]:
+    """The environment a tmux client runs with: CLIENT_ENV of `environ`, and the
+    variables `sources` names (what `env_from: [{env: VAR}]` reads in the pane).
+
+    >>> sorted(client_environment({"PATH": "/bin", "AWS_SECRET": "x", "LC_ALL": "C", "GH": "t"}, ["GH"]))
+    ['GH', 'LC_ALL', 'PATH']
+    """
+    wanted = set(sources)
+    return {k: v for k, v in environ.items() if k in CLIENT_ENV or k in wanted or k.startswith(CLIENT_ENV_PREFIXES)}
+
+
 # --- pure: reading list-panes ---------------------------------------------------------
 
 
@@ -379,14 +403,16 @@ def socket_path(key: SocketKey) -> Path:
     return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.geteuid()}" / where
 
 
-def run_tmux(key: SocketKey, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def run_tmux(key: SocketKey, args: Sequence[str], sources: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run one tmux client against `key`'s server and return what it said (never checks).
 
-    `-u` makes tmux print UTF-8 (the separator, names) whatever the locale says.
+    `-u` makes tmux print UTF-8 (the separator, names) whatever the locale says. The
+    client gets client_environment(), with the variables `sources` names.
     """
     argv = ["tmux", "-u", *resolve(key), *args]
     return subprocess.run(
         argv,
+        env=client_environment(os.environ, sources),
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -425,7 +451,8 @@ def _observe_leaving(key: SocketKey) -> SocketSnapshot:
     return SocketSnapshot(key=key, running=False, stuck_pid=pid)
 
 
-def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str], bool]) -> list[str]:
+def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str], bool],
+               sources: Iterable[str] = ()) -> list[str]:
     """Run units in as few chained invocations as tmux's size limit allows.
 
     After a failure, goes on past the failed unit. Returns one message per failed unit,
@@ -436,7 +463,7 @@ def _run_units(key: SocketKey, units: Sequence[_Unit], tolerate: Callable[[str],
     waited = False
     while pending:
         batch = pending[: fit_units(pending)]
-        result = run_tmux(key, chain_args(batch))
+        result = run_tmux(key, chain_args(batch), sources)
         done = len(result.stdout.splitlines())
         if result.returncode == 0 or done >= len(batch):
             pending = pending[len(batch) :]
@@ -475,7 +502,8 @@ def spawn_sessions(launches: Sequence[LaunchSpec]) -> None:
     for key, group in _by_socket(launches).items():
         home = _home(key)
         units = [_Unit(launch.agent, spawn_args(launch, home)) for launch in group]
-        for failure in _run_units(key, units, tolerate=lambda _message: False):
+        sources = sorted({name for launch in group for name in launch.env_sources()})
+        for failure in _run_units(key, units, tolerate=lambda _message: False, sources=sources):
             failures.append(f"{key.label()}/{failure}")
     if failures:
         raise TmuxError("could not start " + "; ".join(failures))

@@ -7,8 +7,12 @@ a dry-run can print exactly what an apply would run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from reconciler.model.observed import SocketKey
+
+#: The launcher that reads `env_from:` values in the pane (reconciler/launcher.py).
+ENV_EXEC = "fleet-env-exec"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +28,16 @@ class LaunchSpec:
     workdir: str | None
     model: str
     spec_hash: str
+
+    def env_sources(self) -> tuple[str, ...]:
+        """The variables its launcher reads in the pane (`env_from: [{env: VAR}]`): the only
+        ones of the reconciler's environment an agent is meant to get (drivers/tmux.py).
+
+        >>> LaunchSpec("t", "a", "h", SocketKey(None, "s"), ("fleet-env-exec", "--file", "K=~/k",
+        ...            "--env", "GH=GH_TOKEN", "--", "claude", "--env", "X=Y"), (), None, "m", "x").env_sources()
+        ('GH_TOKEN',)
+        """
+        if not self.argv or PurePath(self.argv[0]).name != ENV_EXEC:
+            return ()
+        refs = self.argv[1 : self.argv.index("--")] if "--" in self.argv else ()
+        return tuple(ref.split("=", 1)[1] for flag, ref in zip(refs[::2], refs[1::2], strict=False) if flag == "--env")

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -407,9 +407,9 @@ def test_a_batch_over_tmuxs_size_limit_is_split_not_refused(
     invocations: list[int] = []
     real_run = tmux.run_tmux
 
-    def spy(key: SocketKey, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    def spy(key: SocketKey, args: Sequence[str], sources: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
         invocations.append(sum(len(a.encode()) + 1 for a in args))
-        return real_run(key, args)
+        return real_run(key, args, sources)
 
     monkeypatch.setattr(tmux, "run_tmux", spy)
     env = [(f"FLEET_{k}", "/var/lib/fleet/" + "x" * 40) for k in ("A", "B", "C", "D", "E")]
