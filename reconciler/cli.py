@@ -11,6 +11,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,6 +30,7 @@ from reconciler.cli_common import (
     check_output,
     check_repo,
     err,
+    one_apply_at_a_time,
     out,
     planned_tick,
     report_users,
@@ -188,31 +190,32 @@ def _reconcile(
     verb = ["reconcile", *(["--dry-run"] if dry_run else ["--no-git"]),
             *(["--detailed-exitcode"] if detailed_exitcode else []), *(["--allow-mass-stop"] if allow_mass_stop else [])]
     inputs, runs = run_users(loaded, inputs, verb, output, applying=not dry_run, revision=revision_now)
-    if runs and not dry_run:
-        from reconciler.engine.untrusted import adopt_statuses  # noqa: PLC0415
+    with nullcontext() if dry_run else one_apply_at_a_time(inputs):  # one applying run at a time
+        if runs and not dry_run:
+            from reconciler.engine.untrusted import adopt_statuses  # noqa: PLC0415
 
-        adopt_statuses(loaded_repo, runs)
-    tick = planned_tick(inputs, tenant, loaded)
-    views.print_errors(err, tick.repo.errors)
-    for problem in tick.problems:
-        err.print(f"warning: {problem}", highlight=False, markup=False)
-    doc = views.plan_document(tick.plan, tick.repo.errors)
-    if output == "text" and not _only_users(inputs, runs):
-        views.print_plan(out, tick.plan, len(tick.repo.errors))
-    users_code = report_users(runs, output, doc) if output == "json" else 0
-    if dry_run:
-        if output == "json":
-            print(views.to_json(doc))
-        else:
+            adopt_statuses(loaded_repo, runs)
+        tick = planned_tick(inputs, tenant, loaded)
+        views.print_errors(err, tick.repo.errors)
+        for problem in tick.problems:
+            err.print(f"warning: {problem}", highlight=False, markup=False)
+        doc = views.plan_document(tick.plan, tick.repo.errors)
+        if output == "text" and not _only_users(inputs, runs):
+            views.print_plan(out, tick.plan, len(tick.repo.errors))
+        users_code = report_users(runs, output, doc) if output == "json" else 0
+        if dry_run:
+            if output == "json":
+                print(views.to_json(doc))
+            else:
+                users_code = report_users(runs, output, doc)
+            if tick.repo.errors:
+                return 1
+            own = 2 if detailed_exitcode and tick.plan.has_changes else 0
+            return worst_code([own, users_code])
+        own = _apply_and_report(tick, doc, output, checkout, write=True)
+        if output == "text":
             users_code = report_users(runs, output, doc)
-        if tick.repo.errors:
-            return 1
-        own = 2 if detailed_exitcode and tick.plan.has_changes else 0
         return worst_code([own, users_code])
-    own = _apply_and_report(tick, doc, output, checkout, write=True)
-    if output == "text":
-        users_code = report_users(runs, output, doc)
-    return worst_code([own, users_code])
 
 
 def _only_users(inputs: TickInputs, runs: Sequence[object]) -> bool:
@@ -252,13 +255,14 @@ def down(
     loaded = load_repo(check_repo(repo))
     inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir, allow_mass_stop=True, down=True),
                              ["down"], output, applying=True)
-    tick = plan_tick(inputs, repo=loaded)
-    views.print_errors(err, tick.repo.errors)
-    doc = views.plan_document(tick.plan, tick.repo.errors)
-    if output == "text" and not _only_users(inputs, runs):
-        views.print_plan(out, tick.plan, len(tick.repo.errors))
-    users_code = report_users(runs, output, doc) if output == "json" else 0
-    own = _apply_and_report(tick, doc, output)
+    with one_apply_at_a_time(inputs):
+        tick = plan_tick(inputs, repo=loaded)
+        views.print_errors(err, tick.repo.errors)
+        doc = views.plan_document(tick.plan, tick.repo.errors)
+        if output == "text" and not _only_users(inputs, runs):
+            views.print_plan(out, tick.plan, len(tick.repo.errors))
+        users_code = report_users(runs, output, doc) if output == "json" else 0
+        own = _apply_and_report(tick, doc, output)
     if output == "text":
         users_code = report_users(runs, output, doc)
     raise typer.Exit(worst_code([own, users_code]))

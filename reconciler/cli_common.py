@@ -88,6 +88,30 @@ def planned_tick(inputs: TickInputs, tenant: list[str] | None, repo: FleetRepo |
     return tick
 
 
+#: How long an applying run waits for another one to finish before it gives up (exit 1).
+RUN_LOCK_WAIT_S = 300.0
+
+
+@contextmanager
+def one_apply_at_a_time(inputs: TickInputs) -> Iterator[None]:
+    """Hold the state directory's run lock (drivers/lock.py) for what follows: observe,
+    plan, apply, write back. Taken after the state directory was found writable."""
+    from reconciler.drivers.lock import RUN_LOCK, LockBusy, tenant_lock  # noqa: PLC0415
+
+    def waiting(holder: str) -> None:
+        err.print(f"note: another reconcile is running ({holder}); waiting up to {RUN_LOCK_WAIT_S:.0f}s for it",
+                  highlight=False, markup=False)
+
+    try:
+        with tenant_lock(inputs.state_dir / RUN_LOCK, timeout=RUN_LOCK_WAIT_S, on_wait=waiting):
+            yield
+    except LockBusy as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # the lock could not be created: say so, act on nothing
+        raise UserError(f"state directory {inputs.state_dir}: cannot take {RUN_LOCK} ({exc.strerror or exc}); "
+                        "nothing was changed") from None
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """A UserError becomes `error: ...` and exit 1, so a command behaves the same under

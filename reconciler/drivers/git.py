@@ -753,6 +753,10 @@ class _Ident:
         return names | ({"GIT_AUTHOR_DATE": self.author_date} if self.author_date else {})
 
 
+#: drivers/files.write_atomic's temporary files: `.NAME.<random>.tmp`.
+TEMP_GLOB = ".*.tmp"
+
+
 def _write_commit(
     checkout: Checkout,
     base: CommitFacts | None,
@@ -773,7 +777,8 @@ def _write_commit(
         if missing:
             _ok(checkout, "rm", "-r", "--quiet", "--cached", "--ignore-unmatch", "--", *missing, env=env)
         if present:
-            _ok(checkout, "add", "--all", "--", *present, env=env)
+            # write_atomic's temporary files (a crash can leave one) are never committed
+            _ok(checkout, "add", "--all", "--", *present, f":(exclude,glob)**/{TEMP_GLOB}", env=env)
         tree = _ok(checkout, "write-tree", env=env)
     if tree == (base.tree if base else _empty_tree(checkout)):
         return None

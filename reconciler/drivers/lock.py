@@ -1,8 +1,11 @@
-"""The per-tenant lock: two reconcilers never act on one tenant at once.
+"""The locks: two reconcilers never act on one tenant at once, nor run two applies at once.
 
-An flock on `$FLEET_STATE_DIR/<tenant>/lock`, which the kernel releases when its holder
-dies, so a crashed reconciler never leaves a lock behind; the file's text (pid, host,
-since) only tells a waiting reconciler whom it waits for.
+flocks, which the kernel releases when the holder dies, so a crashed reconciler never
+leaves a lock behind; the file's text (pid, host, since) only tells a waiting reconciler
+whom it waits for. `$FLEET_STATE_DIR/<tenant>/lock` guards one tenant's actions (also
+against `fleet agent` verbs); `$FLEET_STATE_DIR/reconcile.lock` is held by an applying
+`reconcile` or `down` from its observation to its write-back, so two runs (the timer and
+a person, or watch mode) never plan from the same observation and both act on it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +40,15 @@ def describe_holder(text: str) -> str:
         return "an unknown holder"
 
 
+#: The state directory's run lock (see the module's docstring).
+RUN_LOCK = "reconcile.lock"
+
+
 @contextmanager
-def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05) -> Iterator[None]:
-    """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy."""
+def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy.
+    `on_wait` hears once whom we wait for, when the lock is not free at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # a planted link is not followed
     try:
@@ -49,6 +58,9 @@ def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05) -> Iterat
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if on_wait is not None:
+                    on_wait(describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace")))
+                    on_wait = None
                 if time.monotonic() >= deadline:
                     holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
                     raise LockBusy(

@@ -194,6 +194,19 @@ def test_commit_records_deleted_status_files(clone: Callable[[str], Path]) -> No
     assert git(repo, "show", "--name-status", "--format=", sha) == "D\tstatus/host-a/old-tenant.yaml"
 
 
+def test_a_temporary_file_left_by_a_crash_is_never_committed(clone: Callable[[str], Path]) -> None:
+    """write_atomic's `.NAME.<random>.tmp`, left half-written by a SIGKILL or caught in
+    flight by another run, stays out of every commit (found by a review: it was pushed)."""
+    repo = clone("host-a")
+    (repo / "status/host-a").mkdir(parents=True, exist_ok=True)
+    (repo / "status/host-a/.jarvis.yaml.14yr1k8w.tmp").write_text("torn {")
+    sha = tick(repo, "host-a", "ready: true\n")
+
+    assert sha is not None
+    assert git(repo, "show", "--name-only", "--format=", sha).splitlines() == ["TASKS.md", "status/host-a/jarvis.yaml"]
+    assert ".jarvis.yaml.14yr1k8w.tmp" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
+
+
 def test_people_staged_and_unstaged_edits_stay_uncommitted(clone: Callable[[str], Path]) -> None:
     repo = clone("host-a")
     stage_person_edits(repo)
