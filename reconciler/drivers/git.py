@@ -757,6 +757,13 @@ class _Ident:
 TEMP_GLOB = ".*.tmp"
 
 
+def _temporary_files(path: Path) -> list[Path]:
+    """write_atomic's temporary files at or under `path` (never following links)."""
+    if path.is_symlink() or not path.is_dir():
+        return [path] if path.match(TEMP_GLOB) else []
+    return sorted(t for t in path.rglob(TEMP_GLOB) if t.is_file() or t.is_symlink())
+
+
 def _write_commit(
     checkout: Checkout,
     base: CommitFacts | None,
@@ -777,8 +784,12 @@ def _write_commit(
         if missing:
             _ok(checkout, "rm", "-r", "--quiet", "--cached", "--ignore-unmatch", "--", *missing, env=env)
         if present:
-            # write_atomic's temporary files (a crash can leave one) are never committed
-            _ok(checkout, "add", "--all", "--", *present, f":(exclude,glob)**/{TEMP_GLOB}", env=env)
+            _ok(checkout, "add", "--all", "--", *present, env=env)
+            # write_atomic's temporary files (a crash can leave one) are never committed;
+            # named one by one, as pathspec magic may be switched off (GIT_LITERAL_PATHSPECS)
+            temporary = [str(t.relative_to(checkout.root)) for p in present for t in _temporary_files(checkout.root / p)]
+            if temporary:
+                _ok(checkout, "rm", "--quiet", "--cached", "--ignore-unmatch", "--", *temporary, env=env)
         tree = _ok(checkout, "write-tree", env=env)
     if tree == (base.tree if base else _empty_tree(checkout)):
         return None
