@@ -41,7 +41,9 @@ def read_secret_file(name: str, path_text: str) -> str:
         if exc.errno == errno.EFBIG:
             raise LaunchError(f"{name}: {path} is larger than {MAX_SECRET_BYTES} bytes; is `file:` the right path?") from exc
         raise LaunchError(f"{name}: cannot read {path} ({exc.strerror}); create it, readable by this user") from exc
-    text = text[:-1] if text.endswith("\n") else text
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise LaunchError(f"{name}: {path} is empty; put the secret in it")
     if "\x00" in text:
         raise LaunchError(f"{name}: {path} contains a NUL byte, which no environment variable can hold")
     return text

@@ -86,9 +86,12 @@ def read_capped(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
     `limit`; UnicodeDecodeError for bytes that are not UTF-8. The open never blocks and
     at most `limit + 1` bytes are read, even from a file that grows meanwhile.
     """
+    ahead = Path(path).stat()  # opening a device can act (a watchdog arms), so look before opening
+    if not stat.S_ISREG(ahead.st_mode) and not stat.S_ISDIR(ahead.st_mode):
+        raise OSError(errno.EINVAL, f"not a regular file ({_file_kind(ahead.st_mode)})", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        kind = os.fstat(fd)
+        kind = os.fstat(fd)  # again: it may have been swapped since
         if stat.S_ISDIR(kind.st_mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         if not stat.S_ISREG(kind.st_mode):

@@ -18,6 +18,7 @@ from ruamel.yaml.error import YAMLError
 from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import tenant_status
+from reconciler.drivers.audit import redact
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.drivers.ledger import ledger_path, read_ledger
 from reconciler.engine.apply import Outcome
@@ -116,7 +117,8 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         done = [o for o in listed if o.action.tenant == name]
         started = {o.action.agent: f"{o.action.kind.value} at revision {revision}" for o in done
                    if o.result == "done" and o.action.kind != ActionKind.STOP}
-        failed = {o.action.agent: o.detail or "failed" for o in done if o.result == "failed"}
+        failed = {o.action.agent: redact(o.detail, o.action.launch.env if o.action.launch else ()) or "failed"
+                  for o in done if o.result == "failed"}
         ledger, ledger_problems = read_ledger(ledger_path(tick.inputs.state_dir, name))
         problems += ledger_problems
         status = tenant_status(

@@ -79,8 +79,11 @@ def test_only_references_reach_the_launch_and_the_hash(tmp_path: Path) -> None:
 def test_launcher_reads_files_and_variables(tmp_path: Path) -> None:
     key = tmp_path / "key"
     key.write_text("s3cret\n")
-    values = launcher.resolve([("KEY", "file", str(key)), ("GH", "env", "SRC")], {"SRC": "tok"})
-    assert values == {"KEY": "s3cret", "GH": "tok"}
+    windows = tmp_path / "windows"
+    windows.write_bytes(b"s3cret\r\n")
+    values = launcher.resolve([("KEY", "file", str(key)), ("GH", "env", "SRC"), ("W", "file", str(windows))],
+                              {"SRC": "tok"})
+    assert values == {"KEY": "s3cret", "GH": "tok", "W": "s3cret"}
     cases: list[tuple[list[tuple[str, str, str]], dict[str, str], str]] = [
         ([("K", "file", str(tmp_path / "missing"))], {}, "cannot read"),
         ([("K", "file", str(tmp_path))], {}, "not a regular file"),
@@ -89,6 +92,10 @@ def test_launcher_reads_files_and_variables(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     cases.append(([("K", "file", str(fifo))], {}, "not a regular file"))
+    cases.append(([("K", "file", "/dev/null")], {}, "not a regular file"))  # a device is never opened
+    for name, text in (("empty", ""), ("newline", "\n"), ("crlf", "\r\n")):
+        (tmp_path / name).write_text(text, newline="")
+        cases.append(([("K", "file", str(tmp_path / name))], {}, "is empty"))
     for pairs, env, why in cases:
         with pytest.raises(launcher.LaunchError, match=why):
             launcher.resolve(pairs, env)
