@@ -479,7 +479,9 @@ def commit_if_changed(
             head.sha if head else None,
             f"fleet: {message.splitlines()[0] if message else 'write-back'}",
         )
-        _sync_index(checkout, rooted)
+    # Also when nothing needed committing: an index a killed run (or a person's git holding
+    # its lock) left behind would otherwise stage the deletion of these files for good.
+    _sync_index(checkout, rooted)
     return sha
 
 

@@ -207,6 +207,19 @@ def test_a_temporary_file_left_by_a_crash_is_never_committed(clone: Callable[[st
     assert ".jarvis.yaml.14yr1k8w.tmp" not in git(repo, "ls-tree", "-r", "--name-only", "HEAD")
 
 
+def test_an_index_left_stale_by_a_killed_run_is_repaired_without_a_commit(clone: Callable[[str], Path]) -> None:
+    """A kill between moving HEAD and syncing the index left `D status/...` staged; a
+    person's next `git commit` would have deleted the file (found by a review)."""
+    repo = clone("host-a")
+    sha = tick(repo, "host-a", "ready: true\n")
+    git(repo, "rm", "--cached", "--quiet", "TASKS.md", "status/host-a/jarvis.yaml")
+    assert git(repo, "status", "--porcelain") != ""
+
+    assert tick(repo, "host-a", "ready: true\n") is None, "same bytes, no commit"
+    assert git(repo, "rev-parse", "HEAD") == sha
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def test_people_staged_and_unstaged_edits_stay_uncommitted(clone: Callable[[str], Path]) -> None:
     repo = clone("host-a")
     stage_person_edits(repo)
