@@ -311,7 +311,7 @@ def _warn_stderr(problem: str) -> None:
     print(f"warning: {problem}", file=sys.stderr)
 
 
-def _paste(agent: DesiredAgent, line: str, msg_id: str) -> None:
+def _paste(agent: DesiredAgent, line: str, msg_id: str, target: str) -> None:
     """Type `line` as one block: load it into a buffer from stdin (so the text never sits
     in a process's argv for `ps` to show), paste it, delete the buffer.
 
@@ -319,7 +319,7 @@ def _paste(agent: DesiredAgent, line: str, msg_id: str) -> None:
     TUI takes it as one paste; Enter is pressed separately afterwards.
     """
     buffer = f"fleet-{msg_id}"
-    args = ["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-d", "-p", "-b", buffer, "-t", _target(agent)]
+    args = ["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-d", "-p", "-b", buffer, "-t", target]
     done = subprocess.run(
         [*client_argv(agent.launch.socket), *args], input=line, capture_output=True, text=True,
         encoding="utf-8", timeout=tmux.TIMEOUT_S, check=False,
@@ -417,10 +417,13 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     reasons = refusals(session, writers(agent))
     if reasons and not options.force:
         raise Refused(f"not sending to {agent.tenant}/{agent.name}: " + "; ".join(reasons))
+    # The session checked above, by its id: if the agent was restarted since, tmux refuses
+    # rather than typing into a process nobody checked.
+    target = f"{session.session_id}:"
     if session.in_mode:
-        _tmux(agent, "copy-mode", "-q", "-t", _target(agent))
-    _paste(agent, message_line(text, msg_id), msg_id)
-    _tmux(agent, "send-keys", "-t", _target(agent), "Enter")
+        _tmux(agent, "copy-mode", "-q", "-t", target)
+    _paste(agent, message_line(text, msg_id), msg_id, target)
+    _tmux(agent, "send-keys", "-t", target, "Enter")
     if not options.verify:
         return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
     beats = heartbeat_dir(_state_dir(agent, options.state_dir), agent.tenant) / f"{agent.name}.json"

@@ -26,6 +26,7 @@ import pytest
 
 from reconciler.drivers.files import parse_heartbeat
 from reconciler.engine import agent_verbs
+from reconciler.errors import UserError
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.e2e.repos import example_repo, write
 from tests.plugins.tmux_server import kill_server, retry_until
@@ -271,6 +272,22 @@ def test_send_reads_the_message_from_a_file_or_stdin_so_ps_never_shows_it(runnin
     ):
         done = running.piped(given, "agent", "send", str(running.repo), "orchestrator", *args)
         assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_send_never_types_into_an_agent_restarted_after_it_was_checked(
+    running: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks (copy mode, attached writers, a live pane) hold for the session send
+    located; a restart in between gets a refusal, not the message (found by a review)."""
+    agent = agent_verbs.find_agent(agent_verbs.load_desired(running.repo, HOST, running.state_dir), "orchestrator")
+    checked = agent_verbs.locate(agent)
+    running.tmux("kill-session", "-t", "=orchestrator")
+    running.tmux("new-session", "-d", "-s", "orchestrator", "sleep 600")  # the same name, another process
+    monkeypatch.setattr(agent_verbs, "locate", lambda _agent: checked)
+
+    with pytest.raises(UserError, match="can't find session"):
+        agent_verbs.send(agent, "for the process that was checked", agent_verbs.SendOptions(state_dir=running.state_dir))
+    assert "for the process that was checked" not in "".join(running.screen("orchestrator"))
 
 
 def test_send_without_verify_is_sent(running: Fleet) -> None:
