@@ -23,6 +23,7 @@ from types import FrameType
 from watchfiles import Change, watch
 
 from reconciler.drivers import git
+from reconciler.errors import UserError
 
 SPEC_TOPS = ("fleet.yaml", "roles", "tenants")
 
@@ -95,9 +96,13 @@ def _next(settings: LoopSettings, rng: random.Random) -> float:
 
 
 def _safe_tick(tick: Callable[[str], int], reason: str) -> int:
-    """One tick; a bug in it is printed with its traceback and the loop goes on."""
+    """One tick; a user's mistake or a busy lock is one `error:` line, a bug is printed
+    with its traceback, and the loop goes on either way."""
     try:
         return tick(reason)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc(file=sys.stderr)
         return 1
