@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -102,14 +102,15 @@ def one_apply_at_a_time(inputs: TickInputs) -> Iterator[None]:
         err.print(f"note: another reconcile is running ({holder}); waiting up to {RUN_LOCK_WAIT_S:.0f}s for it",
                   highlight=False, markup=False)
 
-    try:
-        with tenant_lock(inputs.state_dir / RUN_LOCK, timeout=RUN_LOCK_WAIT_S, on_wait=waiting):
-            yield
-    except LockBusy as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:  # the lock could not be created: say so, act on nothing
-        raise UserError(f"state directory {inputs.state_dir}: cannot take {RUN_LOCK} ({exc.strerror or exc}); "
-                        "nothing was changed") from None
+    with ExitStack() as held:
+        try:  # only taking the lock is translated here: what the body raises passes as it is
+            held.enter_context(tenant_lock(inputs.state_dir / RUN_LOCK, timeout=RUN_LOCK_WAIT_S, on_wait=waiting))
+        except LockBusy as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:  # the lock could not be created: say so, act on nothing
+            raise UserError(f"state directory {inputs.state_dir}: cannot take {RUN_LOCK} ({exc.strerror or exc}); "
+                            "nothing was changed") from None
+        yield
 
 
 @contextmanager

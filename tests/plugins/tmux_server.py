@@ -7,7 +7,6 @@ the test's own failure (STYLE.md item 7).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.drivers import stuck_server
+from reconciler.drivers import stuck_server, tmux
 from reconciler.model.observed import SocketKey
 
 
@@ -36,7 +35,7 @@ def retry_until(predicate: Callable[[], bool], seconds: float = 5.0, interval: f
 
 def socket_path(name: str) -> Path:
     """Where `tmux -L name` puts its socket (tmux leaves the file behind on exit)."""
-    return Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.geteuid()}" / name
+    return tmux.socket_path(SocketKey(None, name))
 
 
 def server_gone(name: str) -> bool:

@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli_common import one_apply_at_a_time
+from reconciler.drivers import tmux
 from reconciler.drivers.audit import audit_path, read_audit
 from reconciler.drivers.lock import RUN_LOCK, tenant_lock
+from reconciler.engine.tick import TickInputs
+from reconciler.errors import UserError
+from reconciler.model.observed import SocketKey
 from tests.e2e.test_ps_and_agent_verbs import AGENTS, HOST, Fleet, wait_healthy
 from tests.plugins.tmux_server import retry_until
 
@@ -66,10 +71,15 @@ def test_down_during_a_reconcile_waits_and_then_stops_what_it_started(fleet: Fle
     assert down.wait(timeout=120) == 0, log_down.read_text()
     said = log_down.read_text()
     assert "0 to spawn, 0 to restart, 2 to stop" in said, said  # it planned from what the reconcile left
-    assert not _server_up(fleet) or fleet.tmux("list-sessions", "-F", "#{session_name}").split() == []
+    assert tmux.observe_socket(SocketKey(None, fleet.socket)).sessions == {}
 
 
-def _server_up(fleet: Fleet) -> bool:
-    done = subprocess.run(["tmux", "-L", fleet.socket, "list-sessions"], capture_output=True, env=fleet.env,
-                          check=False)
-    return done.returncode == 0
+def test_only_taking_the_run_lock_is_reported_as_a_lock_problem(tmp_path: Path) -> None:
+    """An error of the run itself is not relabelled "cannot take reconcile.lock"."""
+    inputs = TickInputs(repo=tmp_path, host=HOST, state_dir=tmp_path / "state")
+    with pytest.raises(OSError, match="the run's own"), one_apply_at_a_time(inputs):
+        raise OSError("the run's own failure")
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    with pytest.raises(UserError, match=r"cannot take reconcile\.lock"), \
+            one_apply_at_a_time(TickInputs(repo=tmp_path, host=HOST, state_dir=tmp_path / "blocked")):
+        pass
