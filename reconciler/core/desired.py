@@ -70,6 +70,7 @@ class DesiredTenant:
     user: str | None
     socket: SocketKey
     agents: tuple[DesiredAgent, ...]
+    down: bool = False  # `fleet down`: the tenant is desired stopped on every host
 
     def on_host(self, host: str) -> dict[str, DesiredAgent]:
         return {a.name: a for a in self.agents if a.host == host}
@@ -109,8 +110,10 @@ def build_desired(
     state_dir: str,
     command_override: str | None = None,
     only_tenants: Collection[str] | None = None,
+    down: bool = False,
 ) -> DesiredFleet:
-    """Resolve the loaded repository into desired agents, for `host`."""
+    """Resolve the loaded repository into desired agents, for `host`; with `down`, the
+    tenants in scope are desired with no agent at all (`fleet down`)."""
     fleet = repo.fleet
     frozen = set(repo.invalid_tenants)
     tenants: dict[str, DesiredTenant] = {}
@@ -118,7 +121,8 @@ def build_desired(
         if fleet is None or (only_tenants is not None and name not in only_tenants):
             frozen.add(name)
             continue
-        tenants[name] = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
+        tenant = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
+        tenants[name] = replace(tenant, agents=(), down=True) if down else tenant
     return DesiredFleet(host, tenants, frozenset(frozen))
 
 

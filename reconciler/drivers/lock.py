@@ -44,10 +44,14 @@ def describe_holder(text: str) -> str:
 RUN_LOCK = "reconcile.lock"
 
 
+def run_lock_path(state_dir: Path) -> Path:
+    return state_dir / RUN_LOCK
+
+
 @contextmanager
-def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05,
+def hold_lock(path: Path, timeout: float = 30.0, poll: float = 0.05,
                 on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy.
+    """Hold the flock at `path` (a tenant's lock or the run lock), waiting at most `timeout` seconds, else raise LockBusy.
     `on_wait` hears once whom we wait for, when the lock is not free at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # a planted link is not followed

@@ -34,7 +34,7 @@ from reconciler.core.plan import Action, ActionKind
 from reconciler.drivers import tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
-from reconciler.drivers.lock import LockBusy, tenant_lock
+from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.engine.state import lock_path, write_history
 from reconciler.engine.tick import Tick, budget_memory_path
 from reconciler.engine.units import GroupUnits, apply_units, group_units
@@ -82,7 +82,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     problems += _end_stuck_servers(tick, who)
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
-            with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
+            with hold_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
                 done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
                 outcomes += done
                 problems += notes

@@ -9,13 +9,13 @@ and written by apply, the way restart history is.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.budget import AgentMemory, BudgetPlan, decide_fleet, parse_memory
 from reconciler.core.desired import DesiredFleet, build_desired
-from reconciler.core.plan import Plan, Reason
+from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.observe import observe
 from reconciler.engine.state import read_history, read_per_tenant
@@ -74,9 +74,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         state_dir=str(inputs.state_dir),
         command_override=inputs.command_override,
         only_tenants=inputs.tenants,
+        down=inputs.down,
     )
-    if inputs.down:
-        desired = replace(desired, tenants={n: replace(t, agents=()) for n, t in desired.tenants.items()})
     at = now or datetime.now(UTC)
     users = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
     observed = observe(
@@ -89,9 +88,6 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     budget, budget_problems = _budget(repo, desired, observed, inputs.state_dir, at)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
     result = plan(desired, observed, at, options)
-    if inputs.down:
-        why = Reason("down", "`fleet down` stops every agent of the tenant on this host")
-        result = replace(result, actions=tuple(replace(a, reason=why) for a in result.actions), notes=())
     problems = (*observed.problems, *history_problems, *budget_problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from reconciler import cli_simulate
+from reconciler.cli import simulate as cli_simulate
 from reconciler.core import budget as budget_module
 from reconciler.core import pace as pace_module
 from reconciler.core.budget import (

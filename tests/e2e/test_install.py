@@ -21,7 +21,6 @@ from typing import NamedTuple
 import pytest
 from git.exc import GitCommandNotFound
 
-from reconciler.cli import app as fleet_app
 from reconciler.drivers import tmux, units
 from reconciler.engine import install
 from reconciler.errors import UserError
@@ -33,10 +32,7 @@ from tests.plugins.systemd_user import SystemdUser
 from tests.plugins.tmux_server import retry_until
 
 SLEEP = "MOSAIC_AGENT_COMMAND=sleep 600"
-#: The real `fleet` once reconciler/cli.py mounts the three verbs; until then the same
-#: functions through `python -m reconciler.cli_install` (a stand-in only for the mount).
-_MOUNTED = "install" in {command.name for command in fleet_app.registered_commands}
-ENTRY = "reconciler.cli" if _MOUNTED else "reconciler.cli_install"
+ENTRY = "reconciler.cli"
 
 
 def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.drivers import tmux
-from reconciler.drivers.lock import LockBusy, tenant_lock
+from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.engine.apply import apply_plan
 from reconciler.engine.state import history_path, lock_path
 from reconciler.engine.tick import TickInputs, plan_tick
@@ -157,13 +157,13 @@ def test_hung_stub_is_restarted(tmp_path: Path, tmux_socket: SocketKey, monkeypa
 
 def test_lock_waits_then_reports_the_holder(tmp_path: Path) -> None:
     path = lock_path(tmp_path, "demo")
-    with tenant_lock(path), pytest.raises(LockBusy) as busy, tenant_lock(path, timeout=0.2):
+    with hold_lock(path), pytest.raises(LockBusy) as busy, hold_lock(path, timeout=0.2):
         pass
     assert f"pid {os.getpid()}" in str(busy.value)
 
 
 def _hold_forever(path: str) -> None:
-    with tenant_lock(Path(path)):
+    with hold_lock(Path(path)):
         time.sleep(600)
 
 
@@ -172,12 +172,12 @@ def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
     holder = multiprocessing.get_context("spawn").Process(target=_hold_forever, args=(str(path),))
     holder.start()
     assert retry_until(lambda: path.exists() and path.read_text() != "", 10)
-    with pytest.raises(LockBusy), tenant_lock(path, timeout=0.1):
+    with pytest.raises(LockBusy), hold_lock(path, timeout=0.1):
         pass
     assert holder.pid is not None
     os.kill(holder.pid, signal.SIGKILL)
     holder.join()
-    with tenant_lock(path, timeout=1):
+    with hold_lock(path, timeout=1):
         pass
 
 
