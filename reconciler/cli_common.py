@@ -24,7 +24,7 @@ from reconciler.errors import UserError
 from reconciler.spec.repo import FleetRepo
 
 if TYPE_CHECKING:
-    from reconciler.engine.delegate import UserRun
+    from reconciler.model.user_run import UserRun
 
 out = Console(soft_wrap=True, emoji=False)  # `:smile:` in a spec value prints as written
 err = Console(stderr=True, soft_wrap=True, emoji=False)

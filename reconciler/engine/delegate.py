@@ -17,32 +17,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from reconciler.drivers import units, users
 from reconciler.engine.untrusted import json_or_none, own_items, printable, read_statuses
 from reconciler.engine.writeback import status_path
 from reconciler.errors import UserError
-from reconciler.model.status import TenantStatus
+from reconciler.model.user_run import UserRun
 from reconciler.spec.repo import FleetRepo
 
 #: A tenant's whole reconcile, lock wait and spawns included.
 RUN_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class UserRun:
-    user: str
-    tenants: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-    document: Any = None  # the run's --output json document, when asked and printed
-    statuses: tuple[TenantStatus, ...] = ()
-    problems: tuple[str, ...] = ()
-    revision: str = ""  # root's spec revision, which the statuses are written back with
 
 
 def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, verb: Sequence[str],

@@ -16,8 +16,8 @@ from reconciler.drivers import git
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, TASKS_FILE, read_all_statuses
 from reconciler.spec.load import load_repo
+from reconciler.spec.repo import SPEC_PATHS
 
-SPEC_PATHS = ("fleet.yaml", "roles", "tenants")
 UNVERSIONED = "unversioned"
 
 

@@ -24,8 +24,7 @@ from watchfiles import Change, watch
 
 from reconciler.drivers import git
 from reconciler.errors import UserError
-
-SPEC_TOPS = ("fleet.yaml", "roles", "tenants")
+from reconciler.spec.repo import SPEC_PATHS as SPEC_TOPS
 
 
 def is_spec_path(repo: Path, path: str) -> bool:
