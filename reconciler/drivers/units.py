@@ -275,7 +275,7 @@ def agent_unit_text(launch: LaunchSpec, host: Host) -> str:
     under the user manager, whose PATH may not be the reconciler's.
     """
     tmux_argv = _tmux_argv(launch.socket, host)
-    chain = tmux.chain_args([tmux._Unit(launch.agent, tmux.spawn_args(launch, host.home))])
+    chain = tmux.chain_args([tmux.Chain(launch.agent, tmux.spawn_args(launch, host.home))])
     stop = [*tmux_argv, "kill-session", "-t", f"={tmux.check_name(launch.agent)}"]
     return render_template(
         "fleet-agent.service.j2",
