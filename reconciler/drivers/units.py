@@ -1,6 +1,6 @@
 """systemd `--user` unit files for the fleet: names, quoting, rendering, and the verbs apply uses.
 
-The apply step (engine/units.py) puts each core agent under its own unit and every tmux
+The apply step (engine/systemd_apply.py) puts each core agent under its own unit and every tmux
 server under its socket's server unit, so stopping one agent never ends its siblings and
 no server lives in the reconciler's own cgroup (docs/systemd.md). This module persists
 the unit files in the user manager's folder (`$XDG_CONFIG_HOME/systemd/user`). Naming,

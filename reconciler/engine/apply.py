@@ -4,7 +4,7 @@ Each action re-checks its precondition against a fresh listing of the socket tak
 inside the lock, so applying twice, or again after a crash halfway, converges with no
 duplicates; the outcome of every action is read back from tmux, not assumed. Restart
 history (for backoff) is advanced and written here. Where the tick found our systemd
-user manager, engine/units.py puts core agents under units and every tmux server under
+user manager, engine/systemd_apply.py puts core agents under units and every tmux server under
 its socket's unit; without one, apply runs tmux-only.
 
 Budget actions: `downgrade` runs like a restart with the cheaper launch, `queue` like a
@@ -36,8 +36,8 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_recor
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, tenant_lock
 from reconciler.engine.state import lock_path, write_history
+from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick, budget_memory_path
-from reconciler.engine.units import GroupUnits, apply_units, group_units
 from reconciler.launcher import program_path
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey, SocketSnapshot

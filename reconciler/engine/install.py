@@ -22,7 +22,7 @@ from pathlib import Path
 from reconciler.drivers import units
 from reconciler.drivers.systemd import observe_units
 from reconciler.drivers.users import current_user, lingering
-from reconciler.engine.units import linger_wanted
+from reconciler.engine.systemd_apply import linger_wanted
 from reconciler.errors import UserError
 from reconciler.model.observed import SystemdSnapshot
 from reconciler.spec.models import parse_duration
