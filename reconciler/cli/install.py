@@ -111,9 +111,9 @@ def init_command(
 
     Example: fleet init ~/fleet --example coding
     """
-    from reconciler.engine import install  # noqa: PLC0415  (see above)
+    from reconciler.engine import fleet_init  # noqa: PLC0415  (see above)
 
-    report = install.init_repo(directory, example, socket.gethostname())
+    report = fleet_init.init_repo(directory, example, socket.gethostname())
     _print(report)
     print(f"Next: fleet validate {directory}, then fleet reconcile {directory} --dry-run")
 

@@ -4,7 +4,7 @@ Each action re-checks its precondition against a fresh listing of the socket tak
 inside the lock, so applying twice, or again after a crash halfway, converges with no
 duplicates; the outcome of every action is read back from tmux, not assumed. Restart
 history (for backoff) is advanced and written here. Where the tick found our systemd
-user manager, engine/units.py puts core agents under units and every tmux server under
+user manager, engine/systemd_apply.py puts core agents under units and every tmux server under
 its socket's unit; without one, apply runs tmux-only.
 
 Budget actions: `downgrade` runs like a restart with the cheaper launch, `queue` like a
@@ -20,7 +20,6 @@ converges from whatever is left.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,8 +35,8 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_recor
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.engine.state import lock_path, write_history
+from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick, budget_memory_path
-from reconciler.engine.units import GroupUnits, apply_units, group_units
 from reconciler.launcher import program_path
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey, SocketSnapshot
@@ -52,8 +51,6 @@ NOT_APPEARED = ("the session did not appear, though tmux reported no error (did 
                 "the apply?); the next run starts it again")
 STUCK = ("its tmux server was stuck in its own exit, hanging up on every client while its agents ran on "
          "unreachable; SIGTERM lets it finish, and the plan starts the agents again")
-#: What a tmux call can raise besides TmuxError: a bad value, no tmux binary or user, a hung server.
-TMUX_FAILURES = (tmux.TmuxError, ValueError, OSError, LookupError, subprocess.SubprocessError)
 _AUDIT_RESULT: dict[Result, AuditResult] = {"done": "ok", "skipped": "skipped", "failed": "failed"}
 
 
@@ -160,7 +157,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if kills:
         try:
             tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
-        except TMUX_FAILURES as exc:
+        except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
     launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
     under: dict[str, str] = {}
@@ -176,7 +173,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if launches:
         try:
             tmux.spawn_sessions(launches)
-        except TMUX_FAILURES as exc:
+        except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
     after = tmux.observe_socket(socket)
     outcomes = [
@@ -188,7 +185,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
 
 def _said(exc: Exception) -> str:
     """A tmux failure in words; a hung server or a missing binary says which."""
-    if isinstance(exc, subprocess.TimeoutExpired):
+    if isinstance(exc, tmux.TmuxTimeout):
         return f"tmux did not answer within {exc.timeout:g} s (a hung server?)"
     return str(exc) or type(exc).__name__
 

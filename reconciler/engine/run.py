@@ -28,7 +28,7 @@ from reconciler.spec.repo import FleetRepo
 
 if TYPE_CHECKING:
     from reconciler.engine.apply import Outcome
-    from reconciler.engine.delegate import UserRun
+    from reconciler.model.user_run import UserRun
 
 #: How long an applying run waits for another one to finish before it gives up (exit 1).
 RUN_LOCK_WAIT_S = 300.0

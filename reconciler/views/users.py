@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from reconciler.engine.delegate import UserRun
+    from reconciler.model.user_run import UserRun
 
 
 def relay_users(out: Console, err: Console, runs: Sequence[UserRun], json_output: bool, doc: Any) -> None:

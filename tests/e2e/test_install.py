@@ -22,7 +22,7 @@ import pytest
 from git.exc import GitCommandNotFound
 
 from reconciler.drivers import tmux, units
-from reconciler.engine import install
+from reconciler.engine import fleet_init, install
 from reconciler.errors import UserError
 from reconciler.model.observed import SocketKey
 from reconciler.spec.load import load_repo
@@ -70,6 +70,7 @@ def loop(systemd_user: SystemdUser, tmux_socket: SocketKey) -> Iterator[SystemdU
 
 def test_doctests_pass() -> None:
     assert doctest.testmod(install, raise_on_error=False).failed == 0
+    assert doctest.testmod(fleet_init, raise_on_error=False).failed == 0
 
 
 # --- pure: the unit texts ------------------------------------------------------------------
@@ -345,5 +346,5 @@ def test_init_removes_what_it_wrote_when_it_fails(tmp_path: Path, git_home: Path
     monkeypatch.setenv("PATH", str(empty_bin))
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
     with pytest.raises(GitCommandNotFound):
-        install.init_repo(dest, "minimal", "h")
+        fleet_init.init_repo(dest, "minimal", "h")
     assert list(dest.iterdir()) == []
