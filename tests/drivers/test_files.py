@@ -19,10 +19,10 @@ import pytest
 from reconciler.drivers import files
 from reconciler.drivers.files import (
     default_state_dir,
-    parse_heartbeat,
     scan_heartbeats,
     write_atomic,
 )
+from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.observed import Heartbeat
 
 VALID: dict[str, Any] = {
