@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import Heartbeat
 
 R = TypeVar("R")
@@ -112,7 +113,7 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     file system each fail there, before any action is taken, with one message saying
     which and what to do. Nothing is left behind either way.
     """
-    folders = [state_dir / tenant for tenant in sorted(set(tenants))] or [state_dir]
+    folders = [StateLayout(state_dir).tenant(tenant) for tenant in sorted(set(tenants))] or [state_dir]
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
