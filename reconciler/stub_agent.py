@@ -6,7 +6,8 @@ the heartbeat protocol by rewriting `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent
 through `write_atomic`, the only file it persists. Lines typed into the pane are
 messages (docs/heartbeat-protocol.md), so `fleet agent send --verify`, hung agents and
 crashed agents can be tested and demonstrated without a paid model. Benchmarks start it
-a hundred times, so it imports only the standard library and `reconciler.drivers.files`.
+a hundred times, so it imports only the standard library, `reconciler.drivers.files` and
+`reconciler.model.layout`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from reconciler.drivers.files import write_atomic
+from reconciler.model.layout import StateLayout
 
 PROG = "fleet-stub-agent"
 REQUIRED_ENV = ("FLEET_TENANT", "FLEET_AGENT", "FLEET_HOST", "FLEET_STATE_DIR")
@@ -74,7 +76,7 @@ class Identity:
             )
         self.tenant, self.agent, self.host = env["FLEET_TENANT"], env["FLEET_AGENT"], env["FLEET_HOST"]
         self.model = model
-        self.path = Path(env["FLEET_STATE_DIR"]) / self.tenant / "heartbeats" / f"{self.agent}.json"
+        self.path = StateLayout(Path(env["FLEET_STATE_DIR"])).heartbeat(self.tenant, self.agent)
 
 
 def heartbeat_interval(flag: float | None, env: Mapping[str, str]) -> float:

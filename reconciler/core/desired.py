@@ -2,7 +2,10 @@
 
 Pure: everything that varies by machine (the host being reconciled, the state
 directory, `MOSAIC_AGENT_COMMAND`) comes in as an argument, so the same repository and
-arguments always give the same agents and the same spec hashes. Each agent keeps its
+arguments always give the same agents and the same spec hashes. Where this host keeps a
+program and whether a workdir exists are observed (`host_facts` says which to look up)
+and come back as a `Resolved` (`resolve_desired`): launches then show exactly what runs,
+while their spec hashes stay those of the specs. Each agent keeps its
 `LaunchRecipe`, so the budget policy can rebuild its launch on a cheaper rung (another
 model or runtime) through exactly the code that built the desired one.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
-from reconciler.model.observed import SocketKey
+from reconciler.model.observed import Resolved, SocketKey
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.resolve import resolve_agent
@@ -41,6 +44,8 @@ class LaunchRecipe:
     command_override: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # the agent's plain `env:`, sorted
     env_from: tuple[tuple[str, str, str], ...] = ()  # (name, "file" | "env", source) from `env_from:`
+    #: This host's facts (observed), applied to every launch built from the recipe.
+    resolved: Resolved = field(default_factory=Resolved, compare=False, hash=False)
 
     def template(self, runtime: str) -> str:
         return self.command_override or dict(self.commands)[runtime]
@@ -156,7 +161,7 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         ("FLEET_STATE_DIR", recipe.state_dir),
         ("FLEET_TENANT", recipe.tenant),
     )
-    return LaunchSpec(
+    return recipe.resolved.launch(LaunchSpec(
         tenant=recipe.tenant,
         agent=recipe.agent,
         host=recipe.host,
@@ -165,11 +170,34 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         env=env,
         workdir=recipe.workdir,
         model=model,
-        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),
-    )
+        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),  # of the specs, before `resolved`
+    ))
 
 
-#: The launcher that reads `env_from:` values as the agent starts (reconciler/launcher.py).
+def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
+    """What the observe step must look up on this host for `desired.host`'s agents: every
+    program a launch may start (on any runtime the budget policy may move an agent to)
+    and every (socket user, workdir)."""
+    programs: set[str] = set()
+    workdirs: set[tuple[str | None, str]] = set()
+    for tenant in desired.tenants.values():
+        for agent in tenant.on_host(desired.host).values():
+            bare = replace(agent.recipe, resolved=Resolved())
+            runtimes = {agent.runtime} if bare.command_override else {agent.runtime, *dict(bare.commands)}
+            programs.update(argv[0] for rt in runtimes if (argv := build_launch(bare, rt, agent.model).argv))
+            if bare.workdir is not None:
+                workdirs.add((bare.socket.user, bare.workdir))
+    return frozenset(programs), frozenset(workdirs)
+
+
+def resolve_desired(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
+    """`desired` with this host's facts in every launch (and every recipe, so a budget
+    rung is resolved too); spec hashes do not change."""
+    def agent(a: DesiredAgent) -> DesiredAgent:
+        return replace(a, launch=resolved.launch(a.launch), recipe=replace(a.recipe, resolved=resolved))
+
+    tenants = {n: replace(t, agents=tuple(agent(a) for a in t.agents)) for n, t in desired.tenants.items()}
+    return replace(desired, tenants=tenants)
 
 
 def with_env_from(argv: tuple[str, ...], env_from: tuple[tuple[str, str, str], ...]) -> tuple[str, ...]:

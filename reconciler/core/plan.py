@@ -150,6 +150,7 @@ def action_json(action: Action) -> dict[str, Any]:
         "socket": action.socket.label(),
         "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in action.drift],
         "command": list(action.launch.argv) if action.launch else None,
+        "workdir": action.launch.workdir if action.launch else None,
     }
 
 

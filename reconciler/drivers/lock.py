@@ -2,10 +2,11 @@
 
 flocks, which the kernel releases when the holder dies, so a crashed reconciler never
 leaves a lock behind; the file's text (pid, host, since) only tells a waiting reconciler
-whom it waits for. `$FLEET_STATE_DIR/<tenant>/lock` guards one tenant's actions (also
-against `fleet agent` verbs); `$FLEET_STATE_DIR/reconcile.lock` is held by an applying
-`reconcile` or `down` from its observation to its write-back, so two runs (the timer and
-a person, or watch mode) never plan from the same observation and both act on it.
+whom it waits for. The tenant lock (`StateLayout.lock`, `<tenant>/lock`) guards one
+tenant's actions (also against `fleet agent` verbs); the run lock (`StateLayout.run_lock`,
+`reconcile.lock`) is held by an applying `reconcile` or `down` from its observation to
+its write-back, so two runs (the timer and a person, or watch mode) never plan from the
+same observation and both act on it.
 """
 
 from __future__ import annotations
@@ -38,14 +39,6 @@ def describe_holder(text: str) -> str:
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
     except (ValueError, KeyError, TypeError):
         return "an unknown holder"
-
-
-#: The state directory's run lock (see the module's docstring).
-RUN_LOCK = "reconcile.lock"
-
-
-def run_lock_path(state_dir: Path) -> Path:
-    return state_dir / RUN_LOCK
 
 
 @contextmanager

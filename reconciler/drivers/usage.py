@@ -21,11 +21,12 @@ from reconciler.drivers.files import (
     DAMAGED,
     cannot_read,
     damage,
-    json_object,
     read_capped,
     scan_records,
     write_atomic,
 )
+from reconciler.model.layout import StateLayout
+from reconciler.model.records import json_object
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.models import NAME_PATTERN, format_duration, parse_duration
 
@@ -44,16 +45,12 @@ _HOW_TO_FIX = (
 )
 
 
-def usage_dir(state_dir: Path, tenant: str) -> Path:
-    return state_dir / tenant / "usage"
-
-
 def usage_path(state_dir: Path, tenant: str, account: str) -> Path:
     """Where an account's record lives; names are checked so no path leaves the folder."""
     for what, name in (("tenant", tenant), ("account", account)):
         if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(f"{what} {name!r} is not a fleet name (lower-case letters, digits, '-')")
-    return usage_dir(state_dir, tenant) / f"{account}.json"
+    return StateLayout(state_dir).usage_record(tenant, account)
 
 
 # --- the record ---------------------------------------------------------------------------

@@ -37,9 +37,10 @@ from pathlib import Path
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
-from reconciler.drivers.files import DAMAGED, parse_heartbeat, read_capped
-from reconciler.engine.tick import heartbeat_dir
+from reconciler.drivers.files import DAMAGED, read_capped
 from reconciler.errors import UserError
+from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedSession
 from reconciler.spec.load import load_repo
 
@@ -410,7 +411,7 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     _tmux(agent, "send-keys", "-t", target, "Enter")
     if not options.verify:
         return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
-    beats = heartbeat_dir(_state_dir(agent, options.state_dir), agent.tenant) / f"{agent.name}.json"
+    beats = StateLayout(_state_dir(agent, options.state_dir)).heartbeat(agent.tenant, agent.name)
     status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
     return SendResult(msg_id, status, _DETAIL[status])
 

@@ -21,24 +21,22 @@ converges from whatever is left.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from reconciler.core.budget import memory_json
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
-from reconciler.drivers import tmux, users
+from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
-from reconciler.engine.state import lock_path, write_history
+from reconciler.engine.state import write_history
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
-from reconciler.engine.tick import Tick, budget_memory_path
-from reconciler.launcher import program_path
-from reconciler.model.launch import LaunchSpec
+from reconciler.engine.tick import Tick
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey, SocketSnapshot
 
 Result = Literal["done", "skipped", "failed"]
@@ -77,9 +75,10 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     problems: list[str] = []
     who = whoami("down" if tick.inputs.down else "reconcile")
     problems += _end_stuck_servers(tick, who)
+    layout = StateLayout(tick.inputs.state_dir)
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
-            with hold_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
+            with hold_lock(layout.lock(tenant), timeout=lock_timeout):
                 done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
                 outcomes += done
                 problems += notes
@@ -88,7 +87,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         except LockBusy as exc:
             failed = [Outcome(a, "failed", str(exc)) for a in actions]
         except OSError as exc:  # the lock (or a unit file) could not be written
-            where = exc.filename or lock_path(tick.inputs.state_dir, tenant)
+            where = exc.filename or layout.lock(tenant)
             failed = [Outcome(a, "failed", f"state directory: {where}: {exc.strerror or exc}") for a in actions]
         outcomes += failed
         problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
@@ -159,7 +158,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
             tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
         except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
-    launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
+    launches = [a.launch for a in starts if a.launch is not None]  # resolved by the observe step: as planned
     under: dict[str, str] = {}
     if systemd is not None:
         leaving = [a.agent for a in kills if a.kind in STOPS]
@@ -236,18 +235,6 @@ def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: s
     return Outcome(action, "failed", "; ".join(errors) or NOT_APPEARED)
 
 
-def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
-    """Facts of this machine the pure core cannot know: where the program is, whether
-    the workdir exists. Neither changes the spec hash."""
-    argv = (program_path(launch.argv[0]), *launch.argv[1:])
-    workdir = launch.workdir
-    if workdir is not None:
-        expanded = Path(workdir).expanduser() if users.is_me(launch.socket.user) else None
-        if expanded is not None and not expanded.is_dir():
-            workdir = "~"
-    return replace(launch, argv=argv, workdir=workdir)
-
-
 def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
     """Advance restart history: healthy resets, a health restart counts, a stop forgets."""
     restarted = {
@@ -283,7 +270,7 @@ def _record_budget(tick: Tick) -> list[str]:
         return []
     problems = []
     for tenant, decided in tick.budget.tenants.items():
-        path = budget_memory_path(tick.inputs.state_dir, tenant)
+        path = StateLayout(tick.inputs.state_dir).budget_memory(tenant)
         text = memory_json(decided.memory())
         try:
             write_if_changed(path, text, mode=0o600)

@@ -23,6 +23,7 @@ from reconciler.core.plan import Plan
 from reconciler.core.scope import worst_code
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import SpecError, UserError
+from reconciler.model.layout import StateLayout
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
 
@@ -222,12 +223,12 @@ def _users_code(runs: Sequence[UserRun]) -> int:
 def run_lock(inputs: TickInputs, say: Say = _silent) -> Iterator[None]:
     """Hold the state directory's run lock (drivers/lock.py) for what follows: observe,
     plan, apply, write back. Taken after the state directory was found writable."""
-    from reconciler.drivers.lock import LockBusy, hold_lock, run_lock_path  # noqa: PLC0415
+    from reconciler.drivers.lock import LockBusy, hold_lock  # noqa: PLC0415
 
     def waiting(holder: str) -> None:
         say(f"note: another reconcile is running ({holder}); waiting up to {RUN_LOCK_WAIT_S:.0f}s for it")
 
-    path = run_lock_path(inputs.state_dir)
+    path = StateLayout(inputs.state_dir).run_lock()
     with ExitStack() as held:
         try:  # only taking the lock is translated here: what the body raises passes as it is
             held.enter_context(hold_lock(path, timeout=RUN_LOCK_WAIT_S, on_wait=waiting))

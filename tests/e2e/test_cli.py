@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,39 @@ def test_down_stops_the_fleets_sessions_and_leaves_foreign_ones(tmp_path: Path, 
     assert down.returncode == 0, down.stdout + down.stderr
     assert "`fleet down` stops every agent" in down.stdout and "2 done" in down.stdout
     assert sorted(tmux.observe_socket(tmux_socket).sessions) == ["mine"]
+
+
+def test_dry_run_json_is_what_apply_hands_tmux(tmp_path: Path, tmux_socket: SocketKey, state_dir: Path) -> None:
+    """The plan is final: program paths and workdirs are resolved while observing, so the
+    dry-run's command and workdir are exactly what apply starts (tmux's own record of
+    each pane's start command and start folder), and the spec hash is that of the specs."""
+    assert tmux_socket.name
+    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
+    here = tmp_path / "work"
+    here.mkdir()
+    roster = repo / "tenants/demo/roster.yaml"
+    roster.write_text(roster.read_text()
+                      .replace("    alias: Mos\n", f"    alias: Mos\n    workdir: {here}\n")
+                      .replace("    role: enhancer\n", "    role: enhancer\n    workdir: ~/no-such-folder-fleet-test\n"))
+    args = ("reconcile", str(repo), "--host", "demo", "--state-dir", str(state_dir))
+    bin_dir = str(Path(sys.executable).parent)  # fleet-stub-agent is found beside Python, not on PATH
+    env = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)}
+    plan = json.loads(fleet(*args, "--dry-run", "--output", "json", env=env).stdout)
+    planned = {a["agent"]: (a["command"], a["workdir"]) for a in plan["actions"]}
+    on_path = shutil.which("fleet-stub-agent", path=env["PATH"])
+    assert planned["orchestrator"][0][0] == ("fleet-stub-agent" if on_path else str(Path(bin_dir) / "fleet-stub-agent"))
+    assert planned["orchestrator"][1] == str(here)
+    assert planned["enhancer"][1] == "~", "a workdir missing on this host starts in the home folder"
+
+    applied = fleet(*args, env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    for agent, (command, workdir) in planned.items():
+        shown = tmux.run_tmux(tmux_socket, ["display-message", "-p", "-t", f"={agent}:",
+                                            "#{pane_start_command}\t#{pane_start_path}"]).stdout.strip()
+        started, folder = shown.split("\t")
+        assert started == " ".join(command), agent
+        assert folder == tmux.expand_workdir(workdir, str(Path.home())), agent
+    desired = build_desired(load_repo(repo), host="demo", state_dir=str(state_dir))
+    running = tmux.observe_socket(tmux_socket).sessions
+    assert {a.name: a.launch.spec_hash for a in desired.tenants["demo"].agents} == \
+        {name: s.marks.spec_hash for name, s in running.items()}, "resolution does not change the spec hash"

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.drivers.files import parse_heartbeat
 from reconciler.engine import agent_verbs
 from reconciler.errors import UserError
+from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.e2e.repos import example_repo, write
 from tests.plugins.tmux_server import kill_server, retry_until
