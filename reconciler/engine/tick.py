@@ -68,13 +68,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     """Everything up to the plan, with exactly one observation of the world (`repo`: the
     repository already loaded from `inputs.repo`, to read it once)."""
     repo = repo if repo is not None else load_repo(inputs.repo)
-    desired = build_desired(
-        repo,
-        host=inputs.host,
-        state_dir=str(inputs.state_dir),
-        command_override=inputs.command_override,
-        only_tenants=inputs.tenants,
-    )
+    desired = _desired(repo, inputs)
     if inputs.down:
         desired = replace(desired, tenants={n: replace(t, agents=()) for n, t in desired.tenants.items()})
     at = now or datetime.now(UTC)
@@ -94,6 +88,23 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         result = replace(result, actions=tuple(replace(a, reason=why) for a in result.actions), notes=())
     problems = (*observed.problems, *history_problems, *budget_problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
+
+
+#: The last desired fleet built, with the repository object and options it came from:
+#: load_repo gives a resident loop the same FleetRepo while no spec changed.
+_LAST_DESIRED: list[tuple[FleetRepo, tuple[object, ...], DesiredFleet]] = []
+
+
+def _desired(repo: FleetRepo, inputs: TickInputs) -> DesiredFleet:
+    """build_desired, or (same repository object, same options) the result built last time."""
+    only = None if inputs.tenants is None else frozenset(inputs.tenants)
+    key = (inputs.host, str(inputs.state_dir), inputs.command_override, only)
+    if _LAST_DESIRED and _LAST_DESIRED[0][0] is repo and _LAST_DESIRED[0][1] == key:
+        return _LAST_DESIRED[0][2]
+    desired = build_desired(repo, host=inputs.host, state_dir=str(inputs.state_dir),
+                            command_override=inputs.command_override, only_tenants=inputs.tenants)
+    _LAST_DESIRED[:] = [(repo, key, desired)]
+    return desired
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, state_dir: Path,

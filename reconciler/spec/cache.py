@@ -13,20 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+R = TypeVar("R", bytes, str)
 V = TypeVar("V")
 
 #: More spec files than any fleet has; past it the cache starts over (files come and go).
 MAX_ENTRIES = 4096
 
 
-class BytesCache(Generic[V]):
-    """`key -> (bytes, value)`: the value is reused while the bytes stay the same."""
+class BytesCache(Generic[R, V]):
+    """`key -> (bytes, value)`: the value is reused while the bytes (or text) stay the same."""
 
     def __init__(self, limit: int = MAX_ENTRIES) -> None:
-        self._entries: dict[Hashable, tuple[bytes, V]] = {}
+        self._entries: dict[Hashable, tuple[R, V]] = {}
         self._limit = limit
 
-    def get(self, key: Hashable, raw: bytes, compute: Callable[[bytes], V]) -> V:
+    def get(self, key: Hashable, raw: R, compute: Callable[[R], V]) -> V:
         """The value for `raw` under `key`: the kept one when the bytes are equal, else computed."""
         kept = self._entries.get(key)
         if kept is not None and kept[0] == raw:

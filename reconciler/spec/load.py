@@ -32,7 +32,7 @@ TENANT_FILES = {"roster.yaml": Roster, "budget.yaml": Budget, "tasks.yaml": Task
 
 Loaded = tuple[Any, Source | None, tuple[SpecError, ...]]
 #: Each spec file's parsed and validated result, by (path, kind, tenant) and bytes.
-_FILES: BytesCache[Loaded] = BytesCache()
+_FILES: BytesCache[bytes, Loaded] = BytesCache()
 #: The last repository loaded from each root: returned as it is when it compares equal.
 _REPOS: dict[Path, FleetRepo] = {}
 MAX_ROOTS = 16

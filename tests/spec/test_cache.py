@@ -92,7 +92,7 @@ def test_an_added_unexpected_file_is_reported_though_every_read_file_is_unchange
 
 
 def test_bytes_cache_reuses_only_for_equal_bytes() -> None:
-    cache: BytesCache[str] = BytesCache(limit=2)
+    cache: BytesCache[bytes, str] = BytesCache(limit=2)
     calls: list[bytes] = []
 
     def compute(raw: bytes) -> str:
