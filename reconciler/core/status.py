@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TypeVar
 
-from reconciler.core.budget import Decision, State, effective_agent
+from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.core.budget import AgentMemory, BudgetPlan, decide_fleet, parse_memory
+from reconciler.core.budget_memory import parse_memory
+from reconciler.core.budget_types import AgentMemory, BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired
 from reconciler.core.plan import Plan, Reason
 from reconciler.core.planner import PlanOptions, plan
@@ -116,5 +117,7 @@ def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, sta
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     if not budgeted:
         return BudgetPlan(), []
+    from reconciler.core.budget import decide_fleet  # noqa: PLC0415  (the policy: only for tenants with a budget)
+
     memory, problems = read_budget_memory(state_dir, budgeted)
     return decide_fleet(repo, desired, observed.usage, memory, now), problems
