@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.budget import Decision
+from reconciler.core.budget_types import Decision
 from reconciler.core.pace import Pace
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey

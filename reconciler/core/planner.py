@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.budget import BudgetPlan, Decision, State, effective_agent
+from reconciler.core.budget_types import BudgetPlan, Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.pace import Pace

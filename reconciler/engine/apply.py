@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from reconciler.core.budget import memory_json
+from reconciler.core.budget_memory import memory_json
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.budget import AgentMemory
+from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import DesiredFleet, host_facts
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.drivers import host, systemd, tmux, usage, users

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.core.budget import AgentMemory, parse_memory
+from reconciler.core.budget_memory import parse_memory
+from reconciler.core.budget_types import AgentMemory
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout

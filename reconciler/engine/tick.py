@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.core.budget import BudgetPlan, decide_fleet
+from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
@@ -55,14 +55,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     """Everything up to the plan, with exactly one observation of the world (`repo`: the
     repository already loaded from `inputs.repo`, to read it once)."""
     repo = repo if repo is not None else load_repo(inputs.repo)
-    desired = build_desired(
-        repo,
-        host=inputs.host,
-        state_dir=str(inputs.state_dir),
-        command_override=inputs.command_override,
-        only_tenants=inputs.tenants,
-        down=inputs.down,
-    )
+    desired = _desired(repo, inputs)
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
@@ -75,10 +68,30 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
 
 
+#: The last desired fleet built, with the repository object and options it came from:
+#: load_repo gives a resident loop the same FleetRepo while no spec changed.
+_LAST_DESIRED: list[tuple[FleetRepo, tuple[object, ...], DesiredFleet]] = []
+
+
+def _desired(repo: FleetRepo, inputs: TickInputs) -> DesiredFleet:
+    """build_desired, or (same repository object, same options) the result built last time."""
+    only = None if inputs.tenants is None else frozenset(inputs.tenants)
+    key = (inputs.host, str(inputs.state_dir), inputs.command_override, only, inputs.down)
+    if _LAST_DESIRED and _LAST_DESIRED[0][0] is repo and _LAST_DESIRED[0][1] == key:
+        return _LAST_DESIRED[0][2]
+    desired = build_desired(repo, host=inputs.host, state_dir=str(inputs.state_dir),
+                            command_override=inputs.command_override, only_tenants=inputs.tenants,
+                            down=inputs.down)
+    _LAST_DESIRED[:] = [(repo, key, desired)]
+    return desired
+
+
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,
             now: datetime, budgeted: list[str]) -> BudgetPlan:
     """The budget policy's decisions for tenants with a budget.yaml (`budgeted`), from
     what the observe step read: usage signals and the policy's memory."""
     if not budgeted:
         return BudgetPlan()
+    from reconciler.core.budget import decide_fleet  # noqa: PLC0415  (the policy: only for tenants with a budget)
+
     return decide_fleet(repo, desired, observed.usage, stored.budget_memory, now)

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from reconciler.cli.app import app
-from reconciler.core.budget import Change, Decision, State, TenantInputs
+from reconciler.core.budget_types import Change, Decision, State, TenantInputs
 from reconciler.core.pace import PaceState, Tuning
 from reconciler.engine.simulate import Trace, simulate
 from reconciler.spec.models import Agent, Budget
