@@ -24,7 +24,7 @@ from reconciler.model.observed import Heartbeat
 
 R = TypeVar("R")
 
-#: The heartbeat `state` values of SPEC.md's heartbeat protocol.
+#: The heartbeat `state` values of docs/reference.md's heartbeat protocol.
 HEARTBEAT_STATES = frozenset({"idle", "working", "waiting"})
 
 #: The most a one-record state file (heartbeat, usage, history, budget memory) may hold;
@@ -130,7 +130,7 @@ def parse_heartbeat(text: str) -> Heartbeat:
     """Decode one heartbeat file, or raise ValueError saying everything that is wrong.
 
     Unknown keys are ignored so the protocol can grow. `ts` must carry its time zone
-    (SPEC.md writes UTC with `Z`); a naive time is rejected, because read on another
+    (docs/reference.md writes UTC with `Z`); a naive time is rejected, because read on another
     host it would be off by that host's UTC offset. It is returned in UTC.
 
     >>> hb = parse_heartbeat('{"tenant": "jarvis", "host": "w", "agent": "coder0-0",'

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from reconciler.model.usage import UsageSignal
 
-#: tmux user options that mark a session as the fleet's own (SPEC.md, runtime contract).
+#: tmux user options that mark a session as the fleet's own (docs/reference.md, "Runtime contract").
 OPT_TENANT = "@fleet-tenant"
 OPT_AGENT = "@fleet-agent"
 OPT_HOST = "@fleet-host"
@@ -115,7 +115,7 @@ class SystemdSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """An agent's last answer to the heartbeat protocol (SPEC.md)."""
+    """An agent's last answer to the heartbeat protocol (docs/reference.md#heartbeat-protocol)."""
 
     tenant: str
     host: str
