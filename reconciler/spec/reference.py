@@ -9,21 +9,18 @@ their JSON Schemas; what a field means comes from the model's own
 `description=` where it has one, else from `NOTES` below (a test checks that every field
 has exactly one of the two, so a new field cannot go undocumented).
 
-Regenerate after changing a model:
+Pure, like the rest of `spec/`: text in, text out. The test reads and checks the file,
+and rewrites it when asked, through the drivers' atomic write:
 
-    python -m reconciler.spec.reference --write docs/reference.md
-
-(`--check docs/reference.md` exits 1 when the file is stale, and writes nothing.)
+    UPDATE_REFERENCE=1 pytest -n 0 tests/spec/test_reference.py
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -289,27 +286,3 @@ def update(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`--write FILE` regenerates FILE's tables in place; `--check FILE` exits 1 when stale."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] not in ("--write", "--check"):
-        print("usage: python -m reconciler.spec.reference (--write | --check) docs/reference.md", file=sys.stderr)
-        return 2
-    path = Path(args[1])
-    current = path.read_text(encoding="utf-8")
-    fresh = update(current)
-    if fresh == current:
-        print(f"{path}: field tables are current")
-        return 0
-    if args[0] == "--check":
-        print(f"{path}: field tables are stale; run `python -m reconciler.spec.reference --write {path}`", file=sys.stderr)
-        return 1
-    path.write_text(fresh, encoding="utf-8")
-    print(f"{path}: field tables written")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
