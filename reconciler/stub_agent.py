@@ -1,7 +1,7 @@
 """`fleet-stub-agent`: the dogfood runtime that runs in an agent's tmux pane.
 
 It sits at the far end of the reconcile loop: the reconciler spawns it (runtime `stub`
-in fleet.yaml) with the pane environment of SPEC.md's runtime contract, and it answers
+in fleet.yaml) with the pane environment of docs/reference.md's runtime contract, and it answers
 the heartbeat protocol by rewriting `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent>.json`
 through `write_atomic`, the only file it persists. Lines typed into the pane are
 messages (docs/heartbeat-protocol.md), so `fleet agent send --verify`, hung agents and
@@ -72,7 +72,7 @@ class Identity:
         if missing:
             raise ConfigError(
                 f"missing {', '.join(missing)}; the reconciler sets them in the agent's pane "
-                "(SPEC.md, runtime contract), set them by hand to run it elsewhere"
+                "(docs/reference.md, runtime contract), set them by hand to run it elsewhere"
             )
         self.tenant, self.agent, self.host = env["FLEET_TENANT"], env["FLEET_AGENT"], env["FLEET_HOST"]
         self.model = model
@@ -229,7 +229,7 @@ class StubAgent:
         self._draw()
 
     def record(self) -> dict[str, object]:
-        """The heartbeat, fields in SPEC.md's order."""
+        """The heartbeat, fields in docs/reference.md's order."""
         return {
             "tenant": self.who.tenant, "host": self.who.host, "agent": self.who.agent,
             "seq": self.seq, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -173,7 +173,7 @@ def pace_json(tenant: str, p: Pace) -> dict[str, Any]:
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    """The machine-readable plan (SPEC.md CLI contract), stable key order."""
+    """The machine-readable plan (docs/reference.md, "The JSON plan"), stable key order."""
     doc = _plan_doc(plan)
     if plan.budget or plan.paces:
         doc["budget"] = {"accounts": [pace_json(t, p) for t, p in plan.paces], "agents": [decision_json(d) for d in plan.budget]}

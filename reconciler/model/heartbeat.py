@@ -1,4 +1,4 @@
-"""The heartbeat protocol's record (SPEC.md, docs/heartbeat-protocol.md): parsing and validation.
+"""The heartbeat protocol's record (docs/reference.md, docs/heartbeat-protocol.md): parsing and validation.
 
 Pure: the observe step reads each agent's file through drivers/files.py (`scan_heartbeats`)
 and hands the text here; what is wrong with a record comes back as one ValueError that
@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 from reconciler.model.observed import Heartbeat
 from reconciler.model.records import json_object, show
 
-#: The heartbeat `state` values of SPEC.md's heartbeat protocol.
+#: The heartbeat `state` values of docs/reference.md's heartbeat protocol.
 HEARTBEAT_STATES = frozenset({"idle", "working", "waiting"})
 
 def parse_heartbeat(text: str) -> Heartbeat:
     """Decode one heartbeat file, or raise ValueError saying everything that is wrong.
 
     Unknown keys are ignored so the protocol can grow. `ts` must carry its time zone
-    (SPEC.md writes UTC with `Z`); a naive time is rejected, because read on another
+    (docs/reference.md writes UTC with `Z`); a naive time is rejected, because read on another
     host it would be off by that host's UTC offset. It is returned in UTC.
 
     >>> hb = parse_heartbeat('{"tenant": "jarvis", "host": "w", "agent": "coder0-0",'

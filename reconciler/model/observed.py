@@ -17,7 +17,7 @@ from reconciler.model.usage import UsageSignal
 if TYPE_CHECKING:
     from reconciler.model.launch import LaunchSpec
 
-#: tmux user options that mark a session as the fleet's own (SPEC.md, runtime contract).
+#: tmux user options that mark a session as the fleet's own (docs/reference.md, "Runtime contract").
 OPT_TENANT = "@fleet-tenant"
 OPT_AGENT = "@fleet-agent"
 OPT_HOST = "@fleet-host"
@@ -119,7 +119,7 @@ class SystemdSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """An agent's last answer to the heartbeat protocol (SPEC.md)."""
+    """An agent's last answer to the heartbeat protocol (docs/reference.md#heartbeat-protocol)."""
 
     tenant: str
     host: str

@@ -69,7 +69,7 @@ def test_set_usage_subscription(env: dict[str, str], repo: Path) -> None:
     assert run.out.rstrip().endswith(f"written to {path}")
     record = json.loads(path.read_text())
     assert list(record) == ["tenant", "account", "used_fraction", "spent_usd", "reset_at", "window",
-                            "confidence", "source", "observed_at"], "SPEC.md's fields, in order"
+                            "confidence", "source", "observed_at"], "docs/reference.md's fields, in order"
     assert (record["used_fraction"], record["spent_usd"], record["reset_at"], record["window"],
             record["confidence"], record["source"]) == (0.42, None, "2026-11-30T00:00:00Z", "7d", "user", "user")
     assert record["observed_at"].endswith("Z")

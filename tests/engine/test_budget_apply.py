@@ -1,6 +1,6 @@
 """The budget ladder for real: tmux on a private socket, the real `fleet-stub-agent`.
 
-A usage record over pace (written as SPEC.md's JSON, the way `fleet budget set-usage` or
+A usage record over pace (written as docs/reference.md's JSON, the way `fleet budget set-usage` or
 an ingester would) makes the reconciler restart the worker on the cheaper model, which
 its own heartbeat then reports, while the core agents keep their sessions; a record
 back under pace, once the hysteresis period has passed (`plan_tick` takes `now`),
@@ -94,7 +94,7 @@ API_ACCOUNT = """\
 
 def set_usage(state: Path, used: float | None, reset: datetime, at: datetime, *, spent: float | None = None,
               window: str = "7d") -> None:
-    """SPEC.md's usage record, written directly as an ingester or `fleet budget set-usage` would."""
+    """docs/reference.md's usage record, written directly as an ingester or `fleet budget set-usage` would."""
     record = {"tenant": TENANT, "account": ACCOUNT, "used_fraction": used, "spent_usd": spent,
               "reset_at": reset.isoformat(), "window": window, "confidence": "user", "source": "test",
               "observed_at": at.isoformat()}

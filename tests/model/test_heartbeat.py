@@ -1,7 +1,7 @@
 """Heartbeat parsing by table (model/heartbeat.py): what a record must hold, every error at once.
 
 A heartbeat whose `ts` has no time zone is rejected (not read as UTC or local time):
-on another host it would be off by that host's UTC offset, and SPEC.md writes `Z`.
+on another host it would be off by that host's UTC offset, and docs/reference.md writes `Z`.
 """
 
 from __future__ import annotations
