@@ -137,7 +137,7 @@ def line(
     is_dead: str = "0",
     status: str = "",
     activity: str = "1795608060",
-    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus"),
+    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state"),
 ) -> str:
     fields = [name, "$3", "1795608000", activity, "1", pid, is_dead, status, "claude", "0"]
     return SEP.join([*fields, *marks])
@@ -149,14 +149,14 @@ class ParseCase(NamedTuple):
     expected: dict[str, tuple[int | None, bool, int | None, Marks]]  # pid, dead, status, marks
 
 
-OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus")
+OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state")
 PARSE_CASES = [
     ParseCase("empty", "", {}),
     ParseCase("owned", line() + "\n", {"coder": (4242, False, None, OWNED)}),
     ParseCase("dead-pane", line(is_dead="1", status="3"), {"coder": (4242, True, 3, OWNED)}),
     ParseCase(
         "foreign-unmarked",
-        line("shell", marks=("", "", "", "", "")),
+        line("shell", marks=("", "", "", "", "", "")),
         {"shell": (4242, False, None, Marks())},
     ),
     ParseCase(
@@ -171,8 +171,8 @@ PARSE_CASES = [
     ),
     ParseCase(
         "unicode-and-spaces",
-        line("ünï code", marks=("t", "a", "h", "s", "m ü")),
-        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü"))},
+        line("ünï code", marks=("t", "a", "h", "s", "m ü", "/ä b")),
+        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü", "/ä b"))},
     ),
     ParseCase(
         "no-pid-no-activity",
