@@ -7,6 +7,8 @@ stub runtime. Claude Code and Codex never write a heartbeat themselves; the adap
     fleet-hook claude               Claude Code hooks: the event as JSON on stdin
     fleet-hook statusline           Claude Code's status line: JSON on stdin every refresh
     fleet-hook codex-notify JSON    Codex `notify`: the event as the LAST argument
+    fleet-hook launch -- ARGV...    write an `idle` heartbeat, then exec ARGV in its place
+                                    (Codex has no start event; this is its first heartbeat)
 
 Each call reads the previous record, applies `transition` (a pure, table-driven map of
 event -> state and ack) and rewrites `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent>.json`
@@ -90,6 +92,8 @@ def transition(source: str, event: Mapping[str, object]) -> tuple[str | None, st
     ('idle', 'msg-c0de')
     >>> transition("statusline", {"model": {"id": "claude-opus"}})
     (None, None)
+    >>> transition("launch", {})
+    ('idle', None)
     """
     if source == "claude":
         name = str(event.get("hook_event_name") or "")
@@ -98,6 +102,8 @@ def transition(source: str, event: Mapping[str, object]) -> tuple[str | None, st
         if name == "Notification":
             return _notification_state(event), None
         return CLAUDE_STATES.get(name), None
+    if source == "launch":
+        return "idle", None
     if source == "codex-notify":
         kind = str(event.get("type") or "")
         return CODEX_STATES.get(kind), message_id(_codex_prompts(event)) if kind == "agent-turn-complete" else None
@@ -289,15 +295,39 @@ def _status_line(event: Mapping[str, object], record: Mapping[str, object] | Non
     return f"{name or 'Claude'} | fleet {env.get('FLEET_AGENT', '?')}: {state}"
 
 
+def launch(args: Sequence[str]) -> int:
+    """Heartbeat `idle` with this pid, then become the runtime (exec keeps the pid).
+
+    A failed heartbeat never stops the runtime; a runtime that cannot be started is
+    exit status 127, as a shell would give.
+    """
+    argv = list(args[1:] if args and args[0] == "--" else args)
+    if not argv:
+        print(f"{PROG}: launch needs the runtime's command after --", file=sys.stderr)
+        return 2
+    try:
+        record_event("launch", {}, os.environ, os.getpid())
+    except Exception as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"{PROG}: cannot start {argv[0]}: {exc.strerror}", file=sys.stderr)
+    return 127
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; always returns 0, problems go to stderr (the runtime hides it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     source = args[0] if args else ""
     event: dict[str, object] = {}
     record: dict[str, object] | None = None
+    if source == "launch":
+        return launch(args[1:])
     try:
         if source not in ("claude", "statusline", "codex-notify"):
-            raise LookupError(f"usage: {PROG} claude|statusline|codex-notify [JSON]; got {source or 'nothing'}")
+            raise LookupError(f"usage: {PROG} claude|statusline|codex-notify [JSON] | launch -- ARGV; "
+                              f"got {source or 'nothing'}")
         event = _read_event(source, args[1:])
         record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent))
     except Exception as exc:  # never break the runtime that called us

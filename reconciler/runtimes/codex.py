@@ -2,7 +2,8 @@
 
 Codex has no hooks, only `notify`: a command it runs with one JSON argument when a turn
 completes. So a Codex agent's heartbeat moves on turn ends (and acks the turn's
-messages then), never at a turn's start. Its interactive start stops on two dialogs,
+messages then), never at a turn's start; its first heartbeat comes from launching it
+through `fleet-hook launch --`, which writes `idle` and execs Codex in its place. Its interactive start stops on two dialogs,
 both pre-answered in `$CODEX_HOME/config.toml`: the folder-trust dialog
 (`[projects."WORKDIR"] trust_level = "trusted"`) and the model-upgrade announcement
 (`[notice.model_migrations] MODEL = UPGRADE`, what Codex writes once it is answered).
@@ -106,4 +107,5 @@ class CodexAdapter:
         resume = ("resume", "--last") if run.resume else ()
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
         env = {**identity_env(run, paths), "CODEX_HOME": str(self.codex_home(run, paths))}
-        return Launch((paths.binary, *resume, "--model", run.model, *persona), env)
+        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *persona)
+        return Launch(argv, env)

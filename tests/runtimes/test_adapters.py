@@ -87,10 +87,11 @@ def test_codex_launch(tmp_path: Path) -> None:
     run, paths = make(tmp_path, model="gpt-5.5", env={"CODEX_HOME": "/c"})
     launch = CodexAdapter().launch(run, paths)
     persona = tmp_path / "state/jarvis/runtimes/orchestrator/persona.md"
-    assert launch.argv == ("claude", "--model", "gpt-5.5", "-c", f"model_instructions_file={persona}")
+    assert launch.argv == ("/v/bin/fleet-hook", "launch", "--", "claude", "--model", "gpt-5.5",
+                           "-c", f"model_instructions_file={persona}")
     assert launch.env["CODEX_HOME"] == "/c" and launch.env["FLEET_MODEL"] == "gpt-5.5"
     run, paths = make(tmp_path, resume=True, persona=None)
-    assert CodexAdapter().launch(run, paths).argv == ("claude", "resume", "--last", "--model", "opus")
+    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", "--last", "--model", "opus")
     assert CodexAdapter().launch(run, paths).env["CODEX_HOME"] == str(tmp_path / "home/.codex")
 
 

@@ -145,3 +145,17 @@ def test_an_unwritable_state_dir_is_a_line_on_stderr(tmp_path: Path, pane_env: d
     (tmp_path / "jarvis").write_text("a file where a folder belongs")
     done = run_hook(["claude"], pane_env, "{}")
     assert done.returncode == 0 and done.stderr.startswith("fleet-hook: ")
+
+
+def test_launch_heartbeats_then_becomes_the_runtime(tmp_path: Path, pane_env: dict[str, str]) -> None:
+    done = run_hook(["launch", "--", "sh", "-c", 'echo "runtime pid $$"'], pane_env)
+    assert done.returncode == 0 and done.stderr == ""
+    beat = heartbeat(tmp_path)
+    assert (beat["state"], beat["event"], beat["seq"]) == ("idle", "launch", 1)
+    assert done.stdout == f"runtime pid {beat['pid']}\n"  # exec kept the pid
+
+
+def test_launch_without_a_runtime(tmp_path: Path, pane_env: dict[str, str]) -> None:
+    assert run_hook(["launch", "--"], pane_env).returncode == 2
+    missing = run_hook(["launch", "--", str(tmp_path / "no-such-runtime")], pane_env)
+    assert missing.returncode == 127 and "cannot start" in missing.stderr
