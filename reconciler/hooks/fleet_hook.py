@@ -12,8 +12,8 @@ stub runtime. Claude Code and Codex never write a heartbeat themselves; the adap
 
 Each call reads the previous record, applies `transition` (a pure, table-driven map of
 event -> state and ack) and rewrites `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent>.json`
-atomically (temporary file + rename) under a lock, so concurrent hooks never lose an
-ack. It runs on every tool call and every two seconds, so it imports only the standard
+atomically (temporary file + rename) holding a `flock` on the heartbeats folder, so
+concurrent hooks never lose an ack. It runs on every tool call and every two seconds, so it imports only the standard
 library, none of the reconciler's modules (drivers/files.py alone costs ~25 ms of
 imports; its `write_atomic` is mirrored in `_write_atomic`). It must never break the
 runtime: every error ends in exit status 0 and one line on stderr.
@@ -247,7 +247,11 @@ def _read_event(source: str, argv: Sequence[str]) -> dict[str, object]:
 
 
 def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None) -> dict[str, object]:
-    """Rewrite the agent's heartbeat for one event, under the agent's lock; returns it."""
+    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it.
+
+    The lock is held for one read and one small write (about a millisecond), so the
+    tenant's agents sharing it do not wait on each other noticeably.
+    """
     missing = [k for k in IDENTITY_ENV if not env.get(k)]
     if missing:
         raise LookupError(f"missing {', '.join(missing)}; the fleet sets them in the agent's pane")
@@ -256,7 +260,7 @@ def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str
     folder = Path(env["FLEET_STATE_DIR"]) / env["FLEET_TENANT"] / "heartbeats"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{env['FLEET_AGENT']}.json"
-    lock = os.open(folder / f".{env['FLEET_AGENT']}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder is the lock: no lock file to leave
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -99,7 +99,18 @@ def test_the_script_writes_and_acks(tmp_path: Path, pane_env: dict[str, str]) ->
     assert (beat["seq"], beat["state"], beat["ack"], beat["pid"]) == (2, "working", "msg-9a", os.getpid())
     run_hook(["codex-notify", json.dumps({"type": "agent-turn-complete", "input-messages": []})], pane_env)
     assert heartbeat(tmp_path)["state"] == "idle" and heartbeat(tmp_path)["ack"] == "msg-9a"
-    assert sorted(p.name for p in (tmp_path / "jarvis" / "heartbeats").iterdir()) == [".coder0-0.lock", "coder0-0.json"]
+    assert sorted(p.name for p in (tmp_path / "jarvis" / "heartbeats").iterdir()) == ["coder0-0.json"]
+
+
+def test_concurrent_hooks_lose_no_update(tmp_path: Path, pane_env: dict[str, str]) -> None:
+    """Ticks racing a prompt: every call counts (seq) and the ack survives."""
+    tick = [HOOK, "statusline"]
+    procs = [subprocess.Popen(tick, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=pane_env) for _ in range(12)]
+    run_hook(["claude"], pane_env, json.dumps({"hook_event_name": "UserPromptSubmit", "prompt": "[fleet:msg-77]"}))
+    for proc in procs:
+        proc.communicate(b"{}", timeout=10)
+    beat = heartbeat(tmp_path)
+    assert (beat["seq"], beat["ack"]) == (13, "msg-77")
 
 
 def test_the_runtime_pid_skips_the_shell_between(tmp_path: Path, pane_env: dict[str, str]) -> None:
