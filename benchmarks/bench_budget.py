@@ -19,7 +19,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleetgen import median_seconds
-from reconciler.core.budget import AgentMemory, State, decide_fleet
+from reconciler.core.budget import decide_fleet
+from reconciler.core.budget_types import AgentMemory, State
 from reconciler.core.desired import build_desired
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.models import Budget, Fleet, Roster, Tasks

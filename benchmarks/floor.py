@@ -17,7 +17,7 @@ from reconciler.drivers.tmux import LIST_FORMAT
 PROBE = """
 import sys, json
 sys.argv = ["fleet", *json.loads(sys.argv[1])]
-from reconciler.cli import main
+from reconciler.cli.app import main
 try:
     main()
 except SystemExit:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reconciler.drivers.files import read_capped
+from reconciler.drivers.host import program_path
 
 EX_CONFIG = 78
 #: A secret file is a token or a key, never a document; a larger file is a wrong path.
@@ -76,15 +76,6 @@ def parse_args(args: Sequence[str]) -> tuple[list[tuple[str, str, str]], list[st
     if len(rest) < 2:
         raise LaunchError("fleet-env-exec: no program after `--`")
     return pairs, rest[1:]
-
-
-def program_path(program: str) -> str:
-    """A program named without a folder: PATH first, then beside the running Python (fleet's
-    own console scripts, e.g. fleet-stub-agent, in a venv that is not on PATH)."""
-    if "/" in program or shutil.which(program):
-        return program
-    beside = Path(sys.executable).parent / program
-    return str(beside) if beside.is_file() else program
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,13 @@
 """`fleet-stub-agent`: the dogfood runtime that runs in an agent's tmux pane.
 
 It sits at the far end of the reconcile loop: the reconciler spawns it (runtime `stub`
-in fleet.yaml) with the pane environment of SPEC.md's runtime contract, and it answers
+in fleet.yaml) with the pane environment of docs/reference.md's runtime contract, and it answers
 the heartbeat protocol by rewriting `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent>.json`
 through `write_atomic`, the only file it persists. Lines typed into the pane are
 messages (docs/heartbeat-protocol.md), so `fleet agent send --verify`, hung agents and
 crashed agents can be tested and demonstrated without a paid model. Benchmarks start it
-a hundred times, so it imports only the standard library and `reconciler.drivers.files`.
+a hundred times, so it imports only the standard library, `reconciler.drivers.files` and
+`reconciler.model.layout`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from reconciler.drivers.files import write_atomic
+from reconciler.model.layout import StateLayout
 
 PROG = "fleet-stub-agent"
 REQUIRED_ENV = ("FLEET_TENANT", "FLEET_AGENT", "FLEET_HOST", "FLEET_STATE_DIR")
@@ -70,11 +72,11 @@ class Identity:
         if missing:
             raise ConfigError(
                 f"missing {', '.join(missing)}; the reconciler sets them in the agent's pane "
-                "(SPEC.md, runtime contract), set them by hand to run it elsewhere"
+                "(docs/reference.md, runtime contract), set them by hand to run it elsewhere"
             )
         self.tenant, self.agent, self.host = env["FLEET_TENANT"], env["FLEET_AGENT"], env["FLEET_HOST"]
         self.model = model
-        self.path = Path(env["FLEET_STATE_DIR"]) / self.tenant / "heartbeats" / f"{self.agent}.json"
+        self.path = StateLayout(Path(env["FLEET_STATE_DIR"])).heartbeat(self.tenant, self.agent)
 
 
 def heartbeat_interval(flag: float | None, env: Mapping[str, str]) -> float:
@@ -227,7 +229,7 @@ class StubAgent:
         self._draw()
 
     def record(self) -> dict[str, object]:
-        """The heartbeat, fields in SPEC.md's order."""
+        """The heartbeat, fields in docs/reference.md's order."""
         return {
             "tenant": self.who.tenant, "host": self.who.host, "agent": self.who.agent,
             "seq": self.seq, "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -6,7 +6,8 @@ signals, the memory it persisted after the last apply (each agent's rung, when i
 last changed, whether it is queued and until when) and `now`. It returns one decision
 per agent, which the planner turns into spawn / downgrade / restart / queue / refuse
 actions, and the next memory. No I/O and no clock, so a whole window replays exactly
-(engine/simulate.py does, for `fleet budget simulate`).
+(engine/simulate.py does, for `fleet budget simulate`). Its types (decisions, memory,
+the plan) are in core/budget_types.py, the memory's JSON in core/budget_memory.py.
 
 The rules (the numbers are `Tuning`'s defaults):
 
@@ -33,149 +34,28 @@ The rules (the numbers are `Tuning`'s defaults):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
-from reconciler.core.desired import DesiredAgent, DesiredFleet, on_rung
+from reconciler.core.budget_types import (
+    AgentMemory,
+    BudgetPlan,
+    Change,
+    Decision,
+    Rung,
+    State,
+    TenantBudget,
+    TenantInputs,
+    agent_rungs,
+)
+from reconciler.core.desired import DesiredAgent, DesiredFleet
 from reconciler.core.pace import Pace, PaceState, Tuning, account_pace, pct
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.models import Budget, Fleet, Tasks
 from reconciler.spec.repo import FleetRepo
 
 URGENCY_RANK = {"critical": 0, "high": 1, "normal": 2}
-
-
-# --- the ladder and memory --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rung:
-    runtime: str
-    model: str
-
-    def label(self) -> str:
-        return f"{self.model} ({self.runtime})"
-
-
-def agent_rungs(runtime: str, model: str, fleet: Fleet) -> tuple[Rung, ...]:
-    """Desired first, cheapest last: the runtime's ladder from `model` down, then the
-    runtimes after this one in fleet.yaml's `downgrade` order (a runtime that is not
-    in that list has no cross-runtime rungs)."""
-    ladder = fleet.runtimes[runtime].ladder if runtime in fleet.runtimes else [model]
-    own = ladder[ladder.index(model):] if model in ladder else [model]
-    rungs = [Rung(runtime, m) for m in own]
-    order = fleet.downgrade
-    if runtime in order:
-        for other in order[order.index(runtime) + 1:]:
-            if other in fleet.runtimes and other != runtime:
-                rungs += [Rung(other, m) for m in fleet.runtimes[other].ladder]
-    return tuple(rungs)
-
-
-class State(StrEnum):
-    RUN = "run"
-    QUEUED = "queued"
-    REFUSED = "refused"
-
-
-class Change(StrEnum):
-    """What this tick changes for the agent (the planner acts on `State` and the rung)."""
-
-    NONE = "none"
-    DOWN = "down"
-    UP = "up"
-    QUEUE = "queue"
-    RELEASE = "release"
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentMemory:
-    """What the policy needs from the last tick: persisted by the engine, like restart history."""
-
-    runtime: str
-    model: str
-    account: str | None = None
-    changed_at: datetime | None = None  # the last model change, for hysteresis
-    state: State = State.RUN
-    cause: str = ""  # the rule that queued or refused it
-    until: datetime | None = None  # a budget queue ends at the window's reset
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One agent's verdict: where on its ladder it runs, or why it does not, with numbers."""
-
-    tenant: str
-    agent: str
-    lifecycle: str
-    state: State
-    change: Change
-    rungs: tuple[Rung, ...]
-    rung: int  # index into `rungs`; 0 is the desired model
-    account: str | None
-    rule: str
-    reason: str
-    changed_at: datetime | None = None
-    until: datetime | None = None
-    account_env: bool = False  # several accounts serve this runtime: the launch names it
-
-    @property
-    def runtime(self) -> str:
-        return self.rungs[self.rung].runtime
-
-    @property
-    def model(self) -> str:
-        return self.rungs[self.rung].model
-
-    @property
-    def throttled(self) -> bool:
-        return self.rung > 0
-
-    def rung_of(self, model: str) -> int | None:
-        """Where a running session's model sits on this agent's ladder (None: not on it)."""
-        return next((i for i, r in enumerate(self.rungs) if r.model == model), None)
-
-    def memory(self) -> AgentMemory:
-        return AgentMemory(self.runtime, self.model, self.account, self.changed_at, self.state,
-                           self.rule if self.state is not State.RUN else "", self.until)
-
-
-@dataclass(frozen=True, slots=True)
-class TenantInputs:
-    """Everything the policy reads for one tenant; usage by account, memory by agent."""
-
-    name: str
-    agents: Sequence[DesiredAgent]  # the whole tenant, every host, in roster order
-    budget: Budget
-    fleet: Fleet
-    tasks: Tasks | None = None
-    usage: Mapping[str, UsageSignal] = field(default_factory=dict)
-    memory: Mapping[str, AgentMemory] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class TenantBudget:
-    tenant: str
-    paces: tuple[Pace, ...]
-    decisions: tuple[Decision, ...]
-
-    def memory(self) -> dict[str, AgentMemory]:
-        return {d.agent: d.memory() for d in self.decisions}
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetPlan:
-    """The policy's answer for every tenant that has a budget.yaml."""
-
-    tenants: Mapping[str, TenantBudget] = field(default_factory=dict)
-
-    def by_agent(self) -> dict[tuple[str, str], Decision]:
-        return {(d.tenant, d.agent): d for t in self.tenants.values() for d in t.decisions}
 
 
 # --- the policy -------------------------------------------------------------------------
@@ -523,51 +403,3 @@ def _limit_concurrency(ctx: _Ctx, pairs: list[tuple[_Slot, Decision]],
 
 def _iso(value: datetime | None) -> str:
     return value.isoformat() if value else "-"
-
-
-# --- memory as JSON (the engine reads and writes the file) ------------------------------
-
-
-def memory_json(records: Mapping[str, AgentMemory]) -> str:
-    """One tenant's memory, sorted, so the same memory is the same bytes."""
-    doc: dict[str, Any] = {}
-    for agent, m in sorted(records.items()):
-        doc[agent] = {"runtime": m.runtime, "model": m.model, "account": m.account,
-                      "changed_at": _iso(m.changed_at) if m.changed_at else None,
-                      "state": m.state.value, "cause": m.cause, "until": m.until.isoformat() if m.until else None}
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
-
-
-def parse_memory(text: str) -> dict[str, AgentMemory]:
-    """The inverse of `memory_json`; raises ValueError, KeyError or TypeError when malformed.
-
-    >>> parse_memory(memory_json({"a": AgentMemory("stub", "stub-small")}))
-    {'a': AgentMemory(runtime='stub', model='stub-small', account=None, changed_at=None, state=<State.RUN: 'run'>, cause='', until=None)}
-    """
-    raw = json.loads(text)
-    if not isinstance(raw, dict):
-        raise ValueError("not a JSON object")
-    return {str(agent): _memory_record(rec) for agent, rec in raw.items()}
-
-
-def _memory_record(rec: Mapping[str, Any]) -> AgentMemory:
-    def when(key: str) -> datetime | None:
-        value = rec.get(key)
-        if value is None:
-            return None
-        parsed = datetime.fromisoformat(str(value))
-        if parsed.tzinfo is None:
-            raise ValueError(f"{key} has no time zone")
-        return parsed
-
-    account = rec.get("account")
-    return AgentMemory(str(rec["runtime"]), str(rec["model"]), None if account is None else str(account),
-                       when("changed_at"), State(rec.get("state", "run")), str(rec.get("cause", "")), when("until"))
-
-
-def effective_agent(agent: DesiredAgent, decision: Decision) -> DesiredAgent:
-    """The agent on the rung (and account) its budget decision names: what the planner
-    launches, and what status and `fleet ps` compare a running session with."""
-    runtime = decision.runtime
-    ladder = agent.ladder if runtime == agent.runtime else tuple(r.model for r in decision.rungs if r.runtime == runtime)
-    return on_rung(agent, runtime, decision.model, ladder, decision.account if decision.account_env else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.core.budget import BudgetPlan, Change, State
+from reconciler.core.budget_types import BudgetPlan, Change, State
 from reconciler.core.pace import Pace
 from reconciler.spec.repo import FleetRepo
 

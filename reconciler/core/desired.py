@@ -2,7 +2,10 @@
 
 Pure: everything that varies by machine (the host being reconciled, the state
 directory, `MOSAIC_AGENT_COMMAND`) comes in as an argument, so the same repository and
-arguments always give the same agents and the same spec hashes. Each agent keeps its
+arguments always give the same agents and the same spec hashes. Where this host keeps a
+program and whether a workdir exists are observed (`host_facts` says which to look up)
+and come back as a `Resolved` (`resolve_desired`): launches then show exactly what runs,
+while their spec hashes stay those of the specs. Each agent keeps its
 `LaunchRecipe`, so the budget policy can rebuild its launch on a cheaper rung (another
 model or runtime) through exactly the code that built the desired one.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
-from reconciler.model.observed import SocketKey
+from reconciler.model.observed import Resolved, SocketKey
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.resolve import resolve_agent
@@ -41,6 +44,8 @@ class LaunchRecipe:
     command_override: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # the agent's plain `env:`, sorted
     env_from: tuple[tuple[str, str, str], ...] = ()  # (name, "file" | "env", source) from `env_from:`
+    #: This host's facts (observed), applied to every launch built from the recipe.
+    resolved: Resolved = field(default_factory=Resolved, compare=False, hash=False)
 
     def template(self, runtime: str) -> str:
         return self.command_override or dict(self.commands)[runtime]
@@ -70,6 +75,7 @@ class DesiredTenant:
     user: str | None
     socket: SocketKey
     agents: tuple[DesiredAgent, ...]
+    down: bool = False  # `fleet down`: the tenant is desired stopped on every host
 
     def on_host(self, host: str) -> dict[str, DesiredAgent]:
         return {a.name: a for a in self.agents if a.host == host}
@@ -109,8 +115,10 @@ def build_desired(
     state_dir: str,
     command_override: str | None = None,
     only_tenants: Collection[str] | None = None,
+    down: bool = False,
 ) -> DesiredFleet:
-    """Resolve the loaded repository into desired agents, for `host`."""
+    """Resolve the loaded repository into desired agents, for `host`; with `down`, the
+    tenants in scope are desired with no agent at all (`fleet down`)."""
     fleet = repo.fleet
     frozen = set(repo.invalid_tenants)
     tenants: dict[str, DesiredTenant] = {}
@@ -118,7 +126,8 @@ def build_desired(
         if fleet is None or (only_tenants is not None and name not in only_tenants):
             frozen.add(name)
             continue
-        tenants[name] = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
+        tenant = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
+        tenants[name] = replace(tenant, agents=(), down=True) if down else tenant
     return DesiredFleet(host, tenants, frozenset(frozen))
 
 
@@ -152,7 +161,7 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         ("FLEET_STATE_DIR", recipe.state_dir),
         ("FLEET_TENANT", recipe.tenant),
     )
-    return LaunchSpec(
+    return recipe.resolved.launch(LaunchSpec(
         tenant=recipe.tenant,
         agent=recipe.agent,
         host=recipe.host,
@@ -161,11 +170,34 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         env=env,
         workdir=recipe.workdir,
         model=model,
-        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),
-    )
+        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),  # of the specs, before `resolved`
+    ))
 
 
-#: The launcher that reads `env_from:` values as the agent starts (reconciler/launcher.py).
+def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
+    """What the observe step must look up on this host for `desired.host`'s agents: every
+    program a launch may start (on any runtime the budget policy may move an agent to)
+    and every (socket user, workdir)."""
+    programs: set[str] = set()
+    workdirs: set[tuple[str | None, str]] = set()
+    for tenant in desired.tenants.values():
+        for agent in tenant.on_host(desired.host).values():
+            bare = replace(agent.recipe, resolved=Resolved())
+            runtimes = {agent.runtime} if bare.command_override else {agent.runtime, *dict(bare.commands)}
+            programs.update(argv[0] for rt in runtimes if (argv := build_launch(bare, rt, agent.model).argv))
+            if bare.workdir is not None:
+                workdirs.add((bare.socket.user, bare.workdir))
+    return frozenset(programs), frozenset(workdirs)
+
+
+def resolve_desired(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
+    """`desired` with this host's facts in every launch (and every recipe, so a budget
+    rung is resolved too); spec hashes do not change."""
+    def agent(a: DesiredAgent) -> DesiredAgent:
+        return replace(a, launch=resolved.launch(a.launch), recipe=replace(a.recipe, resolved=resolved))
+
+    tenants = {n: replace(t, agents=tuple(agent(a) for a in t.agents)) for n, t in desired.tenants.items()}
+    return replace(desired, tenants=tenants)
 
 
 def with_env_from(argv: tuple[str, ...], env_from: tuple[tuple[str, str, str], ...]) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Agent health from one observation: heartbeats, dead panes, start-up grace, backoff.
 
-Healthy means the agent answered a heartbeat within `heartbeat_timeout` (SPEC.md), never
+Healthy means the agent answered a heartbeat within `heartbeat_timeout` (docs/reference.md), never
 merely that its pane is alive. Pure: `now` is an argument.
 """
 

@@ -1,7 +1,7 @@
 """Even-spread pace: where one budget account stands at `now`, with the evidence in words.
 
 The first half of the budget policy (core/budget.py is the second): from an account of
-budget.yaml and its usage signal (SPEC.md, "Usage signals"), the used and allowed
+budget.yaml and its usage signal (docs/reference.md, "Usage signals"), the used and allowed
 fractions of its window and one of five states. At time t in [reset - window, reset)
 the allowed fraction is the elapsed fraction plus a tolerance, capped by a reserve kept
 back at the top; API accounts count spent_usd / hard_cap_usd over `period` the same

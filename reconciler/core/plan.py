@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.budget import Decision
+from reconciler.core.budget_types import Decision
 from reconciler.core.pace import Pace
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
@@ -150,6 +150,7 @@ def action_json(action: Action) -> dict[str, Any]:
         "socket": action.socket.label(),
         "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in action.drift],
         "command": list(action.launch.argv) if action.launch else None,
+        "workdir": action.launch.workdir if action.launch else None,
     }
 
 
@@ -172,7 +173,7 @@ def pace_json(tenant: str, p: Pace) -> dict[str, Any]:
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
-    """The machine-readable plan (SPEC.md CLI contract), stable key order."""
+    """The machine-readable plan (docs/reference.md, "The JSON plan"), stable key order."""
     doc = _plan_doc(plan)
     if plan.budget or plan.paces:
         doc["budget"] = {"accounts": [pace_json(t, p) for t, p in plan.paces], "agents": [decision_json(d) for d in plan.budget]}

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.budget import BudgetPlan, Decision, State, effective_agent
+from reconciler.core.budget_types import BudgetPlan, Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.pace import Pace
@@ -28,6 +28,8 @@ from reconciler.model.history import RestartRecord
 from reconciler.model.observed import ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
 
 MASS_STOP_RULE = "blast-radius"
+#: The rule of every stop `fleet down` plans.
+DOWN_RULE = "down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,8 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
             draft.notes.append(stuck_note(tenant.name, snap))
         _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts, decisions)
     _plan_orphans(draft, desired, observed, opts)
-    if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants:
+    going_down = all(t.down for t in desired.tenants.values())
+    if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants and not going_down:
         hosts = ", ".join(sorted(desired.hosts()))
         draft.notes.append(f"no agent is assigned to host {desired.host!r} (hosts in the repository: {hosts}); pass --host to reconcile another")
     return Plan(
@@ -118,12 +121,12 @@ def _plan_tenant(
     if wanted and opts.budget and tenant.name in opts.budget.tenants:
         draft.paces += [(tenant.name, p) for p in opts.budget.tenants[tenant.name].paces]
     stops = [
-        _stop(tenant.name, host, tenant.socket, s, _stop_message(tenant, s, host))
+        _stop(tenant.name, host, tenant.socket, s, *_stop_reason(tenant, s, host))
         for s in snap.sessions.values()
         if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host and s.name not in wanted
     ]
     running = sum(1 for s in snap.sessions.values() if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host)
-    _add_stops(draft, tenant.name, stops, running, opts)
+    _add_stops(draft, tenant.name, stops, running, opts, asked=tenant.down)
 
 
 def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | None, observed: ObservedFleet,
@@ -258,22 +261,28 @@ def _budget_move(agent: DesiredAgent, session: ObservedSession, decision: Decisi
                   (Drift("model", agent.model, session.marks.model),))
 
 
-def _stop_message(tenant: DesiredTenant, session: ObservedSession, host: str) -> str:
+def _stop_reason(tenant: DesiredTenant, session: ObservedSession, host: str) -> tuple[str, str]:
+    """The rule and message of a stop: `fleet down`, a move to another host, or a removal."""
+    if tenant.down:
+        return DOWN_RULE, f"`fleet down` stops every agent of tenant {tenant.name} on this host"
     elsewhere = [a.host for a in tenant.agents if a.name == session.name and a.host != host]
     if elsewhere:
-        return f"agent {session.name!r} now runs on host {elsewhere[0]!r}, not {host!r}"
-    return f"agent {session.name!r} is no longer in tenants/{tenant.name}/roster.yaml"
+        return "not-desired", f"agent {session.name!r} now runs on host {elsewhere[0]!r}, not {host!r}"
+    return "not-desired", f"agent {session.name!r} is no longer in tenants/{tenant.name}/roster.yaml"
 
 
-def _stop(tenant: str, host: str, socket: SocketKey, session: ObservedSession, message: str) -> Action:
+def _stop(tenant: str, host: str, socket: SocketKey, session: ObservedSession, rule: str, message: str) -> Action:
     return Action(ActionKind.STOP, tenant, host, session.name, socket, session.marks.model or None,
-                  Reason("not-desired", message))
+                  Reason(rule, message))
 
 
-def _add_stops(draft: _Draft, tenant: str, stops: list[Action], running: int, opts: PlanOptions) -> None:
+def _add_stops(draft: _Draft, tenant: str, stops: list[Action], running: int, opts: PlanOptions, *,
+               asked: bool = False) -> None:
+    """Add the stops, or hold them when they would stop most of the tenant, unless a
+    person asked for that (`--allow-mass-stop`, or `fleet down`: `asked`)."""
     if not stops:
         return
-    if len(stops) * 2 > running and not opts.allow_mass_stop:
+    if len(stops) * 2 > running and not (opts.allow_mass_stop or asked):
         draft.holds.append(Hold(
             tenant, MASS_STOP_RULE,
             f"tenant {tenant}: the plan would stop {len(stops)} of its {running} running agents on this host "
@@ -292,6 +301,7 @@ def _plan_orphans(draft: _Draft, desired: DesiredFleet, observed: ObservedFleet,
         for s in snap.sessions.values():
             if s.marks.owned and s.marks.host == desired.host and s.marks.tenant not in known:
                 msg = f"tenant {s.marks.tenant!r} is no longer in the repository (no tenants/{s.marks.tenant}/)"
-                by_tenant.setdefault(s.marks.tenant, []).append(_stop(s.marks.tenant, desired.host, snap.key, s, msg))
+                by_tenant.setdefault(s.marks.tenant, []).append(
+                    _stop(s.marks.tenant, desired.host, snap.key, s, "not-desired", msg))
     for tenant, stops in sorted(by_tenant.items()):
         _add_stops(draft, tenant, stops, len(stops), opts)

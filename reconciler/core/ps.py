@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.budget import Decision, effective_agent
+from reconciler.core.budget_types import Decision, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.plan import Plan
 from reconciler.model.observed import (

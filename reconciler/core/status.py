@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import TypeVar
 
-from reconciler.core.budget import Decision, State, effective_agent
+from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
 from reconciler.core.pace import Pace, PaceState
-from reconciler.core.plan import Plan
+from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait
 from reconciler.model.ledger import LedgerEntry, learned_spend
 from reconciler.model.observed import ObservedFleet
 from reconciler.model.status import (
@@ -36,20 +37,46 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str) -> Condition:
     return Condition(type_, status, reason, message)
 
 
+class PlanIndex:
+    """The plan's verdicts, conflicts, waits and budget decisions by (tenant, agent), the
+    first of each as the plan lists them: a status of 1,000 agents looks each up once
+    instead of scanning the plan per agent."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.health = _first_by_agent(plan.health)
+        self.conflicts = _first_by_agent(plan.conflicts)
+        self.waits = _first_by_agent(plan.waits)
+        self.budget = _first_by_agent(plan.budget)
+
+
+_T = TypeVar("_T", AgentHealth, Conflict, Wait, Decision)
+
+
+def _first_by_agent(items: Iterable[_T]) -> dict[tuple[str, str], _T]:
+    out: dict[tuple[str, str], _T] = {}
+    for item in items:
+        out.setdefault((item.tenant, item.agent), item)
+    return out
+
+
 def agent_conditions(
     agent: DesiredAgent,
     plan: Plan,
     observed: ObservedFleet,
     started: Mapping[str, str],
     failed: Mapping[str, str],
+    index: PlanIndex | None = None,
 ) -> tuple[str, tuple[Condition, ...]]:
-    """(health, conditions) of one agent after this tick's apply, each with what happens next."""
+    """(health, conditions) of one agent after this tick's apply, each with what happens next.
+
+    `index`: the plan's PlanIndex, when the caller asks for many agents of one plan."""
     key = (agent.tenant, agent.name)
-    verdict = next((h for h in plan.health if (h.tenant, h.agent) == key), None)
-    conflict = next((c for c in plan.conflicts if (c.tenant, c.agent) == key), None)
-    wait = next((w for w in plan.waits if (w.tenant, w.agent) == key), None)
+    index = index or PlanIndex(plan)
+    verdict = index.health.get(key)
+    conflict = index.conflicts.get(key)
+    wait = index.waits.get(key)
     session = observed.session(agent.launch.socket, agent.name)
-    decision = next((d for d in plan.budget if (d.tenant, d.agent) == key), None)
+    decision = index.budget.get(key)
     effective = agent if decision is None else effective_agent(agent, decision)
     if agent.name in failed:
         health = "failed"
@@ -213,14 +240,15 @@ def tenant_status(
 ) -> TenantStatus:
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
+    index = PlanIndex(plan)
     for agent in sorted(tenant.on_host(host).values(), key=lambda a: a.name):
-        health, conds = agent_conditions(agent, plan, observed, started, failed)
+        health, conds = agent_conditions(agent, plan, observed, started, failed, index)
         beat = observed.heartbeats.get((agent.tenant, agent.name))
         session = observed.session(agent.launch.socket, agent.name)
         running_model = beat.model if beat else (session.marks.model or None if session else None)
         if agent.name in started:
             # just started with it (on its budget rung, if any); the next run observes the same
-            decision = next((d for d in plan.budget if (d.tenant, d.agent) == (agent.tenant, agent.name)), None)
+            decision = index.budget.get((agent.tenant, agent.name))
             running_model = agent.model if decision is None else decision.model
         tokens = sum(beat.usage.values()) if beat else 0
         agents.append(AgentStatus(

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reconciler.drivers.files import DAMAGED, damage, read_capped
+from reconciler.model.layout import StateLayout
 
-AUDIT_NAME = "audit.jsonl"
 #: A record is a few hundred bytes; a longer `why` or `error` is cut to this many characters.
 MAX_TEXT = 2000
 #: Values shorter than this are not redacted (they would blank out ordinary words).
@@ -42,7 +42,7 @@ AuditResult = Literal["ok", "failed", "skipped"]
 
 
 def audit_path(state_dir: Path, tenant: str) -> Path:
-    return state_dir / tenant / AUDIT_NAME
+    return StateLayout(state_dir).audit(tenant)
 
 
 @dataclass(frozen=True, slots=True)

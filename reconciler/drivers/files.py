@@ -1,8 +1,8 @@
 """The state-directory driver: heartbeat files in, atomic writes out.
 
 The observe step reads every agent's heartbeat with one directory scan per tenant
-(`scan_heartbeats`); a corrupt file becomes a problem line for status, never a failed
-tick. Every state file is read through `read_capped`, so a huge file, a FIFO or a
+(`scan_heartbeats`; the record is parsed and validated by the pure model/heartbeat.py);
+a corrupt file becomes a problem line for status, never a failed tick. Every state file is read through `read_capped`, so a huge file, a FIFO or a
 symlink to /dev/zero is refused instead of read forever. Everything the reconciler
 persists under the state directory goes through `write_atomic`, so a reader never sees
 half a file; `check_state_writable` says, before any apply, when it could not.
@@ -11,21 +11,18 @@ half a file; `check_state_writable` says, before any apply, when it could not.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import Heartbeat
 
 R = TypeVar("R")
-
-#: The heartbeat `state` values of SPEC.md's heartbeat protocol.
-HEARTBEAT_STATES = frozenset({"idle", "working", "waiting"})
 
 #: The most a one-record state file (heartbeat, usage, history, budget memory) may hold;
 #: a real one is well under 4 KiB.
@@ -116,7 +113,7 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     file system each fail there, before any action is taken, with one message saying
     which and what to do. Nothing is left behind either way.
     """
-    folders = [state_dir / tenant for tenant in sorted(set(tenants))] or [state_dir]
+    folders = [StateLayout(state_dir).tenant(tenant) for tenant in sorted(set(tenants))] or [state_dir]
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -124,40 +121,6 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
         except OSError as exc:
             return _unwritable(state_dir, folder, exc)
     return None
-
-
-def parse_heartbeat(text: str) -> Heartbeat:
-    """Decode one heartbeat file, or raise ValueError saying everything that is wrong.
-
-    Unknown keys are ignored so the protocol can grow. `ts` must carry its time zone
-    (SPEC.md writes UTC with `Z`); a naive time is rejected, because read on another
-    host it would be off by that host's UTC offset. It is returned in UTC.
-
-    >>> hb = parse_heartbeat('{"tenant": "jarvis", "host": "w", "agent": "coder0-0",'
-    ...     ' "seq": 42, "ts": "2026-11-25T12:00:00Z", "state": "working", "model": "opus"}')
-    >>> hb.agent, hb.ts.isoformat()
-    ('coder0-0', '2026-11-25T12:00:00+00:00')
-    >>> parse_heartbeat('{"tenant": "jarvis", "agent": "x", "seq": -1}')  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: missing field 'host', 'seq' must be a non-negative integer, got -1, ...
-    """
-    record = json_object(text)
-    errors = _problems(record)
-    if errors:
-        raise ValueError(", ".join(errors))
-    return Heartbeat(
-        tenant=str(record["tenant"]),
-        host=str(record["host"]),
-        agent=str(record["agent"]),
-        seq=_as_int(record["seq"]),
-        ts=datetime.fromisoformat(str(record["ts"])).astimezone(UTC),
-        state=str(record["state"]),
-        model=str(record["model"]),
-        pid=None if record.get("pid") is None else _as_int(record["pid"]),
-        ack=None if record.get("ack") is None else str(record["ack"]),
-        usage=_usage(record.get("usage")),
-    )
 
 
 def scan_heartbeats(directory: Path) -> tuple[dict[str, Heartbeat], list[str]]:
@@ -241,136 +204,6 @@ def damage(exc: BaseException) -> str:
     if isinstance(exc, OverflowError):
         return f"a value is out of range ({exc})"
     return str(exc) or type(exc).__name__
-
-
-def json_object(text: str) -> Mapping[str, object]:
-    """Decode the file; an empty or cut-off file is said to be so (a non-atomic writer)."""
-    if not text.strip():
-        raise ValueError("empty file")
-    try:
-        decoded = json.loads(text)
-    except json.JSONDecodeError as exc:
-        hint = "" if text.rstrip().endswith("}") else ", truncated?"
-        raise ValueError(
-            f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}{hint})"
-        ) from exc
-    except RecursionError:
-        raise ValueError("invalid JSON (nested too deeply)") from None
-    if not isinstance(decoded, dict):
-        raise ValueError(f"expected a JSON object, got {_JSON_KINDS.get(type(decoded), 'a value')}")
-    record: Mapping[str, object] = decoded
-    return record
-
-
-def _problems(record: Mapping[str, object]) -> list[str]:
-    """Every field error of one record, in the protocol's field order."""
-    checks = (
-        _check_str(record, "tenant"),
-        _check_str(record, "host"),
-        _check_str(record, "agent"),
-        _check_int(record, "seq", required=True),
-        _check_ts(record),
-        _check_int(record, "pid", required=False),
-        _check_state(record),
-        _check_str(record, "model"),
-        _check_optional_str(record, "ack"),
-        _check_usage(record),
-    )
-    return [problem for problem in checks if problem]
-
-
-def _check_str(record: Mapping[str, object], key: str) -> str | None:
-    if key not in record:
-        return f"missing field {key!r}"
-    value = record[key]
-    if not isinstance(value, str) or not value:
-        return f"{key!r} must be a non-empty string, got {_show(value)}"
-    return None
-
-
-def _check_optional_str(record: Mapping[str, object], key: str) -> str | None:
-    value = record.get(key)
-    if value is None or isinstance(value, str):
-        return None
-    return f"{key!r} must be a string or null, got {_show(value)}"
-
-
-def _check_int(record: Mapping[str, object], key: str, *, required: bool) -> str | None:
-    if key not in record:
-        return f"missing field {key!r}" if required else None
-    value = record[key]
-    if value is None and not required:
-        return None
-    if not _is_int(value) or _as_int(value) < 0:
-        return f"{key!r} must be a non-negative integer, got {_show(value)}"
-    return None
-
-
-def _check_ts(record: Mapping[str, object]) -> str | None:
-    if "ts" not in record:
-        return "missing field 'ts'"
-    value = record["ts"]
-    if not isinstance(value, str):
-        return f"'ts' must be an ISO-8601 string, got {_show(value)}"
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return f"'ts' is not an ISO-8601 time, got {_show(value)}"
-    if parsed.utcoffset() is None:
-        return f"'ts' has no time zone, got {_show(value)} (write UTC with a trailing Z)"
-    try:
-        parsed.astimezone(UTC)
-    except OverflowError:
-        return f"'ts' is out of range once moved to UTC, got {_show(value)}"
-    return None
-
-
-def _check_state(record: Mapping[str, object]) -> str | None:
-    if "state" not in record:
-        return "missing field 'state'"
-    value = record["state"]
-    if not isinstance(value, str) or value not in HEARTBEAT_STATES:
-        allowed = "|".join(sorted(HEARTBEAT_STATES))
-        return f"'state' must be one of {allowed}, got {_show(value)}"
-    return None
-
-
-def _check_usage(record: Mapping[str, object]) -> str | None:
-    value = record.get("usage")
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and _is_int(v) for k, v in value.items()
-    ):
-        return f"'usage' must be an object of integer token counts, got {_show(value)}"
-    return None
-
-
-def _is_int(value: object) -> bool:
-    """JSON integers only: `true` is not a sequence number."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _as_int(value: object) -> int:
-    if not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _usage(value: object) -> dict[str, int]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): _as_int(v) for k, v in value.items()}
-
-
-_JSON_KINDS: dict[type, str] = {list: "an array", str: "a string", int: "a number"}
-_JSON_KINDS |= {float: "a number", bool: "a boolean", type(None): "null"}
-
-
-def _show(value: object) -> str:
-    """A value as the file's author wrote it (JSON), cut short."""
-    shown = json.dumps(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _file_kind(mode: int) -> str:

@@ -19,15 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.drivers.files import DAMAGED, damage, read_capped
+from reconciler.model.layout import StateLayout
 from reconciler.model.ledger import LedgerEntry
 
-LEDGER_NAME = "ledger.jsonl"
 #: About 300,000 entries; a ledger this large should be rotated (moved aside) by hand.
 MAX_LEDGER_BYTES = 128 << 20
 
 
 def ledger_path(state_dir: Path, tenant: str) -> Path:
-    return state_dir / tenant / LEDGER_NAME
+    return StateLayout(state_dir).ledger(tenant)
 
 
 def render_entry(entry: LedgerEntry) -> str:

@@ -2,10 +2,11 @@
 
 flocks, which the kernel releases when the holder dies, so a crashed reconciler never
 leaves a lock behind; the file's text (pid, host, since) only tells a waiting reconciler
-whom it waits for. `$FLEET_STATE_DIR/<tenant>/lock` guards one tenant's actions (also
-against `fleet agent` verbs); `$FLEET_STATE_DIR/reconcile.lock` is held by an applying
-`reconcile` or `down` from its observation to its write-back, so two runs (the timer and
-a person, or watch mode) never plan from the same observation and both act on it.
+whom it waits for. The tenant lock (`StateLayout.lock`, `<tenant>/lock`) guards one
+tenant's actions (also against `fleet agent` verbs); the run lock (`StateLayout.run_lock`,
+`reconcile.lock`) is held by an applying `reconcile` or `down` from its observation to
+its write-back, so two runs (the timer and a person, or watch mode) never plan from the
+same observation and both act on it.
 """
 
 from __future__ import annotations
@@ -40,14 +41,10 @@ def describe_holder(text: str) -> str:
         return "an unknown holder"
 
 
-#: The state directory's run lock (see the module's docstring).
-RUN_LOCK = "reconcile.lock"
-
-
 @contextmanager
-def tenant_lock(path: Path, timeout: float = 30.0, poll: float = 0.05,
+def hold_lock(path: Path, timeout: float = 30.0, poll: float = 0.05,
                 on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the lock at `path`, waiting at most `timeout` seconds, else raise LockBusy.
+    """Hold the flock at `path` (a tenant's lock or the run lock), waiting at most `timeout` seconds, else raise LockBusy.
     `on_wait` hears once whom we wait for, when the lock is not free at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)  # a planted link is not followed

@@ -1,6 +1,6 @@
 """systemd `--user` unit files for the fleet: names, quoting, rendering, and the verbs apply uses.
 
-The apply step (engine/units.py) puts each core agent under its own unit and every tmux
+The apply step (engine/systemd_apply.py) puts each core agent under its own unit and every tmux
 server under its socket's server unit, so stopping one agent never ends its siblings and
 no server lives in the reconciler's own cgroup (docs/systemd.md). This module persists
 the unit files in the user manager's folder (`$XDG_CONFIG_HOME/systemd/user`). Naming,
@@ -220,6 +220,15 @@ class Host:
     home: str
 
 
+def render_template(name: str, **values: object) -> str:
+    """The package's template `name` (reconciler/templates/) filled with `values`.
+
+    Every value must already be quoted for its place in a unit file (the helpers above):
+    nothing is escaped here, and a value the template does not name is an error.
+    """
+    return _templates().get_template(name).render(**values)
+
+
 @cache
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
@@ -253,7 +262,8 @@ def server_unit_text(key: SocketKey, host: Host) -> str:
     socket_flags = tmux.socket_args(key, current_user="")
     start = [host.tmux_path, *socket_flags, "-D"]
     wait = ["/bin/sh", "-c", _WAIT_SCRIPT, host.tmux_path, *socket_flags]
-    return _templates().get_template("fleet-tmux-server.service.j2").render(
+    return render_template(
+        "fleet-tmux-server.service.j2",
         **_common(key, host), exec_start=exec_line(start), exec_wait=exec_line(wait)
     )
 
@@ -265,9 +275,10 @@ def agent_unit_text(launch: LaunchSpec, host: Host) -> str:
     under the user manager, whose PATH may not be the reconciler's.
     """
     tmux_argv = _tmux_argv(launch.socket, host)
-    chain = tmux.chain_args([tmux._Unit(launch.agent, tmux.spawn_args(launch, host.home))])
+    chain = tmux.chain_args([tmux.Chain(launch.agent, tmux.spawn_args(launch, host.home))])
     stop = [*tmux_argv, "kill-session", "-t", f"={tmux.check_name(launch.agent)}"]
-    return _templates().get_template("fleet-agent.service.j2").render(
+    return render_template(
+        "fleet-agent.service.j2",
         **_common(launch.socket, host),
         tenant=specifier_escape(launch.tenant),
         agent=specifier_escape(launch.agent),

@@ -21,15 +21,16 @@ from reconciler.drivers.files import (
     DAMAGED,
     cannot_read,
     damage,
-    json_object,
     read_capped,
     scan_records,
     write_atomic,
 )
+from reconciler.model.layout import StateLayout
+from reconciler.model.records import json_object
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.models import NAME_PATTERN, format_duration, parse_duration
 
-#: Field order of SPEC.md's record; `render_usage` writes them in this order.
+#: Field order of the record in docs/reference.md; `render_usage` writes them in this order.
 USAGE_FIELDS = ("tenant", "account", "used_fraction", "spent_usd", "reset_at", "window",
                 "confidence", "source", "observed_at")
 
@@ -44,16 +45,12 @@ _HOW_TO_FIX = (
 )
 
 
-def usage_dir(state_dir: Path, tenant: str) -> Path:
-    return state_dir / tenant / "usage"
-
-
 def usage_path(state_dir: Path, tenant: str, account: str) -> Path:
     """Where an account's record lives; names are checked so no path leaves the folder."""
     for what, name in (("tenant", tenant), ("account", account)):
         if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(f"{what} {name!r} is not a fleet name (lower-case letters, digits, '-')")
-    return usage_dir(state_dir, tenant) / f"{account}.json"
+    return StateLayout(state_dir).usage_record(tenant, account)
 
 
 # --- the record ---------------------------------------------------------------------------
@@ -62,7 +59,7 @@ def usage_path(state_dir: Path, tenant: str, account: str) -> Path:
 def parse_usage(text: str) -> UsageSignal:
     """Decode one usage record, or raise ValueError saying everything that is wrong.
 
-    Times must carry their zone (SPEC.md writes UTC with `Z`) and come back in UTC;
+    Times must carry their zone (docs/reference.md writes UTC with `Z`) and come back in UTC;
     unknown keys are ignored so the record can grow.
 
     >>> s = parse_usage('{"tenant": "jarvis", "account": "claude-max-1", "used_fraction": 0.42,'
@@ -93,7 +90,7 @@ def parse_usage(text: str) -> UsageSignal:
 
 
 def render_usage(signal: UsageSignal) -> str:
-    """The record as SPEC.md shows it: one JSON object, fields in order, times in UTC with Z.
+    """The record as docs/reference.md shows it: one JSON object, fields in order, times in UTC with Z.
 
     Same signal, same bytes, so rewriting an unchanged record is a no-op for readers.
 

@@ -235,6 +235,12 @@ def interactive(account: Account, argv: Sequence[str], passed: Mapping[str, str]
     return ["script", "--quiet", "--return", "--command", command, "/dev/null"], {**env, "SHELL": "/bin/sh"}
 
 
+def run_interactive_as(account: Account, argv: Sequence[str], *, cwd: str, passed: Mapping[str, str]) -> int:
+    """Run `argv` as `account` on this terminal through `interactive()`'s relay; its exit status."""
+    script, env = interactive(account, argv, passed)
+    return subprocess.run(script, env=env, cwd=cwd, check=False).returncode
+
+
 def _setpriv(account: Account) -> list[str]:
     """Become the account (uid, gid and its groups) where another program starts the run
     as root (script, systemd-run); the environment is already the account's."""

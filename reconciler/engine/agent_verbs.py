@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +37,11 @@ from pathlib import Path
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
-from reconciler.drivers.files import DAMAGED, parse_heartbeat, read_capped
-from reconciler.engine.tick import heartbeat_dir
+from reconciler.drivers.files import DAMAGED, read_capped
 from reconciler.errors import UserError
-from reconciler.model.observed import ObservedSession, SocketKey
+from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
+from reconciler.model.observed import ObservedSession
 from reconciler.spec.load import load_repo
 
 _ADDRESS = re.compile(r"(?:(?P<tenant>[a-z][a-z0-9-]{0,39})/)?(?P<name>[a-z][a-z0-9-]{0,39})")
@@ -202,19 +202,12 @@ def refusals(session: ObservedSession, writers: int) -> list[str]:
 # --- effectful: tmux -----------------------------------------------------------------
 
 
-def client_argv(key: SocketKey) -> list[str]:
-    """`tmux -u` plus the global flags that select `key`'s server, for clients we run
-    ourselves (an interactive attach, or one that reads stdin): the same lookup as
-    `tmux.run_tmux`, whose client has no terminal and no input."""
-    return ["tmux", "-u", *tmux.resolve(key)]
-
-
 def _target(agent: DesiredAgent) -> str:
     """The agent's active pane; tmux 3.3a does not take a bare `=NAME` as a pane."""
     return f"={tmux.check_name(agent.name)}:"
 
 
-def _tmux(agent: DesiredAgent, *args: str) -> subprocess.CompletedProcess[str]:
+def _tmux(agent: DesiredAgent, *args: str) -> tmux.Completed:
     """One tmux command on the agent's server; a refusal is a UserError with tmux's words."""
     done = tmux.run_tmux(agent.launch.socket, [tmux.tmux_arg(a) if a != ";" else a for a in args])
     if done.returncode != 0:
@@ -251,11 +244,6 @@ def writers(agent: DesiredAgent) -> int:
     return sum(1 for line in done.stdout.splitlines() if line.strip() == "0")
 
 
-def interactive(key: SocketKey, args: Sequence[str]) -> int:
-    """Run a tmux client on this terminal (stdin, stdout, stderr inherited); its exit status."""
-    return subprocess.run([*client_argv(key), *args], check=False).returncode
-
-
 def watch(agent: DesiredAgent) -> int:
     """A read-only view of the agent's pane that never resizes its window.
 
@@ -265,7 +253,7 @@ def watch(agent: DesiredAgent) -> int:
     """
     locate(agent)
     target = _target(agent)
-    return interactive(agent.launch.socket, [
+    return tmux.run_interactive(agent.launch.socket, [
         "set-option", "-w", "-t", target, "window-size", "manual", ";",
         "attach-session", "-r", "-t", f"={agent.name}",
     ])
@@ -285,7 +273,7 @@ def attach(agent: DesiredAgent, warn: Callable[[str], None] | None = None) -> in
         audit_verb(agent, "attach", why, "failed", str(exc), warn)
         raise
     audit_verb(agent, "attach", why, "ok", "", warn)
-    code = interactive(agent.launch.socket, ["attach-session", "-t", f"={agent.name}"])
+    code = tmux.run_interactive(agent.launch.socket, ["attach-session", "-t", f"={agent.name}"])
     if code != 0:
         audit_verb(agent, "attach", why, "failed", f"tmux attach-session exited with status {code}", warn)
     return code
@@ -320,10 +308,7 @@ def _paste(agent: DesiredAgent, line: str, msg_id: str, target: str) -> None:
     """
     buffer = f"fleet-{msg_id}"
     args = ["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-d", "-p", "-b", buffer, "-t", target]
-    done = subprocess.run(
-        [*client_argv(agent.launch.socket), *args], input=line, capture_output=True, text=True,
-        encoding="utf-8", timeout=tmux.TIMEOUT_S, check=False,
-    )
+    done = tmux.run_with_input(agent.launch.socket, args, line)
     if done.returncode != 0:
         tmux.run_tmux(agent.launch.socket, ["delete-buffer", "-b", buffer])
         raise UserError(f"{agent.tenant}/{agent.name}: could not type the message: {done.stderr.strip()}")
@@ -426,7 +411,7 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     _tmux(agent, "send-keys", "-t", target, "Enter")
     if not options.verify:
         return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
-    beats = heartbeat_dir(_state_dir(agent, options.state_dir), agent.tenant) / f"{agent.name}.json"
+    beats = StateLayout(_state_dir(agent, options.state_dir)).heartbeat(agent.tenant, agent.name)
     status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
     return SendResult(msg_id, status, _DETAIL[status])
 

@@ -4,7 +4,7 @@ Each action re-checks its precondition against a fresh listing of the socket tak
 inside the lock, so applying twice, or again after a crash halfway, converges with no
 duplicates; the outcome of every action is read back from tmux, not assumed. Restart
 history (for backoff) is advanced and written here. Where the tick found our systemd
-user manager, engine/units.py puts core agents under units and every tmux server under
+user manager, engine/systemd_apply.py puts core agents under units and every tmux server under
 its socket's unit; without one, apply runs tmux-only.
 
 Budget actions: `downgrade` runs like a restart with the cheaper launch, `queue` like a
@@ -20,26 +20,23 @@ converges from whatever is left.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
-from reconciler.core.budget import memory_json
+from reconciler.core.budget_memory import memory_json
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
-from reconciler.drivers import tmux, users
+from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
-from reconciler.drivers.lock import LockBusy, tenant_lock
-from reconciler.engine.state import lock_path, write_history
-from reconciler.engine.tick import Tick, budget_memory_path
-from reconciler.engine.units import GroupUnits, apply_units, group_units
-from reconciler.launcher import program_path
-from reconciler.model.launch import LaunchSpec
+from reconciler.drivers.lock import LockBusy, hold_lock
+from reconciler.engine.state import write_history
+from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
+from reconciler.engine.tick import Tick
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey, SocketSnapshot
 
 Result = Literal["done", "skipped", "failed"]
@@ -52,8 +49,6 @@ NOT_APPEARED = ("the session did not appear, though tmux reported no error (did 
                 "the apply?); the next run starts it again")
 STUCK = ("its tmux server was stuck in its own exit, hanging up on every client while its agents ran on "
          "unreachable; SIGTERM lets it finish, and the plan starts the agents again")
-#: What a tmux call can raise besides TmuxError: a bad value, no tmux binary or user, a hung server.
-TMUX_FAILURES = (tmux.TmuxError, ValueError, OSError, LookupError, subprocess.SubprocessError)
 _AUDIT_RESULT: dict[Result, AuditResult] = {"done": "ok", "skipped": "skipped", "failed": "failed"}
 
 
@@ -80,9 +75,10 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     problems: list[str] = []
     who = whoami("down" if tick.inputs.down else "reconcile")
     problems += _end_stuck_servers(tick, who)
+    layout = StateLayout(tick.inputs.state_dir)
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
         try:
-            with tenant_lock(lock_path(tick.inputs.state_dir, tenant), timeout=lock_timeout):
+            with hold_lock(layout.lock(tenant), timeout=lock_timeout):
                 done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
                 outcomes += done
                 problems += notes
@@ -91,7 +87,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         except LockBusy as exc:
             failed = [Outcome(a, "failed", str(exc)) for a in actions]
         except OSError as exc:  # the lock (or a unit file) could not be written
-            where = exc.filename or lock_path(tick.inputs.state_dir, tenant)
+            where = exc.filename or layout.lock(tenant)
             failed = [Outcome(a, "failed", f"state directory: {where}: {exc.strerror or exc}") for a in actions]
         outcomes += failed
         problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
@@ -160,9 +156,9 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if kills:
         try:
             tmux.kill_sessions(socket, sorted({a.agent for a in kills}))
-        except TMUX_FAILURES as exc:
+        except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
-    launches = [prepare_launch(a.launch) for a in starts if a.launch is not None]
+    launches = [a.launch for a in starts if a.launch is not None]  # resolved by the observe step: as planned
     under: dict[str, str] = {}
     if systemd is not None:
         leaving = [a.agent for a in kills if a.kind in STOPS]
@@ -176,7 +172,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
     if launches:
         try:
             tmux.spawn_sessions(launches)
-        except TMUX_FAILURES as exc:
+        except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
     after = tmux.observe_socket(socket)
     outcomes = [
@@ -188,7 +184,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
 
 def _said(exc: Exception) -> str:
     """A tmux failure in words; a hung server or a missing binary says which."""
-    if isinstance(exc, subprocess.TimeoutExpired):
+    if isinstance(exc, tmux.TmuxTimeout):
         return f"tmux did not answer within {exc.timeout:g} s (a hung server?)"
     return str(exc) or type(exc).__name__
 
@@ -239,18 +235,6 @@ def _read_back(action: Action, after: SocketSnapshot, errors: list[str], unit: s
     return Outcome(action, "failed", "; ".join(errors) or NOT_APPEARED)
 
 
-def prepare_launch(launch: LaunchSpec) -> LaunchSpec:
-    """Facts of this machine the pure core cannot know: where the program is, whether
-    the workdir exists. Neither changes the spec hash."""
-    argv = (program_path(launch.argv[0]), *launch.argv[1:])
-    workdir = launch.workdir
-    if workdir is not None:
-        expanded = Path(workdir).expanduser() if users.is_me(launch.socket.user) else None
-        if expanded is not None and not expanded.is_dir():
-            workdir = "~"
-    return replace(launch, argv=argv, workdir=workdir)
-
-
 def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
     """Advance restart history: healthy resets, a health restart counts, a stop forgets."""
     restarted = {
@@ -286,7 +270,7 @@ def _record_budget(tick: Tick) -> list[str]:
         return []
     problems = []
     for tenant, decided in tick.budget.tenants.items():
-        path = budget_memory_path(tick.inputs.state_dir, tenant)
+        path = StateLayout(tick.inputs.state_dir).budget_memory(tenant)
         text = memory_json(decided.memory())
         try:
             write_if_changed(path, text, mode=0o600)

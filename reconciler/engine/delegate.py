@@ -12,37 +12,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from reconciler.drivers import units, users
 from reconciler.engine.untrusted import json_or_none, own_items, printable, read_statuses
 from reconciler.engine.writeback import status_path
 from reconciler.errors import UserError
-from reconciler.model.status import TenantStatus
+from reconciler.model.user_run import UserRun
 from reconciler.spec.repo import FleetRepo
 
 #: A tenant's whole reconcile, lock wait and spawns included.
 RUN_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class UserRun:
-    user: str
-    tenants: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-    document: Any = None  # the run's --output json document, when asked and printed
-    statuses: tuple[TenantStatus, ...] = ()
-    problems: tuple[str, ...] = ()
-    revision: str = ""  # root's spec revision, which the statuses are written back with
 
 
 def run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str, verb: Sequence[str],
@@ -77,7 +61,7 @@ def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str,
         except TimeoutError as exc:
             return UserRun(user, tuple(tenants), 1, "", "", problems=(f"user {user}: fleet {exc}; killed, its "
                                                                        "tenants are retried next run",))
-        problems = [_unreachable(user, done.stderr.strip().splitlines()[-1])] if _not_started(done) else []
+        problems = [_unreachable(user, done.stderr.strip().splitlines()[-1])] if _not_started(done.returncode, done.stderr) else []
         notes = [f"warning: {linger}; its core agents start at boot only once it logs in"] if linger else []
         statuses = read_statuses(copy, host, tenants, problems, account.uid) if applying else []
         # Messages name the repository, not the private copy that is gone once we return.
@@ -137,7 +121,7 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
     """`fleet ARGS` as `user` on a copy of `tenant`'s specs: root's `fleet agent
     watch|attach|send` for a tenant of another user. Its exit code.
 
-    Interactive verbs get a pseudo-terminal of their own (users.interactive_argv), never
+    Interactive verbs get a pseudo-terminal of their own (users.run_interactive_as), never
     root's; `send` runs like a reconcile, reads `stdin` (its message, kept out of argv)
     and its output is relayed, printable."""
     account, refused = tenant_account(user, [tenant])
@@ -147,8 +131,7 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
         argv = [*fleet_argv(), *args(copy)]
         try:
             if interactive:
-                script, env = users.interactive(account, argv, os.environ)
-                return subprocess.run(script, env=env, cwd=str(copy), check=False).returncode
+                return users.run_interactive_as(account, argv, cwd=str(copy), passed=os.environ)
             done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S, stdin=stdin)
         except (OSError, TimeoutError) as exc:
             raise UserError(_unreachable(user, str(exc))) from None
@@ -157,10 +140,10 @@ def hand_over(root: Path, user: str, tenant: str, args: Callable[[Path], list[st
     return done.returncode
 
 
-def _not_started(done: subprocess.CompletedProcess[str]) -> bool:
+def _not_started(code: int, stderr: str) -> bool:
     """Python failed before fleet ran: the install is not readable by the user."""
-    said = done.stderr.strip()
-    if done.returncode == 0 or not said:
+    said = stderr.strip()
+    if code == 0 or not said:
         return False
     crashed = "Traceback (most recent call last)" in said and said.splitlines()[-1].startswith("PermissionError")
     return "No module named 'reconciler'" in said or "can't open file" in said or crashed

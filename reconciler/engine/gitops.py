@@ -16,8 +16,8 @@ from reconciler.drivers import git
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, TASKS_FILE, read_all_statuses
 from reconciler.spec.load import load_repo
+from reconciler.spec.repo import SPEC_PATHS
 
-SPEC_PATHS = ("fleet.yaml", "roles", "tenants")
 UNVERSIONED = "unversioned"
 
 
@@ -64,12 +64,8 @@ def spec_revision(checkout: git.Checkout | None) -> str:
     so TASKS.md and status, which carry it, do not churn."""
     if checkout is None:
         return UNVERSIONED
-    paths = [f"{checkout.prefix}/{p}" if checkout.prefix else p for p in SPEC_PATHS]
-    try:
-        sha = checkout.repo.git.log("-1", "--format=%H", "--", *paths)
-    except Exception:  # an unborn branch or a broken repository: say so in the status
-        return UNVERSIONED
-    return sha[: git.SHORT_SHA] if sha else UNVERSIONED
+    last = git.last_commit(checkout, SPEC_PATHS)  # None: an unborn branch or a broken repository
+    return last.short if last else UNVERSIONED
 
 
 def rerender_tasks(repo: Path, revision_of: git.Checkout | None) -> Sequence[str]:

@@ -6,8 +6,9 @@ transcripts under that tenant's homes, the status-line records and heartbeats in
 state directory, then (1) writes `usage/<account>.json` for each subscription account a
 provider reported on, keeping whichever reading `merge_signals` prefers, and (2) appends
 to `ledger.jsonl` the increase of every spend counter since its last entry, so ingesting
-the same files twice appends nothing. The file formats are parsed by the pure functions
-of drivers/runtime_usage.py; only the reading of folders happens here.
+the same files twice appends nothing. The folders are read by drivers/transcripts.py
+and the state-directory drivers (paths from model/layout.py); the file formats are
+parsed by the pure functions of drivers/runtime_usage.py. This module does no I/O itself.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler.drivers.files import scan_heartbeats
-from reconciler.drivers.ledger import ledger_path, update_ledger
+from reconciler.drivers.ledger import update_ledger
 from reconciler.drivers.runtime_usage import (
     ClaudeUsage,
     CodexSession,
     RateReading,
-    StatuslineRecord,
     best_window,
     dedupe_claude,
-    parse_claude_transcript,
-    parse_codex_rollout,
-    parse_statusline_record,
 )
-from reconciler.drivers.usage import merge_signals, scan_usage, usage_dir, write_usage
+from reconciler.drivers.transcripts import expand_home, read_claude_home, read_codex_home, read_statusline_dir
+from reconciler.drivers.usage import merge_signals, scan_usage, write_usage
+from reconciler.model.layout import StateLayout
 from reconciler.model.ledger import LedgerEntry
 from reconciler.model.observed import Heartbeat
 from reconciler.model.usage import UsageSignal
@@ -43,8 +42,6 @@ from reconciler.spec.resolve import resolve_agent
 CODEX, CLAUDE = "codex", "claude"
 SOURCE_CODEX, SOURCE_STATUSLINE = "codex-rollout", "claude-statusline"
 SOURCE_TRANSCRIPT, SOURCE_HEARTBEAT = "claude-transcript", "heartbeat"
-#: Lines worth parsing in a rollout; the rest (prompts, tool output) are skipped unread.
-_CODEX_MARKERS = ('"token_count"', '"session_meta"', '"turn_context"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +154,7 @@ class TenantView:
         for agent in spec.roster.agents:
             res = resolve_agent(agent, fleet, dict(roles))
             agents[agent.name] = AgentInfo(agent.name, agent.role, res.runtime, view.kind_of(res.runtime),
-                                           _expand(res.workdir, spec.roster.user), tasks.get(agent.name))
+                                           expand_home(res.workdir, spec.roster.user), tasks.get(agent.name))
         return cls(spec, fleet, agents)
 
     @property
@@ -211,10 +208,11 @@ def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: dateti
             readings.append((CODEX, SOURCE_CODEX, latest))
     if homes.claude is not None:
         counters += claude_counters(tenant, read_claude_home(homes.claude, problems), now)
-    statusline = read_statusline_dir(state_dir / tenant.name / "statusline", tenant.name, problems)
+    layout = StateLayout(state_dir)
+    statusline = read_statusline_dir(layout.statusline(tenant.name), tenant.name, problems)
     if latest := latest_limits(r.reading for r in statusline):
         readings.append((CLAUDE, SOURCE_STATUSLINE, latest))
-    beats, beat_problems = scan_heartbeats(state_dir / tenant.name / "heartbeats")
+    beats, beat_problems = scan_heartbeats(layout.heartbeats(tenant.name))
     problems += beat_problems
     counters += heartbeat_counters(tenant, beats.values())
 
@@ -222,7 +220,7 @@ def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: dateti
                for s in signals_from_reading(tenant, kind, source, reading, notes, problems)]
     outcomes = record_signals(state_dir, tenant.name, signals, now, problems)
     appended, ledger_problems = update_ledger(
-        ledger_path(state_dir, tenant.name),
+        layout.ledger(tenant.name),
         lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
     )
     return TenantIngest(tenant.name, tuple(outcomes), tuple(appended), (*problems, *ledger_problems), tuple(notes))
@@ -274,7 +272,7 @@ def record_signals(
     """Write each reading unless the account's record already holds a better one."""
     if not signals:
         return []
-    existing, scan_problems = scan_usage(usage_dir(state_dir, tenant))
+    existing, scan_problems = scan_usage(StateLayout(state_dir).usage(tenant))
     problems += scan_problems
     outcomes = []
     for signal in signals:
@@ -391,81 +389,6 @@ def _increase(counter: SpendCounter, prev: LedgerEntry | None) -> tuple[int, flo
     return tokens, dollars if dollars > 0 else None
 
 
-# --- reading the folders ---------------------------------------------------------------------
-
-
-def read_codex_home(home: Path, problems: list[str]) -> list[CodexSession]:
-    """Every `sessions/YYYY/MM/DD/rollout-*.jsonl` under a Codex home, in path order."""
-    sessions = []
-    for path in sorted((home / "sessions").rglob("rollout-*.jsonl")):
-        text = _read_text(path, problems)
-        if text is None:
-            continue
-        kept = "\n".join(line if any(m in line for m in _CODEX_MARKERS) else "" for line in text.splitlines())
-        session, bad = parse_codex_rollout(kept, path.stem)
-        _summarize(path, bad, problems)
-        sessions.append(session)
-    return sessions
-
-
-def read_claude_home(home: Path, problems: list[str]) -> list[ClaudeUsage]:
-    """Every usage line of `projects/**/*.jsonl` (sessions and their `subagents/`)."""
-    usages: list[ClaudeUsage] = []
-    for path in sorted((home / "projects").rglob("*.jsonl")):
-        text = _read_text(path, problems)
-        if text is None:
-            continue
-        kept = "\n".join(line if '"usage"' in line else "" for line in text.splitlines())
-        found, bad = parse_claude_transcript(kept, path.stem)
-        _summarize(path, bad, problems)
-        usages += found
-    return usages
-
-
-def read_statusline_dir(directory: Path, tenant: str, problems: list[str]) -> list[StatuslineRecord]:
-    """The records the status-line hook saved for a tenant's agents (one scandir)."""
-    try:
-        with os.scandir(directory) as scan:
-            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        problems.append(f"{directory}: cannot list status-line records ({exc.strerror}); check the folder")
-        return []
-    records = []
-    for name in names:
-        path = directory / name
-        text = _read_text(path, problems)
-        if text is None:
-            continue
-        try:
-            record = parse_statusline_record(text)
-        except ValueError as exc:
-            problems.append(f"{path}: {exc}; the hook rewrites it on Claude Code's next status line, "
-                            "or delete it")
-            continue
-        if record.tenant != tenant:
-            problems.append(f"{path}: tenant {record.tenant!r} is not the folder's tenant {tenant!r}; ignored")
-            continue
-        records.append(record)
-    return records
-
-
-def _read_text(path: Path, problems: list[str]) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read it ({exc.strerror}); check its permissions")
-        return None
-
-
-def _summarize(path: Path, bad: Sequence[str], problems: list[str]) -> None:
-    """One problem per file, however many lines it lost (a runtime may be mid-write)."""
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        problems.append(f"{path}: skipped {len(bad)} unreadable line(s): {bad[0]}{more}")
-
-
 def _single_tasks(spec: TenantSpec) -> dict[str, str]:
     """Each agent's task when tasks.yaml gives it exactly one; spend of an agent with
     several tasks cannot be split between them, so it stays unattributed."""
@@ -475,16 +398,3 @@ def _single_tasks(spec: TenantSpec) -> dict[str, str]:
             if task.agent:
                 assigned.setdefault(task.agent, []).append(task.id)
     return {agent: ids[0] for agent, ids in assigned.items() if len(ids) == 1}
-
-
-def _expand(workdir: str | None, user: str | None) -> str | None:
-    """A roster workdir as an absolute path; `~` is the tenant's user's home when known."""
-    if workdir is None:
-        return None
-    candidates = [f"~{user}{workdir[1:]}"] if user and workdir.startswith("~/") else []
-    for candidate in (*candidates, workdir):
-        try:
-            return str(Path(candidate).expanduser())
-        except RuntimeError:  # no such user, or no home to expand against
-            continue
-    return workdir

@@ -24,8 +24,7 @@ from watchfiles import Change, watch
 
 from reconciler.drivers import git
 from reconciler.errors import UserError
-
-SPEC_TOPS = ("fleet.yaml", "roles", "tenants")
+from reconciler.spec.repo import SPEC_PATHS as SPEC_TOPS
 
 
 def is_spec_path(repo: Path, path: str) -> bool:
@@ -83,7 +82,7 @@ def _why(changes: set[tuple[Change, str]], checkout: git.Checkout | None, next_t
     now = time.monotonic()
     if checkout is not None and now >= next_fetch:
         remote = git.remote_revision(checkout)
-        if remote.outcome is git.Outcome.UPDATED:
+        if remote.outcome is git.SyncOutcome.UPDATED:
             return f"new remote revision ({remote.message})"
     if now >= next_tick:
         return "interval"

@@ -1,23 +1,33 @@
 """The observe step: ask each driver once and freeze the answers into one ObservedFleet.
 
-It sits between load and plan in every tick. The number of external calls is constant
-per socket, systemd manager and tenant, never per agent: one tmux listing per distinct
-socket, one `observe_units()` per systemd manager, one directory scan per tenant for
-heartbeats and one for usage records. It persists nothing; what could not be read
-becomes a line in `problems`, never a failed tick.
+It sits between load and plan in every tick, and it is the tick's only reader of the
+world: tmux, systemd, the state directory and this host's programs and folders. The
+number of external calls is constant per socket, systemd manager and tenant, never per
+agent: one tmux listing per distinct socket, one `observe_units()` per systemd manager,
+one directory scan per tenant for heartbeats and one for usage records, one read each
+of a tenant's restart history and budget memory (`observe_stored`). It persists
+nothing; what could not be read becomes a line in `problems`, never a failed tick.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
+from reconciler.core.budget_types import AgentMemory
+from reconciler.core.desired import DesiredFleet, host_facts
 from reconciler.core.health import FUTURE_SKEW
-from reconciler.drivers import files, systemd, tmux, usage, users
+from reconciler.drivers import host, systemd, tmux, usage, users
+from reconciler.drivers.files import scan_heartbeats
+from reconciler.engine.state import read_budget_memory, read_history
+from reconciler.model.history import RestartRecord
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import (
+    HOME_WORKDIR,
     Heartbeat,
     ObservedFleet,
+    Resolved,
     SocketKey,
     SocketSnapshot,
     SystemdSnapshot,
@@ -28,25 +38,57 @@ from reconciler.model.usage import UsageSignal
 OTHER_USER_SYSTEMD = "another user's systemd --user: that user's own fleet run drives it"
 
 
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the reconciler itself kept in the state directory, read in the observe step
+    beside the `ObservedFleet`: restart history and budget memory, keyed (tenant, agent)."""
+
+    history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
+    budget_memory: Mapping[tuple[str, str], AgentMemory] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def observe_tick(
+    desired: DesiredFleet, state: StateLayout, now: datetime, budgeted: Collection[str]
+) -> tuple[ObservedFleet, StoredState]:
+    """Everything one tick reads, for `desired`'s tenants: the host (`observe`, with the
+    programs and workdirs its launches name resolved) and the reconciler's own records
+    (`observe_stored`; budget memory only for the `budgeted` tenants)."""
+    users_ = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
+    programs, workdirs = host_facts(desired)
+    observed = observe(desired.sockets, users_, state, desired.tenants, now, programs=programs, workdirs=workdirs)
+    return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+
+
+def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:
+    """Every tenant's restart history and each budgeted tenant's budget memory; an
+    unreadable file is a problem line and starts over (engine/state.py)."""
+    tenants = list(tenants)
+    history, history_problems = read_history(state.root, tenants)
+    memory, memory_problems = read_budget_memory(state.root, [t for t in tenants if t in budgeted])
+    return StoredState(history, memory, (*history_problems, *memory_problems))
+
+
 def observe(
     sockets: Iterable[SocketKey],
     systemd_users: Iterable[str | None],
-    heartbeat_dirs: Mapping[str, Path],
+    state: StateLayout,
+    tenants: Iterable[str],
     now: datetime,
-    usage_dirs: Mapping[str, Path] | None = None,
+    *,
+    programs: Iterable[str] = (),
+    workdirs: Iterable[tuple[str | None, str]] = (),
 ) -> ObservedFleet:
-    """One snapshot of this host: tmux servers, systemd managers, heartbeats and usage by tenant.
+    """One snapshot of this host: tmux servers, systemd managers, heartbeats and usage by
+    tenant (from `state`), and where `programs` and `workdirs` are here (`resolve_host`).
 
-    `heartbeat_dirs` maps each tenant to its heartbeat folder; `usage_dirs` to its usage
-    folder, by default the `usage/` beside the heartbeats (`$state/<tenant>/usage`).
     `now` is the caller's clock reading, stored as `taken_at` so the snapshot replays
     exactly.
     """
+    tenants = list(dict.fromkeys(tenants))
     snapshots = _observe_sockets(sockets)
-    heartbeats, beat_problems = _observe_heartbeats(heartbeat_dirs, now)
-    if usage_dirs is None:
-        usage_dirs = {tenant: folder.parent / "usage" for tenant, folder in heartbeat_dirs.items()}
-    signals, usage_problems = _observe_usage(usage_dirs, now)
+    heartbeats, beat_problems = _observe_heartbeats(state, tenants, now)
+    signals, usage_problems = _observe_usage(state, tenants, now)
     problems = [snap.error for snap in snapshots.values() if snap.error]
     return ObservedFleet(
         taken_at=now,
@@ -55,7 +97,22 @@ def observe(
         heartbeats=heartbeats,
         problems=(*problems, *beat_problems, *usage_problems),
         usage=signals,
+        resolved=resolve_host(programs, workdirs),
     )
+
+
+def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, str]]) -> Resolved:
+    """Where each program is (drivers/host.py) and which workdirs exist. A workdir of our
+    own user that does not exist becomes `~`; another user's is checked by that user's
+    own run, so it is kept as it is."""
+    found = {program: host.program_path(program) for program in sorted(set(programs))}
+    missing = frozenset(p for p in found if not host.program_found(p))
+    usable = {
+        (user, workdir): workdir if host.workdir_exists(workdir) else HOME_WORKDIR
+        for user, workdir in sorted(set(workdirs), key=lambda k: (k[0] or "", k[1]))
+        if users.is_me(user)
+    }
+    return Resolved({p: path for p, path in found.items() if path != p}, missing, usable)
 
 
 def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
@@ -72,7 +129,7 @@ def _observe_systemd(user: str | None) -> SystemdSnapshot:
 
 
 def _observe_heartbeats(
-    heartbeat_dirs: Mapping[str, Path], now: datetime
+    state: StateLayout, tenants: Iterable[str], now: datetime
 ) -> tuple[dict[tuple[str, str], Heartbeat], list[str]]:
     """One scan per tenant folder; a heartbeat naming another tenant is a problem.
 
@@ -83,20 +140,21 @@ def _observe_heartbeats(
     """
     beats: dict[tuple[str, str], Heartbeat] = {}
     problems: list[str] = []
-    for tenant, directory in heartbeat_dirs.items():
-        found, scan_problems = files.scan_heartbeats(directory)
+    for tenant in tenants:
+        directory = state.heartbeats(tenant)
+        found, scan_problems = scan_heartbeats(directory)
         problems += scan_problems
         for agent, beat in sorted(found.items()):
             if beat.tenant != tenant:
                 problems.append(
-                    f"{directory / (agent + '.json')}: tenant {beat.tenant!r} does not match "
+                    f"{state.heartbeat(tenant, agent)}: tenant {beat.tenant!r} does not match "
                     f"the folder's tenant {tenant!r}; ignored until the agent writes its "
                     f"own tenant's folder"
                 )
                 continue
             if beat.ts - now > FUTURE_SKEW:
                 problems.append(
-                    f"{directory / (agent + '.json')}: stamped {beat.ts.isoformat()}, "
+                    f"{state.heartbeat(tenant, agent)}: stamped {beat.ts.isoformat()}, "
                     f"{int((beat.ts - now).total_seconds())}s ahead of this host's clock; not counted as "
                     "an answer, so the agent is restarted once its grace is over: check both clocks (NTP)"
                 )
@@ -105,7 +163,7 @@ def _observe_heartbeats(
 
 
 def _observe_usage(
-    usage_dirs: Mapping[str, Path], now: datetime
+    state: StateLayout, tenants: Iterable[str], now: datetime
 ) -> tuple[dict[tuple[str, str], UsageSignal], list[str]]:
     """One scan per tenant's usage folder; each record's confidence aged to `now`.
 
@@ -114,12 +172,13 @@ def _observe_usage(
     """
     signals: dict[tuple[str, str], UsageSignal] = {}
     problems: list[str] = []
-    for tenant, directory in usage_dirs.items():
+    for tenant in tenants:
+        directory = state.usage(tenant)
         found, scan_problems = usage.scan_usage(directory)
         problems += scan_problems
         for account, signal in sorted(found.items()):
             if signal.tenant != tenant:
-                problems.append(f"{directory / (account + '.json')}: tenant {signal.tenant!r} does not match "
+                problems.append(f"{state.usage_record(tenant, account)}: tenant {signal.tenant!r} does not match "
                                 f"the folder's tenant {tenant!r}; ignored")
                 continue
             signals[(tenant, account)] = usage.aged(signal, now)

@@ -1,8 +1,7 @@
-"""One applying tick, end to end: pull, (plan), apply, write back, commit and push.
+"""The applying half of a run (engine/run.py): pull before, apply and write back after.
 
-The skeleton of ARCHITECTURE's loop: status is written in a `finally`, so a failed
-apply is reported too, and a Git failure never undoes a reconciled host. Printing is
-the caller's; this module returns what happened. A dry-run never imports it.
+Status is written in a `finally`, so a failed apply is reported too, and a Git failure
+never undoes a reconciled host. A dry-run never imports this module (nor Git).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.core.budget import (
+from reconciler.core.budget import decide_tenant
+from reconciler.core.budget_types import (
     AgentMemory,
     Change,
     Decision,
@@ -23,7 +24,6 @@ from reconciler.core.budget import (
     State,
     TenantBudget,
     TenantInputs,
-    decide_tenant,
 )
 from reconciler.core.desired import build_desired
 from reconciler.core.pace import Pace, Tuning

@@ -1,8 +1,9 @@
 """What the reconciler keeps between ticks in the state directory, per tenant.
 
-`restarts.json` holds the restart history behind backoff and Stalled. It is small,
+`restarts.json` holds the restart history behind backoff and Stalled, `budget.json` the
+budget policy's memory (written by apply, read by the observe step). Each is small,
 written atomically, and a corrupt file is reported and treated as empty (at worst an
-agent restarts once sooner than its backoff said). Every such file is read through
+agent restarts once sooner than its backoff said). Paths come from model/layout.py. Every such file is read through
 `read_capped`, so a huge one or a special file is refused rather than read forever.
 """
 
@@ -14,24 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.drivers.files import DAMAGED, damage, json_object, read_capped, write_if_changed
+from reconciler.core.budget_memory import parse_memory
+from reconciler.core.budget_types import AgentMemory
+from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
+from reconciler.model.layout import StateLayout
+from reconciler.model.records import json_object
 
 T = TypeVar("T")
 #: A `last_at` after this is damage: the planner could not add a backoff to it.
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
-
-
-def tenant_dir(state_dir: Path, tenant: str) -> Path:
-    return state_dir / tenant
-
-
-def history_path(state_dir: Path, tenant: str) -> Path:
-    return tenant_dir(state_dir, tenant) / "restarts.json"
-
-
-def lock_path(state_dir: Path, tenant: str) -> Path:
-    return tenant_dir(state_dir, tenant) / "lock"
 
 
 def parse_history(text: str) -> dict[str, RestartRecord]:
@@ -91,12 +84,18 @@ def read_per_tenant(
 
 def read_history(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], RestartRecord], list[str]]:
     """Every tenant's restart history, keyed (tenant, agent), and what could not be read."""
-    return read_per_tenant(tenants, lambda t: history_path(state_dir, t), parse_history, "restart history")
+    return read_per_tenant(tenants, StateLayout(state_dir).restarts, parse_history, "restart history")
+
+
+def read_budget_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[tuple[str, str], AgentMemory], list[str]]:
+    """Every tenant's budget memory; a corrupt file starts over (agents go back to their
+    desired model and the policy steps them down again if needed)."""
+    return read_per_tenant(tenants, StateLayout(state_dir).budget_memory, parse_memory, "budget memory")
 
 
 def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRecord]) -> None:
     """Write one tenant's history if it changed (same records, same bytes, no write)."""
-    path = history_path(state_dir, tenant)
+    path = StateLayout(state_dir).restarts(tenant)
     if not records and not path.exists():
         return
     write_if_changed(path, render_history(records), mode=0o600)

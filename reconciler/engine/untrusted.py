@@ -14,15 +14,13 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.core.render import render_status, status_from_document, status_json
 from reconciler.drivers.files import write_if_changed
 from reconciler.engine.writeback import STATUS_DIR, status_path
 from reconciler.model.status import TenantStatus
-
-if TYPE_CHECKING:
-    from reconciler.engine.delegate import UserRun
+from reconciler.model.user_run import UserRun
 
 #: A status document is a few KB per agent; a larger file is not one.
 MAX_STATUS_BYTES = 4 * 1024 * 1024

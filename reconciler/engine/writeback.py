@@ -4,14 +4,20 @@ The last step of a tick. Files are written only when their bytes change (atomica
 so a run that changed nothing leaves the work tree clean and Git commits nothing.
 TASKS.md is rendered from the specs and every host's status files, never merged. A
 status file that cannot be read (damaged, huge, not a file) is reported and rewritten.
+
+A resident `--watch` loop does not redo what did not change: a status file whose text
+is the one seen before is not parsed again, and a status or TASKS.md whose inputs equal
+the last ones rendered is not rendered again (what is on disk is still compared, so a
+file edited meanwhile is rewritten).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from ruamel.yaml.error import YAMLError
 
@@ -24,6 +30,7 @@ from reconciler.drivers.ledger import ledger_path, read_ledger
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.model.status import RunRecord, TenantStatus
+from reconciler.spec.cache import BytesCache
 
 STATUS_DIR = "status"
 TASKS_FILE = "TASKS.md"
@@ -31,6 +38,12 @@ TASKS_FILE = "TASKS.md"
 MAX_STATUS_BYTES = 16 << 20
 #: What parsing a damaged status file raises (YAML for files written by hand or by old versions).
 _DAMAGED_STATUS: tuple[type[Exception], ...] = (*DAMAGED, YAMLError)
+
+D = TypeVar("D")
+#: Status files this process parsed, by path and text.
+_PARSED: BytesCache[str, TenantStatus] = BytesCache()
+#: What this process last rendered for each file: the text, and the inputs it came from.
+_RENDERED: dict[Path, tuple[str, object]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +59,7 @@ def status_path(repo: Path, host: str, tenant: str) -> Path:
 def read_status(path: Path) -> tuple[TenantStatus | None, str | None]:
     """A status file, or None; a corrupt one is a problem (it is rewritten, not fatal)."""
     try:
-        return parse_status(read_capped(path, MAX_STATUS_BYTES)), None
+        return _PARSED.get(str(path.absolute()), read_capped(path, MAX_STATUS_BYTES), parse_status), None
     except FileNotFoundError:
         return None, None
     except OSError as exc:
@@ -126,14 +139,33 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
         )
         mine.append(status)
-        if _write(path, render_status(status), problems):
+        if _write(path, rendered(path, status, render_status), problems):
             written.append(str(path.relative_to(repo)))
     others, read_problems = read_all_statuses(repo, skip_host=host)
     statuses = [*others, *mine, *_untouched(repo, host, {s.tenant for s in mine}, problems)]
     problems += read_problems
-    if tick.repo.fleet is not None and _write(repo / TASKS_FILE, render_tasks(tick.repo, statuses, revision), problems):
-        written.append(TASKS_FILE)
+    if tick.repo.fleet is not None:
+        inputs = (revision, tuple((n, t.roster, t.tasks) for n, t in sorted(tick.repo.tenants.items())), tuple(statuses))
+        if _write(repo / TASKS_FILE, rendered(repo / TASKS_FILE, inputs, lambda _: render_tasks(tick.repo, statuses, revision)),
+                  problems):
+            written.append(TASKS_FILE)
     return WriteResult(tuple(written), tuple(problems))
+
+
+def rendered(path: Path, inputs: D, render: Callable[[D], str]) -> str:
+    """`render(inputs)`, or the text rendered last time for `path` when its inputs were equal.
+
+    The caller still writes it through write_if_changed, so a file edited meanwhile is
+    put back; only the rendering is saved."""
+    key = path.absolute()
+    kept = _RENDERED.get(key)
+    if kept is not None and kept[1] == inputs:
+        return kept[0]
+    text = render(inputs)
+    if len(_RENDERED) >= 4096 and key not in _RENDERED:
+        _RENDERED.clear()
+    _RENDERED[key] = (text, inputs)
+    return text
 
 
 def _write(path: Path, text: str, problems: list[str]) -> bool:

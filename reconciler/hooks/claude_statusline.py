@@ -6,7 +6,8 @@ on stdin every time it redraws its status line; when that document carries
 five-hour and seven-day windows to `$FLEET_STATE_DIR/<tenant>/statusline/<agent>.json`,
 atomically, and prints one short status line. `fleet budget ingest` turns the freshest
 saved record into the tenant's usage record (source `claude-statusline`). It imports
-only the standard library and `reconciler.drivers.files`, because it runs often, and it
+only the standard library, `reconciler.drivers.files` and `reconciler.model.layout`
+(which import nothing else), because it runs often, and it
 never fails: a status line that errors would blank Claude Code's own.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.drivers.files import default_state_dir, write_atomic
+from reconciler.model.layout import StateLayout
 
 PROG = "fleet-claude-statusline"
 #: The windows Claude Code reports, as it names them and as the status line shows them.
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace, stdin: TextIO, now: datetime) -> tuple[str, st
         return line, None
     state_dir = args.state_dir or default_state_dir()
     try:
-        save(record, state_dir / tenant / "statusline" / f"{agent}.json", now)
+        save(record, StateLayout(state_dir).statusline_record(tenant, agent), now)
     except OSError as exc:
         return line, f"cannot save usage under {state_dir}: {exc.strerror}"
     return line, None

@@ -1,7 +1,9 @@
 """What the apply step needs to start one agent: argv, environment, workdir and marks.
 
 Built by the pure core from the specs, executed by the tmux driver; it is plain data so
-a dry-run can print exactly what an apply would run.
+a dry-run can print exactly what an apply would run. The facts of the host that shape
+it (where a program is, whether a workdir exists) are read by the observe step into a
+`Resolved` and applied by the core, never at apply time.
 """
 
 from __future__ import annotations
@@ -41,3 +43,4 @@ class LaunchSpec:
             return ()
         refs = self.argv[1 : self.argv.index("--")] if "--" in self.argv else ()
         return tuple(ref.split("=", 1)[1] for flag, ref in zip(refs[::2], refs[1::2], strict=False) if flag == "--env")
+

@@ -8,12 +8,16 @@ the world, so a recorded snapshot replays exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from reconciler.model.usage import UsageSignal
 
-#: tmux user options that mark a session as the fleet's own (SPEC.md, runtime contract).
+if TYPE_CHECKING:
+    from reconciler.model.launch import LaunchSpec
+
+#: tmux user options that mark a session as the fleet's own (docs/reference.md, "Runtime contract").
 OPT_TENANT = "@fleet-tenant"
 OPT_AGENT = "@fleet-agent"
 OPT_HOST = "@fleet-host"
@@ -115,7 +119,7 @@ class SystemdSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """An agent's last answer to the heartbeat protocol (SPEC.md)."""
+    """An agent's last answer to the heartbeat protocol (docs/reference.md#heartbeat-protocol)."""
 
     tenant: str
     host: str
@@ -127,6 +131,43 @@ class Heartbeat:
     pid: int | None = None
     ack: str | None = None
     usage: Mapping[str, int] = field(default_factory=dict)
+
+
+#: What a workdir that does not exist on this host becomes: the user's home.
+HOME_WORKDIR = "~"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Facts of this host the pure core cannot know, read once by the observe step.
+
+    `programs` maps a program as the spec names it (argv[0]) to what is handed to tmux;
+    `missing` holds those found nowhere (handed over as named, so the start fails, and
+    the planner can see it); `workdirs` maps (socket user, workdir) to the workdir used,
+    `~` for one that does not exist. A launch is resolved after its spec hash is taken,
+    so a program found elsewhere or a workdir created later restarts nothing.
+    """
+
+    programs: Mapping[str, str] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+    workdirs: Mapping[tuple[str | None, str], str] = field(default_factory=dict)
+
+    def launch(self, launch: LaunchSpec) -> LaunchSpec:
+        """`launch` as it runs on this host; the spec hash is left as it is.
+
+        >>> from reconciler.model.launch import LaunchSpec
+        >>> r = Resolved({"stub": "/v/bin/stub"}, frozenset(), {(None, "~/gone"): "~"})
+        >>> l = r.launch(LaunchSpec("t", "a", "h", SocketKey(None, "s"), ("stub", "-x"), (), "~/gone", "m", "x"))
+        >>> l.argv, l.workdir, l.spec_hash
+        (('/v/bin/stub', '-x'), '~', 'x')
+        """
+        argv = launch.argv
+        if argv and argv[0] in self.programs:
+            argv = (self.programs[argv[0]], *argv[1:])
+        workdir = launch.workdir
+        if workdir is not None:
+            workdir = self.workdirs.get((launch.socket.user, workdir), workdir)
+        return replace(launch, argv=argv, workdir=workdir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +185,7 @@ class ObservedFleet:
     heartbeats: Mapping[tuple[str, str], Heartbeat] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     usage: Mapping[tuple[str, str], UsageSignal] = field(default_factory=dict)  # (tenant, account)
+    resolved: Resolved = field(default_factory=Resolved)  # programs and workdirs of this host
 
     def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
         snap = self.sockets.get(socket)

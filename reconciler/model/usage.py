@@ -1,4 +1,4 @@
-"""Usage signals: what each budget account has used, as one record per account (SPEC.md).
+"""Usage signals: what each budget account has used, as one record per account (docs/reference.md, "Usage signals").
 
 Written atomically to `$FLEET_STATE_DIR/<tenant>/usage/<account>.json` by a person
 (`fleet budget set-usage`) or an ingester (Codex rollouts, Claude Code transcripts and

@@ -3,26 +3,39 @@
 The first step of every tick and of `fleet validate`. All errors are collected at once;
 a broken tenant is set aside and the others still load; nothing here touches the world
 beyond reading the repository's files.
+
+Each file's result is kept by its bytes (spec/cache.py), and so is the whole repository:
+a resident `--watch` loop whose specs did not change gets the very same FleetRepo back
+(what follows can reuse its own results by identity), and an edited file is the only
+one parsed and validated again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import SpecError
+from reconciler.spec.cache import BytesCache
 from reconciler.spec.messages import describe
 from reconciler.spec.models import API_VERSION, Budget, Document, Fleet, Role, Roster, Tasks
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.rules import check_fleet, check_folder, check_shared_sockets, check_tenant
-from reconciler.spec.yamlsource import Source, read_source
+from reconciler.spec.yamlsource import Source, parse_source, read_raw
 
 M = TypeVar("M", bound=Document)
 
 TENANT_FILES = {"roster.yaml": Roster, "budget.yaml": Budget, "tasks.yaml": Tasks}
+
+Loaded = tuple[Any, Source | None, tuple[SpecError, ...]]
+#: Each spec file's parsed and validated result, by (path, kind, tenant) and bytes.
+_FILES: BytesCache[bytes, Loaded] = BytesCache()
+#: The last repository loaded from each root: returned as it is when it compares equal.
+_REPOS: dict[Path, FleetRepo] = {}
+MAX_ROOTS = 16
 
 
 def _display(root: Path, rel: str) -> str:
@@ -66,13 +79,25 @@ def located(source: Source, exc: ValidationError, model: type[BaseModel], tenant
 
 
 def _load_one(root: Path, rel: str, model: type[M], tenant: str | None) -> tuple[M | None, Source | None, list[SpecError]]:
-    source = read_source(root / rel, _display(root, rel))
+    """One file parsed and validated, or its located errors; the same bytes as last time
+    give the same result without parsing (spec/cache.py)."""
+    display = _display(root, rel)
+    raw = read_raw(root / rel, display)
+    if isinstance(raw, SpecError):
+        return None, None, [SpecError(raw.path, raw.line, raw.col, raw.message, tenant)]
+    key = (str((root / rel).absolute()), display, model, tenant)
+    doc, source, errors = _FILES.get(key, raw, lambda data: _parse_one(data, display, model, tenant))
+    return doc, source, list(errors)
+
+
+def _parse_one(raw: bytes, display: str, model: type[M], tenant: str | None) -> Loaded:
+    source = parse_source(raw, display)
     if isinstance(source, SpecError):
-        return None, None, [SpecError(source.path, source.line, source.col, source.message, tenant)]
+        return None, None, (SpecError(source.path, source.line, source.col, source.message, tenant),)
     result = parse_document(source, model, tenant)
     if isinstance(result, list):
-        return None, source, result
-    return result, source, []
+        return None, source, tuple(result)
+    return result, source, ()
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:
@@ -132,7 +157,27 @@ def load_repo(root: Path) -> FleetRepo:
         # a fleet.yaml that failed validation.
         invalid |= set(tenants)
         tenants = {}
-    return FleetRepo(root, fleet, roles, tenants, frozenset(invalid), tuple(sorted(set(errors))))
+    loaded = FleetRepo(root, fleet, roles, tenants, frozenset(invalid), tuple(sorted(set(errors))))
+    return _same_as_before(loaded)
+
+
+def _same_as_before(loaded: FleetRepo) -> FleetRepo:
+    """The previous FleetRepo of this root when nothing in it changed (its files' results
+    are the cached objects, so the comparison is mostly identity checks), else `loaded`."""
+    key = loaded.root.absolute()
+    previous = _REPOS.get(key)
+    if previous is not None and previous == loaded:
+        return previous
+    if len(_REPOS) >= MAX_ROOTS and key not in _REPOS:
+        _REPOS.clear()
+    _REPOS[key] = loaded
+    return loaded
+
+
+def forget_loaded() -> None:
+    """Drop every kept result (tests; a caller that wants a cold load)."""
+    _FILES.clear()
+    _REPOS.clear()
 
 
 def _load_tenant(root: Path, name: str, fleet: Fleet | None, roles: dict[str, Role]) -> tuple[TenantSpec | None, list[SpecError]]:

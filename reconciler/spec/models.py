@@ -1,4 +1,4 @@
-"""Pydantic models of the fleet repository's kinds (SPEC.md): the desired state as typed.
+"""Pydantic models of the fleet repository's kinds (docs/reference.md): the desired state as typed.
 
 The loader validates every YAML document against these; the JSON Schemas in `specs/`
 are generated from them so editors check the same rules while people type. Models are
@@ -36,7 +36,7 @@ USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}$"
 LANE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-#: Variables the reconciler sets itself (SPEC's runtime contract); a spec cannot override them.
+#: Variables the reconciler sets itself (docs/reference.md, "Runtime contract"); a spec cannot override them.
 RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 #: Paths and environment values: no C0 control character (newline, tab, escape...) nor DEL.

@@ -14,6 +14,10 @@ from reconciler.errors import SpecError
 from reconciler.spec.models import Budget, Fleet, Role, Roster, Tasks
 from reconciler.spec.yamlsource import Source
 
+#: What a fleet repository's specs are, relative to its root: the Git history of these
+#: paths is the spec revision, and only changes under them wake the watch loop.
+SPEC_PATHS = ("fleet.yaml", "roles", "tenants")
+
 
 @dataclass(frozen=True, slots=True)
 class TenantSpec:

@@ -1,4 +1,4 @@
-"""Rules that span fields or files, which no single model can check alone (SPEC.md).
+"""Rules that span fields or files, which no single model can check alone (docs/reference.md, "Validation rules").
 
 Each returns located errors; none reads files or the world.
 """

@@ -162,10 +162,21 @@ def _syntax_error(path: str, exc: MarkedYAMLError) -> SpecError:
 
 def read_source(file: Path, display: str) -> Source | SpecError:
     """Parse one YAML file, or return the located reason it cannot be parsed."""
+    raw = read_raw(file, display)
+    return raw if isinstance(raw, SpecError) else parse_source(raw, display)
+
+
+def read_raw(file: Path, display: str) -> bytes | SpecError:
+    """A spec file's bytes, or the located reason they cannot be read (spec/cache.py keys
+    its parsed results on them)."""
     try:
-        raw = file.read_bytes()
+        return file.read_bytes()
     except OSError as exc:
         return SpecError(display, 1, 1, f"cannot read the file ({exc.strerror}); check its permissions")
+
+
+def parse_source(raw: bytes, display: str) -> Source | SpecError:
+    """Bytes of one YAML file parsed, or the located reason they cannot be."""
     if len(raw) > MAX_FILE_BYTES:
         return SpecError(display, 1, 1, f"file is {len(raw)} bytes; spec files are limited to 1 MiB")
     try:

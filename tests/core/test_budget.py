@@ -15,10 +15,13 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from reconciler import cli_simulate
+from reconciler.cli import simulate as cli_simulate
 from reconciler.core import budget as budget_module
+from reconciler.core import budget_memory as budget_memory_module
 from reconciler.core import pace as pace_module
-from reconciler.core.budget import (
+from reconciler.core.budget import decide_tenant
+from reconciler.core.budget_memory import memory_json, parse_memory
+from reconciler.core.budget_types import (
     AgentMemory,
     BudgetPlan,
     Change,
@@ -27,9 +30,6 @@ from reconciler.core.budget import (
     TenantBudget,
     TenantInputs,
     agent_rungs,
-    decide_tenant,
-    memory_json,
-    parse_memory,
 )
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant, build_launch, desired_agent
 from reconciler.core.pace import PaceState, Tuning, account_pace
@@ -131,7 +131,7 @@ def decide(usage: Sequence[UsageSignal] = (), memory: dict[str, AgentMemory] | N
 
 
 def test_doctests_pass() -> None:
-    for module in (budget_module, pace_module, cli_simulate):
+    for module in (budget_module, budget_memory_module, pace_module, cli_simulate):
         assert doctest.testmod(module, raise_on_error=False).failed == 0, module.__name__
 
 

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from reconciler.cli_simulate import simulate_command
-from reconciler.core.budget import Change, Decision, State, TenantInputs
+from reconciler.cli.app import app
+from reconciler.core.budget_types import Change, Decision, State, TenantInputs
 from reconciler.core.pace import PaceState, Tuning
 from reconciler.engine.simulate import Trace, simulate
 from reconciler.spec.models import Agent, Budget
@@ -206,18 +205,16 @@ tenant: acme
 accounts:
   - {name: claude-max, provider: anthropic, runtime: claude, regime: subscription, window: 7d}
 """)
-    app = typer.Typer()
-    app.command()(simulate_command)
-    text = CliRunner().invoke(app, [str(repo), "--burn", "4x", "--step", "10m"])
+    text = CliRunner().invoke(app, ["budget", "simulate", str(repo), "--burn", "4x", "--step", "10m"])
     assert text.exit_code == 0, text.output
     lines = [line for line in text.output.splitlines() if "coder0" in line]
     assert "downgrade opus (claude) -> sonnet (claude)" in lines[0] and "[over-pace; claude-max used" in lines[0]
     assert any("queue" in line and "until" in line for line in lines)
     assert "At the reset: claude-max" in text.output
-    doc = json.loads(CliRunner().invoke(app, [str(repo), "--burn", "4", "--output", "json"]).output)
+    doc = json.loads(CliRunner().invoke(app, ["budget", "simulate", str(repo), "--burn", "4", "--output", "json"]).output)
     changes = [e["change"] for e in doc["replays"][0]["events"] if e["agent"] == "coder0"]
     assert changes[:3] == ["downgrade", "downgrade", "queue"]
-    bad = CliRunner().invoke(app, [str(repo), "--burn", "fast"])
+    bad = CliRunner().invoke(app, ["budget", "simulate", str(repo), "--burn", "fast"])
     assert bad.exit_code == 1 and "--burn 'fast'" in bad.output
 
 

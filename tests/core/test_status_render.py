@@ -10,7 +10,7 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from reconciler.core.budget import BudgetPlan
+from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.core.ps import ps_rows

@@ -16,26 +16,31 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import pytest
 
-from reconciler.drivers import git as gitdriver
 from reconciler.drivers.files import write_atomic
 from reconciler.drivers.git import (
     Checkout,
     GitError,
-    Outcome,
     PushLine,
     Revision,
+    SyncOutcome,
     commit_if_changed,
     head_revision,
+    incoming,
     open_checkout,
+    parse,
+    plumbing,
+    publish,
     pull,
     push_with_retry,
     remote_moved,
     remote_revision,
     show_tree_at,
+    worktree,
 )
 from tests.plugins.git_remote import SEED, git, person_commit, remote_tree
 
@@ -103,8 +108,9 @@ def stage_person_edits(repo: Path) -> None:
         handle.write("  - name: coder0-0  # not staged yet\n")
 
 
-def test_doctests_pass() -> None:
-    assert doctest.testmod(gitdriver, raise_on_error=False).failed == 0
+@pytest.mark.parametrize("module", [incoming, parse, plumbing, publish, worktree], ids=lambda m: m.__name__)
+def test_doctests_pass(module: ModuleType) -> None:
+    assert doctest.testmod(module, raise_on_error=False).failed == 0
 
 
 class MovedCase(NamedTuple):
@@ -269,7 +275,7 @@ def test_a_persons_merge_in_progress_is_left_alone(clone: Callable[[str], Path])
         tick(repo, "host-a", "ready: true\n")
     pulled = pull(checkout_of(repo))
 
-    assert pulled.outcome is Outcome.FAILED and "a merge is in progress" in pulled.message
+    assert pulled.outcome is SyncOutcome.FAILED and "a merge is in progress" in pulled.message
     assert (git(repo, "rev-parse", "HEAD"), (repo / "fleet.yaml").read_text()) == before
     assert (repo / ".git/MERGE_HEAD").exists()
 
@@ -283,7 +289,7 @@ def test_a_persons_hooks_do_not_gate_the_write_back(clone: Callable[[str], Path]
     sha = tick(repo, "host-a", "ready: true\n")
 
     assert sha is not None
-    assert push_with_retry(checkout_of(repo), rerender_for(repo)).outcome is Outcome.UPDATED
+    assert push_with_retry(checkout_of(repo), rerender_for(repo)).outcome is SyncOutcome.UPDATED
     assert git(bare_remote, "rev-parse", "main") == sha
 
 
@@ -296,11 +302,11 @@ def test_pull_fast_forwards_and_reports_the_revision(clone: Callable[[str], Path
 
     result = pull(checkout_of(a))
 
-    assert result.outcome is Outcome.UPDATED and result.ok
+    assert result.outcome is SyncOutcome.UPDATED and result.ok
     assert result.head == Revision(pushed) and result.head.short == pushed[:12]
     assert result.before is not None and result.before != result.head
     assert "enhancer" in (a / ROSTER).read_text()
-    assert pull(checkout_of(a)).outcome is Outcome.UP_TO_DATE
+    assert pull(checkout_of(a)).outcome is SyncOutcome.UP_TO_DATE
 
 
 def test_pull_keeps_a_persons_uncommitted_roster_edit(clone: Callable[[str], Path]) -> None:
@@ -311,7 +317,7 @@ def test_pull_keeps_a_persons_uncommitted_roster_edit(clone: Callable[[str], Pat
 
     result = pull(checkout_of(a))
 
-    assert result.outcome is Outcome.UPDATED and result.head == Revision(pushed)
+    assert result.outcome is SyncOutcome.UPDATED and result.head == Revision(pushed)
     assert (a / "fleet.yaml").read_text().endswith("# tuned\n")
     assert people_state(a)[:2] == before[:2], "the roster edit, staged and unstaged, is as it was"
     assert git(a, "stash", "list") == ""
@@ -325,7 +331,7 @@ def test_pull_refuses_when_incoming_commits_touch_an_edited_file(clone: Callable
 
     result = pull(checkout_of(a))
 
-    assert result.outcome is Outcome.FAILED and not result.ok
+    assert result.outcome is SyncOutcome.FAILED and not result.ok
     assert ROSTER in result.message and "uncommitted edits" in result.message
     assert git(a, "rev-parse", "HEAD") == head and people_state(a) == before
     assert_clean_checkout(a)
@@ -340,7 +346,7 @@ def test_pull_rebases_an_unpushed_status_commit(clone: Callable[[str], Path]) ->
 
     result = pull(checkout_of(a))
 
-    assert result.outcome is Outcome.UPDATED and "rebased" in result.message
+    assert result.outcome is SyncOutcome.UPDATED and "rebased" in result.message
     assert git(a, "rev-parse", "HEAD~1") == pushed
     assert git(a, "log", "-1", "--format=%an") == "host-a"
     assert people_state(a)[:2] == before
@@ -355,7 +361,7 @@ def test_pull_replays_several_commits_in_order_with_their_authors(clone: Callabl
 
     result = pull(checkout_of(a))
 
-    assert result.outcome is Outcome.UPDATED
+    assert result.outcome is SyncOutcome.UPDATED
     log = git(a, "log", "--format=%an|%s", f"{pushed}..HEAD").splitlines()
     assert log == ["host-a|status: host-a", "Person|a person's local note"]
     assert git(a, "rev-parse", "HEAD~2") == pushed
@@ -370,7 +376,7 @@ def test_a_commit_left_empty_by_the_replay_is_dropped(clone: Callable[[str], Pat
 
     result = pull(checkout_of(a))
 
-    assert (result.outcome, result.head) == (Outcome.UPDATED, Revision(pushed))
+    assert (result.outcome, result.head) == (SyncOutcome.UPDATED, Revision(pushed))
     assert (a / "TASKS.md").read_text() == "# rendered on host-b\n"
 
 
@@ -383,7 +389,7 @@ def test_pull_into_an_unborn_branch(bare_remote: Path, tmp_path: Path) -> None:
 
     result = pull(checkout_of(fresh))
 
-    assert (result.outcome, result.before) == (Outcome.UPDATED, None)
+    assert (result.outcome, result.before) == (SyncOutcome.UPDATED, None)
     assert result.head == Revision(git(bare_remote, "rev-parse", "main"))
     assert (fresh / ROSTER).read_text() == SEED[ROSTER]
 
@@ -393,7 +399,7 @@ def test_pull_discards_an_uncommitted_tasks_md(clone: Callable[[str], Path]) -> 
     write_atomic(a / "TASKS.md", "# half-written projection\n")
     person_commit(b, {"TASKS.md": "# TASKS (generated) v2\n"}, "render", push=True)
 
-    assert pull(checkout_of(a)).outcome is Outcome.UPDATED
+    assert pull(checkout_of(a)).outcome is SyncOutcome.UPDATED
     assert (a / "TASKS.md").read_text() == "# TASKS (generated) v2\n"
 
 
@@ -407,10 +413,10 @@ def test_push_then_nothing_left_to_push(clone: Callable[[str], Path], bare_remot
     first = push_with_retry(checkout_of(a), rerender_for(a))
     second = push_with_retry(checkout_of(a), rerender_for(a))
 
-    assert (first.outcome, first.attempts, first.head) == (Outcome.UPDATED, 1, Revision(sha or ""))
-    assert second.outcome is Outcome.UP_TO_DATE
+    assert (first.outcome, first.attempts, first.head) == (SyncOutcome.UPDATED, 1, Revision(sha or ""))
+    assert second.outcome is SyncOutcome.UP_TO_DATE
     assert git(bare_remote, "rev-parse", "main") == sha
-    assert remote_revision(checkout_of(a)).outcome is Outcome.UP_TO_DATE, "our own push is no news"
+    assert remote_revision(checkout_of(a)).outcome is SyncOutcome.UP_TO_DATE, "our own push is no news"
 
 
 def test_two_hosts_push_at_once_and_both_land(clone: Callable[[str], Path], bare_remote: Path) -> None:
@@ -430,7 +436,7 @@ def test_two_hosts_push_at_once_and_both_land(clone: Callable[[str], Path], bare
     for thread in threads:
         thread.join()
 
-    assert all(r.outcome is Outcome.UPDATED for r in results.values()), results
+    assert all(r.outcome is SyncOutcome.UPDATED for r in results.values()), results
     tree = remote_tree(bare_remote)
     assert {"status/host-a/jarvis.yaml", "status/host-b/jarvis.yaml"} <= set(tree)
     assert "host-a: ready" in tree["TASKS.md"] and "host-b: ready" in tree["TASKS.md"]
@@ -440,14 +446,14 @@ def test_a_tasks_md_conflict_is_re_rendered(clone: Callable[[str], Path], bare_r
     a, b = clone("host-a"), clone("host-b")
     tick(a, "host-a", "a: ready\n")
     tick(b, "host-b", "b: ready\n")
-    assert push_with_retry(checkout_of(a), rerender_for(a)).outcome is Outcome.UPDATED
+    assert push_with_retry(checkout_of(a), rerender_for(a)).outcome is SyncOutcome.UPDATED
     stage_person_edits(b)
     before = people_state(b)[:2]
     calls: list[str] = []
 
     result = push_with_retry(checkout_of(b), rerender_for(b, calls), sleep=lambda _: None)
 
-    assert (result.outcome, result.attempts, calls) == (Outcome.UPDATED, 2, ["rerender"])
+    assert (result.outcome, result.attempts, calls) == (SyncOutcome.UPDATED, 2, ["rerender"])
     tree = remote_tree(bare_remote)
     assert tree["TASKS.md"] == render_tasks(b) == (b / "TASKS.md").read_text()
     assert "a: ready" in tree["TASKS.md"] and "b: ready" in tree["TASKS.md"]
@@ -465,7 +471,7 @@ def test_any_other_conflict_aborts_cleanly(clone: Callable[[str], Path], bare_re
 
     result = push_with_retry(checkout_of(a), rerender_for(a), sleep=lambda _: None)
 
-    assert result.outcome is Outcome.FAILED and "fleet.yaml" in result.message
+    assert result.outcome is SyncOutcome.FAILED and "fleet.yaml" in result.message
     assert git(a, "rev-parse", "HEAD") == local, "the local commit stays"
     assert git(a, "status", "--porcelain") == ""
     assert (a / "fleet.yaml").read_text() == "name: from-a\n"
@@ -487,10 +493,10 @@ def test_unreachable_remote_is_a_result_and_the_commit_stays(
         remote_revision(checkout),
     )
 
-    assert (pushed.outcome, pushed.attempts) == (Outcome.FAILED, 1)
+    assert (pushed.outcome, pushed.attempts) == (SyncOutcome.FAILED, 1)
     assert "gone.git" in pushed.message and "local commit stays" in pushed.message
-    assert pulled.outcome is Outcome.FAILED and pulled.head == Revision(local or "")
-    assert polled.outcome is Outcome.FAILED and polled.revision is None
+    assert pulled.outcome is SyncOutcome.FAILED and pulled.head == Revision(local or "")
+    assert polled.outcome is SyncOutcome.FAILED and polled.revision is None
     assert git(a, "rev-parse", "HEAD") == local
 
 
@@ -506,7 +512,7 @@ def test_without_a_remote_git_stays_local(tmp_path: Path, git_isolated: None) ->
         remote_revision(checkout),
     )
 
-    assert {pushed.outcome, pulled.outcome, polled.outcome} == {Outcome.NO_UPSTREAM}
+    assert {pushed.outcome, pulled.outcome, polled.outcome} == {SyncOutcome.NO_UPSTREAM}
     assert "no remote configured" in pushed.message
     git(repo, "remote", "add", "origin", str(tmp_path / "elsewhere.git"))
     assert "git push -u origin main" in push_with_retry(checkout, rerender_for(repo)).message
@@ -518,14 +524,14 @@ def test_without_a_remote_git_stays_local(tmp_path: Path, git_isolated: None) ->
 def test_remote_revision_notices_a_new_remote_commit(clone: Callable[[str], Path]) -> None:
     a, b = clone("host-a"), clone("host-b")
     checkout = checkout_of(a)
-    assert remote_revision(checkout).outcome is Outcome.UP_TO_DATE
+    assert remote_revision(checkout).outcome is SyncOutcome.UP_TO_DATE
 
     pushed = person_commit(b, {"fleet.yaml": "name: next\n"}, "next", push=True)
     moved = remote_revision(checkout)
 
-    assert (moved.outcome, moved.revision) == (Outcome.UPDATED, Revision(pushed))
+    assert (moved.outcome, moved.revision) == (SyncOutcome.UPDATED, Revision(pushed))
     pull(checkout)
-    assert remote_revision(checkout).outcome is Outcome.UP_TO_DATE
+    assert remote_revision(checkout).outcome is SyncOutcome.UP_TO_DATE
 
 
 def test_show_tree_at_materializes_an_older_revision(clone: Callable[[str], Path], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import pytest
@@ -26,6 +27,9 @@ from reconciler.drivers.tmux import (
     spawn_sessions,
     tmux_arg,
 )
+from reconciler.drivers.tmux import argv as tmux_argv
+from reconciler.drivers.tmux import client as tmux_client
+from reconciler.drivers.tmux import parse as tmux_parse
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import Marks, ObservedSession, SocketKey, SocketSnapshot
 from tests.plugins.tmux_server import kill_server, retry_until
@@ -119,8 +123,9 @@ def wait_for_json(path: Path) -> dict[str, object]:
 # --- pure ------------------------------------------------------------------------------
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(tmux)
+@pytest.mark.parametrize("module", [tmux_argv, tmux_parse], ids=lambda m: m.__name__)
+def test_doctests(module: ModuleType) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -411,7 +416,7 @@ def test_a_batch_over_tmuxs_size_limit_is_split_not_refused(
         invocations.append(sum(len(a.encode()) + 1 for a in args))
         return real_run(key, args, sources)
 
-    monkeypatch.setattr(tmux, "run_tmux", spy)
+    monkeypatch.setattr(tmux_client, "run_tmux", spy)
     env = [(f"FLEET_{k}", "/var/lib/fleet/" + "x" * 40) for k in ("A", "B", "C", "D", "E")]
     spawn_sessions([launch(tmux_socket, f"coder{i}", env=env) for i in range(100)])
 

@@ -31,7 +31,7 @@ from reconciler.drivers.units import (
     server_unit_name,
     server_unit_text,
 )
-from reconciler.engine import units as engine_units
+from reconciler.engine import systemd_apply
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
 from reconciler.spec.models import SOCKET_PATTERN
@@ -43,7 +43,7 @@ HOST = Host("/usr/bin/tmux", None, "/home/u")
 
 def test_doctests_pass() -> None:
     assert doctest.testmod(units, raise_on_error=False).failed == 0
-    assert doctest.testmod(engine_units, raise_on_error=False).failed == 0
+    assert doctest.testmod(systemd_apply, raise_on_error=False).failed == 0
 
 
 class QuoteCase(NamedTuple):
@@ -233,7 +233,7 @@ EDGE_SOCKETS = ["_", "a.b", "x-.-_", "A..z-", "9", "d" * 64]
 @pytest.mark.systemd
 @pytest.mark.tmux
 def test_the_manager_loads_server_units_for_edge_socket_names(systemd_user: SystemdUser) -> None:
-    host = engine_units.this_host()
+    host = systemd_apply.this_host()
     assert host is not None
     sockets = [SocketKey(None, name) for name in EDGE_SOCKETS]
     for key in sockets:

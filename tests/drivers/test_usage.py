@@ -1,7 +1,7 @@
 """Usage records, the merge and aging rules, and the parsers of what runtimes write.
 
 Everything here is pure or touches only a temporary folder: the record format of
-SPEC.md ("Usage signals"), `merge_signals`, the Codex rollout, Claude Code transcript and
+docs/reference.md ("Usage signals"), `merge_signals`, the Codex rollout, Claude Code transcript and
 status-line parsers, and the ledger file.
 """
 

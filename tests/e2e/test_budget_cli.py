@@ -1,9 +1,8 @@
 """`fleet budget set-usage`, `fleet budget ingest` and `fleet-claude-statusline` as users
 run them: real subprocesses, a real repository, the runtimes' files in a temporary folder.
 
-The budget commands run as `python -m reconciler.cli_budget` (the sub-app alone), so
-these tests do not depend on cli.py mounting it; `test_mounted_under_fleet` checks the
-mount once it is there.
+The budget commands run as `python -m reconciler.cli budget ...`, as the `fleet` console
+script runs them.
 """
 
 from __future__ import annotations
@@ -42,9 +41,8 @@ def repo(tmp_path: Path) -> Path:
     return samples.write_repo(tmp_path / "repo")
 
 
-def budget(env: dict[str, str], *args: str, module: str = "reconciler.cli_budget") -> Run:
-    prefix = ["budget"] if module == "reconciler.cli" else []
-    done = subprocess.run([sys.executable, "-m", module, *prefix, *args], capture_output=True, text=True,
+def budget(env: dict[str, str], *args: str) -> Run:
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "budget", *args], capture_output=True, text=True,
                           timeout=60, env=env, check=False)
     return Run(done.returncode, done.stdout, done.stderr)
 
@@ -71,7 +69,7 @@ def test_set_usage_subscription(env: dict[str, str], repo: Path) -> None:
     assert run.out.rstrip().endswith(f"written to {path}")
     record = json.loads(path.read_text())
     assert list(record) == ["tenant", "account", "used_fraction", "spent_usd", "reset_at", "window",
-                            "confidence", "source", "observed_at"], "SPEC.md's fields, in order"
+                            "confidence", "source", "observed_at"], "docs/reference.md's fields, in order"
     assert (record["used_fraction"], record["spent_usd"], record["reset_at"], record["window"],
             record["confidence"], record["source"]) == (0.42, None, "2026-11-30T00:00:00Z", "7d", "user", "user")
     assert record["observed_at"].endswith("Z")
@@ -234,11 +232,7 @@ def test_statusline_hook_always_prints_a_line_and_exits_0(env: dict[str, str], c
 
 
 def test_mounted_under_fleet(env: dict[str, str], repo: Path) -> None:
-    from reconciler import cli  # noqa: PLC0415 - only to see whether the sub-app is mounted yet
-
-    if not any(group.name == "budget" for group in cli.app.registered_groups):
-        pytest.skip("reconciler/cli.py does not mount budget_app yet (app.add_typer(budget_app, name='budget'))")
-    run = budget(env, "set-usage", str(repo), TENANT, "claude-max-1", "--used", "0.1", module="reconciler.cli")
+    run = budget(env, "set-usage", str(repo), TENANT, "claude-max-1", "--used", "0.1")
     assert run.code == 0, run.err
-    bad = budget(env, "set-usage", str(repo), TENANT, "claude-max-1", "--used", "7", module="reconciler.cli")
+    bad = budget(env, "set-usage", str(repo), TENANT, "claude-max-1", "--used", "7")
     assert bad.code == 1 and bad.err.startswith("error: --used must be a number from 0 to 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.cli.app import app
 from reconciler.core.desired import build_desired
 from reconciler.drivers import tmux
 from reconciler.model.observed import SocketKey
@@ -131,8 +132,32 @@ def test_invalid_tenant_does_not_stop_the_valid_one(tmp_path: Path, tmux_socket:
 def test_unknown_tenant_flag_is_a_user_error(tmp_path: Path) -> None:
     repo = example_repo(tmp_path, "minimal", "fleet-test-unused")
     result = CliRunner().invoke(app, ["reconcile", str(repo), "--dry-run", "--tenant", "nobody", "--host", "demo"])
-    assert result.exit_code == 1
-    assert isinstance(result.exception, Exception) and "no such tenant" in str(result.exception)
+    assert result.exit_code == 1, result.output
+    assert "error: --tenant nobody: no such tenant" in result.stderr and result.stdout == ""
+
+
+def test_newcomer_mistakes_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    repo = example_repo(tmp_path, "minimal", "fleet-test-unused")
+    runner = CliRunner()
+    apply_exitcode = runner.invoke(app, ["reconcile", str(repo), "--detailed-exitcode", "--host", "demo"])
+    assert apply_exitcode.exit_code == 1 and "use it with --dry-run" in apply_exitcode.stderr
+    for verb in (["down"], ["ps"], ["budget", "show"]):
+        typo = runner.invoke(app, [*verb, str(repo), "--tenant", "nosuch", "--host", "demo"])
+        assert typo.exit_code == 1 and "--tenant nosuch: no such tenant" in typo.stderr, (verb, typo.output)
+    on_file = runner.invoke(app, ["validate", str(repo / "fleet.yaml")])
+    assert on_file.exit_code == 1 and "is a file, not a folder" in on_file.stderr
+    no_message = runner.invoke(app, ["agent", "send", str(repo), "orchestrator", "--host", "demo"])
+    assert no_message.exit_code == 1 and "no message" in no_message.stderr and "not both" not in no_message.stderr
+
+
+def test_version_and_help_read_as_a_unix_tool() -> None:
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.stdout.startswith("fleet ")
+    helped = runner.invoke(app, ["reconcile", "--help"], terminal_width=200)
+    assert "Usage: fleet reconcile [OPTIONS] REPO" in helped.stdout
+    assert "<bool>" not in helped.stdout and "list[str]" not in helped.stdout and "{repo}" not in helped.stdout
+    assert "--tenant" in helped.stdout and "NAME" in helped.stdout
 
 
 def test_runner_validate_and_bad_output_flag() -> None:
@@ -140,7 +165,7 @@ def test_runner_validate_and_bad_output_flag() -> None:
     ok = runner.invoke(app, ["validate", str(REPO_ROOT / "examples/fleets/minimal")])
     assert ok.exit_code == 0 and "valid (1 tenant(s), 2 agent(s))" in ok.stdout
     bad = runner.invoke(app, ["validate", str(REPO_ROOT / "examples/fleets/minimal"), "--output", "yaml"])
-    assert bad.exit_code == 1 and "--output must be text or json" in str(bad.exception)
+    assert bad.exit_code == 2 and "'yaml' is not one of" in " ".join(bad.stderr.split())  # a usage error
 
 
 def test_schema_check(tmp_path: Path) -> None:
@@ -162,3 +187,39 @@ def test_down_stops_the_fleets_sessions_and_leaves_foreign_ones(tmp_path: Path, 
     assert down.returncode == 0, down.stdout + down.stderr
     assert "`fleet down` stops every agent" in down.stdout and "2 done" in down.stdout
     assert sorted(tmux.observe_socket(tmux_socket).sessions) == ["mine"]
+
+
+def test_dry_run_json_is_what_apply_hands_tmux(tmp_path: Path, tmux_socket: SocketKey, state_dir: Path) -> None:
+    """The plan is final: program paths and workdirs are resolved while observing, so the
+    dry-run's command and workdir are exactly what apply starts (tmux's own record of
+    each pane's start command and start folder), and the spec hash is that of the specs."""
+    assert tmux_socket.name
+    repo = example_repo(tmp_path, "minimal", tmux_socket.name)
+    here = tmp_path / "work"
+    here.mkdir()
+    roster = repo / "tenants/demo/roster.yaml"
+    roster.write_text(roster.read_text()
+                      .replace("    alias: Mos\n", f"    alias: Mos\n    workdir: {here}\n")
+                      .replace("    role: enhancer\n", "    role: enhancer\n    workdir: ~/no-such-folder-fleet-test\n"))
+    args = ("reconcile", str(repo), "--host", "demo", "--state-dir", str(state_dir))
+    bin_dir = str(Path(sys.executable).parent)  # fleet-stub-agent is found beside Python, not on PATH
+    env = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)}
+    plan = json.loads(fleet(*args, "--dry-run", "--output", "json", env=env).stdout)
+    planned = {a["agent"]: (a["command"], a["workdir"]) for a in plan["actions"]}
+    on_path = shutil.which("fleet-stub-agent", path=env["PATH"])
+    assert planned["orchestrator"][0][0] == ("fleet-stub-agent" if on_path else str(Path(bin_dir) / "fleet-stub-agent"))
+    assert planned["orchestrator"][1] == str(here)
+    assert planned["enhancer"][1] == "~", "a workdir missing on this host starts in the home folder"
+
+    applied = fleet(*args, env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    for agent, (command, workdir) in planned.items():
+        shown = tmux.run_tmux(tmux_socket, ["display-message", "-p", "-t", f"={agent}:",
+                                            "#{pane_start_command}\t#{pane_start_path}"]).stdout.strip()
+        started, folder = shown.split("\t")
+        assert started == " ".join(command), agent
+        assert folder == tmux.expand_workdir(workdir, str(Path.home())), agent
+    desired = build_desired(load_repo(repo), host="demo", state_dir=str(state_dir))
+    running = tmux.observe_socket(tmux_socket).sessions
+    assert {a.name: a.launch.spec_hash for a in desired.tenants["demo"].agents} == \
+        {name: s.marks.spec_hash for name, s in running.items()}, "resolution does not change the spec hash"

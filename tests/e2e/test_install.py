@@ -21,9 +21,8 @@ from typing import NamedTuple
 import pytest
 from git.exc import GitCommandNotFound
 
-from reconciler.cli import app as fleet_app
 from reconciler.drivers import tmux, units
-from reconciler.engine import install
+from reconciler.engine import fleet_init, install
 from reconciler.errors import UserError
 from reconciler.model.observed import SocketKey
 from reconciler.spec.load import load_repo
@@ -33,10 +32,7 @@ from tests.plugins.systemd_user import SystemdUser
 from tests.plugins.tmux_server import retry_until
 
 SLEEP = "MOSAIC_AGENT_COMMAND=sleep 600"
-#: The real `fleet` once reconciler/cli.py mounts the three verbs; until then the same
-#: functions through `python -m reconciler.cli_install` (a stand-in only for the mount).
-_MOUNTED = "install" in {command.name for command in fleet_app.registered_commands}
-ENTRY = "reconciler.cli" if _MOUNTED else "reconciler.cli_install"
+ENTRY = "reconciler.cli"
 
 
 def fleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,6 +70,7 @@ def loop(systemd_user: SystemdUser, tmux_socket: SocketKey) -> Iterator[SystemdU
 
 def test_doctests_pass() -> None:
     assert doctest.testmod(install, raise_on_error=False).failed == 0
+    assert doctest.testmod(fleet_init, raise_on_error=False).failed == 0
 
 
 # --- pure: the unit texts ------------------------------------------------------------------
@@ -349,5 +346,5 @@ def test_init_removes_what_it_wrote_when_it_fails(tmp_path: Path, git_home: Path
     monkeypatch.setenv("PATH", str(empty_bin))
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
     with pytest.raises(GitCommandNotFound):
-        install.init_repo(dest, "minimal", "h")
+        fleet_init.init_repo(dest, "minimal", "h")
     assert list(dest.iterdir()) == []

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.drivers.files import parse_heartbeat
 from reconciler.engine import agent_verbs
 from reconciler.errors import UserError
+from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.e2e.repos import example_repo, write
 from tests.plugins.tmux_server import kill_server, retry_until
@@ -261,8 +261,8 @@ def test_send_reads_the_message_from_a_file_or_stdin_so_ps_never_shows_it(runnin
         assert any(f"{shown} [fleet:{msg_id}]" in line for line in running.screen("orchestrator"))
 
     for args, given, said in (
-        (["hi", "--message-file", str(note)], b"", "give the message as an argument or with --message-file PATH"),
-        ([], b"", "give the message as an argument or with --message-file PATH"),
+        (["hi", "--message-file", str(note)], b"", "two messages: give the message as an argument or with --message-file"),
+        ([], b"", "no message: give it as an argument, or with --message-file PATH"),
         (["--message-file", "-"], b"\xff\xfe", "--message-file -: the message is not UTF-8 text"),
         (["--message-file", str(tmp_path)], b"", f"--message-file {tmp_path}: "),
         (["--message-file", "-"], b"x" * 20_000, "more than 16000 bytes"),

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import pytest
 
 from reconciler import stub_agent
-from reconciler.drivers.files import parse_heartbeat
+from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.plugins.tmux_server import retry_until
 

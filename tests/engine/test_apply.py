@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.drivers import tmux
-from reconciler.drivers.lock import LockBusy, tenant_lock
+from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.engine.apply import apply_plan
-from reconciler.engine.state import history_path, lock_path
 from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
 from tests.plugins.tmux_server import retry_until, server_gone
@@ -113,7 +113,7 @@ def test_crashing_agent_restarts_with_backoff_then_stalls(tmp_path: Path, tmux_s
     first = plan_tick(inp)
     assert {a.reason.rule for a in first.plan.actions} == {"health-dead"}
     assert not apply_plan(first).failed
-    history = json.loads(history_path(state, "demo").read_text())
+    history = json.loads(StateLayout(state).restarts("demo").read_text())
     assert {k: v["attempts"] for k, v in history.items()} == {"enhancer": 1, "orchestrator": 1}
     assert retry_until(lambda: all(dead for _, _, dead in sessions(tmux_socket).values()))
     # within the 10 s backoff: no restart, a wait with its deadline
@@ -124,11 +124,11 @@ def test_crashing_agent_restarts_with_backoff_then_stalls(tmp_path: Path, tmux_s
     later = plan_tick(inp, now=first.now + timedelta(seconds=11))
     assert len(later.plan.actions) == 2
     apply_plan(later)
-    history = json.loads(history_path(state, "demo").read_text())
+    history = json.loads(StateLayout(state).restarts("demo").read_text())
     assert {v["attempts"] for v in history.values()} == {2}
     # after five restarts in a row the planner reports the agent Stalled
     records = {a: {**v, "attempts": 5} for a, v in history.items()}
-    history_path(state, "demo").write_text(json.dumps(records))
+    StateLayout(state).restarts("demo").write_text(json.dumps(records))
     assert retry_until(lambda: all(dead for _, _, dead in sessions(tmux_socket).values()))
     stalled = plan_tick(inp, now=later.now + timedelta(seconds=1))
     assert stalled.plan.actions == () and all(w.stalled for w in stalled.plan.waits)
@@ -156,28 +156,28 @@ def test_hung_stub_is_restarted(tmp_path: Path, tmux_socket: SocketKey, monkeypa
 
 
 def test_lock_waits_then_reports_the_holder(tmp_path: Path) -> None:
-    path = lock_path(tmp_path, "demo")
-    with tenant_lock(path), pytest.raises(LockBusy) as busy, tenant_lock(path, timeout=0.2):
+    path = StateLayout(tmp_path).lock("demo")
+    with hold_lock(path), pytest.raises(LockBusy) as busy, hold_lock(path, timeout=0.2):
         pass
     assert f"pid {os.getpid()}" in str(busy.value)
 
 
 def _hold_forever(path: str) -> None:
-    with tenant_lock(Path(path)):
+    with hold_lock(Path(path)):
         time.sleep(600)
 
 
 def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
-    path = lock_path(tmp_path, "demo")
+    path = StateLayout(tmp_path).lock("demo")
     holder = multiprocessing.get_context("spawn").Process(target=_hold_forever, args=(str(path),))
     holder.start()
     assert retry_until(lambda: path.exists() and path.read_text() != "", 10)
-    with pytest.raises(LockBusy), tenant_lock(path, timeout=0.1):
+    with pytest.raises(LockBusy), hold_lock(path, timeout=0.1):
         pass
     assert holder.pid is not None
     os.kill(holder.pid, signal.SIGKILL)
     holder.join()
-    with tenant_lock(path, timeout=1):
+    with hold_lock(path, timeout=1):
         pass
 
 

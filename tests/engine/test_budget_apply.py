@@ -1,6 +1,6 @@
 """The budget ladder for real: tmux on a private socket, the real `fleet-stub-agent`.
 
-A usage record over pace (written as SPEC.md's JSON, the way `fleet budget set-usage` or
+A usage record over pace (written as docs/reference.md's JSON, the way `fleet budget set-usage` or
 an ingester would) makes the reconciler restart the worker on the cheaper model, which
 its own heartbeat then reports, while the core agents keep their sessions; a record
 back under pace, once the hysteresis period has passed (`plan_tick` takes `now`),
@@ -19,9 +19,10 @@ import pytest
 
 from reconciler.core.pace import Tuning
 from reconciler.drivers import tmux
-from reconciler.drivers.files import parse_heartbeat
 from reconciler.engine.apply import apply_plan
-from reconciler.engine.tick import TickInputs, budget_memory_path, plan_tick
+from reconciler.engine.tick import TickInputs, plan_tick
+from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.e2e.repos import write
 from tests.plugins.tmux_server import retry_until
@@ -93,7 +94,7 @@ API_ACCOUNT = """\
 
 def set_usage(state: Path, used: float | None, reset: datetime, at: datetime, *, spent: float | None = None,
               window: str = "7d") -> None:
-    """SPEC.md's usage record, written directly as an ingester or `fleet budget set-usage` would."""
+    """docs/reference.md's usage record, written directly as an ingester or `fleet budget set-usage` would."""
     record = {"tenant": TENANT, "account": ACCOUNT, "used_fraction": used, "spent_usd": spent,
               "reset_at": reset.isoformat(), "window": window, "confidence": "user", "source": "test",
               "observed_at": at.isoformat()}
@@ -102,7 +103,7 @@ def set_usage(state: Path, used: float | None, reset: datetime, at: datetime, *,
 
 def beat(state: Path, agent: str) -> Heartbeat | None:
     try:
-        return parse_heartbeat((state / TENANT / "heartbeats" / f"{agent}.json").read_text(encoding="utf-8"))
+        return parse_heartbeat(StateLayout(state).heartbeat(TENANT, agent).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
 
@@ -166,7 +167,7 @@ def test_over_pace_worker_restarts_cheaper_core_untouched_then_returns(tmp_path:
         assert after[core].session_id == sessions[core].session_id, f"{core} must not be touched"
         still = beat(state, core)
         assert still is not None and still.pid == beats[core].pid and still.model == "stub-large"
-    memory = json.loads(budget_memory_path(state, TENANT).read_text())
+    memory = json.loads(StateLayout(state).budget_memory(TENANT).read_text())
     assert memory["coder0"]["model"] == "stub-small" and memory["coder0"]["changed_at"] == over.now.isoformat()
 
     # still over pace a minute later: the floor waits out the hysteresis period, nothing moves

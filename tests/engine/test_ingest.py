@@ -24,6 +24,7 @@ from reconciler.engine.ingest import (
 )
 from reconciler.engine.observe import observe
 from reconciler.hooks import claude_statusline
+from reconciler.model.layout import StateLayout
 from reconciler.model.ledger import LedgerEntry, learned_spend
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.load import load_repo
@@ -299,11 +300,11 @@ def test_ledger_deltas(case: DeltaCase) -> None:
 
 def test_observe_reads_usage_with_aged_confidence(world: World) -> None:
     ingest(world)
-    beats = {TENANT: world.state / TENANT / "heartbeats"}
-    fresh = observe([], [], beats, NOW)
+    state = StateLayout(world.state)
+    fresh = observe([], [], state, [TENANT], NOW)
     assert set(fresh.usage) == {(TENANT, "claude-max-1"), (TENANT, "codex-pro")}
     assert fresh.usage[(TENANT, "codex-pro")].confidence == "provider", "30 minutes old"
-    later = observe([], [], beats, NOW + timedelta(hours=1))
+    later = observe([], [], state, [TENANT], NOW + timedelta(hours=1))
     assert later.usage[(TENANT, "codex-pro")].confidence == "estimated", "90 minutes old: one step down"
     assert later.usage[(TENANT, "codex-pro")].observed_at == datetime(2026, 11, 25, 11, 30, tzinfo=UTC)
 
@@ -316,7 +317,7 @@ def test_observe_reports_bad_usage_records_without_failing(world: World) -> None
         "tenant": "someone-else", "account": "codex-pro", "used_fraction": 0.1, "confidence": "user",
         "source": "user", "observed_at": "2026-11-25T11:00:00Z"}
     (folder / "codex-pro.json").write_text(json.dumps(other))
-    observed = observe([], [], {TENANT: world.state / TENANT / "heartbeats"}, NOW)
+    observed = observe([], [], StateLayout(world.state), [TENANT], NOW)
     assert observed.usage == {}
     assert len(observed.problems) == 2
     assert "invalid JSON" in observed.problems[0]

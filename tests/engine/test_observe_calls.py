@@ -19,6 +19,7 @@ import pytest
 from reconciler.drivers.tmux import spawn_sessions
 from reconciler.engine.observe import OTHER_USER_SYSTEMD, observe
 from reconciler.model.launch import LaunchSpec
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedFleet, SocketKey
 from tests.plugins.systemd_user import SystemdUser
 
@@ -71,7 +72,7 @@ def observe_counted(
 ) -> tuple[ObservedFleet, list[list[str]]]:
     """One observe() of the socket (listed twice: dedup), both managers and the beats."""
     calls.clear()
-    fleet = observe([socket, socket], [None, "someone-else", None], {TENANT: beats}, NOW)
+    fleet = observe([socket, socket], [None, "someone-else", None], StateLayout(beats.parents[1]), [TENANT], NOW)
     return fleet, list(calls)
 
 
@@ -132,7 +133,7 @@ def test_heartbeat_of_another_tenant_is_a_problem(tmp_path: Path) -> None:
     folder = tmp_path / "other" / "heartbeats"
     write_beats(folder, 0, 1)  # written for TENANT, found in tenant "other"'s folder
 
-    fleet = observe([], [], {"other": folder}, NOW)
+    fleet = observe([], [], StateLayout(tmp_path), ["other"], NOW)
 
     assert fleet.heartbeats == {}
     assert len(fleet.problems) == 1 and "tenant 'jarvis'" in fleet.problems[0]
@@ -141,7 +142,7 @@ def test_heartbeat_of_another_tenant_is_a_problem(tmp_path: Path) -> None:
 def test_unreachable_socket_is_a_problem_not_a_failure() -> None:
     key = SocketKey("no-such-user-fleet-test", "x")
 
-    fleet = observe([key], [], {}, NOW)
+    fleet = observe([key], [], StateLayout(Path("/nonexistent")), [], NOW)
 
     assert not fleet.sockets[key].running
     assert fleet.problems and "no-such-user-fleet-test" in fleet.problems[0]

@@ -20,7 +20,7 @@ import pytest
 
 from reconciler.drivers import tmux, units
 from reconciler.drivers.systemd import observe_units
-from reconciler.engine import units as engine_units
+from reconciler.engine import systemd_apply
 from reconciler.engine.apply import ApplyReport, apply_plan
 from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.model.launch import LaunchSpec
@@ -334,7 +334,7 @@ def test_a_lost_daemon_reload_is_caught_before_the_restart(
     roster = repo / "tenants/demo/roster.yaml"
     roster.write_text(roster.read_text().replace("    alias: Mos\n", "    alias: Mos\n    model: stub-small\n"))
     with monkeypatch.context() as patch:
-        patch.setattr(engine_units, "_reload_if", lambda changed, result: None)
+        patch.setattr(systemd_apply, "_reload_if", lambda changed, result: None)
         stale = apply_plan(plan_tick(inp))
     assert [o.result for o in stale.outcomes] == ["failed"]  # the old unit ran: old spec hash
 
@@ -431,8 +431,8 @@ def test_the_unit_runs_exactly_what_the_direct_path_runs(
     def launch(socket: SocketKey) -> LaunchSpec:
         return LaunchSpec("demo", "core-x", "demo", socket, argv, env, str(workdir), "m-1", "feedc0de")
 
-    group = engine_units.GroupUnits(tmux_socket, "demo", systemd_user.unit_dir, frozenset({"core-x"}), manager=True)
-    result = engine_units.apply_units(group, [], [launch(tmux_socket)])
+    group = systemd_apply.GroupUnits(tmux_socket, "demo", systemd_user.unit_dir, frozenset({"core-x"}), manager=True)
+    result = systemd_apply.apply_units(group, [], [launch(tmux_socket)])
     assert (result.errors, result.problems, result.spawn_directly) == ([], [], [])
     tmux.spawn_sessions([launch(other_socket)])
 
@@ -450,9 +450,9 @@ def test_a_core_agent_whose_values_no_unit_can_carry_runs_without_one(
 ) -> None:
     env = (("FLEET_STATE_DIR", "/srv/state\0with a NUL"),)
     launch = LaunchSpec("demo", "core-y", "demo", tmux_socket, ("/bin/sleep", "600"), env, None, "m", "h1")
-    group = engine_units.GroupUnits(tmux_socket, "demo", systemd_user.unit_dir, frozenset({"core-y"}), manager=True)
+    group = systemd_apply.GroupUnits(tmux_socket, "demo", systemd_user.unit_dir, frozenset({"core-y"}), manager=True)
 
-    result = engine_units.apply_units(group, [], [launch])
+    result = systemd_apply.apply_units(group, [], [launch])
 
     assert result.spawn_directly == [launch] and not result.blocked
     assert len(result.problems) == 1 and "NUL" in result.problems[0]
@@ -464,9 +464,9 @@ def test_a_stop_whose_marks_name_no_unit_is_left_alone(tmp_path: Path) -> None:
     """Marks are tmux options anyone can set: `../x` must not become a path or a crash."""
     socket = SocketKey(None, "s")
     (tmp_path / "fleet-demo.a.service").write_text("[Unit]\n")  # not ours: kept
-    group = engine_units.GroupUnits(socket, "../x", tmp_path, frozenset(), manager=False)
+    group = systemd_apply.GroupUnits(socket, "../x", tmp_path, frozenset(), manager=False)
 
-    result = engine_units.apply_units(group, ["a", "b/../../c"], [])
+    result = systemd_apply.apply_units(group, ["a", "b/../../c"], [])
 
     assert (result.problems, result.errors, result.blocked) == ([], [], "")
     assert [p.name for p in tmp_path.iterdir()] == ["fleet-demo.a.service"]

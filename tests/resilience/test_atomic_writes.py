@@ -41,7 +41,7 @@ PACKAGE = ROOT / "reconciler"
 ALLOWED = {
     ("drivers/files.py", "write_atomic"): "the atomic write itself (a temp file, then rename)",
     ("drivers/files.py", "_probe"): "check_state_writable's probe: a temp file removed at once",
-    ("drivers/lock.py", "tenant_lock"): "the lock file: its text only names the holder",
+    ("drivers/lock.py", "hold_lock"): "the lock file: its text only names the holder",
     ("drivers/ledger.py", "update_ledger"): "append-only log: one write of whole lines",
     ("drivers/audit.py", "_append_lines"): "append-only log: one write per record",
     ("engine/delegate.py", "staged_specs"): "copies into a fresh private temp folder, removed after the run",
@@ -188,7 +188,7 @@ def fsync(fd):
         os._exit(86)
     real(fd)
 os.fsync = fsync
-from reconciler.cli import main
+from reconciler.cli.app import main
 sys.argv = ["fleet", *sys.argv[1:]]
 main()
 """

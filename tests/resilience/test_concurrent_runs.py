@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli_common import one_apply_at_a_time
 from reconciler.drivers import tmux
 from reconciler.drivers.audit import audit_path, read_audit
-from reconciler.drivers.lock import RUN_LOCK, tenant_lock
+from reconciler.drivers.lock import hold_lock
+from reconciler.engine.run import run_lock
 from reconciler.engine.tick import TickInputs
 from reconciler.errors import UserError
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey
 from tests.e2e.test_ps_and_agent_verbs import AGENTS, HOST, Fleet, wait_healthy
 from tests.plugins.tmux_server import retry_until
@@ -46,7 +47,7 @@ def test_two_reconciles_at_once_restart_each_agent_once(running: Fleet, tmp_path
     roster.write_text(roster.read_text().replace("    role: enhancer\n", "    role: enhancer\n    env: {ROUND: '2'}\n")
                       .replace("    alias: Mos\n", "    alias: Mos\n    env: {ROUND: '2'}\n"))
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
-    with tenant_lock(running.state_dir / RUN_LOCK):
+    with hold_lock(StateLayout(running.state_dir).run_lock()):
         runs = [start(running, "reconcile", log) for log in logs]
         assert retry_until(lambda: all("another reconcile is running" in log.read_text() for log in logs), 30), \
             [log.read_text() for log in logs]
@@ -61,10 +62,10 @@ def test_two_reconciles_at_once_restart_each_agent_once(running: Fleet, tmp_path
 
 def test_down_during_a_reconcile_waits_and_then_stops_what_it_started(fleet: Fleet, tmp_path: Path) -> None:
     log_up, log_down = tmp_path / "up.log", tmp_path / "down.log"
-    with tenant_lock(fleet.state_dir / RUN_LOCK):
+    with hold_lock(StateLayout(fleet.state_dir).run_lock()):
         up = start(fleet, "reconcile", log_up)
         assert retry_until(lambda: "another reconcile is running" in log_up.read_text(), 30)
-    lock_text = (fleet.state_dir / RUN_LOCK)
+    lock_text = (StateLayout(fleet.state_dir).run_lock())
     assert retry_until(lambda: f'"pid": {up.pid}' in lock_text.read_text() or up.poll() is not None, 30)
     down = start(fleet, "down", log_down)
     assert up.wait(timeout=120) == 0, log_up.read_text()
@@ -77,9 +78,9 @@ def test_down_during_a_reconcile_waits_and_then_stops_what_it_started(fleet: Fle
 def test_only_taking_the_run_lock_is_reported_as_a_lock_problem(tmp_path: Path) -> None:
     """An error of the run itself is not relabelled "cannot take reconcile.lock"."""
     inputs = TickInputs(repo=tmp_path, host=HOST, state_dir=tmp_path / "state")
-    with pytest.raises(OSError, match="the run's own"), one_apply_at_a_time(inputs):
+    with pytest.raises(OSError, match="the run's own"), run_lock(inputs):
         raise OSError("the run's own failure")
     (tmp_path / "blocked").write_text("a file, not a folder")
     with pytest.raises(UserError, match=r"cannot take reconcile\.lock"), \
-            one_apply_at_a_time(TickInputs(repo=tmp_path, host=HOST, state_dir=tmp_path / "blocked")):
+            run_lock(TickInputs(repo=tmp_path, host=HOST, state_dir=tmp_path / "blocked")):
         pass

@@ -25,8 +25,8 @@ from reconciler.drivers.files import scan_heartbeats
 from reconciler.drivers.ledger import read_ledger, update_ledger
 from reconciler.drivers.usage import scan_usage
 from reconciler.engine.reconcile import apply_and_write_back
-from reconciler.engine.state import read_history
-from reconciler.engine.tick import plan_tick, read_budget_memory
+from reconciler.engine.state import read_budget_memory, read_history
+from reconciler.engine.tick import plan_tick
 from reconciler.engine.writeback import read_status
 from reconciler.model.ledger import LedgerEntry
 from tests.resilience.faults import FAULTS, WEIRD, Fault, clear, deadline, dumps, mutations

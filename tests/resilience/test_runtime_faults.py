@@ -33,9 +33,10 @@ from reconciler.drivers.files import write_atomic
 from reconciler.drivers.systemd import NO_RUNTIME_DIR, parse_list_units
 from reconciler.engine.apply import ApplyReport, apply_plan
 from reconciler.engine.reconcile import apply_and_write_back
-from reconciler.engine.state import history_path, render_history
-from reconciler.engine.tick import TickInputs, heartbeat_dir, plan_tick
+from reconciler.engine.state import render_history
+from reconciler.engine.tick import TickInputs, plan_tick
 from reconciler.model.history import RestartRecord
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
 from tests.plugins.systemd_user import (
@@ -267,7 +268,7 @@ def test_a_heartbeat_from_the_future_is_a_clock_problem_not_health(minimal: Mini
     inp = minimal.inputs()
     assert not apply_plan(plan_tick(inp)).failed
     now = datetime.now(UTC)
-    beats = heartbeat_dir(minimal.state, "demo")
+    beats = StateLayout(minimal.state).heartbeats("demo")
     write_atomic(beats / "orchestrator.json", heartbeat_text("orchestrator", now + case.ahead))
     write_atomic(beats / "enhancer.json", heartbeat_text("enhancer", now))
 
@@ -305,7 +306,7 @@ def test_a_restart_history_stamped_a_year_ahead_does_not_hold_a_dead_agent_for_a
     assert not apply_plan(plan_tick(inp)).failed
     assert retry_until(lambda: all(s.pane_dead for s in tmux.observe_socket(minimal.socket).sessions.values()))
     now = datetime.now(UTC)
-    write_atomic(history_path(minimal.state, "demo"), render_history({a: RestartRecord(1, now + timedelta(days=365), "dead")
+    write_atomic(StateLayout(minimal.state).restarts("demo"), render_history({a: RestartRecord(1, now + timedelta(days=365), "dead")
                                                                for a in CORE}))
 
     tick = plan_tick(inp, now=now + timedelta(seconds=11))

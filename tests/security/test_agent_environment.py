@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.drivers import tmux
+from reconciler.drivers.tmux import argv as tmux
 from reconciler.model import launch
 from tests.e2e.test_ps_and_agent_verbs import AGENTS, Fleet, wait_healthy
 

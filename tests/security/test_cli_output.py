@@ -50,7 +50,7 @@ def test_validate_prints_each_hostile_error_on_its_own_located_line(tmp_path: Pa
     *lines, summary = done.stderr.split("\n")[:-1]
     assert lines == expected
     assert all(re.match(rf"{re.escape(str(repo))}/tenants/t\d+/roster\.yaml:\d+:\d+: \S", line) for line in lines)
-    assert summary == f"{len(expected)} errors; nothing was applied."
+    assert summary == f"{len(expected)} errors in {repo}."
     assert not (tmp_path / "pwned").exists()
 
 

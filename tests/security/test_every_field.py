@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reconciler import views
 from reconciler.core.desired import DesiredAgent, build_desired
 from reconciler.core.render import markdown_cell, render_tasks
 from reconciler.drivers import units
 from reconciler.model.observed import SocketKey
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
+from reconciler.views.plan import print_errors
 from tests.security.hostile import (
     FULL,
     Field,
@@ -84,7 +84,7 @@ def refusal_problems(repo: FleetRepo, field: Field, line: int) -> list[str]:
         problems.append(f"no error at {field.file}:{line}; got {[str(e) for e in repo.errors]}")
     problems += [f"message is not one printable line: {e.message!r}" for e in repo.errors if not e.message.isprintable()]
     printed = io.StringIO()
-    views.print_errors(Console(file=printed, soft_wrap=True, width=120), repo.errors)
+    print_errors(Console(file=printed, soft_wrap=True, width=120), repo.errors)
     if printed.getvalue() != "".join(f"{e}\n" for e in repo.errors):
         problems.append(f"`fleet validate` would print {printed.getvalue()!r}")
     return problems

@@ -1,5 +1,5 @@
 """Malformed repositories, part 1: files that are not YAML, not one mapping, or not where
-the layout (SPEC.md) wants them. See `corpus.py` for what a case asserts.
+the layout (docs/reference.md) wants them. See `corpus.py` for what a case asserts.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Malformed repositories, part 3: each document fits its schema, but a rule that spans
-fields or files does not hold (SPEC.md "Rules the validator enforces").
+fields or files does not hold (docs/reference.md, "Validation rules").
 See `corpus.py` for what a case asserts.
 """
 

@@ -1,8 +1,11 @@
-"""The documents people copy from: SPEC.md's examples, examples/fleets/ and specs/.
+"""The documents people copy from: docs/reference.md's examples, examples/fleets/ and specs/.
 
-SPEC.md's YAML blocks are the project's acceptance fixtures; examples/fleets/spec-reference
-holds the same documents so `fleet validate` can be run on them; the JSON Schemas in specs/
-are generated from the models and every example names its schema for editors.
+The ```yaml blocks of docs/reference.md are the project's acceptance fixtures: each is a
+whole document, and together they must validate as one repository. The test fails, never
+skips, when the reference or its examples are missing. examples/fleets/spec-reference
+holds the same documents (all but the role) so `fleet validate` can be run on them; the
+JSON Schemas in specs/ are generated from the models and every example names its schema
+for editors.
 """
 
 from __future__ import annotations
@@ -16,43 +19,59 @@ from reconciler.spec.load import load_repo
 from reconciler.spec.schemas import render_schemas
 from tests.spec.support import EXAMPLES, REPO_ROOT, error_lines
 
-SPEC_MD = Path(__file__).resolve().parents[3] / "shared" / "design" / "SPEC.md"
+REFERENCE = REPO_ROOT / "docs" / "reference.md"
 SPEC_REFERENCE = EXAMPLES / "spec-reference"
 SPECS = REPO_ROOT / "specs"
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(?P<path>\S+)$")
-#: Where SPEC.md's documents live in a repository, by their `kind:`.
+#: Where the reference's documents live in a repository, by their `kind:`.
 SPEC_FILES = {
     "Fleet": "fleet.yaml",
     "Roster": "tenants/jarvis/roster.yaml",
     "Budget": "tenants/jarvis/budget.yaml",
     "Tasks": "tenants/jarvis/tasks.yaml",
 }
+#: Kinds the reference shows that examples/fleets/spec-reference does not hold.
+NOT_MIRRORED = ("roles/",)
 
 
-def spec_documents() -> dict[str, str]:
-    """SPEC.md's ```yaml blocks by the file they belong in."""
-    if not SPEC_MD.is_file():
-        pytest.skip(f"{SPEC_MD} is absent: the design folder is not checked out next to the repository")
+def _path(kind: str, block: str) -> str:
+    if kind == "Role":
+        name = re.search(r"^name: (\S+)", block, flags=re.MULTILINE)
+        assert name is not None, f"a Role example of docs/reference.md has no `name:`:\n{block}"
+        return f"roles/{name.group(1)}.yaml"
+    assert kind in SPEC_FILES, f"a yaml block of docs/reference.md of no known kind ({kind}):\n{block}"
+    return SPEC_FILES[kind]
+
+
+def spec_documents(reference: Path = REFERENCE) -> dict[str, str]:
+    """docs/reference.md's ```yaml blocks by the file they belong in."""
+    assert reference.is_file(), f"{reference} is missing: it is the project's reference and holds its acceptance fixtures"
     blocks = re.findall(
-        r"^```yaml\n(.*?)^```$", SPEC_MD.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE
+        r"^```yaml\n(.*?)^```$", reference.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE
     )
-    documents = {}
+    documents: dict[str, str] = {}
     for block in blocks:
         kind = re.search(r"^kind: (\S+)", block, flags=re.MULTILINE)
-        assert kind is not None and kind.group(1) in SPEC_FILES, (
-            f"a yaml block of SPEC.md of no known kind:\n{block}"
-        )
-        documents[SPEC_FILES[kind.group(1)]] = block
-    assert len(blocks) == len(documents) == len(SPEC_FILES), "SPEC.md shows one document of each kind"
+        assert kind is not None, f"a yaml block of docs/reference.md is not a whole document (no `kind:`):\n{block}"
+        path = _path(kind.group(1), block)
+        assert path not in documents, f"docs/reference.md shows {path} twice"
+        documents[path] = block
+    missing = set(SPEC_FILES.values()) - set(documents)
+    assert not missing, f"docs/reference.md lacks an example of {', '.join(sorted(missing))}"
     return documents
 
 
-def example_files() -> list[Path]:
-    return sorted(EXAMPLES.rglob("*.yaml"))
+def test_a_missing_reference_or_example_fails_and_never_skips(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="is missing"):
+        spec_documents(tmp_path / "reference.md")
+    (tmp_path / "reference.md").write_text("# Reference\n\nNo examples here.\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match=r"lacks an example of fleet\.yaml"):
+        spec_documents(tmp_path / "reference.md")
 
 
-def test_spec_md_examples_validate(tmp_path: Path) -> None:
-    for rel, text in spec_documents().items():
+def test_reference_examples_validate(tmp_path: Path) -> None:
+    documents = spec_documents()
+    for rel, text in documents.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text, encoding="utf-8")
     repo = load_repo(tmp_path)
@@ -60,16 +79,22 @@ def test_spec_md_examples_validate(tmp_path: Path) -> None:
     assert set(repo.tenants) == {"jarvis"}
     spec = repo.tenants["jarvis"]
     assert spec.budget is not None and spec.tasks is not None
+    shown_roles = {Path(rel).stem for rel in documents if rel.startswith("roles/")}
+    assert set(repo.roles) == shown_roles and shown_roles, "the reference shows a role, and it loads"
 
 
-def test_spec_reference_example_is_spec_md() -> None:
-    documents = spec_documents()
+def test_spec_reference_example_is_the_reference() -> None:
+    documents = {rel: text for rel, text in spec_documents().items() if not rel.startswith(NOT_MIRRORED)}
     on_disk = {p.relative_to(SPEC_REFERENCE).as_posix() for p in SPEC_REFERENCE.rglob("*.yaml")}
     assert on_disk == set(documents)
     for rel, text in documents.items():
         modeline, _, body = (SPEC_REFERENCE / rel).read_text(encoding="utf-8").partition("\n")
         assert MODELINE.match(modeline), f"{rel}: the first line must be the yaml-language-server modeline"
-        assert body == text, f"examples/fleets/spec-reference/{rel} differs from its block in SPEC.md"
+        assert body == text, f"examples/fleets/spec-reference/{rel} differs from its block in docs/reference.md"
+
+
+def example_files() -> list[Path]:
+    return sorted(EXAMPLES.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))

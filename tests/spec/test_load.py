@@ -1,5 +1,5 @@
 """load_repo as a whole: a broken tenant is set aside while the others load, and every
-error is reported in one run (SPEC.md, `fleet validate`).
+error is reported in one run (docs/reference.md, `fleet validate`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """`fleet install`, `fleet uninstall` and `fleet init`: parse options, call engine/install.py, print.
 
 The setting-up half of the CLI: put the reconcile loop on a `systemd --user` timer (or
-take it off again), and start a new fleet repository from an example. reconciler/cli.py
-mounts the three functions with `app.command("install")(install_command)` and so on;
-`python -m reconciler.cli_install` runs them on their own. Each prints one line per
+take it off again), and start a new fleet repository from an example. Each prints one line per
 step it took; user mistakes end as one `error:` line on stderr and exit 1.
 """
 
@@ -17,13 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from reconciler.cli_common import RepoArg, StateDirOpt, user_errors
+from reconciler.cli.common import RepoArg, StateDirOpt, command, group
 
 if TYPE_CHECKING:
     from reconciler.engine.install import Report
 
 # engine/install.py is imported inside each command: it is not needed by `fleet
 # reconcile`, which is started often (a timer, benchmarks against a floor).
+app = group()
 DEFAULT_INTERVAL = "60s"
 DEFAULT_EXAMPLE = "minimal"
 
@@ -48,6 +47,7 @@ def _print(report: Report) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+@command(app, "install")
 def install_command(
     repo: RepoArg,
     host: Annotated[
@@ -73,15 +73,15 @@ def install_command(
     """
     from reconciler.engine import install  # noqa: PLC0415  (see above)
 
-    with user_errors():
-        install.check_user(user)
-        spec = install.loop_spec(repo, host or socket.gethostname(), interval, state_dir, no_git, env or [])
-        report = install.install_loop(spec, install.unit_dir())
+    install.check_user(user)
+    spec = install.loop_spec(repo, host or socket.gethostname(), interval, state_dir, no_git, env or [])
+    report = install.install_loop(spec, install.unit_dir())
     print(f"fleet install: `{shlex.join(spec.argv())}` every {install.timing(spec.interval).interval}")
     _print(report)
     print(f"See it with `systemctl --user list-timers {install.TIMER}`; remove it with `fleet uninstall`.")
 
 
+@command(app, "uninstall")
 def uninstall_command(user: UserOpt = None) -> None:
     """Take the loop off its timer: stop, disable and delete what `fleet install` wrote.
 
@@ -92,12 +92,12 @@ def uninstall_command(user: UserOpt = None) -> None:
     """
     from reconciler.engine import install  # noqa: PLC0415  (see above)
 
-    with user_errors():
-        install.check_user(user)
-        report = install.uninstall_loop(install.unit_dir())
+    install.check_user(user)
+    report = install.uninstall_loop(install.unit_dir())
     _print(report)
 
 
+@command(app, "init")
 def init_command(
     directory: Annotated[Path, typer.Argument(help="The new repository's folder (absent or empty).", show_default=False)],
     example: Annotated[
@@ -111,22 +111,9 @@ def init_command(
 
     Example: fleet init ~/fleet --example coding
     """
-    from reconciler.engine import install  # noqa: PLC0415  (see above)
+    from reconciler.engine import fleet_init  # noqa: PLC0415  (see above)
 
-    with user_errors():
-        report = install.init_repo(directory, example, socket.gethostname())
+    report = fleet_init.init_repo(directory, example, socket.gethostname())
     _print(report)
     print(f"Next: fleet validate {directory}, then fleet reconcile {directory} --dry-run")
 
-
-def main() -> None:
-    """The three verbs as a program of their own (`python -m reconciler.cli_install`)."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
-    app.command("install")(install_command)
-    app.command("uninstall")(uninstall_command)
-    app.command("init")(init_command)
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,4 @@
-"""What people and scripts read: the plan and errors as text, rich markup or JSON.
-
-Rendering only; no decision is made here. Text output is stable (sorted, no times that
-change per run) so it can be diffed and snapshot-tested.
-"""
+"""The plan, its outcomes and spec errors, as rich text for people and JSON for scripts."""
 
 from __future__ import annotations
 
@@ -56,7 +52,10 @@ def summary_line(plan: Plan, errors: int = 0) -> str:
     return f"Plan for host {plan.host}: {', '.join(parts)}{tail}."
 
 
-def print_plan(console: Console, plan: Plan, errors: int = 0) -> None:
+def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[str] = (), planned: bool = True) -> None:
+    """The plan, line by line. `invalid` names the tenants whose specs failed: they were
+    not planned at all, so "no changes" is never said of them; `planned`: some tenant was."""
+    invalid = sorted(invalid)
     for action in plan.actions:
         console.print(action_line(action), highlight=False)
     for conflict in plan.conflicts:
@@ -69,8 +68,12 @@ def print_plan(console: Console, plan: Plan, errors: int = 0) -> None:
         console.print(f"[yellow]… waiting[/] [bold]{escape(wait.tenant)}/{escape(wait.agent)}[/]: {escape(wait.message)}", highlight=False)
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
-    if not plan.actions and not plan.conflicts and not plan.holds:
-        console.print("No changes. The host matches the repository.", highlight=False)
+    if invalid:
+        console.print(f"Nothing was planned for tenant{'s' if len(invalid) != 1 else ''} {', '.join(invalid)}: "
+                      "its specs have errors (above); fix them and run again.", highlight=False, markup=False)
+    if not plan.actions and not plan.conflicts and not plan.holds and planned:
+        console.print("No changes for the other tenants." if invalid else "No changes. The host matches the repository.",
+                      highlight=False)
     console.print(summary_line(plan, errors), highlight=False)
 
 
@@ -84,9 +87,13 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False)
 
 
+def errors_json(errors: Iterable[SpecError]) -> list[dict[str, Any]]:
+    return [{"path": e.path, "line": e.line, "col": e.col, "message": e.message, "tenant": e.tenant} for e in errors]
+
+
 def plan_document(plan: Plan, errors: Iterable[SpecError]) -> dict[str, Any]:
     doc = plan_json(plan)
-    doc["errors"] = [{"path": e.path, "line": e.line, "col": e.col, "message": e.message, "tenant": e.tenant} for e in errors]
+    doc["errors"] = errors_json(errors)
     return doc
 
 

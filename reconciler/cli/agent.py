@@ -1,10 +1,8 @@
-"""`fleet ps` and `fleet agent watch|attach|send`: parse options, call the engine, print.
+"""`fleet agent watch|attach|send`: one agent at a time, through engine/agent_verbs.py.
 
-The observing half of the CLI: `ps` runs one tick up to the plan (engine/tick.py, the
-same code path as `fleet reconcile --dry-run`, so both see the same health) and prints
-core/ps.py's rows; the agent verbs are engine/agent_verbs.py. reconciler/cli.py mounts
-them with `app.command("ps")(ps_command)` and `app.add_typer(agent_app, name="agent")`.
-User mistakes end as one `error:` line on stderr and exit 1, whichever app runs them.
+Watch is read-only, attach is the explicit takeover, send types a message and, with
+--verify, waits for the agent's heartbeat to ack it. Another user's agent is handed to
+that user's own `fleet` (as root) or refused.
 """
 
 from __future__ import annotations
@@ -18,87 +16,40 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from reconciler import views
-from reconciler.cli_common import (
+from reconciler.cli.common import (
     HostOpt,
+    Output,
     OutputOpt,
     RepoArg,
     StateDirOpt,
-    TenantOpt,
     as_tenant_user,
-    check_output,
-    check_repo,
+    command,
     err,
-    planned_tick,
-    report_users,
-    run_users,
-    state_dir_or_default,
-    tick_inputs,
-    user_errors,
+    group,
 )
+from reconciler.engine.run import check_repo
 from reconciler.errors import UserError
-from reconciler.spec.load import load_repo
+from reconciler.views.plan import to_json
 
 if TYPE_CHECKING:
     from reconciler.core.desired import DesiredAgent
 
-# core/ps.py and engine/agent_verbs.py are imported inside the commands that use them:
-# every `fleet reconcile` would otherwise pay for them at start-up.
+# engine/agent_verbs.py is imported inside the commands that use it: every `fleet
+# reconcile` would otherwise pay for it at start-up.
 
-AgentArg = Annotated[str, typer.Argument(help="The agent: NAME, or TENANT/NAME when several tenants have one.",
+AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="The agent: NAME, or TENANT/NAME when several tenants have one.",
                                          show_default=False)]
-def ps_command(
-    repo: RepoArg,
-    host: HostOpt = None,
-    tenant: TenantOpt = None,
-    state_dir: StateDirOpt = None,
-    output: OutputOpt = "text",
-) -> None:
-    """One table of this host's agents: tmux, systemd, pid, idle, heartbeat, model, health, drift.
 
-    Read-only: it observes and plans like `fleet reconcile --dry-run`, and changes nothing.
-
-    Example: fleet ps examples/fleets/minimal --host demo --output json
-    """
-    with user_errors():
-        check_output(output)
-        loaded = load_repo(check_repo(repo))
-        inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir), ["ps"], output)
-        tick = planned_tick(inputs, tenant, loaded)
-    views.print_errors(err, tick.repo.errors)
-    for problem in tick.problems:
-        err.print(f"warning: {problem}", highlight=False, markup=False)
-    from reconciler.core.ps import ps_notes, ps_rows, render_table, row_json  # noqa: PLC0415
-
-    rows = ps_rows(tick.desired, tick.observed, tick.plan, tick.now)
-    if output == "json":
-        doc = [row_json(row) for row in rows]
-        code = report_users(runs, output, doc)
-        print(views.to_json(doc))
-        raise typer.Exit(code)
-    notes = ps_notes(tick.desired, tick.observed)
-    if not rows:
-        hosts = ", ".join(sorted(tick.desired.hosts())) or "none"
-        notes.append(f"no agent runs on host {tick.inputs.host} (hosts in the repository: {hosts}); pass --host to see another")
-    if rows or not runs:
-        print(render_table(rows, notes))
-    raise typer.Exit(report_users(runs, output, None))
-
-
-agent_app = typer.Typer(
-    help="One agent at a time: watch it (read-only), take it over, or send it a message.\n\n"
-    "Example: fleet agent send examples/fleets/minimal orchestrator 'status?' --verify",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = group("One agent at a time: watch it (read-only), take it over, or send it a message.\n\n"
+            "Example: fleet agent send examples/fleets/minimal orchestrator 'status?' --verify")
 
 
 def _agent(repo: Path, address: str, host: str | None, state_dir: Path | None) -> DesiredAgent:
+    from reconciler.drivers.files import default_state_dir  # noqa: PLC0415
     from reconciler.engine import agent_verbs  # noqa: PLC0415
 
     desired = agent_verbs.load_desired(
-        check_repo(repo), host or socket.gethostname(), state_dir_or_default(state_dir)
+        check_repo(repo), host or socket.gethostname(), state_dir if state_dir is not None else default_state_dir()
     )
     return agent_verbs.find_agent(desired, address)
 
@@ -125,7 +76,7 @@ def _require_terminal(verb: str) -> None:
                         "run it in one, or use `fleet agent send` from scripts")
 
 
-@agent_app.command("watch")
+@command(app, "watch")
 def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir: StateDirOpt = None) -> None:
     """Watch an agent's pane, read-only: your keys never reach it and its window keeps its size.
 
@@ -133,33 +84,31 @@ def watch_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir
 
     Example: fleet agent watch examples/fleets/minimal orchestrator --host demo
     """
-    with user_errors():
-        agent = _terminal_agent("watch", repo, name, host, state_dir)
-        err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
-                  highlight=False, markup=False)
-        from reconciler.engine import agent_verbs  # noqa: PLC0415
+    agent = _terminal_agent("watch", repo, name, host, state_dir)
+    err.print(f"watching {agent.tenant}/{agent.name} read-only; detach with your tmux prefix, then d",
+              highlight=False, markup=False)
+    from reconciler.engine import agent_verbs  # noqa: PLC0415
 
-        code = agent_verbs.watch(agent)
+    code = agent_verbs.watch(agent)
     raise typer.Exit(code)
 
 
-@agent_app.command("attach")
+@command(app, "attach")
 def attach_command(repo: RepoArg, name: AgentArg, host: HostOpt = None, state_dir: StateDirOpt = None) -> None:
     """Take an agent over interactively: a plain tmux attach, so your keystrokes go to the agent.
 
     Example: fleet agent attach examples/fleets/minimal orchestrator --host demo
     """
-    with user_errors():
-        agent = _terminal_agent("attach", repo, name, host, state_dir)
-        err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
-                  "(use `fleet agent watch` to only look)", highlight=False, markup=False)
-        from reconciler.engine import agent_verbs  # noqa: PLC0415
+    agent = _terminal_agent("attach", repo, name, host, state_dir)
+    err.print(f"warning: attaching to {agent.tenant}/{agent.name}: your keystrokes go to the agent "
+              "(use `fleet agent watch` to only look)", highlight=False, markup=False)
+    from reconciler.engine import agent_verbs  # noqa: PLC0415
 
-        code = agent_verbs.attach(agent)
+    code = agent_verbs.attach(agent)
     raise typer.Exit(code)
 
 
-@agent_app.command("send")
+@command(app, "send")
 def send_command(
     repo: RepoArg,
     name: AgentArg,
@@ -174,7 +123,7 @@ def send_command(
                                         "first) or someone who can type is attached.")] = False,
     host: HostOpt = None,
     state_dir: StateDirOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Type a message into an agent's pane, press Enter; with --verify, wait for its ack.
 
@@ -185,22 +134,20 @@ def send_command(
     from reconciler.engine import agent_verbs  # noqa: PLC0415
     from reconciler.engine.agent_verbs import Refused, SendOptions, SendStatus  # noqa: PLC0415
 
-    with user_errors():
-        check_output(output)
-        message = agent_verbs.check_message(_message_text(message, message_file))
-        agent = _agent(repo, name, host, state_dir)
-        # the message goes over stdin, never argv, where the tenant's other users could read it
-        _as_its_user(repo, agent, lambda copy: [
-            "agent", "send", "--timeout", str(timeout), "--host", agent.host, "--output", output,
-            *(["--verify"] if verify else []), *(["--force"] if force else []),
-            "--message-file", "-", str(copy), f"{agent.tenant}/{agent.name}"], interactive=False, stdin=message)
-        try:
-            result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
-        except Refused:
-            if output == "json":
-                print(views.to_json({"id": None, "status": "refused"}))
-            raise
-    print(views.to_json({"id": result.id, "status": result.status.value}) if output == "json" else result.status.value)
+    message = agent_verbs.check_message(_message_text(message, message_file))
+    agent = _agent(repo, name, host, state_dir)
+    # the message goes over stdin, never argv, where the tenant's other users could read it
+    _as_its_user(repo, agent, lambda copy: [
+        "agent", "send", "--timeout", str(timeout), "--host", agent.host, "--output", output.value,
+        *(["--verify"] if verify else []), *(["--force"] if force else []),
+        "--message-file", "-", str(copy), f"{agent.tenant}/{agent.name}"], interactive=False, stdin=message)
+    try:
+        result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
+    except Refused:
+        if output == Output.JSON:
+            print(to_json({"id": None, "status": "refused"}))
+        raise
+    print(to_json({"id": result.id, "status": result.status.value}) if output == Output.JSON else result.status.value)
     err.print(f"{result.id} to {agent.tenant}/{agent.name}: {result.detail}", highlight=False, markup=False)
     if result.status not in {SendStatus.SENT, SendStatus.VERIFIED}:
         raise typer.Exit(1)
@@ -212,9 +159,10 @@ def _message_text(message: str | None, path: Path | None) -> str:
     from reconciler.drivers.files import read_capped  # noqa: PLC0415
     from reconciler.engine.agent_verbs import MAX_MESSAGE_BYTES  # noqa: PLC0415
 
-    if (message is None) == (path is None):
-        raise UserError("give the message as an argument or with --message-file PATH (- reads standard input), "
-                        "not both")
+    if message is None and path is None:
+        raise UserError("no message: give it as an argument, or with --message-file PATH (- reads standard input)")
+    if message is not None and path is not None:
+        raise UserError("two messages: give the message as an argument or with --message-file PATH, not both")
     if message is not None:
         return message
     limit = MAX_MESSAGE_BYTES + 2  # room for the final CRLF: check_message judges the rest
@@ -239,14 +187,3 @@ def _message_text(message: str | None, path: Path | None) -> str:
         raise UserError(f"--message-file {path}: {exc.strerror or exc}") from None
     return text.removesuffix("\n").removesuffix("\r")
 
-
-def standalone_app() -> typer.Typer:
-    """`ps` and `agent` on their own app, as cli.py mounts them (`python -m reconciler.cli_agents`)."""
-    app = typer.Typer(name="fleet", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-    app.command("ps")(ps_command)
-    app.add_typer(agent_app, name="agent")
-    return app
-
-
-if __name__ == "__main__":
-    standalone_app()()

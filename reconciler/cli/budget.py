@@ -1,11 +1,9 @@
-"""`fleet budget set-usage` and `fleet budget ingest`: usage signals in, by hand or from files.
+"""`fleet budget set-usage|ingest|show`: usage signals in, by hand or from files, and pace out.
 
-The usage half of the budget CLI: both commands write the records that the observe step
-reads each tick (`$FLEET_STATE_DIR/<tenant>/usage/<account>.json`, SPEC.md "Usage
-signals"); `ingest` also appends the spend ledger. They parse options, check them
-against the repository's budget.yaml, call drivers/usage.py and engine/ingest.py, and
-print. reconciler/cli.py mounts the app with `app.add_typer(budget_app, name="budget")`;
-`python -m reconciler.cli_budget` runs it alone. Mistakes end as one `error:` line, exit 1.
+set-usage and ingest write the records that the observe step reads each tick
+(`$FLEET_STATE_DIR/<tenant>/usage/<account>.json`, docs/reference.md "Usage signals");
+ingest also appends the spend ledger. show is a read-only engine run rendered per
+account. `simulate` (cli/simulate.py) is mounted in this group by cli/app.py.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import getpass
 import json
 import math
 import os
-import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,49 +19,45 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from reconciler import views
-from reconciler.cli_common import (
+from reconciler.cli.common import (
     HostOpt,
+    Output,
     OutputOpt,
     RepoArg,
     StateDirOpt,
     TenantOpt,
     as_tenant_user,
-    check_output,
-    check_repo,
+    command,
     err,
-    report_users,
-    run_users,
-    state_dir_or_default,
-    tick_inputs,
-    user_errors,
+    group,
+    out,
+    warn,
 )
-from reconciler.drivers.usage import iso_z, parse_time, render_usage, write_usage
+from reconciler.drivers.usage import parse_time, render_usage, write_usage
+from reconciler.engine.run import check_repo, delegate, observe_run, request_for
 from reconciler.errors import UserError
 from reconciler.model.usage import CONFIDENCE_ORDER, UsageSignal
 from reconciler.spec.load import load_repo
-from reconciler.spec.models import Account, format_duration
+from reconciler.spec.models import Account
 from reconciler.spec.repo import FleetRepo
+from reconciler.views.budget import account_rows, describe, report_json, report_lines
+from reconciler.views.plan import print_errors, to_json
+from reconciler.views.users import relay_users
 
 if TYPE_CHECKING:
-    from reconciler.engine.ingest import Homes, IngestReport
+    from reconciler.engine.ingest import Homes
 
 # engine/ingest.py (and its parsers) load only in `fleet budget ingest`: `fleet
 # reconcile`, which mounts this app, starts often.
 
-budget_app = typer.Typer(
-    help="Budget accounts: record what each has used, by hand or from the runtimes' own files.\n\n"
-    "Example: fleet budget set-usage examples/fleets/spec-reference jarvis claude-max-1 --used 0.42",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = group("Budget accounts: record what each has used, by hand or from the runtimes' own files.\n\n"
+            "Example: fleet budget set-usage examples/fleets/spec-reference jarvis claude-max-1 --used 0.42")
 
 
 # --- set-usage -------------------------------------------------------------------------------
 
 
-@budget_app.command("set-usage")
+@command(app, "set-usage")
 def set_usage_command(
     repo: RepoArg,
     tenant: Annotated[str, typer.Argument(help="The tenant (a folder of tenants/).", show_default=False)],
@@ -80,7 +73,7 @@ def set_usage_command(
     confidence: Annotated[str, typer.Option(
         "--confidence", metavar="LEVEL", help="How sure you are: user, provider, estimated or unknown.")] = "user",
     state_dir: StateDirOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Record by hand what a budget account has used; the next reconcile paces on it.
 
@@ -88,20 +81,18 @@ def set_usage_command(
 
     Example: fleet budget set-usage REPO jarvis openai-api --spent-usd 61.5
     """
-    with user_errors():
-        check_output(output)
-        loaded = load_repo(check_repo(repo))
-        spec = _account(loaded, tenant, account)
-        signal = manual_signal(spec, tenant, used, spent_usd, reset_at, confidence, datetime.now(UTC))
-        as_tenant_user(repo, loaded.tenants[tenant].roster.user, tenant, lambda copy: [
-            "budget", "set-usage", str(copy), tenant, account, "--confidence", confidence, "--output", output,
-            *(["--used", used] if used is not None else []), *(["--spent-usd", spent_usd] if spent_usd is not None else []),
-            *(["--reset-at", reset_at] if reset_at is not None else [])], interactive=False, what=f"tenant {tenant}")
-        path = write_usage(state_dir_or_default(state_dir), signal)
-    if output == "json":
-        print(views.to_json({"path": str(path), "record": json.loads(render_usage(signal))}))
+    loaded = load_repo(check_repo(repo))
+    spec = _account(loaded, tenant, account)
+    signal = manual_signal(spec, tenant, used, spent_usd, reset_at, confidence, datetime.now(UTC))
+    as_tenant_user(repo, loaded.tenants[tenant].roster.user, tenant, lambda copy: [
+        "budget", "set-usage", str(copy), tenant, account, "--confidence", confidence, "--output", output.value,
+        *(["--used", used] if used is not None else []), *(["--spent-usd", spent_usd] if spent_usd is not None else []),
+        *(["--reset-at", reset_at] if reset_at is not None else [])], interactive=False, what=f"tenant {tenant}")
+    path = write_usage(request_for(repo, None, None, state_dir).state_dir, signal)
+    if output == Output.JSON:
+        print(to_json({"path": str(path), "record": json.loads(render_usage(signal))}))
         return
-    print(f"{tenant}/{account}: {_describe(signal)}; written to {path}")
+    print(f"{tenant}/{account}: {describe(signal)}; written to {path}")
 
 
 def manual_signal(
@@ -135,7 +126,7 @@ def manual_signal(
 def _account(repo: FleetRepo, tenant: str, name: str) -> Account:
     """The named account of the tenant's budget.yaml, or a UserError naming what exists."""
     if tenant in repo.invalid_tenants:
-        views.print_errors(err, [e for e in repo.errors if e.tenant == tenant])
+        print_errors(err, [e for e in repo.errors if e.tenant == tenant])
         raise UserError(f"tenant {tenant!r} has errors in its specs (above); fix them, then set its usage")
     spec = repo.tenants.get(tenant)
     if spec is None:
@@ -173,7 +164,7 @@ def _reset_at(text: str) -> datetime:
 # --- ingest ----------------------------------------------------------------------------------
 
 
-@budget_app.command("ingest")
+@command(app, "ingest")
 def ingest_command(
     repo: RepoArg,
     codex_home: Annotated[Path | None, typer.Option(
@@ -185,7 +176,7 @@ def ingest_command(
     tenant: TenantOpt = None,
     host: HostOpt = None,
     state_dir: StateDirOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Read usage from Codex rollouts, Claude Code transcripts and status line, and heartbeats, once.
 
@@ -196,30 +187,26 @@ def ingest_command(
 
     Example: fleet budget ingest REPO --tenant jarvis --codex-home ~/.codex --claude-home ~/.claude
     """
-    with user_errors():
-        check_output(output)
-        loaded = load_repo(check_repo(repo))
-        scope = _scope(loaded, tenant)
-        # Another user's tenants are read as that user, from its own homes and state.
-        inputs, runs = run_users(loaded, tick_inputs(repo, host, scope, state_dir), ["budget", "ingest"], output)
-        scope = [t for t in scope if inputs.tenants is None or t in inputs.tenants]
-        homes = _homes(loaded, scope, codex_home, claude_home)
-        from reconciler.engine.ingest import ingest_all  # noqa: PLC0415
+    loaded = load_repo(check_repo(repo))
+    scope = _scope(loaded, tenant)
+    # Another user's tenants are read as that user, from its own homes and state.
+    request = request_for(repo, host, scope, state_dir, dry_run=True, json_output=output == Output.JSON,
+                          user_verb=("budget", "ingest"))
+    local, runs, notes = delegate(request, loaded)
+    for line in notes:
+        err.print(f"note: {line}", highlight=False, markup=False)
+    scope = [t for t in scope if local is None or t in local]
+    homes = _homes(loaded, scope, codex_home, claude_home)
+    from reconciler.engine.ingest import ingest_all  # noqa: PLC0415
 
-        report = ingest_all(loaded, state_dir_or_default(state_dir), homes, datetime.now(UTC),
-                            host=host or socket.gethostname(), only=scope)
+    report = ingest_all(loaded, request.state_dir, homes, datetime.now(UTC), host=request.host, only=scope)
     errors = [e for e in loaded.errors if not tenant or e.tenant is None or e.tenant in tenant]
-    views.print_errors(err, errors)
-    for problem in report.problems:
-        err.print(f"warning: {problem}", highlight=False, markup=False)
+    print_errors(err, errors)
+    warn(report.problems)
     doc = report_json(report)
-    users_code = report_users(runs, output, doc) if output == "json" else 0
-    if output == "json":
-        print(views.to_json(doc))
-    else:
-        print("\n".join(report_lines(report)))
-        users_code = report_users(runs, output, doc)
-    if errors or users_code:
+    relay_users(out, err, runs, output == Output.JSON, doc)
+    print(to_json(doc) if output == Output.JSON else "\n".join(report_lines(report)))
+    if errors or any(r.problems or r.code for r in runs):
         raise typer.Exit(1)
 
 
@@ -253,56 +240,16 @@ def _homes(repo: FleetRepo, scope: Sequence[str], codex: Path | None, claude: Pa
     return {owners[0]: Homes(codex=codex or codex_default, claude=claude or claude_default)}
 
 
-def report_lines(report: IngestReport) -> list[str]:
-    """What an ingest did, per tenant: the records it wrote or kept, the spend it booked."""
-    lines = []
-    for result in report.tenants:
-        for outcome in result.signals:
-            s = outcome.signal
-            lines.append(f"{result.tenant}/{s.account}: {_describe(s)} [{outcome.status}]")
-        tokens = sum(e.tokens for e in result.ledger)
-        lines.append(f"{result.tenant}: ledger +{len(result.ledger)} entr{'y' if len(result.ledger) == 1 else 'ies'}"
-                     f" ({tokens:,} tokens)")
-        lines += [f"  note: {note}" for note in result.notes]
-    return lines or ["no tenant to ingest"]
-
-
-def report_json(report: IngestReport) -> dict[str, object]:
-    return {"tenants": [
-        {"tenant": r.tenant,
-         "signals": [{"status": o.status, "record": json.loads(render_usage(o.signal))} for o in r.signals],
-         "ledger_entries": len(r.ledger), "ledger_tokens": sum(e.tokens for e in r.ledger),
-         "problems": list(r.problems), "notes": list(r.notes)}
-        for r in report.tenants
-    ]}
-
-
 # --- shared ----------------------------------------------------------------------------------
 
 
-def _describe(signal: UsageSignal) -> str:
-    if signal.used_fraction is not None:
-        what = f"used {signal.used_fraction:.0%}"
-        if signal.window is not None:
-            what += f" of its {format_duration(signal.window)} window"
-    else:
-        what = f"spent ${signal.spent_usd:,.2f}"
-    if signal.reset_at is not None:
-        what += f", resets {iso_z(signal.reset_at)}"
-    return f"{what} ({signal.confidence}, from {signal.source}, observed {iso_z(signal.observed_at)})"
-
-
-if __name__ == "__main__":
-    budget_app()
-
-
-@budget_app.command("show")
+@command(app, "show")
 def show_command(
     repo: RepoArg,
     host: HostOpt = None,
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Per account: used against the even pace, the window as a bar, when it would run out,
     and what the ladder does next (for this host's view of the fleet).
@@ -310,25 +257,18 @@ def show_command(
     Example: fleet budget show examples/fleets/spec-reference --host w-jarvis
     """
     from reconciler.core.budget_view import account_views, render  # noqa: PLC0415
-    from reconciler.engine.tick import plan_tick  # noqa: PLC0415
 
-    with user_errors():
-        check_output(output)
-        loaded = load_repo(check_repo(repo))
-        inputs, runs = run_users(loaded, tick_inputs(repo, host, tenant, state_dir), ["budget", "show"], output)
-        tick = plan_tick(inputs, repo=loaded)
-    views_ = account_views(tick.repo, tick.budget)
-    if output == "json":
-        rows: list[object] = [
-            {"tenant": v.tenant, "account": v.pace.account, "state": v.pace.state.value, "used": v.pace.used,
-             "allowed": v.pace.allowed, "elapsed": v.pace.elapsed,
-             "reset": v.pace.reset.isoformat() if v.pace.reset else None,
-             "exhaustion": v.exhaustion.isoformat() if v.exhaustion else None, "next": list(v.next_steps)}
-            for v in views_
-        ]
-        code = report_users(runs, output, rows)
-        print(views.to_json(rows))
-        raise typer.Exit(code)
-    if views_ or not runs:
-        print(render(views_))
-    raise typer.Exit(report_users(runs, output, None))
+    result = observe_run(request_for(repo, host, tenant, state_dir, json_output=output == Output.JSON,
+                                     user_verb=("budget", "show")))
+    for line in result.notes:
+        err.print(f"note: {line}", highlight=False, markup=False)
+    accounts = account_views(result.repo, result.tick.budget)
+    if output == Output.JSON:
+        rows = account_rows(accounts)
+        relay_users(out, err, result.users, True, rows)
+        print(to_json(rows))
+        raise typer.Exit(result.users_code)
+    if accounts or not result.users:
+        print(render(accounts))
+    relay_users(out, err, result.users, False, None)
+    raise typer.Exit(result.users_code)

@@ -1,0 +1,5 @@
+"""`python -m reconciler.cli`: the `fleet` command."""
+
+from reconciler.cli.app import main
+
+main()

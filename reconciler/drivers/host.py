@@ -1,0 +1,38 @@
+"""What this host has: where a program is, whether a folder exists.
+
+The observe step asks here once per tick for every program and workdir the desired
+launches name (core/desired.py `host_facts`), so the plan shows exactly what apply
+hands tmux. The launcher (reconciler/launcher.py) finds its agent's program the same
+way in the pane. Standard library only: the launcher imports it on every start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+
+def program_path(program: str) -> str:
+    """A program named without a folder: PATH first, then beside the running Python (fleet's
+    own console scripts, e.g. fleet-stub-agent, in a venv that is not on PATH). Found
+    nowhere, it is returned as named."""
+    if "/" in program or shutil.which(program):
+        return program
+    beside = Path(sys.executable).parent / program
+    return str(beside) if beside.is_file() else program
+
+
+def program_found(program: str) -> bool:
+    """Whether `program` (a path, or a name looked up as `program_path` does) exists here."""
+    if "/" in program:
+        return Path(program).expanduser().is_file()
+    return program_path(program) != program or shutil.which(program) is not None
+
+
+def workdir_exists(workdir: str) -> bool:
+    """Whether `workdir` (with `~` for this process's user's home) is a folder here."""
+    try:
+        return Path(workdir).expanduser().is_dir()
+    except RuntimeError:  # no home to expand `~` against
+        return False

@@ -1,0 +1,89 @@
+"""The state directory's layout: the one place that spells where each state file lives.
+
+Every reader and writer of the state directory (the observe step, apply, the ingesters,
+the locks, the status-line hook, the stub agent) asks a `StateLayout` for its path, so
+the layout can change in one place and `ENTRIES` can be checked against docs/guide.md.
+It imports only the standard library: the stdlib-only hook and stub agent use it too.
+It does no I/O; it only builds paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One kind of file in the state directory: its `StateLayout` method, its path
+    pattern relative to the root (placeholders in <angle brackets>) and what it is for."""
+
+    method: str
+    pattern: str
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    """Paths under one state directory (`--state-dir`, `$FLEET_STATE_DIR`, or the XDG default).
+
+    >>> layout = StateLayout(Path("/s"))
+    >>> str(layout.heartbeat("jarvis", "coder0-0")), str(layout.run_lock())
+    ('/s/jarvis/heartbeats/coder0-0.json', '/s/reconcile.lock')
+    """
+
+    root: Path
+
+    #: Every file the fleet keeps, in the order docs/guide.md lists them.
+    ENTRIES: ClassVar[tuple[Entry, ...]] = (
+        Entry("heartbeat", "<tenant>/heartbeats/<agent>.json", "written by agents (docs/heartbeat-protocol.md)"),
+        Entry("restarts", "<tenant>/restarts.json", "restart history behind backoff and Stalled"),
+        Entry("budget_memory", "<tenant>/budget.json", "the budget policy's memory: rungs, model changes, queues"),
+        Entry("usage_record", "<tenant>/usage/<account>.json", "an account's usage (set-usage, ingest)"),
+        Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
+        Entry("ledger", "<tenant>/ledger.jsonl", "the spend ledger, append-only"),
+        Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
+        Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
+        Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
+    )
+
+    def tenant(self, tenant: str) -> Path:
+        """One tenant's folder: everything but the run lock lives in one."""
+        return self.root / tenant
+
+    def heartbeats(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "heartbeats"
+
+    def heartbeat(self, tenant: str, agent: str) -> Path:
+        return self.heartbeats(tenant) / f"{agent}.json"
+
+    def usage(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "usage"
+
+    def usage_record(self, tenant: str, account: str) -> Path:
+        return self.usage(tenant) / f"{account}.json"
+
+    def statusline(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "statusline"
+
+    def statusline_record(self, tenant: str, agent: str) -> Path:
+        return self.statusline(tenant) / f"{agent}.json"
+
+    def restarts(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "restarts.json"
+
+    def budget_memory(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "budget.json"
+
+    def ledger(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "ledger.jsonl"
+
+    def audit(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "audit.jsonl"
+
+    def lock(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "lock"
+
+    def run_lock(self) -> Path:
+        return self.root / "reconcile.lock"
