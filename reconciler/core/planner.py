@@ -203,7 +203,8 @@ def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
 
 def _assess(agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime) -> Verdict:
     return assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
-                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
+                  working_timeout=agent.working_timeout if agent.launch.adapter else None)
 
 
 def _plan_running(

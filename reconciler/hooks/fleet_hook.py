@@ -140,8 +140,9 @@ def next_heartbeat(
     """The record to write after `event`, from the previous one (None: the first).
 
     `seq` counts up, `ack` and `usage` carry forward until replaced, `state` keeps its
-    value on a tick, `since` is when the current state began (a tick keeps it, so a
-    reader can tell "working for 20 minutes without an event" from "working, just ticked").
+    value on a tick, `since` is when the current state began (a tick keeps it) and
+    `event_ts` when the runtime last sent an event that was not a tick, so a reader can
+    tell "working for 20 minutes without an event" from "working, just ticked".
 
     >>> ident = {"FLEET_TENANT": "t", "FLEET_AGENT": "a", "FLEET_HOST": "h", "FLEET_MODEL": "opus"}
     >>> first = next_heartbeat(None, "claude", {"hook_event_name": "UserPromptSubmit",
@@ -149,8 +150,8 @@ def next_heartbeat(
     >>> first["seq"], first["state"], first["ack"], first["ts"], first["pid"]
     (1, 'working', 'msg-1f', '1970-01-01T00:00:00Z', 42)
     >>> tick = next_heartbeat(first, "statusline", {}, ident, 42, 60.0)
-    >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"]
-    (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z')
+    >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"], tick["event_ts"]
+    (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z', '1970-01-01T00:00:00Z')
     """
     prev = previous or {}
     state, acked = transition(source, event)
@@ -168,6 +169,7 @@ def next_heartbeat(
         "ack": acked or prev.get("ack"),
         "usage": usage if isinstance(usage, dict) else {},
         "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
+        "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],
         "runtime_model": _runtime_model(event) or prev.get("runtime_model"),
     }
 

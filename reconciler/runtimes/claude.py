@@ -121,7 +121,9 @@ class ClaudeAdapter:
         return files
 
     def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
-        session = ("--resume", run.session_id) if run.resume else ("--session-id", run.session_id)
+        session: tuple[str, ...] = ()  # no id: Claude Code picks one (resume is not wired yet)
+        if run.session_id:
+            session = ("--resume", run.session_id) if run.resume else ("--session-id", run.session_id)
         persona = ("--append-system-prompt-file", str(self.persona_path(run, paths))) if run.persona else ()
         argv = (paths.binary, "--model", run.model, *session, "--settings", str(self.settings_path(run, paths)),
                 *persona)

@@ -13,10 +13,11 @@ The merge uses tomlkit, so the user's comments, order and other keys survive.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import Table
+if TYPE_CHECKING:  # tomlkit is imported when a config is merged, not by every `fleet` start
+    import tomlkit
+    from tomlkit.items import Table
 
 from reconciler.runtimes.base import (
     AdapterError,
@@ -57,6 +58,9 @@ def merge_codex_config(current: str | None, workdir: str, trust: bool, model: st
     [notice.model_migrations]
     "gpt-5.5" = "gpt-6-sol"
     """
+    import tomlkit  # noqa: PLC0415 - only apply merges a config
+    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+
     try:
         doc = tomlkit.parse(current or "")
     except TOMLKitError as exc:
@@ -71,6 +75,9 @@ def merge_codex_config(current: str | None, workdir: str, trust: bool, model: st
 
 def _table(parent: tomlkit.TOMLDocument | Table, key: str, super_table: bool = False) -> Table:
     """`parent[key]` as a table, created when missing; anything else there is refused."""
+    import tomlkit  # noqa: PLC0415
+    from tomlkit.items import Table  # noqa: PLC0415
+
     if key not in parent:
         parent[key] = tomlkit.table(is_super_table=super_table)
     found = parent[key]
@@ -106,6 +113,6 @@ class CodexAdapter:
         """Resume is `codex resume --last` (Codex picks its own session ids; not yet measured)."""
         resume = ("resume", "--last") if run.resume else ()
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
-        env = {**identity_env(run, paths), "CODEX_HOME": str(self.codex_home(run, paths))}
+        env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
         argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *persona)
         return Launch(argv, env)

@@ -89,10 +89,10 @@ def test_codex_launch(tmp_path: Path) -> None:
     persona = tmp_path / "state/jarvis/runtimes/orchestrator/persona.md"
     assert launch.argv == ("/v/bin/fleet-hook", "launch", "--", "claude", "--model", "gpt-5.5",
                            "-c", f"model_instructions_file={persona}")
-    assert launch.env["CODEX_HOME"] == "/c" and launch.env["FLEET_MODEL"] == "gpt-5.5"
+    assert "CODEX_HOME" not in launch.env and launch.env["FLEET_MODEL"] == "gpt-5.5"  # the agent's env has it
     run, paths = make(tmp_path, resume=True, persona=None)
     assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", "--last", "--model", "opus")
-    assert CodexAdapter().launch(run, paths).env["CODEX_HOME"] == str(tmp_path / "home/.codex")
+    assert CodexAdapter().codex_home(run, paths) == tmp_path / "home/.codex"
 
 
 def test_codex_config_merge_keeps_keys_comments_and_is_idempotent() -> None:
