@@ -19,9 +19,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,10 +125,10 @@ class World:
     def reconcile(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.fleet("reconcile", str(self.repo), "--host", HOST, "--state-dir", str(self.state), *extra)
 
-    def plan(self) -> dict[str, object]:
+    def plan(self) -> dict[str, Any]:
         done = self.reconcile("--dry-run", "--output", "json")
         assert done.returncode == 0, done.stderr
-        doc: dict[str, object] = json.loads(done.stdout)
+        doc: dict[str, Any] = json.loads(done.stdout)
         return doc
 
     def tmux(self, *args: str) -> str:
@@ -148,13 +150,14 @@ class World:
         except (OSError, ValueError):
             return None
 
-    def wait_beat(self, agent: str, why: str, ok: object = None, seconds: float = UP_S) -> Heartbeat:
+    def wait_beat(self, agent: str, why: str, ok: Callable[[Heartbeat], bool] | None = None,
+                  seconds: float = UP_S) -> Heartbeat:
         """The first heartbeat of `agent` that `ok(beat)` accepts; a failure shows the pane."""
         seen: list[Heartbeat | None] = [None]
 
         def check() -> bool:
             seen[0] = self.heartbeat(agent)
-            return seen[0] is not None and (ok is None or bool(ok(seen[0])))  # type: ignore[operator]
+            return seen[0] is not None and (ok is None or ok(seen[0]))
 
         assert retry_until(check, seconds, 0.05), f"{agent}: no heartbeat {why} in {seconds}s; last {seen[0]}\n" \
                                                   f"{self.screen(agent)}"
@@ -185,6 +188,10 @@ def world(tmp_path: Path, tmux_socket: SocketKey) -> Iterator[World]:
         yield world
 
 
+def _dead(world: World, agent: str) -> bool:
+    return world.pane(agent, "#{pane_dead}") == "1"
+
+
 def _alive(pid: int | None) -> bool:
     return pid is not None and Path(f"/proc/{pid}").exists()
 
@@ -199,7 +206,7 @@ def _health(world: World) -> dict[str, str]:
 def test_reconcile_spawns_real_claude_and_codex_keeps_them_healthy_and_respawns(world: World) -> None:
     # The plan shows what runs: the adapters' argv with the binaries found on PATH.
     plan = world.plan()
-    commands = {a["agent"]: a["command"] for a in plan["actions"]}  # type: ignore[index, union-attr]
+    commands = {a["agent"]: a["command"] for a in plan["actions"]}
     assert commands["orchestrator"][0] == str(BIN / "claude"), commands
     assert commands["enhancer"][0] == str(VENV_BIN / "fleet-hook") and commands["enhancer"][3] == str(BIN / "codex")
     assert "--settings" in commands["orchestrator"] and "--append-system-prompt-file" in commands["orchestrator"]
@@ -259,11 +266,14 @@ def test_reconcile_spawns_real_claude_and_codex_keeps_them_healthy_and_respawns(
         before = world.wait_beat(agent, "before the kill")
         pane_pid = int(world.pane(agent, "#{pane_pid}"))
         os.killpg(pane_pid, signal.SIGKILL)
-        assert retry_until(lambda agent=agent: world.pane(agent, "#{pane_dead}") == "1", 30), world.screen(agent)
+        assert retry_until(partial(_dead, world, agent), 30), world.screen(agent)
         done = world.reconcile()
         assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
-        after = world.wait_beat(agent, "from the respawned runtime",
-                                lambda b, before=before: b.pid != before.pid and _alive(b.pid))
+
+        def respawned(beat: Heartbeat, old: Heartbeat = before) -> bool:
+            return beat.pid != old.pid and _alive(beat.pid)
+
+        after = world.wait_beat(agent, "from the respawned runtime", respawned)
         assert int(world.pane(agent, "#{pane_pid}")) != pane_pid and after.state == "idle"
     final = world.reconcile()
     assert final.returncode == 0 and "0 to restart" in final.stdout, final.stdout
