@@ -40,6 +40,13 @@ MODEL_UPGRADES = {
 }
 
 
+#: Codex 0.169.0 may start a per-user `codex app-server` daemon beside the TUI that
+#: outlives it (reparented to init) and runs an update loop fetching an installer from
+#: the vendor: an agent must not update itself nor leave processes behind, so it is
+#: switched off per launch (measured: with it, no daemon and no `packages/` appear).
+NO_DAEMON = ("-c", "features.daemon_auto_start=false")
+
+
 def merge_codex_config(current: str | None, workdir: str, trust: bool, model: str, notify: list[str]) -> str:
     """`config.toml` with `notify`, the workdir trusted and the model's announcement seen.
 
@@ -114,5 +121,5 @@ class CodexAdapter:
         resume = ("resume", "--last") if run.resume else ()
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
         env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
-        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *persona)
+        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *NO_DAEMON, *persona)
         return Launch(argv, env)

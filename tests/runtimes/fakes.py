@@ -11,12 +11,17 @@ Nothing here leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 REPLY = "Done."
@@ -209,3 +214,31 @@ def serve(kind: str, **switches: Any) -> Iterator[FakeProvider]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def processes_under(root: Path) -> dict[int, str]:
+    """Processes whose program or command line lies under `root` (a test's HOME): what a
+    runtime left behind, e.g. a daemon reparented to init after its tmux server exited."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if str(root) in command.split(" ", 1)[0] or f"HOME={root}" in command:
+            found[int(entry.name)] = command[:200]
+    return found
+
+
+def end_leftovers(root: Path, seconds: float = 15.0) -> dict[int, str]:
+    """After the test's tmux server is gone: wait for the runtimes under `root` to exit;
+    end (SIGKILL) and return whatever is still running then."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_under(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left

@@ -88,10 +88,11 @@ def test_codex_launch(tmp_path: Path) -> None:
     launch = CodexAdapter().launch(run, paths)
     persona = tmp_path / "state/jarvis/runtimes/orchestrator/persona.md"
     assert launch.argv == ("/v/bin/fleet-hook", "launch", "--", "claude", "--model", "gpt-5.5",
-                           "-c", f"model_instructions_file={persona}")
+                           "-c", "features.daemon_auto_start=false", "-c", f"model_instructions_file={persona}")
     assert "CODEX_HOME" not in launch.env and launch.env["FLEET_MODEL"] == "gpt-5.5"  # the agent's env has it
     run, paths = make(tmp_path, resume=True, persona=None)
-    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", "--last", "--model", "opus")
+    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", "--last", "--model", "opus",
+                                                          "-c", "features.daemon_auto_start=false")
     assert CodexAdapter().codex_home(run, paths) == tmp_path / "home/.codex"
 
 

@@ -29,8 +29,8 @@ import pytest
 
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.observed import Heartbeat, SocketKey
-from tests.plugins.tmux_server import retry_until
-from tests.runtimes.fakes import serve
+from tests.plugins.tmux_server import kill_server, retry_until
+from tests.runtimes.fakes import end_leftovers, serve
 
 BIN = Path(__file__).resolve().parents[2] / ".runtimes" / "node_modules" / ".bin"
 VENV_BIN = Path(sys.executable).parent
@@ -186,6 +186,9 @@ def world(tmp_path: Path, tmux_socket: SocketKey) -> Iterator[World]:
         world = World(repo, home, state, work, tmux_socket.name, env)
         world.anthropic, world.openai = anthropic, openai  # type: ignore[attr-defined]
         yield world
+    kill_server(tmux_socket.name)
+    left = end_leftovers(tmp_path)
+    assert not left, f"the runtimes left processes behind after their tmux server exited: {left}"
 
 
 def _dead(world: World, agent: str) -> bool:

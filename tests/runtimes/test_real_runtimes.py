@@ -25,8 +25,8 @@ from reconciler.model.observed import SocketKey
 from reconciler.runtimes.base import AgentRun, RuntimeAdapter, RuntimePaths
 from reconciler.runtimes.claude import ClaudeAdapter
 from reconciler.runtimes.codex import CodexAdapter
-from tests.plugins.tmux_server import retry_until
-from tests.runtimes.fakes import FakeProvider, serve
+from tests.plugins.tmux_server import kill_server, retry_until
+from tests.runtimes.fakes import FakeProvider, end_leftovers, serve
 
 BIN = Path(__file__).resolve().parents[2] / ".runtimes" / "node_modules" / ".bin"
 HOOK = str(Path(sys.executable).with_name("fleet-hook"))
@@ -83,11 +83,15 @@ def ancestors(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+def world(tmp_path: Path, tmux_socket: SocketKey) -> Iterator[tuple[Path, Path, Path]]:
     home, state, work = tmp_path / "home", tmp_path / "state", tmp_path / "work"
     for folder in (home, state, work):
         folder.mkdir()
     yield home, state, work
+    assert tmux_socket.name is not None
+    kill_server(tmux_socket.name)
+    left = end_leftovers(tmp_path)
+    assert not left, f"the runtime left processes behind after its tmux server exited: {left}"
 
 
 def start(adapter: RuntimeAdapter, run: AgentRun, paths: RuntimePaths, socket: SocketKey,

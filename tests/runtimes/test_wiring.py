@@ -100,7 +100,8 @@ def test_desired_launch_is_the_adapters(tmp_path: Path) -> None:
     assert env["CLAUDE_CODE_DISABLE_1M_CONTEXT"] == "1" and env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "200000"
     assert env["DISABLE_AUTOUPDATER"] == "0", "the agent's own env wins over the adapter's"
     assert (claude.adapter, claude.persona, claude.trust_workdir) == ("claude", "You are Mos.", True)
-    assert codex.argv == ("fleet-hook", "launch", "--", "/opt/codex/bin/codex", "--model", "gpt-5.5")
+    assert codex.argv == ("fleet-hook", "launch", "--", "/opt/codex/bin/codex", "--model", "gpt-5.5",
+                          "-c", "features.daemon_auto_start=false")
     assert (codex.adapter, codex.trust_workdir) == ("codex", False)
     assert stub.argv == ("fleet-stub-agent", "--model", "stub-large") and stub.adapter is None
     programs, _ = host_facts(desired)
