@@ -7,6 +7,9 @@ rule of event-driven runtimes (docs/runtimes.md) in its cases.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 from reconciler.core.desired import build_desired, host_facts
 from reconciler.core.health import Health, assess
-from reconciler.model.observed import Heartbeat, ObservedSession, Resolved
+from reconciler.model.observed import Heartbeat, ObservedSession, Resolved, SocketKey
 from reconciler.spec.load import load_repo
 from tests.spec.support import build_repo, error_lines
 
@@ -159,3 +162,20 @@ def test_a_command_runtime_keeps_the_heartbeat_timeout() -> None:
     verdict = assess(SESSION, beat(), now=T0 + timedelta(hours=1), timeout=timedelta(seconds=90),
                      grace=timedelta(seconds=30))
     assert verdict.health is Health.STALE, "pane and pid alive are not enough for a runtime that beats on a timer"
+
+
+def test_a_missing_runtime_binary_is_reported_not_started(tmp_path: Path, tmux_socket: SocketKey) -> None:
+    root = repo(tmp_path)
+    (root / "fleet.yaml").write_text((root / "fleet.yaml").read_text().replace("mosaic-demo", str(tmux_socket.name)))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop("MOSAIC_AGENT_COMMAND", None)
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "reconcile", str(root), "--host", "demo",
+                           "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "orchestrator is not started: claude is not found" in done.stdout, done.stdout
+    assert "enhancer is not started: /opt/codex/bin/codex is not found" in done.stdout, done.stdout
+    sessions = subprocess.run(["tmux", "-L", str(tmux_socket.name), "list-sessions", "-F", "#{session_name}"],
+                              capture_output=True, text=True, timeout=30, check=False).stdout.split()
+    assert sessions == ["coder"], "the stub agent runs; the two without a binary are not started, so not looped"
