@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.desired import build_desired, host_facts
+from reconciler.core.desired import build_desired, host_facts, on_rung
 from reconciler.core.health import Health, assess
 from reconciler.model.observed import Heartbeat, ObservedSession, Resolved, SocketKey
 from reconciler.spec.load import load_repo
@@ -179,3 +179,12 @@ def test_a_missing_runtime_binary_is_reported_not_started(tmp_path: Path, tmux_s
     sessions = subprocess.run(["tmux", "-L", str(tmux_socket.name), "list-sessions", "-F", "#{session_name}"],
                               capture_output=True, text=True, timeout=30, check=False).stdout.split()
     assert sessions == ["coder"], "the stub agent runs; the two without a binary are not started, so not looped"
+
+
+def test_a_budget_rung_is_launched_by_the_same_adapter(tmp_path: Path) -> None:
+    desired = build_desired(load_repo(repo(tmp_path)), host="demo", state_dir="/state")
+    agent = desired.tenants["demo"].on_host("demo")["orchestrator"]
+    cheaper = on_rung(agent, "claude", "sonnet", agent.ladder)
+    assert cheaper.launch.argv[:3] == ("claude", "--model", "sonnet") and cheaper.launch.adapter == "claude"
+    assert "--settings" in cheaper.launch.argv and cheaper.launch.spec_hash != agent.launch.spec_hash
+    assert dict(cheaper.launch.env)["FLEET_MODEL"] == "sonnet"
