@@ -255,6 +255,12 @@ def test_reconcile_spawns_real_claude_and_codex_keeps_them_healthy_and_respawns(
     again = world.reconcile()
     assert again.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in again.stdout, again.stdout
     assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
+    ps = world.fleet("ps", str(world.repo), "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+    assert ps.returncode == 0, ps.stderr
+    rows = {row["agent"]: row for row in json.loads(ps.stdout)}
+    assert {name: (r["health"], r["heartbeat_state"]) for name, r in rows.items()} == {
+        "orchestrator": ("healthy", "idle"), "enhancer": ("healthy", "idle")}, rows
+    assert "alive in the pane" in rows["enhancer"]["health_message"], rows["enhancer"]
 
     # `fleet agent send --verify` is acked by the runtimes' own events.
     for agent, text in (("orchestrator", "Plan the week"), ("enhancer", "Review the plan")):
