@@ -17,13 +17,19 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
 from reconciler.model.layout import STATE_DIR_ENV
-from reconciler.model.observed import Resolved, SocketKey
+from reconciler.model.observed import Resolved, SocketKey, program_positions
+from reconciler.runtimes import ADAPTERS
+from reconciler.runtimes.base import AgentRun, RuntimePaths
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.resolve import resolve_agent
+
+#: The hook an adapter's runtime calls (reconciler/hooks/fleet_hook.py), resolved while observing.
+HOOK = "fleet-hook"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +51,20 @@ class LaunchRecipe:
     command_override: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # the agent's plain `env:`, sorted
     env_from: tuple[tuple[str, str, str], ...] = ()  # (name, "file" | "env", source) from `env_from:`
+    adapters: tuple[tuple[str, str], ...] = ()  # (runtime, adapter) from fleet.yaml; absent: `command`
+    persona: str | None = None  # the role's persona: adapters deliver it to the runtime
+    trust_workdir: bool = True
     #: This host's facts (observed), applied to every launch built from the recipe.
     resolved: Resolved = field(default_factory=Resolved, compare=False, hash=False)
 
     def template(self, runtime: str) -> str:
         return self.command_override or dict(self.commands)[runtime]
+
+    def adapter(self, runtime: str) -> str | None:
+        """The runtime's event adapter (`claude`, `codex`), or None: its command runs as it is
+        (and always with `MOSAIC_AGENT_COMMAND`, which replaces every runtime's command)."""
+        name = None if self.command_override else dict(self.adapters).get(runtime)
+        return name if name in ADAPTERS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +83,7 @@ class DesiredAgent:
     startup_grace: timedelta
     launch: LaunchSpec
     recipe: LaunchRecipe
+    working_timeout: timedelta = timedelta(minutes=30)  # event-driven runtimes (core/health.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +117,17 @@ class DesiredFleet:
         return {a.host for t in self.tenants.values() for a in t.agents}
 
 
-def spec_hash(argv: tuple[str, ...], env: tuple[tuple[str, str], ...], workdir: str | None, socket: SocketKey) -> str:
-    """A short digest of everything that shapes the running process; a change means restart."""
-    blob = json.dumps(
-        {"argv": argv, "env": env, "workdir": workdir, "socket": [socket.user, socket.name]},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def spec_hash(argv: tuple[str, ...], env: tuple[tuple[str, str], ...], workdir: str | None, socket: SocketKey,
+              prepared: tuple[object, ...] | None = None) -> str:
+    """A short digest of everything that shapes the running process; a change means restart.
+
+    `prepared` is what an adapter writes before the start (its name, the persona, the trust
+    setting): absent for a plain command, so those agents keep the hash they always had.
+    """
+    doc: dict[str, object] = {"argv": argv, "env": env, "workdir": workdir, "socket": [socket.user, socket.name]}
+    if prepared is not None:
+        doc["prepared"] = prepared
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -154,9 +174,15 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
     runtime keep the spec hash they always had.
     """
     values = {"model": model, "agent": recipe.agent, "tenant": recipe.tenant, "role": recipe.role}
-    argv = with_env_from(command_argv(recipe.template(runtime), values), recipe.env_from)
+    command = command_argv(recipe.template(runtime), values)
+    adapter = recipe.adapter(runtime)
+    added: tuple[tuple[str, str], ...] = ()
+    if adapter is not None:
+        command, added = adapter_launch(recipe, adapter, command[0], model)
+    argv = with_env_from(command, recipe.env_from)
     env = (
         *recipe.env,
+        *added,
         *((("FLEET_ACCOUNT", account),) if account else ()),
         ("FLEET_AGENT", recipe.agent),
         ("FLEET_HOST", recipe.host),
@@ -173,8 +199,40 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         env=env,
         workdir=recipe.workdir,
         model=model,
-        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket),  # of the specs, before `resolved`
+        # of the specs, before `resolved`
+        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket,
+                            None if adapter is None else (adapter, recipe.persona, recipe.trust_workdir)),
+        adapter=adapter,
+        persona=recipe.persona if adapter else None,
+        trust_workdir=recipe.trust_workdir,
     ))
+
+
+def adapter_run(launch: LaunchSpec, home: str) -> tuple[AgentRun, RuntimePaths]:
+    """What an adapter is given for `launch` (apply's `prepare`, and `adapter_launch`):
+    `home` is the agent user's home (`~` in the pure core, where it is not known)."""
+    workdir = launch.workdir or "~"
+    if workdir == "~" or workdir.startswith("~/"):
+        workdir = home + workdir[1:]
+    run = AgentRun(launch.tenant, launch.host, launch.agent, launch.model, Path(workdir), "",
+                   persona=launch.persona, trust_workdir=launch.trust_workdir, env=dict(launch.env))
+    state_dir = dict(launch.env).get(STATE_DIR_ENV, "")
+    return run, RuntimePaths(Path(home), Path(state_dir), launch.hook, "")
+
+
+def adapter_launch(recipe: LaunchRecipe, adapter: str, program: str, model: str
+                   ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The argv and the added variables of an adapter runtime (reconciler/runtimes/):
+    `program` is the runtime's binary as fleet.yaml names it (resolved while observing),
+    and the hook is `fleet-hook` (likewise). The agent's own `env:` wins over the adapter's;
+    the `FLEET_*` identity is build_launch's."""
+    run = AgentRun(recipe.tenant, recipe.host, recipe.agent, model, Path(recipe.workdir or "~"), "",
+                   persona=recipe.persona, trust_workdir=recipe.trust_workdir, env=dict(recipe.env))
+    paths = RuntimePaths(Path("~"), Path(recipe.state_dir), HOOK, program)
+    launch = ADAPTERS[adapter].launch(run, paths)
+    own = {name for name, _ in recipe.env}
+    added = tuple(sorted((k, v) for k, v in launch.env.items() if k not in own and not k.startswith("FLEET_")))
+    return launch.argv, added
 
 
 def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
@@ -187,7 +245,11 @@ def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[s
         for agent in tenant.on_host(desired.host).values():
             bare = replace(agent.recipe, resolved=Resolved())
             runtimes = {agent.runtime} if bare.command_override else {agent.runtime, *dict(bare.commands)}
-            programs.update(argv[0] for rt in runtimes if (argv := build_launch(bare, rt, agent.model).argv))
+            for runtime in runtimes:
+                launch = build_launch(bare, runtime, agent.model)
+                programs.update(launch.argv[at] for at in program_positions(launch.argv))
+                if launch.adapter is not None:
+                    programs.add(launch.hook)
             if bare.workdir is not None:
                 workdirs.add((bare.socket.user, bare.workdir))
     return frozenset(programs), frozenset(workdirs)
@@ -238,6 +300,7 @@ def desired_agent(
 ) -> DesiredAgent:
     res = resolve_agent(agent, fleet, dict(roles))
     host = agent.host or default_host
+    role = roles.get(agent.role)
     recipe = LaunchRecipe(
         tenant=tenant,
         agent=agent.name,
@@ -246,7 +309,11 @@ def desired_agent(
         socket=socket,
         workdir=res.workdir,
         state_dir=state_dir,
-        commands=tuple((name, runtime.command) for name, runtime in fleet.runtimes.items()),
+        commands=tuple((name, runtime.command_line()) for name, runtime in fleet.runtimes.items()),
+        adapters=tuple((name, runtime.adapter) for name, runtime in fleet.runtimes.items()
+                       if runtime.adapter not in ("command", "stub")),
+        persona=role.persona if role is not None else None,
+        trust_workdir=agent.trust_workdir,
         command_override=command_override,
         env=tuple(sorted(agent.env.items())),
         env_from=tuple((e.name, "file", e.file) if e.file is not None else (e.name, "env", e.env or "")
@@ -267,4 +334,5 @@ def desired_agent(
         startup_grace=fleet.defaults.startup_grace,
         launch=build_launch(recipe, res.runtime, res.model),
         recipe=recipe,
+        working_timeout=fleet.defaults.working_timeout,
     )

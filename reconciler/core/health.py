@@ -56,8 +56,13 @@ def assess(
     now: datetime,
     timeout: timedelta,
     grace: timedelta,
+    working_timeout: timedelta | None = None,
 ) -> Verdict:
-    """One agent's health, with the evidence in words."""
+    """One agent's health, with the evidence in words.
+
+    With `working_timeout`, the agent's runtime is event-driven (docs/runtimes.md): it
+    writes only on its own events, so an old record alone is no fault (`_event_driven`).
+    """
     if session is None:
         return Verdict(Health.ABSENT, "no session")
     if session.pane_dead:
@@ -78,11 +83,53 @@ def assess(
             return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}")
         return Verdict(Health.SILENT, f"no heartbeat in {_ago(age_of_session)} since start (timeout {_ago(timeout)})")
     age = max(now - beat.ts, timedelta(0))
+    if working_timeout is not None:
+        verdict = _event_driven(session, beat, now, timeout, working_timeout)
+        if verdict.health is Health.HEALTHY or not in_grace:
+            return verdict
+        return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}; {verdict.message}")
     if age <= timeout:
         return Verdict(Health.HEALTHY, f"heartbeat {_ago(age)} ago, state {beat.state}")
     if in_grace:
         return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}")
     return Verdict(Health.STALE, f"last heartbeat {_ago(age)} ago, over the {_ago(timeout)} timeout")
+
+
+def runtime_in_pane(session: ObservedSession, beat: Heartbeat) -> bool:
+    """Whether the heartbeat's runtime pid is alive inside the session's pane: the pane's
+    process is the pid or one of its ancestors (`lineage`, read by the observe step)."""
+    return bool(beat.lineage) and session.pane_pid is not None and session.pane_pid in (beat.lineage or ())
+
+
+def _event_driven(session: ObservedSession, beat: Heartbeat, now: datetime, timeout: timedelta,
+                  working_timeout: timedelta) -> Verdict:
+    """Health of a runtime that reports only on its own events (Claude Code, Codex).
+
+    - `working` with no runtime event (a status-line tick is not one) for longer than
+      `working_timeout`: stale, a hung turn;
+    - a record younger than `timeout` (Claude Code's status line ticks every 2 s): healthy;
+    - older, but its runtime pid is alive in the pane's process tree: healthy, since
+      an idle or waiting agent has nothing to say (Codex writes only when a turn ends);
+    - otherwise silent: the runtime that wrote it is gone, or is not the pane's.
+    A live pane alone never counts.
+    """
+    age = max(now - beat.ts, timedelta(0))
+    event_age = max(now - (beat.event_ts or beat.ts), timedelta(0))
+    said = f"state {beat.state}" + (f" ({beat.event})" if beat.event else "")
+    if beat.state == "working" and event_age > working_timeout:
+        return Verdict(Health.STALE, f"{said}, no event from the runtime in {_ago(event_age)}, over the "
+                                     f"{_ago(working_timeout)} working_timeout (a hung turn)")
+    if age <= timeout:
+        return Verdict(Health.HEALTHY, f"heartbeat {_ago(age)} ago, {said}")
+    if runtime_in_pane(session, beat):
+        return Verdict(Health.HEALTHY, f"{said} {_ago(event_age)} ago; runtime pid {beat.pid} alive in the pane")
+    if beat.lineage == ():
+        why = f"its runtime pid {beat.pid} is gone"
+    elif beat.lineage:
+        why = f"its runtime pid {beat.pid} is not in the pane's process tree"
+    else:
+        why = "it names no runtime pid to check"
+    return Verdict(Health.SILENT, f"last heartbeat {_ago(age)} ago ({said}) and {why}")
 
 
 def backoff(attempts: int) -> timedelta:

@@ -25,7 +25,13 @@ from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
 from reconciler.model.history import RestartRecord
-from reconciler.model.observed import ObservedFleet, ObservedSession, SocketKey, SocketSnapshot
+from reconciler.model.observed import (
+    ObservedFleet,
+    ObservedSession,
+    SocketKey,
+    SocketSnapshot,
+    program_positions,
+)
 
 MASS_STOP_RULE = "blast-radius"
 #: The rule of every stop `fleet down` plans.
@@ -174,6 +180,8 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
         draft.conflicts.append(_conflict(agent, session))
     elif decision is not None and decision.state is not State.RUN:
         _plan_held(draft, agent, session, decision, observed, now)
+    elif session is None and (missing := missing_runtime(agent, observed)):
+        draft.notes.append(missing)
     elif session is None:
         cheaper = f"; on a cheaper rung by budget: {decision.reason}" if decision and decision.throttled else ""
         draft.actions.append(_action(ActionKind.SPAWN, agent, "absent",
@@ -242,7 +250,8 @@ def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
 
 def _assess(agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime) -> Verdict:
     return assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
-                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace)
+                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
+                  working_timeout=agent.working_timeout if agent.launch.adapter else None)
 
 
 def _plan_running(
@@ -278,7 +287,27 @@ def _plan_running(
             + (f" (Stalled: {record.attempts} restarts without recovering)" if stalled else ""),
         ))
         return
+    if missing := missing_runtime(agent, observed):
+        draft.notes.append(missing)
+        return
     draft.actions.append(_action(ActionKind.RESTART, agent, f"health-{verdict.health.value}", verdict.message))
+
+
+def missing_runtime(agent: DesiredAgent, observed: ObservedFleet) -> str | None:
+    """Why an adapter runtime's agent is not started: a program of its launch is found
+    nowhere on this host (observed while resolving). Starting it would only exit and be
+    restarted until Stalled; the note says which program, for which user, and what to do.
+    Plain command runtimes are started as before (their failure shows as a dead pane)."""
+    if agent.launch.adapter is None:
+        return None
+    gone = sorted(p for p in (*(agent.launch.argv[at] for at in program_positions(agent.launch.argv)),
+                              agent.launch.hook) if p in observed.resolved.missing)
+    if not gone:
+        return None
+    user = agent.launch.socket.user or "the user running fleet"
+    return (f"tenant {agent.tenant}: {agent.name} is not started: {', '.join(gone)} is not found for {user} on "
+            f"this host (PATH, or beside fleet's own Python); install it (docs/runtimes.md, e.g. npm install -g "
+            f"@anthropic-ai/claude-code or @openai/codex) or give fleet.yaml's runtime `command:` its absolute path")
 
 
 def _budget_move(agent: DesiredAgent, session: ObservedSession, decision: Decision | None) -> Action | None:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 
 def program_path(program: str) -> str:
-    """A program named without a folder: PATH first, then beside the running Python (fleet's
-    own console scripts, e.g. fleet-stub-agent, in a venv that is not on PATH). Found
-    nowhere, it is returned as named."""
-    if "/" in program or shutil.which(program):
+    """A program named without a folder, as an absolute path: PATH first, then beside the
+    running Python (fleet's own console scripts, e.g. fleet-stub-agent, in a venv that is
+    not on PATH). Found nowhere, it is returned as named."""
+    if "/" in program:
         return program
+    if found := shutil.which(program):
+        return str(Path(found).absolute())
     beside = Path(sys.executable).parent / program
     return str(beside) if beside.is_file() else program
 
@@ -28,6 +30,24 @@ def program_found(program: str) -> bool:
     if "/" in program:
         return Path(program).expanduser().is_file()
     return program_path(program) != program or shutil.which(program) is not None
+
+
+def lineage(pid: int, limit: int = 64) -> tuple[int, ...]:
+    """`pid` and its ancestors up to init, from /proc; () when `pid` is gone (or off Linux).
+
+    The observe step asks this for the runtime pid of an event-driven runtime's heartbeat,
+    so health can see the runtime alive inside its pane (core/health.py).
+    """
+    chain: list[int] = []
+    while pid > 1 and len(chain) < limit:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_bytes()
+            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        chain.append(pid)
+        pid = ppid
+    return tuple(chain)
 
 
 def workdir_exists(workdir: str) -> bool:

@@ -23,21 +23,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from reconciler.core.budget_memory import memory_json
+from reconciler.core.desired import adapter_run
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
-from reconciler.drivers import tmux
+from reconciler.drivers import tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_records, redact, whoami
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
+from reconciler.drivers.runtime_config import RuntimeConfigError, write_configs
 from reconciler.engine.state import write_history
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey, SocketSnapshot
+from reconciler.runtimes import ADAPTERS
 
 Result = Literal["done", "skipped", "failed"]
 STARTS = {ActionKind.SPAWN, ActionKind.RESTART, ActionKind.DOWNGRADE}
@@ -151,6 +155,8 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
             kills.append(action)
         if action.kind in STARTS:
             starts.append(action)
+    unprepared = _prepare(socket, starts)
+    starts = [a for a in starts if a not in unprepared]
     errors: list[str] = []
     notes: list[str] = []
     if kills:
@@ -176,10 +182,35 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
             errors.append(_said(exc))
     after = tmux.observe_socket(socket)
     outcomes = [
-        Outcome(a, "skipped", skipped[a]) if a in skipped else _read_back(a, after, errors, under.get(a.agent, ""))
+        Outcome(a, "skipped", skipped[a]) if a in skipped
+        else Outcome(a, "failed", unprepared[a]) if a in unprepared
+        else _read_back(a, after, errors, under.get(a.agent, ""))
         for a in actions
     ]
     return outcomes, notes
+
+
+def _prepare(socket: SocketKey, starts: list[Action]) -> dict[Action, str]:
+    """Write what each adapter runtime's adapter prepares (reconciler/runtimes/: its
+    settings, the user's runtime config merged) before its start; returns the starts that
+    could not be prepared, with why. Those are not started: a runtime without its hooks
+    would never answer the heartbeat, and one stopped on a dialog would be restarted."""
+    failed: dict[Action, str] = {}
+    for action in starts:
+        launch = action.launch
+        if launch is None or launch.adapter is None:
+            continue
+        if not users.is_me(socket.user):
+            failed[action] = (f"runtime adapter {launch.adapter!r} for user {socket.user}: the fleet prepares a "
+                              "runtime's config only as the user who runs the agent (not wired for other users yet); "
+                              "run `fleet reconcile` as that user, or use `adapter: command`")
+            continue
+        run, paths = adapter_run(launch, str(Path.home()))
+        try:
+            write_configs(ADAPTERS[launch.adapter].prepare(run, paths))
+        except RuntimeConfigError as exc:
+            failed[action] = f"not started: {exc}"
+    return failed
 
 
 def _said(exc: Exception) -> str:

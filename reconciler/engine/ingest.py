@@ -166,12 +166,14 @@ class TenantView:
         return list(self.spec.budget.accounts) if self.spec.budget else []
 
     def kind_of(self, runtime: str) -> str:
-        """`codex` or `claude` when the runtime is named so or its command runs that program."""
+        """`codex` or `claude` when the runtime is named so, has that adapter, or its command runs that program."""
         if runtime in (CODEX, CLAUDE):
             return runtime
         spec = self.fleet.runtimes.get(runtime)
+        if spec is not None and spec.adapter in (CODEX, CLAUDE):
+            return spec.adapter
         try:
-            program = Path(shlex.split(spec.command)[0]).name if spec else ""
+            program = Path(shlex.split(spec.command_line())[0]).name if spec else ""
         except (ValueError, IndexError):
             program = ""
         return program if program in (CODEX, CLAUDE) else runtime

@@ -12,7 +12,7 @@ nothing; what could not be read becomes a line in `problems`, never a failed tic
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from reconciler.core.budget_types import AgentMemory
@@ -158,8 +158,16 @@ def _observe_heartbeats(
                     f"{int((beat.ts - now).total_seconds())}s ahead of this host's clock; not counted as "
                     "an answer, so the agent is restarted once its grace is over: check both clocks (NTP)"
                 )
-            beats[(tenant, agent)] = beat
+            beats[(tenant, agent)] = with_lineage(beat)
     return beats, problems
+
+
+def with_lineage(beat: Heartbeat) -> Heartbeat:
+    """A `fleet-hook` record (it has an `event`) with its runtime pid's ancestry from /proc,
+    for core/health.py's event-driven rule; other agents' records are left as they are."""
+    if beat.event is None or beat.pid is None:
+        return beat
+    return replace(beat, lineage=host.lineage(beat.pid))
 
 
 def _observe_usage(

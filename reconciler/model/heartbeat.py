@@ -47,7 +47,25 @@ def parse_heartbeat(text: str) -> Heartbeat:
         pid=None if record.get("pid") is None else _as_int(record["pid"]),
         ack=None if record.get("ack") is None else str(record["ack"]),
         usage=_usage(record.get("usage")),
+        event=_optional_str(record.get("event")),
+        event_ts=_optional_ts(record.get("event_ts")),
     )
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _optional_ts(value: object) -> datetime | None:
+    """An extra time of fleet-hook's records; one that does not parse is ignored (the
+    protocol's own fields are the ones validated)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(UTC) if parsed.utcoffset() is not None else None
+    except (ValueError, OverflowError):
+        return None
 
 
 def _problems(record: Mapping[str, object]) -> list[str]:

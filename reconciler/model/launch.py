@@ -30,6 +30,12 @@ class LaunchSpec:
     workdir: str | None
     model: str
     spec_hash: str
+    #: An event-driven runtime's adapter (`claude`, `codex`; reconciler/runtimes/): apply
+    #: writes what it prepares (settings, the user's runtime config) before the spawn.
+    adapter: str | None = None
+    persona: str | None = None  # the role's persona, written beside the settings by `prepare`
+    trust_workdir: bool = True  # pre-accept the runtime's folder-trust dialog for the workdir
+    hook: str = "fleet-hook"  # the hook program the runtime calls, resolved while observing
 
     def env_sources(self) -> tuple[str, ...]:
         """The variables its launcher reads in the pane (`env_from: [{env: VAR}]`): the only

@@ -134,6 +134,14 @@ class Heartbeat:
     pid: int | None = None
     ack: str | None = None
     usage: Mapping[str, int] = field(default_factory=dict)
+    #: Written by `fleet-hook` for event-driven runtimes (docs/runtimes.md): what wrote the
+    #: record (a hook event, `statusline`, `launch`, `agent-turn-complete`...) and when the
+    #: runtime last sent an event that was not a status-line tick.
+    event: str | None = None
+    event_ts: datetime | None = None
+    #: `pid` and its ancestors as the observe step found them in /proc (only for records
+    #: with an `event`): () when the process is gone, None when not looked at.
+    lineage: tuple[int, ...] | None = None
 
 
 #: What a workdir that does not exist on this host becomes: the user's home.
@@ -164,13 +172,37 @@ class Resolved:
         >>> l.argv, l.workdir, l.spec_hash
         (('/v/bin/stub', '-x'), '~', 'x')
         """
-        argv = launch.argv
-        if argv and argv[0] in self.programs:
-            argv = (self.programs[argv[0]], *argv[1:])
+        argv = list(launch.argv)
+        for at in program_positions(launch.argv):
+            argv[at] = self.programs.get(argv[at], argv[at])
         workdir = launch.workdir
         if workdir is not None:
             workdir = self.workdirs.get((launch.socket.user, workdir), workdir)
-        return replace(launch, argv=argv, workdir=workdir)
+        return replace(launch, argv=tuple(argv), workdir=workdir, hook=self.programs.get(launch.hook, launch.hook))
+
+
+#: The fleet's own launchers: each runs the program after its first `--`
+#: (`fleet-env-exec --file K=~/k -- claude ...`, `fleet-hook launch -- codex ...`).
+LAUNCHERS = frozenset({"fleet-env-exec", "fleet-hook"})
+
+
+def program_positions(argv: tuple[str, ...]) -> list[int]:
+    """Where programs stand in `argv`: its first word and, behind each of the fleet's
+    launchers, the word after that launcher's first `--`.
+
+    >>> program_positions(("fleet-env-exec", "--env", "K=V", "--", "fleet-hook", "launch", "--", "codex", "--", "x"))
+    [0, 4, 7]
+    >>> program_positions(("/v/bin/fleet-hook", "launch", "--", "codex")), program_positions(("claude", "--", "x"))
+    ([0, 3], [0])
+    """
+    positions: list[int] = []
+    at = 0
+    while at < len(argv):
+        positions.append(at)
+        if argv[at].rsplit("/", 1)[-1] not in LAUNCHERS or "--" not in argv[at + 1 :]:
+            break
+        at = argv.index("--", at + 1) + 1
+    return positions
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,11 +182,41 @@ class Document(Strict):
 # --- fleet.yaml -------------------------------------------------------------------------
 
 
+#: fleet.yaml `adapter:` values (docs/runtimes.md): `command` and `stub` run the runtime's
+#: `command:` template as it is; `claude` and `codex` are prepared and launched by their
+#: adapter (reconciler/runtimes/) and report through `fleet-hook`.
+ADAPTER_NAMES = ("command", "stub", "claude", "codex")
+#: Adapters that launch their runtime themselves: `command:` is then only the program.
+EVENT_ADAPTERS = frozenset({"claude", "codex"})
+
+
 class Runtime(Strict):
     """How one runtime is launched inside its pane, and its models cheapest last."""
 
-    command: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_command)]
+    adapter: Literal["command", "stub", "claude", "codex"] = Field(
+        default="command",
+        description="Who launches the runtime and how it reports: `command` (and `stub`) run `command:` as it is "
+        "and the program writes its own heartbeat; `claude` and `codex` get their configuration, argv and "
+        "environment from the fleet's adapter and report through `fleet-hook` (docs/runtimes.md).")
+    command: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_command)] | None = None
     ladder: list[ModelName] = Field(min_length=1, description="Models, most capable first, cheapest last.")
+
+    @model_validator(mode="after")
+    def _command_given(self) -> Runtime:
+        if self.command is None and self.adapter not in EVENT_ADAPTERS:
+            raise ValueError(f"a runtime with adapter {self.adapter!r} needs `command:` (the program and its "
+                             "arguments, e.g. \"fleet-stub-agent --model {model}\")")
+        if self.command is not None and self.adapter in EVENT_ADAPTERS:
+            words = shlex.split(self.command)
+            if len(words) != 1 or "{" in words[0]:
+                raise ValueError(f"with adapter {self.adapter!r}, `command:` names only the program (the adapter "
+                                 f"adds every argument), e.g. {self.adapter} or /opt/bin/{self.adapter}; "
+                                 f"got {self.command!r}")
+        return self
+
+    def command_line(self) -> str:
+        """The `command:` template; an event adapter without one runs the program named like it."""
+        return self.command if self.command is not None else self.adapter
 
     @model_validator(mode="after")
     def _ladder_unique(self) -> Runtime:
@@ -204,6 +234,11 @@ class FleetDefaults(Strict):
     startup_grace: Duration = Field(
         default=timedelta(seconds=30),
         description="How long a new session may go without a heartbeat before it counts as unhealthy.",
+    )
+    working_timeout: Duration = Field(
+        default=timedelta(minutes=30),
+        description="Event-driven runtimes (adapter claude, codex): how long an agent may say `working` with no "
+        "event from its runtime before it counts as hung (stale). Idle and waiting agents have no such limit.",
     )
     runtime: Name
     model: ModelName
@@ -295,6 +330,10 @@ class Agent(Strict):
         description="Plain variables for the agent (they are in the spec hash and in Git: no secrets here).")
     env_from: list[EnvFrom] = Field(
         default_factory=list, max_length=64, description="Variables read by the agent's launcher when it starts: secrets go here.")
+    trust_workdir: bool = Field(
+        default=True,
+        description="Runtimes with an adapter (claude, codex): pre-accept the runtime's folder-trust dialog for the "
+        "workdir in the user's runtime config. false: the agent stops on the dialog until a person answers it.")
 
     @model_validator(mode="after")
     def _env_names(self) -> Agent:

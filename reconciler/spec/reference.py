@@ -65,6 +65,7 @@ NOTES = {
     "FleetDefaults.runtime": "Runtime of an agent whose roster entry and role name none; must be a key of `runtimes`.",
     "FleetDefaults.model": "Model of an agent that names none; must be on the default runtime's ladder.",
     "Runtime.command": "Program and arguments, split like a shell line (nothing runs through a shell); "
+    "required for adapters `command` and `stub`; with `claude` or `codex` only the program (default: the adapter's name); "
     "`{model}`, `{agent}`, `{tenant}`, `{role}` are filled in per argument.",
     "Role.kind": "The document's kind.",
     "Role.name": "The role's name; the file is `roles/<name>.yaml`.",

@@ -7,6 +7,7 @@ The observe step looks up every program and workdir the desired launches name
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +26,8 @@ def test_resolve_host_says_where_programs_are_and_which_workdirs_exist(tmp_path:
         [(None, str(tmp_path)), (None, str(missing)), ("someone-else-fleet-test", str(missing))],
     )
     assert found.missing == frozenset({"no-such-program-fleet-test"})
-    assert "sh" not in found.programs, "found on PATH: handed to tmux as named"
-    assert found.programs.get("fleet-stub-agent", "fleet-stub-agent") in ("fleet-stub-agent", str(beside))
+    assert found.programs["sh"] == shutil.which("sh"), "found on PATH: baked in as an absolute path"
+    assert found.programs["fleet-stub-agent"] in (shutil.which("fleet-stub-agent"), str(beside))
     assert found.workdirs == {(None, str(tmp_path)): str(tmp_path), (None, str(missing)): HOME_WORKDIR}, \
         "another user's workdir is that user's own run's to check"
 

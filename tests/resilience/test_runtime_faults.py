@@ -80,7 +80,7 @@ def _kill_after_first_session(name: str, how: str, killed: list[str]) -> None:
     while time.monotonic() < deadline:
         done = subprocess.run(["tmux", "-L", name, "display-message", "-p", "#{pid} #{session_name}"],
                               capture_output=True, text=True, check=False)
-        if done.returncode == 0 and done.stdout.split():
+        if done.returncode == 0 and len(done.stdout.split()) == 2:  # a server with no session yet prints the pid only
             if how == "SIGKILL":
                 os.kill(int(done.stdout.split()[0]), signal.SIGKILL)
             else:

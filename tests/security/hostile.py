@@ -96,9 +96,10 @@ FULL: dict[str, dict[str, Any]] = {
     "fleet.yaml": {
         "apiVersion": V1, "kind": "Fleet", "name": "full",
         "defaults": {"socket_name": "full-sock", "heartbeat_timeout": "90s", "startup_grace": "30s",
-                     "runtime": "stub", "model": "stub-large"},
+                     "working_timeout": "30m", "runtime": "stub", "model": "stub-large"},
         "runtimes": {
-            "stub": {"command": "fleet-stub-agent --model {model}", "ladder": ["stub-large", "stub-small"]},
+            "stub": {"adapter": "stub", "command": "fleet-stub-agent --model {model}",
+                     "ladder": ["stub-large", "stub-small"]},
             "alt": {"command": "alt-agent --model {model} --agent {agent}", "ladder": ["alt-1"]},
         },
         "downgrade": ["alt"],
@@ -115,7 +116,8 @@ FULL: dict[str, dict[str, Any]] = {
             {"name": "orchestrator", "role": "orchestrator", "alias": "Mos", "runtime": "stub",
              "model": "stub-large", "lifecycle": "core", "lane": "main", "workdir": "/srv/fleet/orchestrator",
              "host": "demo", "env": {"LOG_LEVEL": "info"},
-             "env_from": [{"name": "API_KEY", "file": "~/.config/fleet/key"}, {"name": "GH_TOKEN", "env": "GH_SRC"}]},
+             "env_from": [{"name": "API_KEY", "file": "~/.config/fleet/key"}, {"name": "GH_TOKEN", "env": "GH_SRC"}],
+             "trust_workdir": True},
             {"name": "enhancer", "role": "enhancer"},
         ],
     },

@@ -54,7 +54,7 @@ CASES = [
     Case("persona-paragraph-separator", "Role.persona", "one\u2029two", None),
     Case("title-combining-marks-and-rtl-script", "Tasks.missions[].title", "e\u0301 \u05e9\u05dc\u05d5\u05dd", None),
     Case("unknown-key-in-a-runtime", "Fleet.runtimes.stub.<unknown key>", "comand", "did you mean `command`?"),
-    Case("unknown-key-lists-a-runtimes-keys", "Fleet.runtimes.stub.<unknown key>", "x", "allowed keys here: command, ladder"),
+    Case("unknown-key-lists-a-runtimes-keys", "Fleet.runtimes.stub.<unknown key>", "x", "allowed keys here: adapter, command, ladder"),
     Case("unknown-key-escaped", "Roster.<unknown key>", "a\nb\x1b]0;t\x07", "unknown key `a\\nb\\x1b]0;t\\x07`"),
     Case("long-value-cut-short", "Roster.agents[].lane", "x" * 10240, "x'... (10240 characters) is not allowed"),
 ]

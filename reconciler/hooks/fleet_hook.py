@@ -1,0 +1,353 @@
+"""`fleet-hook`: turns a real runtime's own events into the fleet's heartbeat record.
+
+It sits at the far end of the reconcile loop, where `fleet-stub-agent` sits for the
+stub runtime. Claude Code and Codex never write a heartbeat themselves; the adapters
+(reconciler/runtimes/) configure them to call this program on their events:
+
+    fleet-hook claude               Claude Code hooks: the event as JSON on stdin
+    fleet-hook statusline           Claude Code's status line: JSON on stdin every refresh
+    fleet-hook codex-notify JSON    Codex `notify`: the event as the LAST argument
+    fleet-hook launch -- ARGV...    write an `idle` heartbeat, then exec ARGV in its place
+                                    (Codex has no start event; this is its first heartbeat)
+
+Each call reads the previous record, applies `transition` (a pure, table-driven map of
+event -> state and ack) and rewrites `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent>.json`
+atomically (temporary file + rename) holding a `flock` on the heartbeats folder, so
+concurrent hooks never lose an ack. It runs on every tool call and every two seconds, so it imports only the standard
+library, none of the reconciler's modules (drivers/files.py alone costs ~25 ms of
+imports; its `write_atomic` is mirrored in `_write_atomic`). It must never break the
+runtime: every error ends in exit status 0 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+PROG = "fleet-hook"
+IDENTITY_ENV = ("FLEET_TENANT", "FLEET_AGENT", "FLEET_HOST", "FLEET_STATE_DIR")
+MAX_INPUT_BYTES = 1 << 20
+#: Processes that may stand between a runtime and its hook (`sh -c CMD`); the runtime's
+#: pid is the first ancestor that is not one of them.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "env"})
+_TRAILER = re.compile(r"\[fleet:(msg-[0-9a-fA-F]+)\]")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+#: Claude Code notification types that mean a person must answer before work goes on.
+WAITING_NOTIFICATIONS = frozenset({"permission_prompt", "elicitation_dialog"})
+
+#: Claude Code hook event -> the state it leaves the agent in (None: unchanged).
+CLAUDE_STATES: Mapping[str, str | None] = {
+    "SessionStart": "idle",
+    "UserPromptSubmit": "working",
+    "PreToolUse": "working",
+    "PostToolUse": "working",
+    "SubagentStop": "working",  # a subagent ended; the main agent goes on
+    "PreCompact": "working",
+    "Stop": "idle",
+    "SessionEnd": "idle",
+    "Notification": None,  # decided by its type, see `transition`
+}
+#: Codex `notify` type -> state.
+CODEX_STATES: Mapping[str, str | None] = {
+    "agent-turn-complete": "idle",
+    "approval-requested": "waiting",
+}
+
+
+def message_id(text: object) -> str | None:
+    """The last `[fleet:msg-…]` id in a prompt (`fleet agent send` appends it), or None.
+
+    >>> message_id("fix the build [fleet:msg-7f3a]"), message_id("hello"), message_id(None)
+    ('msg-7f3a', None, None)
+    """
+    found = _TRAILER.findall(text) if isinstance(text, str) else []
+    return found[-1] if found else None
+
+
+def _codex_prompts(event: Mapping[str, object]) -> str:
+    messages = event.get("input-messages")
+    return "\n".join(m for m in messages if isinstance(m, str)) if isinstance(messages, list) else ""
+
+
+def transition(source: str, event: Mapping[str, object]) -> tuple[str | None, str | None]:
+    """What one runtime event means for the heartbeat: (new state or None, acked id or None).
+
+    `source` is the subcommand: `claude` (a hook event), `statusline` (a liveness tick,
+    which changes nothing but `ts`) or `codex-notify`. Codex has no event when a turn
+    starts, so its messages are acked when the turn completes, from `input-messages`.
+
+    >>> transition("claude", {"hook_event_name": "UserPromptSubmit", "prompt": "hi [fleet:msg-ab12]"})
+    ('working', 'msg-ab12')
+    >>> transition("claude", {"hook_event_name": "Stop"})
+    ('idle', None)
+    >>> transition("claude", {"hook_event_name": "Notification", "notification_type": "permission_prompt"})
+    ('waiting', None)
+    >>> transition("codex-notify", {"type": "agent-turn-complete", "input-messages": ["do it [fleet:msg-c0de]"]})
+    ('idle', 'msg-c0de')
+    >>> transition("statusline", {"model": {"id": "claude-opus"}})
+    (None, None)
+    >>> transition("launch", {})
+    ('idle', None)
+    """
+    if source == "claude":
+        name = str(event.get("hook_event_name") or "")
+        if name == "UserPromptSubmit":
+            return "working", message_id(event.get("prompt"))
+        if name == "Notification":
+            return _notification_state(event), None
+        return CLAUDE_STATES.get(name), None
+    if source == "launch":
+        return "idle", None
+    if source == "codex-notify":
+        kind = str(event.get("type") or "")
+        return CODEX_STATES.get(kind), message_id(_codex_prompts(event)) if kind == "agent-turn-complete" else None
+    return None, None
+
+
+def _notification_state(event: Mapping[str, object]) -> str | None:
+    """A permission or dialog prompt is `waiting`; Claude Code's idle reminder is `idle`.
+
+    >>> _notification_state({"message": "Claude needs your permission to use Bash"})
+    'waiting'
+    >>> _notification_state({"notification_type": "idle_prompt", "message": "waiting for your input"})
+    'idle'
+    >>> _notification_state({"notification_type": "auth_success"}) is None
+    True
+    """
+    kind = event.get("notification_type")
+    if kind in WAITING_NOTIFICATIONS:
+        return "waiting"
+    if kind == "idle_prompt":
+        return "idle"
+    message = str(event.get("message") or "").lower()
+    return "waiting" if kind is None and "permission" in message else None
+
+
+def next_heartbeat(
+    previous: Mapping[str, object] | None,
+    source: str,
+    event: Mapping[str, object],
+    identity: Mapping[str, str],
+    pid: int | None,
+    now: float,
+) -> dict[str, object]:
+    """The record to write after `event`, from the previous one (None: the first).
+
+    `seq` counts up, `ack` and `usage` carry forward until replaced, `state` keeps its
+    value on a tick, `since` is when the current state began (a tick keeps it) and
+    `event_ts` when the runtime last sent an event that was not a tick, so a reader can
+    tell "working for 20 minutes without an event" from "working, just ticked".
+
+    >>> ident = {"FLEET_TENANT": "t", "FLEET_AGENT": "a", "FLEET_HOST": "h", "FLEET_MODEL": "opus"}
+    >>> first = next_heartbeat(None, "claude", {"hook_event_name": "UserPromptSubmit",
+    ...                        "prompt": "go [fleet:msg-1f]"}, ident, 42, 0.0)
+    >>> first["seq"], first["state"], first["ack"], first["ts"], first["pid"]
+    (1, 'working', 'msg-1f', '1970-01-01T00:00:00Z', 42)
+    >>> tick = next_heartbeat(first, "statusline", {}, ident, 42, 60.0)
+    >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"], tick["event_ts"]
+    (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z', '1970-01-01T00:00:00Z')
+    """
+    prev = previous or {}
+    state, acked = transition(source, event)
+    prev_state = prev.get("state") if prev.get("state") in ("idle", "working", "waiting") else None
+    new_state = state or prev_state or "idle"
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    since = prev.get("since") if new_state == prev_state and isinstance(prev.get("since"), str) else ts
+    seq = prev.get("seq")
+    usage = _usage(event) or prev.get("usage")
+    return {
+        "tenant": identity["FLEET_TENANT"], "host": identity["FLEET_HOST"], "agent": identity["FLEET_AGENT"],
+        "seq": seq + 1 if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else 1,
+        "ts": ts, "pid": pid, "state": new_state,
+        "model": identity.get("FLEET_MODEL") or prev.get("model") or "unknown",
+        "ack": acked or prev.get("ack"),
+        "usage": usage if isinstance(usage, dict) else {},
+        "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
+        "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],
+        "runtime_model": _runtime_model(event) or prev.get("runtime_model"),
+    }
+
+
+def _usage(event: Mapping[str, object]) -> dict[str, int] | None:
+    """Session token totals, when the status line reports them (`context_window`).
+
+    >>> _usage({"context_window": {"total_input_tokens": 1200, "total_output_tokens": 300}})
+    {'input_tokens': 1200, 'output_tokens': 300}
+    """
+    window = event.get("context_window")
+    if not isinstance(window, dict):
+        return None
+    pairs = (("input_tokens", window.get("total_input_tokens")), ("output_tokens", window.get("total_output_tokens")))
+    found = {k: v for k, v in pairs if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    return found or None
+
+
+def _runtime_model(event: Mapping[str, object]) -> str | None:
+    """The runtime's own model id (the provider's name, not the ladder's), when it says."""
+    model = event.get("model")
+    if isinstance(model, dict):
+        model = model.get("id")
+    return model if isinstance(model, str) and model else None
+
+
+def runtime_pid(start: int, parent_of: Callable[[int], tuple[str, int] | None]) -> int:
+    """The runtime's pid: the hook's parent, or above it while that is only a shell.
+
+    `parent_of(pid)` gives (command name, parent pid), or None when unknown.
+
+    >>> table = {10: ("sh", 9), 9: ("claude", 1)}
+    >>> runtime_pid(10, table.get), runtime_pid(9, table.get), runtime_pid(77, table.get)
+    (9, 9, 77)
+    """
+    pid = start
+    for _ in range(4):
+        info = parent_of(pid)
+        if info is None or info[0] not in SHELLS or info[1] <= 1:
+            return pid
+        pid = info[1]
+    return pid
+
+
+def _proc_parent(pid: int) -> tuple[str, int] | None:
+    """(comm, ppid) from /proc/PID/stat; None off Linux or when the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        return comm, int(raw[raw.rindex(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _write_atomic(path: Path, data: str) -> None:
+    """drivers/files.py's `write_atomic` without its imports: `.NAME.PID.tmp`, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data.encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_event(source: str, argv: Sequence[str]) -> dict[str, object]:
+    if source == "codex-notify" and not argv:
+        raise LookupError("codex-notify needs the event as its last argument (Codex's `notify` passes it)")
+    raw = argv[-1] if source == "codex-notify" else sys.stdin.read(MAX_INPUT_BYTES)
+    doc = json.loads(raw or "{}")
+    if not isinstance(doc, dict):
+        raise ValueError("the event is not a JSON object")
+    return doc
+
+
+def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None) -> dict[str, object]:
+    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it.
+
+    The lock is held for one read and one small write (about a millisecond), so the
+    tenant's agents sharing it do not wait on each other noticeably.
+    """
+    missing = [k for k in IDENTITY_ENV if not env.get(k)]
+    if missing:
+        raise LookupError(f"missing {', '.join(missing)}; the fleet sets them in the agent's pane")
+    if not (_NAME.match(env["FLEET_TENANT"]) and _NAME.match(env["FLEET_AGENT"])):
+        raise LookupError(f"tenant {env['FLEET_TENANT']!r} or agent {env['FLEET_AGENT']!r} is not a fleet name")
+    # StateLayout.heartbeat (model/layout.py), spelled out: the hook imports only the standard
+    # library to start fast; tests/runtimes/test_fleet_hook.py reads it back through the layout.
+    folder = Path(env["FLEET_STATE_DIR"]) / env["FLEET_TENANT"] / "heartbeats"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{env['FLEET_AGENT']}.json"
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder is the lock: no lock file to leave
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with path.open(encoding="utf-8") as handle:
+                previous = json.loads(handle.read(MAX_INPUT_BYTES))
+        except (OSError, ValueError):
+            previous = None
+        record = next_heartbeat(previous if isinstance(previous, dict) else None, source, event, env, pid, time.time())
+        _write_atomic(path, json.dumps(record) + "\n")
+        return record
+    finally:
+        os.close(lock)
+
+
+def _status_line(event: Mapping[str, object], record: Mapping[str, object] | None, env: Mapping[str, str]) -> str:
+    """Claude Code shows our stdout as its status line; subscribers' usage is saved too.
+
+    Only when the input carries `rate_limits` is `fleet-claude-statusline`'s logic
+    imported (it saves the usage record that `fleet budget ingest` reads).
+    """
+    if isinstance(event.get("rate_limits"), dict):
+        import argparse  # noqa: PLC0415 - the slow path only
+        import io  # noqa: PLC0415
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        from reconciler.hooks import claude_statusline  # noqa: PLC0415
+
+        args = argparse.Namespace(tenant=None, agent=None, state_dir=None)
+        line, warning = claude_statusline.run(args, io.StringIO(json.dumps(event)), datetime.now(UTC))
+        if warning:
+            print(f"{PROG}: {warning}", file=sys.stderr)
+        return line
+    model = event.get("model")
+    name = model.get("display_name") if isinstance(model, dict) else None
+    state = f"{record['state']}" if record else "no heartbeat"
+    return f"{name or 'Claude'} | fleet {env.get('FLEET_AGENT', '?')}: {state}"
+
+
+def launch(args: Sequence[str]) -> int:
+    """Heartbeat `idle` with this pid, then become the runtime (exec keeps the pid).
+
+    A failed heartbeat never stops the runtime; a runtime that cannot be started is
+    exit status 127, as a shell would give.
+    """
+    argv = list(args[1:] if args and args[0] == "--" else args)
+    if not argv:
+        print(f"{PROG}: launch needs the runtime's command after --", file=sys.stderr)
+        return 2
+    try:
+        record_event("launch", {}, os.environ, os.getpid())
+    except Exception as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"{PROG}: cannot start {argv[0]}: {exc.strerror}", file=sys.stderr)
+    return 127
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; always returns 0, problems go to stderr (the runtime hides it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    source = args[0] if args else ""
+    event: dict[str, object] = {}
+    record: dict[str, object] | None = None
+    if source == "launch":
+        return launch(args[1:])
+    try:
+        if source not in ("claude", "statusline", "codex-notify"):
+            raise LookupError(f"usage: {PROG} claude|statusline|codex-notify [JSON] | launch -- ARGV; "
+                              f"got {source or 'nothing'}")
+        event = _read_event(source, args[1:])
+        record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent))
+    except Exception as exc:  # never break the runtime that called us
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    if source == "statusline":
+        try:
+            print(_status_line(event, record, os.environ))
+        except Exception as exc:
+            print("Claude")
+            print(f"{PROG}: status line: {exc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The Codex adapter (measured with 0.169.0): `config.toml` trust, notices and `notify`.
+
+Codex has no hooks, only `notify`: a command it runs with one JSON argument when a turn
+completes. So a Codex agent's heartbeat moves on turn ends (and acks the turn's
+messages then), never at a turn's start; its first heartbeat comes from launching it
+through `fleet-hook launch --`, which writes `idle` and execs Codex in its place. Its interactive start stops on two dialogs,
+both pre-answered in `$CODEX_HOME/config.toml`: the folder-trust dialog
+(`[projects."WORKDIR"] trust_level = "trusted"`) and the model-upgrade announcement
+(`[notice.model_migrations] MODEL = UPGRADE`, what Codex writes once it is answered).
+The merge uses tomlkit, so the user's comments, order and other keys survive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tomlkit is imported when a config is merged, not by every `fleet` start
+    import tomlkit
+    from tomlkit.items import Table
+
+from reconciler.runtimes.base import (
+    AdapterError,
+    AgentRun,
+    ConfigFile,
+    Deliver,
+    Launch,
+    RuntimePaths,
+    identity_env,
+    replace_with,
+)
+
+#: Codex 0.169.0's bundled model catalog: models that announce an upgrade at start-up
+#: (`upgrade.model`), read from the binary. A model not here shows no announcement.
+MODEL_UPGRADES = {
+    "gpt-5.5": "gpt-6-sol",
+    "gpt-5.6-sol": "gpt-6-sol",
+    "gpt-5.6-terra": "gpt-6-sol",
+    "gpt-5.6-luna": "gpt-6-luna",
+}
+
+
+#: Codex 0.169.0 may start a per-user `codex app-server` daemon beside the TUI that
+#: outlives it (reparented to init) and runs an update loop fetching an installer from
+#: the vendor: an agent must not update itself nor leave processes behind, so it is
+#: switched off per launch (measured: with it, no daemon and no `packages/` appear).
+NO_DAEMON = ("-c", "features.daemon_auto_start=false")
+
+
+def merge_codex_config(current: str | None, workdir: str, trust: bool, model: str, notify: list[str]) -> str:
+    """`config.toml` with `notify`, the workdir trusted and the model's announcement seen.
+
+    >>> text = '# mine\\nmodel_provider = "fake"  # keep\\n\\n[projects."/a"]\\ntrust_level = "untrusted"\\n'
+    >>> print(merge_codex_config(text, "/w", True, "gpt-5.5", ["/bin/fleet-hook", "codex-notify"]), end="")
+    # mine
+    model_provider = "fake"  # keep
+    notify = ["/bin/fleet-hook", "codex-notify"]
+    <BLANKLINE>
+    [projects."/a"]
+    trust_level = "untrusted"
+    <BLANKLINE>
+    [projects."/w"]
+    trust_level = "trusted"
+    <BLANKLINE>
+    [notice.model_migrations]
+    "gpt-5.5" = "gpt-6-sol"
+    """
+    import tomlkit  # noqa: PLC0415 - only apply merges a config
+    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+
+    try:
+        doc = tomlkit.parse(current or "")
+    except TOMLKitError as exc:
+        raise AdapterError(f"not TOML ({exc})") from exc
+    doc["notify"] = notify
+    if trust:
+        _table(_table(doc, "projects", super_table=True), workdir)["trust_level"] = "trusted"
+    if upgrade := MODEL_UPGRADES.get(model):
+        _table(_table(doc, "notice", super_table=True), "model_migrations")[model] = upgrade
+    return tomlkit.dumps(doc)
+
+
+def _table(parent: tomlkit.TOMLDocument | Table, key: str, super_table: bool = False) -> Table:
+    """`parent[key]` as a table, created when missing; anything else there is refused."""
+    import tomlkit  # noqa: PLC0415
+    from tomlkit.items import Table  # noqa: PLC0415
+
+    if key not in parent:
+        parent[key] = tomlkit.table(is_super_table=super_table)
+    found = parent[key]
+    if not isinstance(found, Table):
+        raise AdapterError(f"{key!r} is not a table")
+    return found
+
+
+class CodexAdapter:
+    """Codex: `codex --model M -c model_instructions_file=PERSONA`, config in CODEX_HOME."""
+
+    name = "codex"
+    deliver = Deliver.PASTE_ACK_ON_TURN_END
+
+    def codex_home(self, run: AgentRun, paths: RuntimePaths) -> Path:
+        """The agent's `CODEX_HOME` when its environment sets one, else `~/.codex`."""
+        return Path(run.env["CODEX_HOME"]) if run.env.get("CODEX_HOME") else paths.home / ".codex"
+
+    def persona_path(self, run: AgentRun, paths: RuntimePaths) -> Path:
+        return paths.agent_dir(run) / "persona.md"
+
+    def prepare(self, run: AgentRun, paths: RuntimePaths) -> list[ConfigFile]:
+        notify = [paths.hook, "codex-notify"]
+        files = [ConfigFile(
+            self.codex_home(run, paths) / "config.toml",
+            lambda current: merge_codex_config(current, str(run.workdir), run.trust_workdir, run.model, notify),
+        )]
+        if run.persona:
+            files.append(ConfigFile(self.persona_path(run, paths), replace_with(run.persona), owned=True))
+        return files
+
+    def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
+        """Resume is `codex resume --last` (Codex picks its own session ids; not yet measured)."""
+        resume = ("resume", "--last") if run.resume else ()
+        persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
+        env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
+        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *NO_DAEMON, *persona)
+        return Launch(argv, env)

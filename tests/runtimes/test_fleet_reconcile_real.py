@@ -1,0 +1,291 @@
+"""`fleet reconcile` runs the REAL Claude Code and Codex: spawn, heartbeat, no restart, send, respawn.
+
+The whole loop through the command line, as a person runs it: a fleet repository whose
+agents are an orchestrator on the `claude` adapter and an enhancer on the `codex`
+adapter, the binaries from `.runtimes/` found on PATH, a fresh HOME, a private tmux
+socket and the loopback fakes of tests/runtimes/fakes.py as the providers. No key is
+pressed by the test: the adapters' prepared configs pass every dialog, and `fleet-hook`
+writes every heartbeat from the runtimes' own events.
+
+Every wait polls with a generous deadline (the machine may be loaded: CI runs this on
+two cores beside the rest of the suite); nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.observed import Heartbeat, SocketKey
+from tests.plugins.tmux_server import kill_server, retry_until
+from tests.runtimes.fakes import end_leftovers, serve
+
+BIN = Path(__file__).resolve().parents[2] / ".runtimes" / "node_modules" / ".bin"
+VENV_BIN = Path(sys.executable).parent
+HOST = "w-real"
+TENANT = "jarvis"
+#: Generous: a cold start measured 0.7 s (Claude Code) and about 2 s (Codex) on an idle
+#: machine; under a loaded two-core CI run the same start has taken many times that.
+UP_S = 90.0
+CLI_S = 120.0
+KEY = "sk-fake-0123456789abcdefghijklmnop"
+
+pytestmark = [
+    pytest.mark.tmux,
+    pytest.mark.skipif(not ((BIN / "claude").exists() and (BIN / "codex").exists()),
+                       reason=f"claude and codex are not installed in {BIN.parent.parent}: run ./dev setup (needs npm)"),
+]
+
+FLEET = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Fleet
+name: real
+defaults:
+  socket_name: {socket}
+  heartbeat_timeout: 5s
+  startup_grace: 90s
+  runtime: claude
+  model: opus
+runtimes:
+  claude:
+    adapter: claude
+    ladder: [opus, sonnet]
+  codex:
+    adapter: codex
+    ladder: [gpt-5.5]
+"""
+
+ROSTER = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Roster
+tenant: jarvis
+host: w-real
+agents:
+  - name: orchestrator
+    role: orchestrator
+    runtime: claude
+    workdir: {work}
+    env:
+      ANTHROPIC_BASE_URL: {anthropic}
+      ANTHROPIC_API_KEY: {key}
+  - name: enhancer
+    role: enhancer
+    runtime: codex
+    workdir: {work}
+    env:
+      FAKE_KEY: {key}
+"""
+
+ROLE = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Role
+name: orchestrator
+persona: "You are Mos, the orchestrator. Persona marker P-4242."
+"""
+
+CODEX_CONFIG = """\
+# the user's own settings: their provider, kept by the fleet's merge
+model_provider = "fake"
+approval_policy = "never"
+
+[model_providers.fake]
+name = "fake"
+base_url = "{openai}/v1"
+wire_api = "responses"
+env_key = "FAKE_KEY"
+"""
+
+
+@dataclass
+class World:
+    repo: Path
+    home: Path
+    state: Path
+    work: Path
+    socket: str
+    env: dict[str, str]
+
+    def fleet(self, *args: str, timeout: float = CLI_S) -> subprocess.CompletedProcess[str]:
+        """The installed CLI, as a person runs it, with this world's HOME and PATH."""
+        return subprocess.run([str(VENV_BIN / "fleet"), *args], capture_output=True, text=True, env=self.env,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+
+    def reconcile(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.fleet("reconcile", str(self.repo), "--host", HOST, "--state-dir", str(self.state), *extra)
+
+    def plan(self) -> dict[str, Any]:
+        done = self.reconcile("--dry-run", "--output", "json")
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, Any] = json.loads(done.stdout)
+        return doc
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True,
+                              timeout=30, stdin=subprocess.DEVNULL).stdout
+
+    def pane(self, agent: str, fmt: str) -> str:
+        return self.tmux("display-message", "-p", "-t", f"={agent}:", fmt).strip()
+
+    def screen(self, agent: str) -> str:
+        try:
+            return self.tmux("capture-pane", "-p", "-t", f"={agent}:")
+        except subprocess.CalledProcessError as exc:
+            return f"(no screen: {exc.stderr})"
+
+    def heartbeat(self, agent: str) -> Heartbeat | None:
+        try:
+            return parse_heartbeat((self.state / TENANT / "heartbeats" / f"{agent}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait_beat(self, agent: str, why: str, ok: Callable[[Heartbeat], bool] | None = None,
+                  seconds: float = UP_S) -> Heartbeat:
+        """The first heartbeat of `agent` that `ok(beat)` accepts; a failure shows the pane."""
+        seen: list[Heartbeat | None] = [None]
+
+        def check() -> bool:
+            seen[0] = self.heartbeat(agent)
+            return seen[0] is not None and (ok is None or ok(seen[0]))
+
+        assert retry_until(check, seconds, 0.05), f"{agent}: no heartbeat {why} in {seconds}s; last {seen[0]}\n" \
+                                                  f"{self.screen(agent)}"
+        assert seen[0] is not None
+        return seen[0]
+
+
+@pytest.fixture
+def world(tmp_path: Path, tmux_socket: SocketKey) -> Iterator[World]:
+    assert tmux_socket.name is not None
+    home, state, work, repo = (tmp_path / n for n in ("home", "state", "work", "repo"))
+    for folder in (home, state, work, repo / "roles", repo / "tenants" / TENANT, home / ".codex"):
+        folder.mkdir(parents=True)
+    with serve("anthropic") as anthropic, serve("openai") as openai:
+        (repo / "fleet.yaml").write_text(FLEET.format(socket=tmux_socket.name))
+        (repo / "roles" / "orchestrator.yaml").write_text(ROLE)
+        (repo / "tenants" / TENANT / "roster.yaml").write_text(
+            ROSTER.format(work=work, anthropic=anthropic.base_url, key=KEY))
+        (home / ".codex" / "config.toml").write_text(CODEX_CONFIG.format(openai=openai.base_url))
+        (home / ".claude.json").write_text(json.dumps({"fleetTestUserKey": "kept"}))
+        env = {key: value for key, value in os.environ.items() if key in ("TMUX_TMPDIR", "TZ", "LANG")}
+        env.update(HOME=str(home), PATH=f"{VENV_BIN}:{BIN}:/usr/local/bin:/usr/bin:/bin", TERM="xterm-256color",
+                   LANG="C.UTF-8", FLEET_STATE_DIR=str(state),
+                   XDG_RUNTIME_DIR=str(tmp_path / "no-systemd"))  # tmux-only: no user manager is touched
+        (tmp_path / "no-systemd").mkdir()
+        world = World(repo, home, state, work, tmux_socket.name, env)
+        world.anthropic, world.openai = anthropic, openai  # type: ignore[attr-defined]
+        yield world
+    kill_server(tmux_socket.name)
+    left = end_leftovers(tmp_path)
+    assert not left, f"the runtimes left processes behind after their tmux server exited: {left}"
+
+
+def _dead(world: World, agent: str) -> bool:
+    return world.pane(agent, "#{pane_dead}") == "1"
+
+
+def _alive(pid: int | None) -> bool:
+    return pid is not None and Path(f"/proc/{pid}").exists()
+
+
+def _health(world: World) -> dict[str, str]:
+    """Each agent's health as the last `fleet reconcile` wrote it to the status file."""
+    text = (world.repo / "status" / HOST / f"{TENANT}.yaml").read_text()
+    doc = json.loads(text[text.index("{"):])
+    return {a["name"]: a["health"] for a in doc["agents"]}
+
+
+def test_reconcile_spawns_real_claude_and_codex_keeps_them_healthy_and_respawns(world: World) -> None:
+    # The plan shows what runs: the adapters' argv with the binaries found on PATH.
+    plan = world.plan()
+    commands = {a["agent"]: a["command"] for a in plan["actions"]}
+    assert commands["orchestrator"][0] == str(BIN / "claude"), commands
+    assert commands["enhancer"][0] == str(VENV_BIN / "fleet-hook") and commands["enhancer"][3] == str(BIN / "codex")
+    assert "--settings" in commands["orchestrator"] and "--append-system-prompt-file" in commands["orchestrator"]
+
+    # Time to first heartbeat, measured while the reconcile runs (it also writes status).
+    started = time.monotonic()
+    first = subprocess.Popen([str(VENV_BIN / "fleet"), "reconcile", str(world.repo), "--host", HOST, "--state-dir",
+                              str(world.state)], env=world.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, stdin=subprocess.DEVNULL)
+    up: dict[str, float] = {}
+
+    def beats() -> bool:
+        if "reconcile" not in up and first.poll() is not None:
+            up["reconcile"] = time.monotonic() - started
+        for agent in ("orchestrator", "enhancer"):
+            if agent not in up and world.heartbeat(agent) is not None:
+                up[agent] = time.monotonic() - started
+        return "orchestrator" in up and "enhancer" in up
+
+    ok = retry_until(beats, UP_S, 0.02)
+    output, _ = first.communicate(timeout=CLI_S)
+    assert first.returncode == 0, output
+    assert ok, f"no first heartbeat from {sorted({'orchestrator', 'enhancer'} - set(up))}: {output}"
+    print(f"\nfirst heartbeat after `fleet reconcile` started: claude {up['orchestrator']:.2f} s, "
+          f"codex {up['enhancer']:.2f} s (the reconcile itself took {up.get('reconcile', 0.0):.2f} s)")
+    claude = world.wait_beat("orchestrator", "from Claude Code")
+    codex = world.wait_beat("enhancer", "from fleet-hook launch")
+    assert claude.event in ("SessionStart", "statusline") and codex.event == "launch"
+    # The pane's launch env holds the 200k context settings; the user's files kept their keys.
+    env = world.tmux("show-environment", "-t", "=orchestrator")
+    assert "CLAUDE_CODE_DISABLE_1M_CONTEXT=1" in env and "CLAUDE_CODE_AUTO_COMPACT_WINDOW=200000" in env
+    assert json.loads((world.home / ".claude.json").read_text())["fleetTestUserKey"] == "kept"
+    assert 'env_key = "FAKE_KEY"' in (world.home / ".codex" / "config.toml").read_text()
+
+    # Both at their prompts, no dialog passed by hand; then past the 5 s heartbeat_timeout
+    # the planner still calls them healthy: Claude Code's status line ticks, and Codex,
+    # silent while idle, has its runtime pid alive in its pane. Nothing to do.
+    assert retry_until(lambda: "? for shortcuts" in world.screen("enhancer"), UP_S), world.screen("enhancer")
+    assert retry_until(lambda: (world.heartbeat("orchestrator") or claude).event == "statusline", UP_S)
+    assert retry_until(lambda: time.time() - codex.ts.timestamp() > 6, 30, 0.2)
+    second = world.reconcile("--dry-run", "--detailed-exitcode")
+    assert second.returncode == 0, second.stdout + second.stderr
+    again = world.reconcile()
+    assert again.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in again.stdout, again.stdout
+    assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
+    ps = world.fleet("ps", str(world.repo), "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+    assert ps.returncode == 0, ps.stderr
+    rows = {row["agent"]: row for row in json.loads(ps.stdout)}
+    assert {name: (r["health"], r["heartbeat_state"]) for name, r in rows.items()} == {
+        "orchestrator": ("healthy", "idle"), "enhancer": ("healthy", "idle")}, rows
+    assert "alive in the pane" in rows["enhancer"]["health_message"], rows["enhancer"]
+
+    # `fleet agent send --verify` is acked by the runtimes' own events.
+    for agent, text in (("orchestrator", "Plan the week"), ("enhancer", "Review the plan")):
+        sent = world.fleet("agent", "send", str(world.repo), agent, text, "--verify", "--timeout", str(UP_S),
+                           "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+        assert sent.returncode == 0, f"{agent}: {sent.stdout} {sent.stderr}\n{world.screen(agent)}"
+        assert json.loads(sent.stdout)["status"] == "verified", sent.stdout
+    turns = world.anthropic.turns()  # type: ignore[attr-defined]
+    assert any("P-4242" in turn.system for turn in turns), "the role's persona reaches Claude Code's system prompt"
+    assert any("Review the plan" in json.dumps(turn.messages) for turn in world.openai.turns())  # type: ignore[attr-defined]
+
+    # A killed runtime: its pane is dead, reconcile restarts it, a new runtime beats.
+    for agent in ("orchestrator", "enhancer"):
+        before = world.wait_beat(agent, "before the kill")
+        pane_pid = int(world.pane(agent, "#{pane_pid}"))
+        os.killpg(pane_pid, signal.SIGKILL)
+        assert retry_until(partial(_dead, world, agent), 30), world.screen(agent)
+        done = world.reconcile()
+        assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
+
+        def respawned(beat: Heartbeat, old: Heartbeat = before) -> bool:
+            return beat.pid != old.pid and _alive(beat.pid)
+
+        after = world.wait_beat(agent, "from the respawned runtime", respawned)
+        assert int(world.pane(agent, "#{pane_pid}")) != pane_pid and after.state == "idle"
+    final = world.reconcile()
+    assert final.returncode == 0 and "0 to restart" in final.stdout, final.stdout
+    assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
