@@ -116,8 +116,9 @@ def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, s
 
 
 def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
-    """One tmux listing per distinct socket, in the caller's order."""
-    return {key: tmux.observe_socket(key) for key in dict.fromkeys(sockets)}
+    """One tmux listing per distinct socket, in the caller's order (the servers are
+    asked at the same time: drivers/tmux, `observe_sockets`)."""
+    return tmux.observe_sockets(sockets)
 
 
 def _observe_systemd(user: str | None) -> SystemdSnapshot:
