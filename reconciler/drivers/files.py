@@ -14,9 +14,10 @@ import errno
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import StateLayout
@@ -123,14 +124,67 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     return None
 
 
+#: How much older than the clock a file's last change must be before what was read from
+#: it is kept by its stat: a write within the file system's timestamp granularity of an
+#: earlier one can leave size and times as they were (git's "racy" files).
+SETTLED_NS = 2_000_000_000
+
+
+class StatCache(Generic[R]):
+    """What was read from each file, kept while the file's stat stays the same.
+
+    A resident loop reads a thousand heartbeats every tick; most did not change. The key
+    is the file's device, inode, size, modification and change times (`os.stat`, links
+    followed): a rename over it (how agents write) gives another inode and times, an
+    edit in place another change time. A file changed within SETTLED_NS of being read is
+    not kept, so two writes in one timestamp tick are never mistaken for one. Only
+    records are kept; a file that could not be used is read again each time.
+    """
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._entries: dict[Path, tuple[tuple[int, ...], R]] = {}
+        self._limit = limit
+
+    def read(self, path: Path, read_one: Callable[[Path], R | str]) -> R | str:
+        try:
+            ahead = path.stat()
+        except OSError:
+            return read_one(path)  # it says why
+        key = (ahead.st_dev, ahead.st_ino, ahead.st_size, ahead.st_mtime_ns, ahead.st_ctime_ns)
+        kept = self._entries.get(path)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        now = time.time_ns()
+        outcome = read_one(path)
+        if isinstance(outcome, str) or max(ahead.st_mtime_ns, ahead.st_ctime_ns) > now - SETTLED_NS:
+            self._entries.pop(path, None)
+            return outcome
+        if len(self._entries) >= self._limit and path not in self._entries:
+            self._entries.clear()
+        self._entries[path] = (key, outcome)
+        return outcome
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: Heartbeats read by this process (a resident `--watch` loop reads only the changed ones).
+_HEARTBEATS: StatCache[Heartbeat] = StatCache()
+
+
 def scan_heartbeats(directory: Path) -> tuple[dict[str, Heartbeat], list[str]]:
     """Read every `*.json` heartbeat of one folder with a single `os.scandir`.
 
     Returns heartbeats by agent name and problem lines (`PATH: what; how to fix`) for
     files that could not be used; hidden files (an agent's `.NAME.tmp` before its
-    rename) are skipped. A missing folder is no heartbeats yet, not a problem.
+    rename) are skipped. A missing folder is no heartbeats yet, not a problem. A file
+    whose stat did not change since this process read it is not read again (StatCache).
     """
-    return scan_records(directory, _read_heartbeat, lambda beat: beat.agent, "heartbeats")
+    return scan_records(directory, lambda path: _HEARTBEATS.read(path, _read_heartbeat), lambda beat: beat.agent,
+                        "heartbeats")
 
 
 def scan_records(
