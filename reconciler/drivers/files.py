@@ -113,6 +113,11 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     tenants): create a small file, write one page into it, fsync, remove it. A read-only mount, a folder we may not write and a full
     file system each fail there, before any action is taken, with one message saying
     which and what to do. Nothing is left behind either way.
+
+    The fsync runs on a folder's first probe in this process only: a resident loop
+    probes every tick, and the faults that come and go (a remount read-only, a
+    permission, a full disk) fail at the create or the write already, as file systems
+    reserve the space when written to (tmpfs, ext4, XFS, btrfs).
     """
     folders = [StateLayout(state_dir).tenant(tenant) for tenant in sorted(set(tenants))] or [state_dir]
     for folder in folders:
@@ -279,14 +284,22 @@ def _bytes(count: int) -> str:
 _PROBE = b"\0" * 4096
 
 
+#: Folders (device, inode) whose probe was fsynced by this process.
+_SYNCED: set[tuple[int, int]] = set()
+
+
 def _probe(folder: Path) -> None:
-    """Create, fill, fsync and remove one hidden file in `folder`; raises OSError if any step fails."""
+    """Create, fill, fsync (the folder's first probe in this process) and remove one
+    hidden file in `folder`; raises OSError if any step fails."""
+    where = folder.stat()
     fd, name = tempfile.mkstemp(dir=folder, prefix=".fleet-probe.", suffix=".tmp")
     try:
         view = memoryview(_PROBE)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if (where.st_dev, where.st_ino) not in _SYNCED:
+            os.fsync(fd)
+            _SYNCED.add((where.st_dev, where.st_ino))
     finally:
         os.close(fd)
         Path(name).unlink(missing_ok=True)
