@@ -55,9 +55,23 @@ def observe_tick(
     programs and workdirs its launches name resolved) and the reconciler's own records
     (`observe_stored`; budget memory only for the `budgeted` tenants)."""
     users_ = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
-    programs, workdirs = host_facts(desired)
+    programs, workdirs = _host_facts(desired)
     observed = observe(desired.sockets, users_, state, desired.tenants, now, programs=programs, workdirs=workdirs)
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+
+
+#: The last desired fleet asked about and what host_facts said of it: a resident loop
+#: gets the very same DesiredFleet back while no spec changed (engine/tick.py).
+_LAST_FACTS: list[tuple[DesiredFleet, tuple[frozenset[str], frozenset[tuple[str | None, str]]]]] = []
+
+
+def _host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
+    """host_facts, or (same desired object) what it said last time."""
+    if _LAST_FACTS and _LAST_FACTS[0][0] is desired:
+        return _LAST_FACTS[0][1]
+    facts = host_facts(desired)
+    _LAST_FACTS[:] = [(desired, facts)]
+    return facts
 
 
 def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:
