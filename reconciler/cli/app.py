@@ -8,14 +8,34 @@ Shell completion: `fleet --install-completion` (bash, zsh, fish), see docs/guide
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from reconciler.cli import agent, budget, install, ps, reconcile, simulate, validate
 from reconciler.cli.common import FleetGroup, command
 
-app = typer.Typer(
+
+class FleetApp(typer.Typer):
+    """The root Typer, whose click command is built once per process and set of
+    registered commands: a process that runs `app(...)` again and again (a resident
+    caller, the benchmarks) does not inspect every command's signature each time.
+    With pretty exceptions off (ours), Typer's own call adds nothing else."""
+
+    _built: tuple[tuple[int, ...], Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.pretty_exceptions_enable:
+            return super().__call__(*args, **kwargs)
+        key = (len(self.registered_commands), len(self.registered_groups),
+               *(len(g.typer_instance.registered_commands) for g in self.registered_groups if g.typer_instance))
+        if self._built is None or self._built[0] != key:
+            self._built = (key, typer.main.get_command(self))
+        return self._built[1](*args, **kwargs)
+
+
+app = FleetApp(
     name="fleet",
     cls=FleetGroup,
     help="Keep fleets of tmux-hosted AI agents matching a Git repository.\n\n"

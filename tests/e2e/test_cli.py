@@ -168,6 +168,18 @@ def test_runner_validate_and_bad_output_flag() -> None:
     assert bad.exit_code == 2 and "'yaml' is not one of" in " ".join(bad.stderr.split())  # a usage error
 
 
+def test_app_called_again_in_one_process_parses_each_call_anew(capsys: pytest.CaptureFixture[str]) -> None:
+    """The root command is built once (cli/app.py, FleetApp); every call still parses its own argv."""
+    minimal = str(REPO_ROOT / "examples/fleets/minimal")
+    for argv, code, said in ((["validate", minimal], 0, "valid (1 tenant(s), 2 agent(s))"),
+                             (["validate", str(REPO_ROOT / "no-such-fleet")], 1, "no such folder"),
+                             (["validate", minimal, "--output", "json"], 0, '"valid": true')):
+        with pytest.raises(SystemExit) as exited:
+            app(argv)
+        out, err = capsys.readouterr()
+        assert exited.value.code == code and said in out + err, (argv, out, err)
+
+
 def test_schema_check(tmp_path: Path) -> None:
     assert fleet("schema", "--out", str(REPO_ROOT / "specs"), "--check").returncode == 0
     stale = fleet("schema", "--out", str(tmp_path), "--check")
