@@ -180,6 +180,20 @@ def test_app_called_again_in_one_process_parses_each_call_anew(capsys: pytest.Ca
         assert exited.value.code == code and said in out + err, (argv, out, err)
 
 
+def test_a_command_built_alone_and_the_whole_tree_say_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fleet reconcile ...` builds only its group (cli/app.py); help of the root still lists every command."""
+    said = {}
+    for argv in (["reconcile", "--help"], ["budget", "simulate", "--help"], ["--help"], ["reconcile", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            app(argv, prog_name="fleet", terminal_width=200)
+        assert exited.value.code == 0
+        said[" ".join(argv)] = " ".join(capsys.readouterr().out.split())
+    assert "Usage: fleet reconcile [OPTIONS] REPO" in said["reconcile --help"]
+    assert "Usage: fleet budget simulate [OPTIONS] REPO" in said["budget simulate --help"]
+    for name in ("validate", "reconcile", "down", "ps", "install", "agent", "budget"):
+        assert f" {name} " in said["--help"], name
+
+
 def test_schema_check(tmp_path: Path) -> None:
     assert fleet("schema", "--out", str(REPO_ROOT / "specs"), "--check").returncode == 0
     stale = fleet("schema", "--out", str(tmp_path), "--check")
