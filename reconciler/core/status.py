@@ -203,24 +203,40 @@ def projected_exhaustion(pace: Pace, now: datetime) -> str | None:
 
 
 def _stable_message(health: str, agent: DesiredAgent) -> str:
+    if health == "dead":
+        return "its process exited; the next run restarts it"
+    if health == "starting":
+        return f"started; within the {int(agent.startup_grace.total_seconds())}s start-up grace"
     timeout = int(agent.heartbeat_timeout.total_seconds())
-    grace = int(agent.startup_grace.total_seconds())
-    return {
-        "healthy": f"answers heartbeats within the {timeout}s timeout",
-        "starting": f"started; within the {grace}s start-up grace",
-        "stale": f"heartbeats stopped (timeout {timeout}s); the next run restarts it",
-        "silent": f"no heartbeat since it started (timeout {timeout}s); the next run restarts it",
-        "dead": "its process exited; the next run restarts it",
-    }.get(health, health)
+    if health == "healthy":
+        return f"answers heartbeats within the {timeout}s timeout"
+    if health == "stale":
+        return f"heartbeats stopped (timeout {timeout}s); the next run restarts it"
+    if health == "silent":
+        return f"no heartbeat since it started (timeout {timeout}s); the next run restarts it"
+    return health
 
 
 def carry_since(new: tuple[Condition, ...], old: AgentStatus | None, now: datetime) -> tuple[Condition, ...]:
-    """Keep a condition's `since` while its status holds; stamp `now` when it changes."""
+    """Keep a condition's `since` while its status holds; stamp `now` when it changes.
+
+    A condition equal to the previous one but for `since` is the previous one itself, so
+    an unchanged status is made of the previous status's objects (cheap to compare)."""
+    before_by_type = {c.type: c for c in old.conditions} if old else {}
     out = []
+    stamp = ""
     for cond in new:
-        before = old.condition(cond.type) if old else None
-        since = before.since if before is not None and before.status == cond.status else now.isoformat(timespec="seconds")
+        before = before_by_type.get(cond.type)
+        if before is not None and before.status == cond.status:
+            if before.reason == cond.reason and before.message == cond.message:
+                out.append(before)
+                continue
+            since = before.since
+        else:
+            since = stamp = stamp or now.isoformat(timespec="seconds")
         out.append(Condition(cond.type, cond.status, cond.reason, cond.message, since))
+    if old is not None and len(out) == len(old.conditions) and all(a is b for a, b in zip(out, old.conditions, strict=True)):
+        return old.conditions
     return tuple(out)
 
 
@@ -251,10 +267,12 @@ def tenant_status(
             decision = index.budget.get((agent.tenant, agent.name))
             running_model = agent.model if decision is None else decision.model
         tokens = sum(beat.usage.values()) if beat else 0
-        agents.append(AgentStatus(
+        before = old_agents.get(agent.name)
+        reported = AgentStatus(
             agent.name, agent.role, agent.alias, agent.lifecycle, agent.model, running_model, health,
-            _rounded(tokens), carry_since(conds, old_agents.get(agent.name), now),
-        ))
+            _rounded(tokens), carry_since(conds, before, now),
+        )
+        agents.append(before if before is not None and before == reported else reported)
     runs = tuple(previous.runs) if previous else ()
     if run is not None:
         runs = (run, *runs)[:MAX_RUNS]
