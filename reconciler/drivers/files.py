@@ -147,26 +147,27 @@ class StatCache(Generic[R]):
     """
 
     def __init__(self, limit: int = 1 << 16) -> None:
-        self._entries: dict[Path, tuple[tuple[int, ...], R]] = {}
+        self._entries: dict[str, tuple[tuple[int, ...], R]] = {}
         self._limit = limit
 
-    def read(self, path: Path, read_one: Callable[[Path], R | str]) -> R | str:
+    def read(self, entry: os.DirEntry[str], read_one: Callable[[Path], R | str]) -> R | str:
+        """`read_one` of the file a directory scan found, or what it gave while the stat was the same."""
         try:
-            ahead = path.stat()
+            ahead = entry.stat()
         except OSError:
-            return read_one(path)  # it says why
+            return read_one(Path(entry.path))  # it says why
         key = (ahead.st_dev, ahead.st_ino, ahead.st_size, ahead.st_mtime_ns, ahead.st_ctime_ns)
-        kept = self._entries.get(path)
+        kept = self._entries.get(entry.path)
         if kept is not None and kept[0] == key:
             return kept[1]
         now = time.time_ns()
-        outcome = read_one(path)
+        outcome = read_one(Path(entry.path))
         if isinstance(outcome, str) or max(ahead.st_mtime_ns, ahead.st_ctime_ns) > now - SETTLED_NS:
-            self._entries.pop(path, None)
+            self._entries.pop(entry.path, None)
             return outcome
-        if len(self._entries) >= self._limit and path not in self._entries:
+        if len(self._entries) >= self._limit and entry.path not in self._entries:
             self._entries.clear()
-        self._entries[path] = (key, outcome)
+        self._entries[entry.path] = (key, outcome)
         return outcome
 
     def clear(self) -> None:
@@ -188,27 +189,28 @@ def scan_heartbeats(directory: Path) -> tuple[dict[str, Heartbeat], list[str]]:
     rename) are skipped. A missing folder is no heartbeats yet, not a problem. A file
     whose stat did not change since this process read it is not read again (StatCache).
     """
-    return scan_records(directory, lambda path: _HEARTBEATS.read(path, _read_heartbeat), lambda beat: beat.agent,
-                        "heartbeats")
+    return scan_records(directory, _read_heartbeat, lambda beat: beat.agent, "heartbeats", _HEARTBEATS)
 
 
 def scan_records(
-    directory: Path, read_one: Callable[[Path], R | str], key: Callable[[R], str], what: str
+    directory: Path, read_one: Callable[[Path], R | str], key: Callable[[R], str], what: str,
+    cache: StatCache[R] | None = None,
 ) -> tuple[dict[str, R], list[str]]:
     """One `os.scandir` of a folder of `*.json` records, each read by `read_one` (a record,
-    or the problem line that says why it is skipped). Hidden files are a writer's
-    temporary files; a missing folder holds no records yet."""
+    or the problem line that says why it is skipped), through `cache` when given. Hidden
+    files are a writer's temporary files; a missing folder holds no records yet."""
     try:
         with os.scandir(directory) as scan:
-            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
+            entries = sorted((e for e in scan if e.name.endswith(".json") and not e.name.startswith(".")),
+                             key=lambda e: e.name)
     except FileNotFoundError:
         return {}, []
     except OSError as exc:
         return {}, [f"{directory}: cannot list {what} ({exc.strerror}); check the folder"]
     found: dict[str, R] = {}
     problems: list[str] = []
-    for name in names:
-        outcome = read_one(directory / name)
+    for entry in entries:
+        outcome = read_one(directory / entry.name) if cache is None else cache.read(entry, read_one)
         if isinstance(outcome, str):
             problems.append(outcome)
         else:
