@@ -222,6 +222,11 @@ def carry_since(new: tuple[Condition, ...], old: AgentStatus | None, now: dateti
 
     A condition equal to the previous one but for `since` is the previous one itself, so
     an unchanged status is made of the previous status's objects (cheap to compare)."""
+    if old is not None and len(old.conditions) == len(new) and all(
+        o.type == n.type and o.status == n.status and o.reason == n.reason and o.message == n.message
+        for o, n in zip(old.conditions, new, strict=True)
+    ):
+        return old.conditions
     before_by_type = {c.type: c for c in old.conditions} if old else {}
     out = []
     stamp = ""
@@ -235,8 +240,6 @@ def carry_since(new: tuple[Condition, ...], old: AgentStatus | None, now: dateti
         else:
             since = stamp = stamp or now.isoformat(timespec="seconds")
         out.append(Condition(cond.type, cond.status, cond.reason, cond.message, since))
-    if old is not None and len(out) == len(old.conditions) and all(a is b for a, b in zip(out, old.conditions, strict=True)):
-        return old.conditions
     return tuple(out)
 
 
@@ -253,10 +256,13 @@ def tenant_status(
     previous: TenantStatus | None,
     now: datetime,
     ledger: Iterable[LedgerEntry] = (),
+    index: PlanIndex | None = None,
 ) -> TenantStatus:
+    """One tenant's status on `host` after this tick (`index`: the plan's PlanIndex, when
+    the caller reports several tenants of one plan)."""
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
-    index = PlanIndex(plan)
+    index = index or PlanIndex(plan)
     for agent in sorted(tenant.on_host(host).values(), key=lambda a: a.name):
         health, conds = agent_conditions(agent, plan, observed, started, failed, index)
         beat = observed.heartbeats.get((agent.tenant, agent.name))
