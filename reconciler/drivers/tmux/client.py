@@ -26,7 +26,7 @@ from reconciler.drivers.tmux.argv import (
 )
 from reconciler.drivers.tmux.parse import LIST_FORMAT, not_running, parse_snapshot
 from reconciler.model.launch import LaunchSpec
-from reconciler.model.observed import SocketKey, SocketSnapshot
+from reconciler.model.observed import ObservedSession, SocketKey, SocketSnapshot
 
 #: How long one tmux invocation may take before we give up on that server.
 TIMEOUT_S = 30.0
@@ -124,7 +124,17 @@ def observe_socket(key: SocketKey) -> SocketSnapshot:
             return _observe_leaving(key)
     except (OSError, LookupError, subprocess.SubprocessError) as exc:
         return SocketSnapshot(key=key, running=False, error=f"tmux {key.label()}: {exc}")
-    return parse_snapshot(key, result.returncode, result.stdout, result.stderr)
+    seen: dict[str, ObservedSession] = {}
+    snapshot = parse_snapshot(key, result.returncode, result.stdout, result.stderr, _LINES.get(key), seen)
+    if len(_LINES) >= 256 and key not in _LINES:
+        _LINES.clear()
+    _LINES[key] = seen
+    return snapshot
+
+
+#: Each server's last listing, line by line, as parsed: a line listed again (a pane that
+#: did nothing since) is that same session, not parsed again.
+_LINES: dict[SocketKey, dict[str, ObservedSession]] = {}
 
 
 def observe_sockets(keys: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
