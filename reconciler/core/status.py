@@ -47,6 +47,7 @@ class PlanIndex:
         self.conflicts = _first_by_agent(plan.conflicts)
         self.waits = _first_by_agent(plan.waits)
         self.budget = _first_by_agent(plan.budget)
+        self.paces = {(tenant, pace.account): pace for tenant, pace in plan.paces}
 
 
 _T = TypeVar("_T", AgentHealth, Conflict, Wait, Decision)
@@ -116,7 +117,7 @@ def agent_conditions(
         stalled = _cond("Stalled", wait.stalled, "CrashLoop" if wait.stalled else "BackingOff", evidence)
     else:
         stalled = _cond("Stalled", False, "Progressing", "no restart loop")
-    budget = budget_condition(decision, {(t, p.account): p for t, p in plan.paces})
+    budget = budget_condition(decision, index.paces)
     return health, (ready, healthy, budget, drifted, stalled)
 
 
