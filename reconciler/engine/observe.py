@@ -11,9 +11,11 @@ nothing; what could not be read becomes a line in `problems`, never a failed tic
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import DesiredFleet, host_facts
@@ -33,6 +35,9 @@ from reconciler.model.observed import (
     SystemdSnapshot,
 )
 from reconciler.model.usage import UsageSignal
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 #: Why another user's manager is not asked yet (SystemdSnapshot.reason).
 OTHER_USER_SYSTEMD = "another user's systemd --user: that user's own fleet run drives it"
@@ -100,14 +105,18 @@ def observe(
     exactly.
     """
     tenants = list(dict.fromkeys(tenants))
-    snapshots = _observe_sockets(sockets)
-    heartbeats, beat_problems = _observe_heartbeats(state, tenants, now)
-    signals, usage_problems = _observe_usage(state, tenants, now)
+    sockets = list(dict.fromkeys(sockets))
+    with _meanwhile(_observe_sockets, sockets, alone=len(sockets) <= 1) as listing:
+        # Several tmux servers: they answer while the state directory is read.
+        heartbeats, beat_problems = _observe_heartbeats(state, tenants, now)
+        signals, usage_problems = _observe_usage(state, tenants, now)
+        systemd_snapshots = {user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)}
+        snapshots = listing()
     problems = [snap.error for snap in snapshots.values() if snap.error]
     return ObservedFleet(
         taken_at=now,
         sockets=snapshots,
-        systemd={user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)},
+        systemd=systemd_snapshots,
         heartbeats=heartbeats,
         problems=(*problems, *beat_problems, *usage_problems),
         usage=signals,
@@ -127,6 +136,21 @@ def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, s
         if users.is_me(user)
     }
     return Resolved({p: path for p, path in found.items() if path != p}, missing, usable)
+
+
+@contextmanager
+def _meanwhile(work: Callable[[A], R], arg: A, *, alone: bool) -> Iterator[Callable[[], R]]:
+    """`work(arg)` on a thread of its own while the body runs (`alone`: first, on this
+    thread); the body gets the function that gives its result."""
+    if alone:
+        done = work(arg)
+        yield lambda: done
+        return
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  (only with several servers)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-observe") as pool:
+        future = pool.submit(work, arg)
+        yield future.result
 
 
 def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
