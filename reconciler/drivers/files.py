@@ -6,6 +6,8 @@ a corrupt file becomes a problem line for status, never a failed tick. Every sta
 symlink to /dev/zero is refused instead of read forever. Everything the reconciler
 persists under the state directory goes through `write_atomic`, so a reader never sees
 half a file; `check_state_writable` says, before any apply, when it could not.
+A resident loop keeps each heartbeat it read by the file's stat (`StatCache`) and
+reads only those that changed since.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`). It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
+
+Several tmux servers are listed at the same time (threads), while the state directory
+is read; a resident loop re-reads only the heartbeats whose stat changed and re-parses
+only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 """
 
 from __future__ import annotations
