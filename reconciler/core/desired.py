@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
+from reconciler.model.layout import STATE_DIR_ENV
 from reconciler.model.observed import Resolved, SocketKey
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
@@ -89,6 +90,8 @@ class DesiredFleet:
     host: str
     tenants: Mapping[str, DesiredTenant] = field(default_factory=dict)
     frozen: frozenset[str] = frozenset()
+    #: The FLEET_STATE_DIR every agent is started with; where this run reads heartbeats.
+    state_dir: str = ""
 
     @property
     def sockets(self) -> tuple[SocketKey, ...]:
@@ -128,7 +131,7 @@ def build_desired(
             continue
         tenant = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
         tenants[name] = replace(tenant, agents=(), down=True) if down else tenant
-    return DesiredFleet(host, tenants, frozenset(frozen))
+    return DesiredFleet(host, tenants, frozenset(frozen), state_dir)
 
 
 def desired_tenant(
@@ -158,7 +161,7 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         ("FLEET_AGENT", recipe.agent),
         ("FLEET_HOST", recipe.host),
         ("FLEET_MODEL", model),
-        ("FLEET_STATE_DIR", recipe.state_dir),
+        (STATE_DIR_ENV, recipe.state_dir),
         ("FLEET_TENANT", recipe.tenant),
     )
     return recipe.resolved.launch(LaunchSpec(

@@ -60,6 +60,44 @@ def stuck_note(tenant: str, snap: SocketSnapshot) -> str:
             "and starts the agents again")
 
 
+def state_dir_notes(desired: DesiredFleet, observed: ObservedFleet) -> list[str]:
+    """One line per tenant whose running agents were started with another state directory.
+
+    Such agents write their heartbeats where this run does not look, and their launch
+    (FLEET_STATE_DIR is part of it) differs from the desired one: every agent would read as
+    silent with spec-hash drift. Said plainly, so a forgotten `--state-dir` or
+    `$FLEET_STATE_DIR` is not mistaken for a fleet that changed.
+
+    >>> from reconciler.model.observed import Marks
+    >>> from datetime import UTC
+    >>> s = ObservedSession("a", "$1", datetime(2026, 1, 1, tzinfo=UTC), None, 0, 1, False, None, "sh", False,
+    ...                     Marks("t", "a", "h", "x", "m", "/srv/state"))
+    >>> key = SocketKey(None, "s")
+    >>> d = DesiredFleet("h", {"t": DesiredTenant("t", None, key, ())}, state_dir="/tmp/other")
+    >>> print(*state_dir_notes(d, ObservedFleet(s.created, {key: SocketSnapshot(key, True, {"a": s})})))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    tenant t: 1 running agent (a) was started with state directory /srv/state, not /tmp/other,
+    and writes its heartbeats there; pass --state-dir /srv/state or set FLEET_STATE_DIR
+    """
+    notes: list[str] = []
+    for tenant in desired.tenants.values():
+        snap = observed.sockets.get(tenant.socket)
+        if snap is None or not desired.state_dir:
+            continue
+        elsewhere: dict[str, list[str]] = {}
+        for session in snap.sessions.values():
+            marks = session.marks
+            if marks.owned and marks.tenant == tenant.name and marks.state_dir and marks.state_dir != desired.state_dir:
+                elsewhere.setdefault(marks.state_dir, []).append(session.name)
+        for where, names in sorted(elsewhere.items()):
+            count = f"{len(names)} running agent{'s' if len(names) != 1 else ''} ({', '.join(sorted(names))})"
+            one = len(names) == 1
+            notes.append(f"tenant {tenant.name}: {count} {'was' if one else 'were'} started with state directory "
+                         f"{where}, not {desired.state_dir}, and {'writes its' if one else 'write their'} heartbeats "
+                         f"there; pass --state-dir {where} or set FLEET_STATE_DIR")
+    return notes
+
+
 def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options: PlanOptions | None = None) -> Plan:
     """Every action that makes this host match the desired state, with its reason."""
     opts = options or PlanOptions()
@@ -75,6 +113,7 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
             draft.notes.append(stuck_note(tenant.name, snap))
         _plan_tenant(draft, tenant, snap, desired.host, observed, now, opts, decisions)
     _plan_orphans(draft, desired, observed, opts)
+    draft.notes += state_dir_notes(desired, observed)
     going_down = all(t.down for t in desired.tenants.values())
     if not any(t.on_host(desired.host) for t in desired.tenants.values()) and desired.tenants and not going_down:
         hosts = ", ".join(sorted(desired.hosts()))

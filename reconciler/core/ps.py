@@ -19,6 +19,7 @@ from typing import Any
 from reconciler.core.budget_types import Decision, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.plan import Plan
+from reconciler.core.planner import state_dir_notes
 from reconciler.model.observed import (
     Heartbeat,
     ObservedFleet,
@@ -174,7 +175,7 @@ def ps_notes(desired: DesiredFleet, observed: ObservedFleet) -> list[str]:
         if snap is not None and snap.stuck_pid is not None:
             notes.append(f"tmux socket {key.label()}: its server (pid {snap.stuck_pid}) is stuck in its own exit and "
                          "hangs up on every client; `fleet reconcile` ends it and starts the agents again")
-    return notes
+    return notes + state_dir_notes(desired, observed)
 
 
 def _manager(observed: ObservedFleet, user: str | None) -> SystemdSnapshot:

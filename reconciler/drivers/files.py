@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from reconciler.model.heartbeat import parse_heartbeat
-from reconciler.model.layout import StateLayout
+from reconciler.model.layout import STATE_DIR_ENV, StateLayout
 from reconciler.model.observed import Heartbeat
 
 R = TypeVar("R")
@@ -48,7 +48,7 @@ def default_state_dir() -> Path:
 
     Empty variables count as unset, as the XDG base directory spec says.
     """
-    if explicit := os.environ.get("FLEET_STATE_DIR"):
+    if explicit := os.environ.get(STATE_DIR_ENV):
         return Path(explicit)
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state_home) / "mosaic-fleet"

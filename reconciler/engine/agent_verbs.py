@@ -40,7 +40,7 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, r
 from reconciler.drivers.files import DAMAGED, read_capped
 from reconciler.errors import UserError
 from reconciler.model.heartbeat import parse_heartbeat
-from reconciler.model.layout import StateLayout
+from reconciler.model.layout import STATE_DIR_ENV, StateLayout
 from reconciler.model.observed import ObservedSession
 from reconciler.spec.load import load_repo
 
@@ -318,11 +318,11 @@ def _state_dir(agent: DesiredAgent, given: Path | None) -> Path:
     """Where the agent writes heartbeats: --state-dir if given, else its pane's FLEET_STATE_DIR."""
     if given is not None:
         return given
-    done = tmux.run_tmux(agent.launch.socket, ["show-environment", "-t", f"={agent.name}", "FLEET_STATE_DIR"])
+    done = tmux.run_tmux(agent.launch.socket, ["show-environment", "-t", f"={agent.name}", STATE_DIR_ENV])
     _, sep, value = done.stdout.strip().partition("=")
     if done.returncode == 0 and sep and value:
         return Path(value)
-    return Path(dict(agent.launch.env).get("FLEET_STATE_DIR", "."))
+    return Path(dict(agent.launch.env).get(STATE_DIR_ENV, "."))
 
 
 def _acked(path: Path, msg_id: str) -> bool:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+#: The variable naming the state directory, in the reconciler's environment and in every agent's pane.
+STATE_DIR_ENV = "FLEET_STATE_DIR"
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:

@@ -23,7 +23,9 @@ OPT_AGENT = "@fleet-agent"
 OPT_HOST = "@fleet-host"
 OPT_SPEC_HASH = "@fleet-spec-hash"
 OPT_MODEL = "@fleet-model"
-FLEET_OPTIONS = (OPT_TENANT, OPT_AGENT, OPT_HOST, OPT_SPEC_HASH, OPT_MODEL)
+#: The FLEET_STATE_DIR the agent was started with: where it writes its heartbeats.
+OPT_STATE_DIR = "@fleet-state-dir"
+FLEET_OPTIONS = (OPT_TENANT, OPT_AGENT, OPT_HOST, OPT_SPEC_HASH, OPT_MODEL, OPT_STATE_DIR)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,6 +52,7 @@ class Marks:
     host: str = ""
     spec_hash: str = ""
     model: str = ""
+    state_dir: str = ""  # empty for a session started before the mark existed
 
     @property
     def owned(self) -> bool:

@@ -125,7 +125,8 @@ def wait_for_json(path: Path) -> dict[str, object]:
 
 def test_a_line_listed_again_is_the_known_session_and_a_changed_one_is_parsed() -> None:
     key = SocketKey(None, "fleet")
-    fields = ["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "", "sleep", "0", "t", "coder", "h", "ab12", "m"]
+    fields = ["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "", "sleep", "0", "t", "coder", "h", "ab12", "m",
+              "/srv/state"]
     line = tmux_parse.SEP.join(fields)
     seen: dict[str, ObservedSession] = {}
     first = tmux_parse.parse_snapshot(key, 0, line + "\n", "", None, seen)
@@ -153,7 +154,7 @@ def line(
     is_dead: str = "0",
     status: str = "",
     activity: str = "1795608060",
-    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus"),
+    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state"),
 ) -> str:
     fields = [name, "$3", "1795608000", activity, "1", pid, is_dead, status, "claude", "0"]
     return SEP.join([*fields, *marks])
@@ -165,14 +166,14 @@ class ParseCase(NamedTuple):
     expected: dict[str, tuple[int | None, bool, int | None, Marks]]  # pid, dead, status, marks
 
 
-OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus")
+OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state")
 PARSE_CASES = [
     ParseCase("empty", "", {}),
     ParseCase("owned", line() + "\n", {"coder": (4242, False, None, OWNED)}),
     ParseCase("dead-pane", line(is_dead="1", status="3"), {"coder": (4242, True, 3, OWNED)}),
     ParseCase(
         "foreign-unmarked",
-        line("shell", marks=("", "", "", "", "")),
+        line("shell", marks=("", "", "", "", "", "")),
         {"shell": (4242, False, None, Marks())},
     ),
     ParseCase(
@@ -187,8 +188,8 @@ PARSE_CASES = [
     ),
     ParseCase(
         "unicode-and-spaces",
-        line("ünï code", marks=("t", "a", "h", "s", "m ü")),
-        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü"))},
+        line("ünï code", marks=("t", "a", "h", "s", "m ü", "/ä b")),
+        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü", "/ä b"))},
     ),
     ParseCase(
         "no-pid-no-activity",

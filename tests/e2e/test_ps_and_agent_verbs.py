@@ -188,6 +188,27 @@ def test_ps_shows_both_agents_healthy(running: Fleet) -> None:
     assert "XDG_RUNTIME_DIR" in lines[3]  # the reason says where it looked
 
 
+def test_ps_with_another_state_dir_says_where_the_heartbeats_are(running: Fleet, tmp_path: Path) -> None:
+    """A forgotten FLEET_STATE_DIR: the agents' own state directory is named, not silently
+    read as every agent silent with spec-hash drift."""
+    elsewhere = tmp_path / "forgotten"
+
+    def forgetful(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "reconciler.cli", *args, str(running.repo), "--host", HOST, "--state-dir", str(elsewhere)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=90, env=running.env, check=False)
+
+    done = forgetful("ps")
+
+    assert done.returncode == 0, done.stderr
+    note = (f"tenant demo: 2 running agents (enhancer, orchestrator) were started with state directory "
+            f"{running.state_dir}, not {elsewhere}, and write their heartbeats there; pass --state-dir "
+            f"{running.state_dir} or set FLEET_STATE_DIR")
+    assert note in done.stdout.splitlines()
+    assert note not in running.fleet("ps", str(running.repo)).stdout  # the right directory: no such note
+    plan = forgetful("reconcile", "--dry-run")
+    assert note in plan.stdout, plan.stdout  # the dry run says it before any restart is taken for a change
+
+
 def test_ps_json_is_a_list_of_rows_with_stable_keys(running: Fleet) -> None:
     done = running.fleet("ps", str(running.repo), "--output", "json")
     assert done.returncode == 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.model.launch import LaunchSpec
+from reconciler.model.layout import STATE_DIR_ENV
 from reconciler.model.observed import FLEET_OPTIONS, SocketKey
 
 #: Bytes of packed arguments per invocation; tmux 3.3a refuses more than 16364.
@@ -145,7 +146,8 @@ def spawn_args(launch: LaunchSpec, home: str) -> tuple[Command, ...]:
             raise ValueError(f"{name}: environment variable name {env_key!r} is invalid")
         new += ["-e", f"{env_key}={value}"]
     new += ["--", *command_args(launch.argv)]
-    values = (launch.tenant, launch.agent, launch.host, launch.spec_hash, launch.model)
+    values = (launch.tenant, launch.agent, launch.host, launch.spec_hash, launch.model,
+              dict(launch.env).get(STATE_DIR_ENV, ""))
     return (
         tuple(new),
         ("set-option", "-w", "-t", target, "remain-on-exit", "on"),

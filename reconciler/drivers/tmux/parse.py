@@ -113,14 +113,14 @@ def parse_list_panes(text: str, key: SocketKey) -> dict[str, ObservedSession]:
     them), so one odd foreign session cannot blind the reconciler to the rest.
 
     >>> line = SEP.join(["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "",
-    ...                  "claude", "0", "jarvis", "coder", "w-jarvis", "ab12", "opus"])
+    ...                  "claude", "0", "jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state"])
     >>> dead = SEP.join(["coder", "$3", "1795608000", "", "0", "4243", "1", "3",
-    ...                  "", "0", "", "", "", "", ""])
+    ...                  "", "0", "", "", "", "", "", ""])
     >>> s = parse_list_panes(line + "\\n" + dead + "\\n", SocketKey(None, "fleet"))["coder"]
     >>> s.created.isoformat(), s.activity.minute, s.pane_pid, s.pane_dead, s.dead_status
     ('2026-11-25T12:00:00+00:00', 1, 4242, False, None)
-    >>> s.marks.owned, s.marks.model
-    (True, 'opus')
+    >>> s.marks.owned, s.marks.model, s.marks.state_dir
+    (True, 'opus', '/srv/state')
     >>> parse_pane_line(dead).pane_dead, parse_pane_line(dead).dead_status
     (True, 3)
     >>> parse_list_panes("garbage\\n", SocketKey(None, "fleet"))
@@ -140,7 +140,7 @@ def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str,
     >>> parse_snapshot(SocketKey(None, "x"), 1, "", "access not allowed\\n").error
     'tmux x: access not allowed'
     >>> parse_snapshot(SocketKey(None, "x"), 0, "junk\\n", "").error
-    "tmux x: skipped 1 unreadable line(s): expected 15 fields, got 1: 'junk'"
+    "tmux x: skipped 1 unreadable line(s): expected 16 fields, got 1: 'junk'"
 
     `known` maps lines of an earlier listing to their sessions: such a line is not parsed
     again (a resident loop lists the same panes every tick); every line read this time is
