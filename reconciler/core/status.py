@@ -47,6 +47,7 @@ class PlanIndex:
         self.conflicts = _first_by_agent(plan.conflicts)
         self.waits = _first_by_agent(plan.waits)
         self.budget = _first_by_agent(plan.budget)
+        self.paces = {(tenant, pace.account): pace for tenant, pace in plan.paces}
 
 
 _T = TypeVar("_T", AgentHealth, Conflict, Wait, Decision)
@@ -116,7 +117,7 @@ def agent_conditions(
         stalled = _cond("Stalled", wait.stalled, "CrashLoop" if wait.stalled else "BackingOff", evidence)
     else:
         stalled = _cond("Stalled", False, "Progressing", "no restart loop")
-    budget = budget_condition(decision, {(t, p.account): p for t, p in plan.paces})
+    budget = budget_condition(decision, index.paces)
     return health, (ready, healthy, budget, drifted, stalled)
 
 
@@ -203,23 +204,42 @@ def projected_exhaustion(pace: Pace, now: datetime) -> str | None:
 
 
 def _stable_message(health: str, agent: DesiredAgent) -> str:
+    if health == "dead":
+        return "its process exited; the next run restarts it"
+    if health == "starting":
+        return f"started; within the {int(agent.startup_grace.total_seconds())}s start-up grace"
     timeout = int(agent.heartbeat_timeout.total_seconds())
-    grace = int(agent.startup_grace.total_seconds())
-    return {
-        "healthy": f"answers heartbeats within the {timeout}s timeout",
-        "starting": f"started; within the {grace}s start-up grace",
-        "stale": f"heartbeats stopped (timeout {timeout}s); the next run restarts it",
-        "silent": f"no heartbeat since it started (timeout {timeout}s); the next run restarts it",
-        "dead": "its process exited; the next run restarts it",
-    }.get(health, health)
+    if health == "healthy":
+        return f"answers heartbeats within the {timeout}s timeout"
+    if health == "stale":
+        return f"heartbeats stopped (timeout {timeout}s); the next run restarts it"
+    if health == "silent":
+        return f"no heartbeat since it started (timeout {timeout}s); the next run restarts it"
+    return health
 
 
 def carry_since(new: tuple[Condition, ...], old: AgentStatus | None, now: datetime) -> tuple[Condition, ...]:
-    """Keep a condition's `since` while its status holds; stamp `now` when it changes."""
+    """Keep a condition's `since` while its status holds; stamp `now` when it changes.
+
+    A condition equal to the previous one but for `since` is the previous one itself, so
+    an unchanged status is made of the previous status's objects (cheap to compare)."""
+    if old is not None and len(old.conditions) == len(new) and all(
+        o.type == n.type and o.status == n.status and o.reason == n.reason and o.message == n.message
+        for o, n in zip(old.conditions, new, strict=True)
+    ):
+        return old.conditions
+    before_by_type = {c.type: c for c in old.conditions} if old else {}
     out = []
+    stamp = ""
     for cond in new:
-        before = old.condition(cond.type) if old else None
-        since = before.since if before is not None and before.status == cond.status else now.isoformat(timespec="seconds")
+        before = before_by_type.get(cond.type)
+        if before is not None and before.status == cond.status:
+            if before.reason == cond.reason and before.message == cond.message:
+                out.append(before)
+                continue
+            since = before.since
+        else:
+            since = stamp = stamp or now.isoformat(timespec="seconds")
         out.append(Condition(cond.type, cond.status, cond.reason, cond.message, since))
     return tuple(out)
 
@@ -237,10 +257,13 @@ def tenant_status(
     previous: TenantStatus | None,
     now: datetime,
     ledger: Iterable[LedgerEntry] = (),
+    index: PlanIndex | None = None,
 ) -> TenantStatus:
+    """One tenant's status on `host` after this tick (`index`: the plan's PlanIndex, when
+    the caller reports several tenants of one plan)."""
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
-    index = PlanIndex(plan)
+    index = index or PlanIndex(plan)
     for agent in sorted(tenant.on_host(host).values(), key=lambda a: a.name):
         health, conds = agent_conditions(agent, plan, observed, started, failed, index)
         beat = observed.heartbeats.get((agent.tenant, agent.name))
@@ -251,10 +274,12 @@ def tenant_status(
             decision = index.budget.get((agent.tenant, agent.name))
             running_model = agent.model if decision is None else decision.model
         tokens = sum(beat.usage.values()) if beat else 0
-        agents.append(AgentStatus(
+        before = old_agents.get(agent.name)
+        reported = AgentStatus(
             agent.name, agent.role, agent.alias, agent.lifecycle, agent.model, running_model, health,
-            _rounded(tokens), carry_since(conds, old_agents.get(agent.name), now),
-        ))
+            _rounded(tokens), carry_since(conds, before, now),
+        )
+        agents.append(before if before is not None and before == reported else reported)
     runs = tuple(previous.runs) if previous else ()
     if run is not None:
         runs = (run, *runs)[:MAX_RUNS]

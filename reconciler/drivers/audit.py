@@ -17,6 +17,7 @@ redacted.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import pwd
@@ -79,11 +80,16 @@ RUN_BY = "FLEET_RUN_BY"
 def whoami(command: str) -> Who:
     """This process as the audit log names it (effective uid: what the kernel checks)."""
     uid = os.geteuid()
+    return Who(_user_name(uid), uid, os.getpid(), socket.gethostname(), command, os.environ.get(RUN_BY, ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _user_name(uid: int) -> str:
+    """The passwd name of `uid`, looked up once (apply asks on every tick)."""
     try:
-        user = pwd.getpwuid(uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid without a passwd entry (a container): the number says it all
-        user = str(uid)
-    return Who(user, uid, os.getpid(), socket.gethostname(), command, os.environ.get(RUN_BY, ""))
+        return str(uid)
 
 
 def redact(text: str, env: Iterable[tuple[str, str]]) -> str:

@@ -6,6 +6,8 @@ a corrupt file becomes a problem line for status, never a failed tick. Every sta
 symlink to /dev/zero is refused instead of read forever. Everything the reconciler
 persists under the state directory goes through `write_atomic`, so a reader never sees
 half a file; `check_state_writable` says, before any apply, when it could not.
+A resident loop keeps each heartbeat it read by the file's stat (`StatCache`) and
+reads only those that changed since.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import errno
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
@@ -112,6 +115,11 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     tenants): create a small file, write one page into it, fsync, remove it. A read-only mount, a folder we may not write and a full
     file system each fail there, before any action is taken, with one message saying
     which and what to do. Nothing is left behind either way.
+
+    The fsync runs on a folder's first probe in this process only: a resident loop
+    probes every tick, and the faults that come and go (a remount read-only, a
+    permission, a full disk) fail at the create or the write already, as file systems
+    reserve the space when written to (tmpfs, ext4, XFS, btrfs).
     """
     folders = [StateLayout(state_dir).tenant(tenant) for tenant in sorted(set(tenants))] or [state_dir]
     for folder in folders:
@@ -123,33 +131,88 @@ def check_state_writable(state_dir: Path, tenants: Iterable[str]) -> str | None:
     return None
 
 
+#: How much older than the clock a file's last change must be before what was read from
+#: it is kept by its stat: a write within the file system's timestamp granularity of an
+#: earlier one can leave size and times as they were (git's "racy" files).
+SETTLED_NS = 2_000_000_000
+
+
+class StatCache(Generic[R]):
+    """What was read from each file, kept while the file's stat stays the same.
+
+    A resident loop reads a thousand heartbeats every tick; most did not change. The key
+    is the file's device, inode, size, modification and change times (`os.stat`, links
+    followed): a rename over it (how agents write) gives another inode and times, an
+    edit in place another change time. A file changed within SETTLED_NS of being read is
+    not kept, so two writes in one timestamp tick are never mistaken for one. Only
+    records are kept; a file that could not be used is read again each time.
+    """
+
+    def __init__(self, limit: int = 1 << 16) -> None:
+        self._entries: dict[str, tuple[tuple[int, ...], R]] = {}
+        self._limit = limit
+
+    def read(self, entry: os.DirEntry[str], read_one: Callable[[Path], R | str]) -> R | str:
+        """`read_one` of the file a directory scan found, or what it gave while the stat was the same."""
+        try:
+            ahead = entry.stat()
+        except OSError:
+            return read_one(Path(entry.path))  # it says why
+        key = (ahead.st_dev, ahead.st_ino, ahead.st_size, ahead.st_mtime_ns, ahead.st_ctime_ns)
+        kept = self._entries.get(entry.path)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        now = time.time_ns()
+        outcome = read_one(Path(entry.path))
+        if isinstance(outcome, str) or max(ahead.st_mtime_ns, ahead.st_ctime_ns) > now - SETTLED_NS:
+            self._entries.pop(entry.path, None)
+            return outcome
+        if len(self._entries) >= self._limit and entry.path not in self._entries:
+            self._entries.clear()
+        self._entries[entry.path] = (key, outcome)
+        return outcome
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: Heartbeats read by this process (a resident `--watch` loop reads only the changed ones).
+_HEARTBEATS: StatCache[Heartbeat] = StatCache()
+
+
 def scan_heartbeats(directory: Path) -> tuple[dict[str, Heartbeat], list[str]]:
     """Read every `*.json` heartbeat of one folder with a single `os.scandir`.
 
     Returns heartbeats by agent name and problem lines (`PATH: what; how to fix`) for
     files that could not be used; hidden files (an agent's `.NAME.tmp` before its
-    rename) are skipped. A missing folder is no heartbeats yet, not a problem.
+    rename) are skipped. A missing folder is no heartbeats yet, not a problem. A file
+    whose stat did not change since this process read it is not read again (StatCache).
     """
-    return scan_records(directory, _read_heartbeat, lambda beat: beat.agent, "heartbeats")
+    return scan_records(directory, _read_heartbeat, lambda beat: beat.agent, "heartbeats", _HEARTBEATS)
 
 
 def scan_records(
-    directory: Path, read_one: Callable[[Path], R | str], key: Callable[[R], str], what: str
+    directory: Path, read_one: Callable[[Path], R | str], key: Callable[[R], str], what: str,
+    cache: StatCache[R] | None = None,
 ) -> tuple[dict[str, R], list[str]]:
     """One `os.scandir` of a folder of `*.json` records, each read by `read_one` (a record,
-    or the problem line that says why it is skipped). Hidden files are a writer's
-    temporary files; a missing folder holds no records yet."""
+    or the problem line that says why it is skipped), through `cache` when given. Hidden
+    files are a writer's temporary files; a missing folder holds no records yet."""
     try:
         with os.scandir(directory) as scan:
-            names = sorted(e.name for e in scan if e.name.endswith(".json") and not e.name.startswith("."))
+            entries = sorted((e for e in scan if e.name.endswith(".json") and not e.name.startswith(".")),
+                             key=lambda e: e.name)
     except FileNotFoundError:
         return {}, []
     except OSError as exc:
         return {}, [f"{directory}: cannot list {what} ({exc.strerror}); check the folder"]
     found: dict[str, R] = {}
     problems: list[str] = []
-    for name in names:
-        outcome = read_one(directory / name)
+    for entry in entries:
+        outcome = read_one(directory / entry.name) if cache is None else cache.read(entry, read_one)
         if isinstance(outcome, str):
             problems.append(outcome)
         else:
@@ -225,14 +288,22 @@ def _bytes(count: int) -> str:
 _PROBE = b"\0" * 4096
 
 
+#: Folders (device, inode) whose probe was fsynced by this process.
+_SYNCED: set[tuple[int, int]] = set()
+
+
 def _probe(folder: Path) -> None:
-    """Create, fill, fsync and remove one hidden file in `folder`; raises OSError if any step fails."""
+    """Create, fill, fsync (the folder's first probe in this process) and remove one
+    hidden file in `folder`; raises OSError if any step fails."""
+    where = folder.stat()
     fd, name = tempfile.mkstemp(dir=folder, prefix=".fleet-probe.", suffix=".tmp")
     try:
         view = memoryview(_PROBE)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if (where.st_dev, where.st_ino) not in _SYNCED:
+            os.fsync(fd)
+            _SYNCED.add((where.st_dev, where.st_ino))
     finally:
         os.close(fd)
         Path(name).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ nothing of one tenant is reachable from another's uid.
 from __future__ import annotations
 
 import contextlib
+import functools
 import grp
 import os
 import pwd
@@ -44,7 +45,14 @@ class Account:
 
 
 def current_user() -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name
+    """The name of this process's effective user (looked up once per uid: every tmux
+    call asks, and the passwd lookup reads /etc/passwd)."""
+    return _user_name(os.geteuid())
+
+
+@functools.lru_cache(maxsize=8)
+def _user_name(uid: int) -> str:
+    return pwd.getpwuid(uid).pw_name
 
 
 def is_me(user: str | None) -> bool:

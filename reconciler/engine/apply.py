@@ -39,6 +39,7 @@ from reconciler.drivers.runtime_config import RuntimeConfigError, write_configs
 from reconciler.engine.state import write_history
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick
+from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey, SocketSnapshot
 from reconciler.runtimes import ADAPTERS
@@ -278,11 +279,15 @@ def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
         for o in outcomes
         if o.result == "done" and (o.action.kind in STOPS or o.action.reason.rule in FRESH_START_RULES)
     ]
-    healthy = [(h.tenant, h.agent) for h in tick.plan.health if h.health == Health.HEALTHY.value]
+    well = Health.HEALTHY.value
+    healthy = [(h.tenant, h.agent) for h in tick.plan.health if h.health == well]
     new = advance(tick.history, healthy=healthy, restarted=restarted, forgotten=forgotten, now=tick.now)
+    by_tenant: dict[str, dict[str, RestartRecord]] = {}
+    for (t, agent), rec in new.items():
+        by_tenant.setdefault(t, {})[agent] = rec
     problems = []
     for tenant in tick.desired.tenants:
-        records = {agent: rec for (t, agent), rec in new.items() if t == tenant}
+        records = by_tenant.get(tenant, {})
         try:
             write_history(tick.inputs.state_dir, tenant, records)
         except OSError as exc:

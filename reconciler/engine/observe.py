@@ -7,13 +7,19 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`). It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
+
+Several tmux servers are listed at the same time (threads), while the state directory
+is read; a resident loop re-reads only the heartbeats whose stat changed and re-parses
+only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import DesiredFleet, host_facts
@@ -33,6 +39,9 @@ from reconciler.model.observed import (
     SystemdSnapshot,
 )
 from reconciler.model.usage import UsageSignal
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 #: Why another user's manager is not asked yet (SystemdSnapshot.reason).
 OTHER_USER_SYSTEMD = "another user's systemd --user: that user's own fleet run drives it"
@@ -55,9 +64,23 @@ def observe_tick(
     programs and workdirs its launches name resolved) and the reconciler's own records
     (`observe_stored`; budget memory only for the `budgeted` tenants)."""
     users_ = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
-    programs, workdirs = host_facts(desired)
+    programs, workdirs = _host_facts(desired)
     observed = observe(desired.sockets, users_, state, desired.tenants, now, programs=programs, workdirs=workdirs)
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+
+
+#: The last desired fleet asked about and what host_facts said of it: a resident loop
+#: gets the very same DesiredFleet back while no spec changed (engine/tick.py).
+_LAST_FACTS: list[tuple[DesiredFleet, tuple[frozenset[str], frozenset[tuple[str | None, str]]]]] = []
+
+
+def _host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
+    """host_facts, or (same desired object) what it said last time."""
+    if _LAST_FACTS and _LAST_FACTS[0][0] is desired:
+        return _LAST_FACTS[0][1]
+    facts = host_facts(desired)
+    _LAST_FACTS[:] = [(desired, facts)]
+    return facts
 
 
 def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:
@@ -86,14 +109,18 @@ def observe(
     exactly.
     """
     tenants = list(dict.fromkeys(tenants))
-    snapshots = _observe_sockets(sockets)
-    heartbeats, beat_problems = _observe_heartbeats(state, tenants, now)
-    signals, usage_problems = _observe_usage(state, tenants, now)
+    sockets = list(dict.fromkeys(sockets))
+    with _meanwhile(_observe_sockets, sockets, alone=len(sockets) <= 1) as listing:
+        # Several tmux servers: they answer while the state directory is read.
+        heartbeats, beat_problems = _observe_heartbeats(state, tenants, now)
+        signals, usage_problems = _observe_usage(state, tenants, now)
+        systemd_snapshots = {user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)}
+        snapshots = listing()
     problems = [snap.error for snap in snapshots.values() if snap.error]
     return ObservedFleet(
         taken_at=now,
         sockets=snapshots,
-        systemd={user: _observe_systemd(user) for user in dict.fromkeys(systemd_users)},
+        systemd=systemd_snapshots,
         heartbeats=heartbeats,
         problems=(*problems, *beat_problems, *usage_problems),
         usage=signals,
@@ -115,9 +142,25 @@ def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, s
     return Resolved({p: path for p, path in found.items() if path != p}, missing, usable)
 
 
+@contextmanager
+def _meanwhile(work: Callable[[A], R], arg: A, *, alone: bool) -> Iterator[Callable[[], R]]:
+    """`work(arg)` on a thread of its own while the body runs (`alone`: first, on this
+    thread); the body gets the function that gives its result."""
+    if alone:
+        done = work(arg)
+        yield lambda: done
+        return
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415  (only with several servers)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-observe") as pool:
+        future = pool.submit(work, arg)
+        yield future.result
+
+
 def _observe_sockets(sockets: Iterable[SocketKey]) -> dict[SocketKey, SocketSnapshot]:
-    """One tmux listing per distinct socket, in the caller's order."""
-    return {key: tmux.observe_socket(key) for key in dict.fromkeys(sockets)}
+    """One tmux listing per distinct socket, in the caller's order (the servers are
+    asked at the same time: drivers/tmux, `observe_sockets`)."""
+    return tmux.observe_sockets(sockets)
 
 
 def _observe_systemd(user: str | None) -> SystemdSnapshot:

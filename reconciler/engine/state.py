@@ -93,9 +93,23 @@ def read_budget_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[tu
     return read_per_tenant(tenants, StateLayout(state_dir).budget_memory, parse_memory, "budget memory")
 
 
+#: The history text this process last rendered for each file, with its records: a
+#: resident loop whose restart history did not change does not render it again.
+_RENDERED: dict[Path, tuple[dict[str, RestartRecord], str]] = {}
+
+
 def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRecord]) -> None:
-    """Write one tenant's history if it changed (same records, same bytes, no write)."""
+    """Write one tenant's history if it changed (same records, same bytes, no write; the
+    file is still compared, so one edited meanwhile is put back)."""
     path = StateLayout(state_dir).restarts(tenant)
     if not records and not path.exists():
         return
-    write_if_changed(path, render_history(records), mode=0o600)
+    kept = _RENDERED.get(path)
+    if kept is not None and kept[0] == records:
+        text = kept[1]
+    else:
+        text = render_history(records)
+        if len(_RENDERED) >= 4096 and path not in _RENDERED:
+            _RENDERED.clear()
+        _RENDERED[path] = (dict(records), text)
+    write_if_changed(path, text, mode=0o600)

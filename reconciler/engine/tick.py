@@ -21,7 +21,7 @@ from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.observe import StoredState, observe_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
-from reconciler.model.observed import ObservedFleet
+from reconciler.model.observed import ObservedFleet, Resolved
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
 
@@ -59,7 +59,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
-    desired = resolve_desired(desired, observed.resolved)
+    desired = _resolved(desired, observed.resolved)
     budget = _budget(repo, desired, observed, stored, at, budgeted)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
@@ -84,6 +84,19 @@ def _desired(repo: FleetRepo, inputs: TickInputs) -> DesiredFleet:
                             down=inputs.down)
     _LAST_DESIRED[:] = [(repo, key, desired)]
     return desired
+
+
+#: The last resolved fleet, with the desired fleet and host facts it came from.
+_LAST_RESOLVED: list[tuple[DesiredFleet, Resolved, DesiredFleet]] = []
+
+
+def _resolved(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
+    """resolve_desired, or (same desired object, equal host facts) the result of last time."""
+    if _LAST_RESOLVED and _LAST_RESOLVED[0][0] is desired and _LAST_RESOLVED[0][1] == resolved:
+        return _LAST_RESOLVED[0][2]
+    result = resolve_desired(desired, resolved)
+    _LAST_RESOLVED[:] = [(desired, resolved, result)]
+    return result
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,

@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 
 from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_status, render_tasks
-from reconciler.core.status import tenant_status
+from reconciler.core.status import PlanIndex, tenant_status
 from reconciler.drivers.audit import redact
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.drivers.ledger import ledger_path, read_ledger
@@ -120,6 +120,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
     written: list[str] = []
     problems: list[str] = []
     mine: list[TenantStatus] = []
+    index = PlanIndex(tick.plan)
     for name, tenant in tick.desired.tenants.items():
         path = status_path(repo, host, name)
         if not tenant.on_host(host) and not path.exists():
@@ -137,6 +138,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
+            index=index,
         )
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):

@@ -33,6 +33,9 @@ TENANT_FILES = {"roster.yaml": Roster, "budget.yaml": Budget, "tasks.yaml": Task
 Loaded = tuple[Any, Source | None, tuple[SpecError, ...]]
 #: Each spec file's parsed and validated result, by (path, kind, tenant) and bytes.
 _FILES: BytesCache[bytes, Loaded] = BytesCache()
+#: The rules' verdict on each tenant, with the documents it was given (kept alive, compared by identity).
+_CHECKED: dict[tuple[object, ...], tuple[tuple[object, ...], tuple[SpecError, ...]]] = {}
+_FILES_LIMIT = 4096
 #: The last repository loaded from each root: returned as it is when it compares equal.
 _REPOS: dict[Path, FleetRepo] = {}
 MAX_ROOTS = 16
@@ -178,6 +181,7 @@ def forget_loaded() -> None:
     """Drop every kept result (tests; a caller that wants a cold load)."""
     _FILES.clear()
     _REPOS.clear()
+    _CHECKED.clear()
 
 
 def _load_tenant(root: Path, name: str, fleet: Fleet | None, roles: dict[str, Role]) -> tuple[TenantSpec | None, list[SpecError]]:
@@ -213,8 +217,23 @@ def _load_tenant(root: Path, name: str, fleet: Fleet | None, roles: dict[str, Ro
         return None, [_with_tenant(e, name) for e in errors]
     spec = TenantSpec(name, roster, budget, tasks, sources)
     if fleet is not None:
-        errors += check_tenant(spec, fleet, roles)
+        errors += _check_tenant(root, spec, fleet, roles)
     return (spec if not errors else None), [_with_tenant(e, name) for e in errors]
+
+
+def _check_tenant(root: Path, spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> list[SpecError]:
+    """check_tenant, or what it said last time when every document it reads is the very
+    object it read then (the file cache gives the same objects for the same bytes)."""
+    objects = (spec.roster, spec.budget, spec.tasks, *spec.sources.values(), fleet, *roles.values())
+    key = (root.absolute(), spec.name, tuple(spec.sources), tuple(roles))
+    kept = _CHECKED.get(key)
+    if kept is not None and len(kept[0]) == len(objects) and all(a is b for a, b in zip(kept[0], objects, strict=True)):
+        return list(kept[1])
+    errors = check_tenant(spec, fleet, roles)
+    if len(_CHECKED) >= _FILES_LIMIT and key not in _CHECKED:
+        _CHECKED.clear()
+    _CHECKED[key] = (objects, tuple(errors))
+    return errors
 
 
 def _with_tenant(err: SpecError, tenant: str) -> SpecError:

@@ -15,11 +15,12 @@ from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.core.ps import ps_rows
 from reconciler.core.render import parse_status, render_status, render_tasks
-from reconciler.core.status import tenant_status
+from reconciler.core.status import carry_since, tenant_status
 from reconciler.model.ledger import LedgerEntry
 from reconciler.model.observed import ObservedFleet
 from reconciler.model.status import (
     AccountStatus,
+    AgentStatus,
     Condition,
     LearnedHint,
     QueuedAgent,
@@ -79,6 +80,28 @@ def test_a_changed_condition_gets_a_new_since_and_the_others_keep_theirs() -> No
     orch_healthy = next(a for a in second.agents if a.name == "orchestrator").condition("Healthy")
     assert enh_healthy is not None and enh_healthy.status == "False" and enh_healthy.since == later_at.isoformat(timespec="seconds")
     assert orch_healthy is not None and orch_healthy.status == "True" and orch_healthy.since == NOW.isoformat(timespec="seconds")
+
+
+def test_an_unchanged_status_is_made_of_the_previous_ones_objects() -> None:
+    first = coding_status()
+    later = coding_status(obs_now=NOW + timedelta(minutes=5), previous=first)
+    assert later == first
+    assert all(a is b for a, b in zip(later.agents, first.agents, strict=True))
+
+
+def test_a_condition_whose_status_holds_keeps_since_and_takes_the_new_words() -> None:
+    then = NOW.isoformat(timespec="seconds")
+    old = AgentStatus("a", "coder", None, "ephemeral", "m", None, "starting", 0,
+                      (Condition("Ready", "False", "Starting", "started", then),
+                       Condition("Healthy", "True", "Heartbeat", "answers", then)))
+    later = NOW + timedelta(minutes=5)
+    new = carry_since((Condition("Ready", "False", "Absent", "no session"), Condition("Healthy", "False", "Stale", "stopped")),
+                      old, later)
+    assert new == (Condition("Ready", "False", "Absent", "no session", then),
+                   Condition("Healthy", "False", "Stale", "stopped", later.isoformat(timespec="seconds")))
+    same = carry_since((Condition("Ready", "False", "Starting", "started"), Condition("Healthy", "True", "Heartbeat", "answers")),
+                       old, later)
+    assert same is old.conditions
 
 
 def test_status_round_trips_and_runs_are_capped() -> None:

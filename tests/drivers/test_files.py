@@ -137,3 +137,60 @@ def test_default_state_dir(
             monkeypatch.setenv(key, value)
 
     assert default_state_dir() == Path(case.expected.format(home=tmp_path))
+
+
+@pytest.fixture
+def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """A fresh heartbeat cache, and the heartbeat files read (not served from it) from here on."""
+    monkeypatch.setattr(files, "_HEARTBEATS", files.StatCache())
+    reads: list[Path] = []
+    real = files._read_heartbeat
+
+    def counting(path: Path) -> Any:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(files, "_read_heartbeat", counting)
+    return reads
+
+
+def test_an_unchanged_settled_heartbeat_is_not_read_again(
+    tmp_path: Path, counted_reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "SETTLED_NS", 0)  # every file counts as settled at once
+    write(tmp_path, "coder0-0.json", beat())
+    first, _ = scan_heartbeats(tmp_path)
+    second, _ = scan_heartbeats(tmp_path)
+    assert second == first and counted_reads == [tmp_path / "coder0-0.json"]
+
+
+def test_a_heartbeat_renamed_over_with_the_same_size_is_read_again(
+    tmp_path: Path, counted_reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "SETTLED_NS", 0)
+    path = write(tmp_path, "coder0-0.json", beat(state="working"))
+    before = path.stat()
+    assert scan_heartbeats(tmp_path)[0]["coder0-0"].state == "working"
+    write_atomic(path, beat(state="waiting"))  # how agents write: a new file renamed over
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # even with the old modification time
+    assert path.stat().st_size == before.st_size
+    assert scan_heartbeats(tmp_path)[0]["coder0-0"].state == "waiting"
+    assert len(counted_reads) == 2
+
+
+def test_a_heartbeat_changed_within_the_settling_time_is_read_every_scan(tmp_path: Path, counted_reads: list[Path]) -> None:
+    write(tmp_path, "coder0-0.json", beat())  # just written: a second write could keep its size and times
+    scan_heartbeats(tmp_path)
+    scan_heartbeats(tmp_path)
+    assert len(counted_reads) == 2
+
+
+def test_a_broken_heartbeat_is_read_again_and_its_fix_seen(
+    tmp_path: Path, counted_reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "SETTLED_NS", 0)
+    path = write(tmp_path, "coder0-0.json", beat()[:30])
+    assert scan_heartbeats(tmp_path)[1] and scan_heartbeats(tmp_path)[1]
+    write_atomic(path, beat())
+    beats, problems = scan_heartbeats(tmp_path)
+    assert "coder0-0" in beats and problems == [] and len(counted_reads) == 3

@@ -123,6 +123,23 @@ def wait_for_json(path: Path) -> dict[str, object]:
 # --- pure ------------------------------------------------------------------------------
 
 
+def test_a_line_listed_again_is_the_known_session_and_a_changed_one_is_parsed() -> None:
+    key = SocketKey(None, "fleet")
+    fields = ["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "", "sleep", "0", "t", "coder", "h", "ab12", "m",
+              "/srv/state"]
+    line = tmux_parse.SEP.join(fields)
+    seen: dict[str, ObservedSession] = {}
+    first = tmux_parse.parse_snapshot(key, 0, line + "\n", "", None, seen)
+    assert seen == {line: first.sessions["coder"]}
+
+    again = tmux_parse.parse_snapshot(key, 0, line + "\n", "", seen, {})
+    assert again.sessions["coder"] is first.sessions["coder"]
+
+    died = tmux_parse.SEP.join([*fields[:6], "1", "3", *fields[8:]])
+    later = tmux_parse.parse_snapshot(key, 0, died + "\n", "", seen, {})
+    assert later.sessions["coder"].pane_dead and later.sessions["coder"].dead_status == 3
+
+
 @pytest.mark.parametrize("module", [tmux_argv, tmux_parse], ids=lambda m: m.__name__)
 def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module)

@@ -168,6 +168,32 @@ def test_runner_validate_and_bad_output_flag() -> None:
     assert bad.exit_code == 2 and "'yaml' is not one of" in " ".join(bad.stderr.split())  # a usage error
 
 
+def test_app_called_again_in_one_process_parses_each_call_anew(capsys: pytest.CaptureFixture[str]) -> None:
+    """The root command is built once (cli/app.py, FleetApp); every call still parses its own argv."""
+    minimal = str(REPO_ROOT / "examples/fleets/minimal")
+    for argv, code, said in ((["validate", minimal], 0, "valid (1 tenant(s), 2 agent(s))"),
+                             (["validate", str(REPO_ROOT / "no-such-fleet")], 1, "no such folder"),
+                             (["validate", minimal, "--output", "json"], 0, '"valid": true')):
+        with pytest.raises(SystemExit) as exited:
+            app(argv)
+        out, err = capsys.readouterr()
+        assert exited.value.code == code and said in out + err, (argv, out, err)
+
+
+def test_a_command_built_alone_and_the_whole_tree_say_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fleet reconcile ...` builds only its group (cli/app.py); help of the root still lists every command."""
+    said = {}
+    for argv in (["reconcile", "--help"], ["budget", "simulate", "--help"], ["--help"], ["reconcile", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            app(argv, prog_name="fleet", terminal_width=200)
+        assert exited.value.code == 0
+        said[" ".join(argv)] = " ".join(capsys.readouterr().out.split())
+    assert "Usage: fleet reconcile [OPTIONS] REPO" in said["reconcile --help"]
+    assert "Usage: fleet budget simulate [OPTIONS] REPO" in said["budget simulate --help"]
+    for name in ("validate", "reconcile", "down", "ps", "install", "agent", "budget"):
+        assert f" {name} " in said["--help"], name
+
+
 def test_schema_check(tmp_path: Path) -> None:
     assert fleet("schema", "--out", str(REPO_ROOT / "specs"), "--check").returncode == 0
     stale = fleet("schema", "--out", str(tmp_path), "--check")

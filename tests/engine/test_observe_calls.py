@@ -22,6 +22,7 @@ from reconciler.model.launch import LaunchSpec
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedFleet, SocketKey
 from tests.plugins.systemd_user import SystemdUser
+from tests.plugins.tmux_server import kill_server
 
 TENANT = "jarvis"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -147,3 +148,27 @@ def test_unreachable_socket_is_a_problem_not_a_failure() -> None:
     assert not fleet.sockets[key].running
     assert fleet.problems and "no-such-user-fleet-test" in fleet.problems[0]
     assert fleet.taken_at == NOW
+
+
+@pytest.mark.tmux
+def test_several_servers_are_listed_once_each_in_the_callers_order(
+    tmux_socket: SocketKey, counted: list[list[str]], tmp_path: Path
+) -> None:
+    other = SocketKey(None, f"{tmux_socket.name}-b")
+    missing = SocketKey(None, f"{tmux_socket.name}-none")  # no server: a snapshot that says so
+    try:
+        spawn_sessions(agents(tmux_socket, 0, 3))
+        spawn_sessions(agents(other, 3, 5))
+        counted.clear()
+
+        fleet = observe([other, missing, tmux_socket, other], [], StateLayout(tmp_path), [], NOW)
+
+        assert list(fleet.sockets) == [other, missing, tmux_socket]
+        assert sorted(fleet.sockets[tmux_socket].sessions) == ["coder0", "coder1", "coder2"]
+        assert sorted(fleet.sockets[other].sessions) == ["coder3", "coder4"]
+        assert not fleet.sockets[missing].running
+        listed = sorted(call[call.index("-L") + 1] for call in counted if call[0] == "tmux")
+        assert listed == sorted(str(k.name) for k in (other, missing, tmux_socket))
+    finally:
+        for key in (other, missing):
+            kill_server(str(key.name))

@@ -104,6 +104,24 @@ def test_a_full_state_dir_is_named_with_the_fix(tmpfs: Path) -> None:
     assert listing(tmpfs) == before
 
 
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_a_fault_after_a_passed_probe_is_named_on_the_next_one(tmpfs: Path, fault: str) -> None:
+    """A resident loop probes every tick, fsyncing only the first time: a state dir that
+    turns read-only or fills up between two ticks is still named on the next."""
+    assert check_state_writable(tmpfs, TENANTS) is None
+    assert check_state_writable(tmpfs, TENANTS) is None
+    if fault == "read-only":
+        read_only(tmpfs)
+    else:
+        fill(tmpfs)
+    before = listing(tmpfs)
+
+    message = check_state_writable(tmpfs, TENANTS)
+
+    assert message is not None and message.startswith(f"state directory {tmpfs} is {fault} (at {tmpfs / 'demo'})")
+    assert listing(tmpfs) == before
+
+
 def test_a_state_dir_this_user_may_not_write(tmp_path: Path) -> None:
     """As `nobody`, in a folder root owns (0755): permissions, not the file system."""
     (tmp_path / "demo").mkdir(parents=True)

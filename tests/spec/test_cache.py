@@ -75,6 +75,22 @@ def test_an_edit_that_breaks_validation_is_reported_and_a_fix_is_seen(tmp_path: 
     assert fixed.ok and "demo" in fixed.tenants
 
 
+def test_a_rule_across_files_is_checked_again_when_only_the_other_file_changes(tmp_path: Path) -> None:
+    """The roster is unchanged (its cached model is reused) but fleet.yaml renames the runtime it names."""
+    root = build_repo(tmp_path)
+    roster = root / ROSTER
+    roster.write_text(roster.read_text().replace("role: enhancer\n", "role: enhancer\n    runtime: stub\n"))
+    fleet = root / "fleet.yaml"
+    good = fleet.read_text()
+    assert load_repo(root).ok
+    fleet.write_text(good.replace("runtime: stub\n", "runtime: other\n").replace("  stub:\n", "  other:\n"))
+    broken = load_repo(root)
+    assert not broken.ok and "demo" in broken.invalid_tenants
+    assert any(e.path == str(roster) and "stub" in e.message for e in broken.errors), broken.errors
+    fleet.write_text(good)
+    assert load_repo(root).ok
+
+
 def test_a_deleted_file_is_not_served_from_the_cache(tmp_path: Path) -> None:
     root = build_repo(tmp_path)
     assert load_repo(root).ok

@@ -6,6 +6,7 @@ client.py runs it. Doctested.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from reconciler.model.observed import FLEET_OPTIONS, Marks, ObservedSession, SocketKey, SocketSnapshot
@@ -82,17 +83,24 @@ def parse_pane_line(line: str) -> ObservedSession:
     )
 
 
-def _parse(text: str) -> tuple[dict[str, ObservedSession], list[str]]:
+def _parse(text: str, known: Mapping[str, ObservedSession] | None = None,
+           seen: dict[str, ObservedSession] | None = None) -> tuple[dict[str, ObservedSession], list[str]]:
+    """Sessions and unreadable lines; a line found in `known` is that session, not parsed
+    again. Every line read is recorded in `seen`."""
     sessions: dict[str, ObservedSession] = {}
     bad: list[str] = []
     for line in text.splitlines():
         if not line:
             continue
-        try:
-            session = parse_pane_line(line)
-        except ValueError as exc:
-            bad.append(f"{exc}: {line[:80]!r}")
-            continue
+        session = known.get(line) if known else None
+        if session is None:
+            try:
+                session = parse_pane_line(line)
+            except ValueError as exc:
+                bad.append(f"{exc}: {line[:80]!r}")
+                continue
+        if seen is not None:
+            seen[line] = session
         sessions.setdefault(session.name, session)
     return sessions, bad
 
@@ -122,7 +130,9 @@ def parse_list_panes(text: str, key: SocketKey) -> dict[str, ObservedSession]:
     return _parse(text)[0]
 
 
-def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str) -> SocketSnapshot:
+def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str,
+                   known: Mapping[str, ObservedSession] | None = None,
+                   seen: dict[str, ObservedSession] | None = None) -> SocketSnapshot:
     """Turn one `list-panes` run into a snapshot; a server that is not there is no error.
 
     >>> parse_snapshot(SocketKey(None, "x"), 1, "", "no server running on /tmp/tmux-0/x\\n")
@@ -131,13 +141,17 @@ def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str) ->
     'tmux x: access not allowed'
     >>> parse_snapshot(SocketKey(None, "x"), 0, "junk\\n", "").error
     "tmux x: skipped 1 unreadable line(s): expected 16 fields, got 1: 'junk'"
+
+    `known` maps lines of an earlier listing to their sessions: such a line is not parsed
+    again (a resident loop lists the same panes every tick); every line read this time is
+    put in `seen`, for the next call.
     """
     message = stderr.strip()
     if returncode != 0:
         if not_running(message):
             return SocketSnapshot(key=key, running=False)
         return SocketSnapshot(key=key, running=False, error=f"tmux {key.label()}: {message}")
-    sessions, bad = _parse(stdout)
+    sessions, bad = _parse(stdout, known, seen)
     error = None
     if bad:
         error = f"tmux {key.label()}: skipped {len(bad)} unreadable line(s): {bad[0]}"
