@@ -47,6 +47,7 @@ class StateLayout:
         Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
         Entry("ledger", "<tenant>/ledger.jsonl", "the spend ledger, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
+        Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -84,6 +85,10 @@ class StateLayout:
 
     def audit(self, tenant: str) -> Path:
         return self.tenant(tenant) / "audit.jsonl"
+
+    def conversation(self, tenant: str, agent: str) -> Path:
+        """The agent's conversation (session) id, one UUID: `--session-id`, then `--resume`."""
+        return self.tenant(tenant) / "conversations" / agent
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"
