@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
 from reconciler.model.layout import STATE_DIR_ENV
-from reconciler.model.observed import Resolved, SocketKey, program_positions
+from reconciler.model.observed import Conversation, Resolved, SocketKey, program_positions
 from reconciler.runtimes import ADAPTERS
 from reconciler.runtimes.base import AgentRun, RuntimePaths
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
@@ -59,6 +60,12 @@ class LaunchRecipe:
 
     def template(self, runtime: str) -> str:
         return self.command_override or dict(self.commands)[runtime]
+
+    def conversation(self) -> Conversation:
+        """The agent's conversation as observed (the state dir's id, a transcript on this
+        host), else the default id, not yet started."""
+        found = self.resolved.conversations.get((self.tenant, self.agent))
+        return found or Conversation(default_session_id(self.state_dir, self.tenant, self.agent))
 
     def adapter(self, runtime: str) -> str | None:
         """The runtime's event adapter (`claude`, `codex`), or None: its command runs as it is
@@ -177,8 +184,15 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
     command = command_argv(recipe.template(runtime), values)
     adapter = recipe.adapter(runtime)
     added: tuple[tuple[str, str], ...] = ()
+    hashed = command
+    session_id = ""
     if adapter is not None:
-        command, added = adapter_launch(recipe, adapter, command[0], model)
+        # The hash is of the launch without the conversation flags: `--session-id` on the
+        # first start and `--resume` after it are the same spec, so neither restarts.
+        hashed, added = adapter_launch(recipe, adapter, command[0], model)
+        conversation = recipe.conversation() if ADAPTERS[adapter].fixes_session else None
+        command, _ = adapter_launch(recipe, adapter, command[0], model, conversation)
+        session_id = conversation.session_id if conversation else ""
     argv = with_env_from(command, recipe.env_from)
     env = (
         *recipe.env,
@@ -200,12 +214,35 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         workdir=recipe.workdir,
         model=model,
         # of the specs, before `resolved`
-        spec_hash=spec_hash(argv, env, recipe.workdir, recipe.socket,
+        spec_hash=spec_hash(with_env_from(hashed, recipe.env_from), env, recipe.workdir, recipe.socket,
                             None if adapter is None else (adapter, recipe.persona, recipe.trust_workdir)),
         adapter=adapter,
         persona=recipe.persona if adapter else None,
         trust_workdir=recipe.trust_workdir,
+        session_id=session_id,
     ))
+
+
+def next_session_id(session_id: str) -> str:
+    """The id after `session_id`, for a conversation that was started but holds nothing:
+    derived, like the default, so the plan names what apply starts.
+
+    >>> next_session_id("0f0e0d0c-0b0a-4909-8807-060504030201") != "0f0e0d0c-0b0a-4909-8807-060504030201"
+    True
+    """
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mosaic-fleet:next:{session_id}"))
+
+
+def default_session_id(state_dir: str, tenant: str, agent: str) -> str:
+    """The conversation id of an agent that has none in the state directory yet: derived,
+    so a dry-run and the apply after it name the same one (apply then keeps it).
+
+    >>> default_session_id("/s", "jarvis", "orchestrator") == default_session_id("/s", "jarvis", "orchestrator")
+    True
+    >>> default_session_id("/s", "jarvis", "orchestrator") != default_session_id("/other", "jarvis", "orchestrator")
+    True
+    """
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"mosaic-fleet:{state_dir}:{tenant}:{agent}"))
 
 
 def adapter_run(launch: LaunchSpec, home: str) -> tuple[AgentRun, RuntimePaths]:
@@ -214,20 +251,24 @@ def adapter_run(launch: LaunchSpec, home: str) -> tuple[AgentRun, RuntimePaths]:
     workdir = launch.workdir or "~"
     if workdir == "~" or workdir.startswith("~/"):
         workdir = home + workdir[1:]
-    run = AgentRun(launch.tenant, launch.host, launch.agent, launch.model, Path(workdir), "",
+    run = AgentRun(launch.tenant, launch.host, launch.agent, launch.model, Path(workdir), launch.session_id,
                    persona=launch.persona, trust_workdir=launch.trust_workdir, env=dict(launch.env))
     state_dir = dict(launch.env).get(STATE_DIR_ENV, "")
     return run, RuntimePaths(Path(home), Path(state_dir), launch.hook, "")
 
 
-def adapter_launch(recipe: LaunchRecipe, adapter: str, program: str, model: str
+def adapter_launch(recipe: LaunchRecipe, adapter: str, program: str, model: str,
+                   conversation: Conversation | None = None,
                    ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """The argv and the added variables of an adapter runtime (reconciler/runtimes/):
     `program` is the runtime's binary as fleet.yaml names it (resolved while observing),
     and the hook is `fleet-hook` (likewise). The agent's own `env:` wins over the adapter's;
-    the `FLEET_*` identity is build_launch's."""
-    run = AgentRun(recipe.tenant, recipe.host, recipe.agent, model, Path(recipe.workdir or "~"), "",
-                   persona=recipe.persona, trust_workdir=recipe.trust_workdir, env=dict(recipe.env))
+    the `FLEET_*` identity is build_launch's. With a `conversation`, the runtime starts on
+    that session id, or resumes it when it has a transcript."""
+    run = AgentRun(recipe.tenant, recipe.host, recipe.agent, model, Path(recipe.workdir or "~"),
+                   conversation.session_id if conversation else "", persona=recipe.persona,
+                   resume=bool(conversation and conversation.resume), trust_workdir=recipe.trust_workdir,
+                   env=dict(recipe.env))
     paths = RuntimePaths(Path("~"), Path(recipe.state_dir), HOOK, program)
     launch = ADAPTERS[adapter].launch(run, paths)
     own = {name for name, _ in recipe.env}
@@ -255,11 +296,30 @@ def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[s
     return frozenset(programs), frozenset(workdirs)
 
 
+def conversation_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str, str, str]]:
+    """The conversations the observe step must look up for `desired.host`'s agents that run
+    (or may be moved to) a runtime whose session id the fleet fixes: (socket user, tenant,
+    agent, the runtime's config folder: the agent's `CLAUDE_CONFIG_DIR`, else `~/.claude`)."""
+    found: set[tuple[str | None, str, str, str]] = set()
+    for tenant in desired.tenants.values():
+        for agent in tenant.on_host(desired.host).values():
+            recipe = agent.recipe
+            runtimes = {agent.runtime} if recipe.command_override else {agent.runtime, *dict(recipe.commands)}
+            adapters = {recipe.adapter(runtime) for runtime in runtimes}
+            if any(name is not None and ADAPTERS[name].fixes_session for name in adapters):
+                folder = dict(recipe.env).get("CLAUDE_CONFIG_DIR") or "~/.claude"
+                found.add((recipe.socket.user, recipe.tenant, recipe.agent, folder))
+    return frozenset(found)
+
+
 def resolve_desired(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
     """`desired` with this host's facts in every launch (and every recipe, so a budget
     rung is resolved too); spec hashes do not change."""
     def agent(a: DesiredAgent) -> DesiredAgent:
-        return replace(a, launch=resolved.launch(a.launch), recipe=replace(a.recipe, resolved=resolved))
+        recipe = replace(a.recipe, resolved=resolved)
+        if a.launch.session_id and (a.tenant, a.name) in resolved.conversations:
+            return replace(a, launch=build_launch(recipe, a.runtime, a.model), recipe=recipe)  # its conversation
+        return replace(a, launch=resolved.launch(a.launch), recipe=recipe)
 
     tenants = {n: replace(t, agents=tuple(agent(a) for a in t.agents)) for n, t in desired.tenants.items()}
     return replace(desired, tenants=tenants)

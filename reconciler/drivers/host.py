@@ -8,9 +8,12 @@ way in the pane. Standard library only: the launcher imports it on every start.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def program_path(program: str) -> str:
@@ -48,6 +51,42 @@ def lineage(pid: int, limit: int = 64) -> tuple[int, ...]:
         chain.append(pid)
         pid = ppid
     return tuple(chain)
+
+
+def kept_session_id(path: Path) -> str | None:
+    """The conversation id kept at `path` (one UUID), or None: absent, unreadable or not a UUID."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _UUID.fullmatch(text) else None
+
+
+#: How much of a transcript is read to find its first message (one comes after a few
+#: metadata lines); a conversation is never that long before its first prompt.
+TRANSCRIPT_HEAD = 1 << 20
+
+
+def claude_transcript(config_dir: str, session_id: str) -> str | None:
+    """What Claude Code keeps of `session_id` under `config_dir` (`~/.claude`), in
+    `projects/<folder>/<id>.jsonl`: None (no file), "empty" (only metadata lines: the
+    runtime writes the file at start and its records later) or "conversation" (a message).
+
+    Measured with 2.1.328: `--resume ID` fails ("No conversation found") unless there is
+    a message, and `--session-id ID` fails ("already in use") once the file exists.
+    """
+    try:
+        projects = Path(config_dir).expanduser() / "projects"
+        for folder in projects.iterdir():
+            try:
+                with (folder / f"{session_id}.jsonl").open("rb") as handle:
+                    head = handle.read(TRANSCRIPT_HEAD)
+            except FileNotFoundError:
+                continue
+            return "conversation" if b'"type":"user"' in head or b'"type":"assistant"' in head else "empty"
+    except (OSError, RuntimeError):
+        return None
+    return None
 
 
 def workdir_exists(workdir: str) -> bool:

@@ -5,7 +5,9 @@ world: tmux, systemd, the state directory and this host's programs and folders. 
 number of external calls is constant per socket, systemd manager and tenant, never per
 agent: one tmux listing per distinct socket, one `observe_units()` per systemd manager,
 one directory scan per tenant for heartbeats and one for usage records, one read each
-of a tenant's restart history and budget memory (`observe_stored`). It persists
+of a tenant's restart history and budget memory (`observe_stored`); the exception is
+an agent on Claude Code: its kept conversation id and its transcript (one small read
+and one folder listing each, `observe_conversations`). It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -22,7 +24,13 @@ from datetime import datetime
 from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
-from reconciler.core.desired import DesiredFleet, host_facts
+from reconciler.core.desired import (
+    DesiredFleet,
+    conversation_facts,
+    default_session_id,
+    host_facts,
+    next_session_id,
+)
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
@@ -31,6 +39,7 @@ from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import (
     HOME_WORKDIR,
+    Conversation,
     Heartbeat,
     ObservedFleet,
     Resolved,
@@ -66,6 +75,9 @@ def observe_tick(
     users_ = sorted({t.socket.user for t in desired.tenants.values()}, key=lambda u: u or "")
     programs, workdirs = _host_facts(desired)
     observed = observe(desired.sockets, users_, state, desired.tenants, now, programs=programs, workdirs=workdirs)
+    conversations = observe_conversations(state, conversation_facts(desired))
+    if conversations:
+        observed = replace(observed, resolved=replace(observed.resolved, conversations=conversations))
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
 
 
@@ -126,6 +138,34 @@ def observe(
         usage=signals,
         resolved=resolve_host(programs, workdirs),
     )
+
+
+#: How many started-but-empty conversations are skipped before giving up (then the start
+#: fails and is retried with backoff, saying so in the pane).
+MAX_EMPTY_SESSIONS = 32
+
+
+def observe_conversations(state: StateLayout, facts: Iterable[tuple[str | None, str, str, str]]
+                          ) -> dict[tuple[str, str], Conversation]:
+    """Each agent's conversation: the id kept in the state directory (else the derived
+    default), resumed when the runtime's transcript of it holds a message. A transcript
+    without one (the runtime was killed before it wrote its records) can be neither
+    resumed nor started again, so the conversation moves on to the next id (nothing lost). Only our own user's agents:
+    another user's runtime files are that user's run's to read."""
+    found: dict[tuple[str, str], Conversation] = {}
+    for user, tenant, agent, config_dir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        if not users.is_me(user):
+            continue
+        session_id = host.kept_session_id(state.conversation(tenant, agent)) or \
+            default_session_id(str(state.root), tenant, agent)
+        kept = host.claude_transcript(config_dir, session_id)
+        for _ in range(MAX_EMPTY_SESSIONS):  # an id taken but with nothing to resume: the next one
+            if kept != "empty":
+                break
+            session_id = next_session_id(session_id)
+            kept = host.claude_transcript(config_dir, session_id)
+        found[(tenant, agent)] = Conversation(session_id, kept == "conversation")
+    return found
 
 
 def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, str]]) -> Resolved:

@@ -36,6 +36,7 @@ class LaunchSpec:
     persona: str | None = None  # the role's persona, written beside the settings by `prepare`
     trust_workdir: bool = True  # pre-accept the runtime's folder-trust dialog for the workdir
     hook: str = "fleet-hook"  # the hook program the runtime calls, resolved while observing
+    session_id: str = ""  # the conversation id the runtime is started on (kept in the state dir by `prepare`)
 
     def env_sources(self) -> tuple[str, ...]:
         """The variables its launcher reads in the pane (`env_from: [{env: VAR}]`): the only

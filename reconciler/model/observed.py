@@ -149,6 +149,15 @@ HOME_WORKDIR = "~"
 
 
 @dataclass(frozen=True, slots=True)
+class Conversation:
+    """An agent's conversation: its session id and whether the runtime has a transcript of
+    it on this host (then a start resumes it: `--resume ID`, else `--session-id ID`)."""
+
+    session_id: str
+    resume: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Resolved:
     """Facts of this host the pure core cannot know, read once by the observe step.
 
@@ -162,6 +171,9 @@ class Resolved:
     programs: Mapping[str, str] = field(default_factory=dict)
     missing: frozenset[str] = frozenset()
     workdirs: Mapping[tuple[str | None, str], str] = field(default_factory=dict)
+    #: (tenant, agent) -> the agent's conversation as kept in the state directory, for a
+    #: runtime whose session id the fleet fixes (Claude Code): absent, the core's default.
+    conversations: Mapping[tuple[str, str], Conversation] = field(default_factory=dict)
 
     def launch(self, launch: LaunchSpec) -> LaunchSpec:
         """`launch` as it runs on this host; the spec hash is left as it is.

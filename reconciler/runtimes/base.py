@@ -101,6 +101,7 @@ class RuntimeAdapter(Protocol):
 
     name: str
     deliver: Deliver
+    fixes_session: bool  # the fleet names the session id (`AgentRun.session_id`) and resumes it
 
     def prepare(self, run: AgentRun, paths: RuntimePaths) -> list[ConfigFile]: ...
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from reconciler.model.layout import StateLayout
 from reconciler.runtimes.base import (
     AdapterError,
     AgentRun,
@@ -101,6 +102,7 @@ class ClaudeAdapter:
 
     name = "claude"
     deliver = Deliver.PASTE_ACK_ON_SUBMIT
+    fixes_session = True  # `--session-id UUID`, then `--resume UUID` (measured with 2.1.328)
 
     def settings_path(self, run: AgentRun, paths: RuntimePaths) -> Path:
         return paths.agent_dir(run) / "claude-settings.json"
@@ -118,10 +120,13 @@ class ClaudeAdapter:
         ]
         if run.persona:
             files.append(ConfigFile(self.persona_path(run, paths), replace_with(run.persona), owned=True))
+        if run.session_id:  # kept, so every later start resumes this conversation
+            files.append(ConfigFile(StateLayout(paths.state_dir).conversation(run.tenant, run.agent),
+                                    replace_with(run.session_id + "\n"), owned=True))
         return files
 
     def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
-        session: tuple[str, ...] = ()  # no id: Claude Code picks one (resume is not wired yet)
+        session: tuple[str, ...] = ()  # no id: Claude Code picks one
         if run.session_id:
             session = ("--resume", run.session_id) if run.resume else ("--session-id", run.session_id)
         persona = ("--append-system-prompt-file", str(self.persona_path(run, paths))) if run.persona else ()

@@ -98,6 +98,9 @@ class CodexAdapter:
 
     name = "codex"
     deliver = Deliver.PASTE_ACK_ON_TURN_END
+    #: Codex 0.169.0 has no flag to start on a given session id (`codex resume ID` only
+    #: resumes an id Codex chose), so the fleet does not name or resume its sessions yet.
+    fixes_session = False
 
     def codex_home(self, run: AgentRun, paths: RuntimePaths) -> Path:
         """The agent's `CODEX_HOME` when its environment sets one, else `~/.codex`."""

@@ -130,7 +130,8 @@ def test_driver_writes_merges_and_keeps_mode_and_symlinks(tmp_path: Path) -> Non
     (tmp_path / "home" / ".claude.json").symlink_to(real)
     files = ClaudeAdapter().prepare(run, paths)
     changed = write_configs(files)
-    assert len(changed) == 3
+    assert len(changed) == 4
+    assert (tmp_path / "state/jarvis/conversations/orchestrator").read_text() == SESSION + "\n"
     assert (tmp_path / "home" / ".claude.json").is_symlink()
     assert json.loads(real.read_text())["theme"] == "dark" and real.stat().st_mode & 0o777 == 0o640
     settings = tmp_path / "state/jarvis/runtimes/orchestrator/claude-settings.json"

@@ -16,9 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.desired import build_desired, host_facts, on_rung
+from reconciler.core.desired import (
+    build_desired,
+    conversation_facts,
+    default_session_id,
+    host_facts,
+    on_rung,
+    resolve_desired,
+)
 from reconciler.core.health import Health, assess
-from reconciler.model.observed import Heartbeat, ObservedSession, Resolved, SocketKey
+from reconciler.model.observed import Conversation, Heartbeat, ObservedSession, Resolved, SocketKey
 from reconciler.spec.load import load_repo
 from tests.spec.support import build_repo, error_lines
 
@@ -96,7 +103,8 @@ def test_desired_launch_is_the_adapters(tmp_path: Path) -> None:
     desired = build_desired(load_repo(repo(tmp_path)), host="demo", state_dir="/state")
     agents = desired.tenants["demo"].on_host("demo")
     claude, codex, stub = agents["orchestrator"].launch, agents["enhancer"].launch, agents["coder"].launch
-    assert claude.argv == ("claude", "--model", "opus", "--settings",
+    session = default_session_id("/state", "demo", "orchestrator")
+    assert claude.argv == ("claude", "--model", "opus", "--session-id", session, "--settings",
                            "/state/demo/runtimes/orchestrator/claude-settings.json",
                            "--append-system-prompt-file", "/state/demo/runtimes/orchestrator/persona.md")
     env = dict(claude.env)
@@ -109,6 +117,23 @@ def test_desired_launch_is_the_adapters(tmp_path: Path) -> None:
     assert stub.argv == ("fleet-stub-agent", "--model", "stub-large") and stub.adapter is None
     programs, _ = host_facts(desired)
     assert {"claude", "fleet-hook", "/opt/codex/bin/codex", "fleet-stub-agent"} <= programs
+
+
+def test_a_kept_conversation_is_resumed_on_every_rung_without_changing_the_hash(tmp_path: Path) -> None:
+    desired = build_desired(load_repo(repo(tmp_path)), host="demo", state_dir="/state")
+    # every agent here may be moved to the claude runtime by the budget policy: all are looked up
+    assert conversation_facts(desired) == {(None, "demo", a, "~/.claude") for a in ("orchestrator", "enhancer", "coder")}
+    first = desired.tenants["demo"].on_host("demo")["orchestrator"]
+    kept = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    resumed = resolve_desired(desired, Resolved(conversations={("demo", "orchestrator"): Conversation(kept, True)}))
+    agent = resumed.tenants["demo"].on_host("demo")["orchestrator"]
+    assert agent.launch.argv[3:5] == ("--resume", kept) and agent.launch.session_id == kept
+    assert agent.launch.spec_hash == first.launch.spec_hash, "the resume flag alone restarts nothing"
+    cheaper = on_rung(agent, "claude", "sonnet", ("opus", "sonnet"))
+    assert cheaper.launch.argv[1:5] == ("--model", "sonnet", "--resume", kept), "a step down keeps the conversation"
+    assert cheaper.launch.spec_hash != first.launch.spec_hash
+    fresh = resolve_desired(desired, Resolved(conversations={("demo", "orchestrator"): Conversation(kept)}))
+    assert fresh.tenants["demo"].on_host("demo")["orchestrator"].launch.argv[3:5] == ("--session-id", kept)
 
 
 def test_resolving_bakes_in_the_binaries_and_the_hook(tmp_path: Path) -> None:
@@ -188,3 +213,26 @@ def test_a_budget_rung_is_launched_by_the_same_adapter(tmp_path: Path) -> None:
     assert cheaper.launch.argv[:3] == ("claude", "--model", "sonnet") and cheaper.launch.adapter == "claude"
     assert "--settings" in cheaper.launch.argv and cheaper.launch.spec_hash != agent.launch.spec_hash
     assert dict(cheaper.launch.env)["FLEET_MODEL"] == "sonnet"
+
+
+def test_observe_reads_the_kept_id_and_skips_an_empty_transcript(tmp_path: Path) -> None:
+    from reconciler.core.desired import next_session_id  # noqa: PLC0415
+    from reconciler.engine.observe import observe_conversations  # noqa: PLC0415
+    from reconciler.model.layout import StateLayout  # noqa: PLC0415
+
+    state, claude = StateLayout(tmp_path / "state"), tmp_path / "claude"
+    facts = [(None, "demo", "orchestrator", str(claude))]
+    default = default_session_id(str(state.root), "demo", "orchestrator")
+    assert observe_conversations(state, facts) == {("demo", "orchestrator"): Conversation(default)}
+    kept = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    state.conversation("demo", "orchestrator").parent.mkdir(parents=True)
+    state.conversation("demo", "orchestrator").write_text(kept + "\n")
+    project = claude / "projects" / "-work"
+    project.mkdir(parents=True)
+    transcript = project / f"{kept}.jsonl"
+    transcript.write_text('{"type":"mode","sessionId":"x"}\n')  # started, killed before its records
+    assert observe_conversations(state, facts)[("demo", "orchestrator")] == Conversation(next_session_id(kept))
+    transcript.write_text('{"type":"mode"}\n{"type":"user","message":{"role":"user","content":"hi"}}\n')
+    assert observe_conversations(state, facts)[("demo", "orchestrator")] == Conversation(kept, resume=True)
+    state.conversation("demo", "orchestrator").write_text("not a uuid\n")
+    assert observe_conversations(state, facts)[("demo", "orchestrator")] == Conversation(default)
