@@ -140,7 +140,7 @@ class World:
 
     def screen(self, agent: str) -> str:
         try:
-            return self.tmux("capture-pane", "-p", "-t", f"={agent}:")
+            return self.tmux("capture-pane", "-p", "-S", "-60", "-t", f"={agent}:")
         except subprocess.CalledProcessError as exc:
             return f"(no screen: {exc.stderr})"
 
@@ -289,3 +289,81 @@ def test_reconcile_spawns_real_claude_and_codex_keeps_them_healthy_and_respawns(
     final = world.reconcile()
     assert final.returncode == 0 and "0 to restart" in final.stdout, final.stdout
     assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
+
+
+def _send(world: World, agent: str, text: str) -> None:
+    sent = world.fleet("agent", "send", str(world.repo), agent, text, "--verify", "--timeout", str(UP_S),
+                       "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+    assert sent.returncode == 0, f"{agent}: {sent.stdout} {sent.stderr}\n{world.screen(agent)}"
+    assert json.loads(sent.stdout)["status"] == "verified", sent.stdout
+
+
+def _turn_with(world: World, marker: str) -> Any:
+    """The first request to the fake Anthropic API that holds `marker` (the message just sent)."""
+    found: list[Any] = []
+
+    def check() -> bool:
+        found[:] = [t for t in world.anthropic.turns()  # type: ignore[attr-defined]
+                    if marker in json.dumps(t.messages)]
+        return bool(found)
+
+    assert retry_until(check, UP_S, 0.05), f"no request with {marker}\n{world.screen('orchestrator')}\n" \
+        f"{[(t.model, json.dumps(t.messages)[-300:]) for t in world.anthropic.turns()]}"  # type: ignore[attr-defined]
+    return found[0]
+
+
+def test_claude_resumes_its_conversation_after_a_kill_and_on_a_new_model(world: World) -> None:
+    """The session id is fixed at the first spawn and kept in the state dir; a restart
+    (the runtime killed) and a model change both resume it: the provider is sent the
+    earlier turns again, the second time on the new model."""
+    plan = {a["agent"]: a["command"] for a in world.plan()["actions"]}
+    at = plan["orchestrator"].index("--session-id")
+    session = plan["orchestrator"][at + 1]
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (world.state / TENANT / "conversations" / "orchestrator").read_text().strip() == session
+    world.wait_beat("orchestrator", "from Claude Code")
+    _send(world, "orchestrator", "Remember the word ZEBRA-17")
+    assert "ZEBRA-17" in json.dumps(_turn_with(world, "ZEBRA-17").messages)
+    world.wait_beat("orchestrator", "after the first turn", lambda b: b.state == "idle")
+    # Claude Code writes the transcript's records some time after the turn (measured: not
+    # yet on disk at `Stop`); a kill before that loses the turn, so the test waits for it.
+    assert retry_until(lambda: any("ZEBRA-17" in path.read_text() for path in
+                                   (world.home / ".claude" / "projects").glob(f"*/{session}.jsonl")), UP_S)
+
+    # Killed: the restart resumes the same conversation, and the spec hash did not move.
+    pane_pid = int(world.pane("orchestrator", "#{pane_pid}"))
+    spec_hash = world.pane("orchestrator", "#{@fleet-spec-hash}")
+    os.killpg(pane_pid, signal.SIGKILL)
+    assert retry_until(partial(_dead, world, "orchestrator"), 30), world.screen("orchestrator")
+    plan = {a["agent"]: a["command"] for a in world.plan()["actions"]}
+    assert plan["orchestrator"][plan["orchestrator"].index("--resume") + 1] == session, plan
+    done = world.reconcile()
+    assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
+    assert world.pane("orchestrator", "#{@fleet-spec-hash}") == spec_hash
+    world.wait_beat("orchestrator", "from the resumed runtime", lambda b: b.pid is not None and _alive(b.pid)
+                    and b.event in ("SessionStart", "statusline") and int(world.pane("orchestrator", "#{pane_pid}"))
+                    != pane_pid)
+    _send(world, "orchestrator", "Which word? MARK-2")
+    second = _turn_with(world, "MARK-2")
+    assert "ZEBRA-17" in json.dumps(second.messages), "the resumed runtime sent the earlier turn"
+    assert "opus" in (second.model or ""), second.model
+    steady = world.reconcile()
+    assert steady.returncode == 0 and "0 to spawn, 0 to restart" in steady.stdout, steady.stdout
+    world.wait_beat("orchestrator", "after the second turn", lambda b: b.state == "idle")
+    assert retry_until(lambda: any("MARK-2" in path.read_text() for path in
+                                   (world.home / ".claude" / "projects").glob(f"*/{session}.jsonl")), UP_S)
+
+    # A model change (as a budget step down does): a restart on sonnet, same conversation.
+    fleet = (world.repo / "fleet.yaml").read_text().replace("  model: opus\n", "  model: sonnet\n")
+    (world.repo / "fleet.yaml").write_text(fleet)
+    moved = world.reconcile()
+    assert moved.returncode == 0 and "1 to restart" in moved.stdout, moved.stdout + moved.stderr
+    world.wait_beat("orchestrator", "on sonnet", lambda b: b.model == "sonnet" and b.event in ("SessionStart",
+                                                                                              "statusline"))
+    _send(world, "orchestrator", "And now? MARK-3")
+    third = _turn_with(world, "MARK-3")
+    assert "sonnet" in (third.model or ""), third.model
+    text = json.dumps(third.messages)
+    assert "ZEBRA-17" in text and "MARK-2" in text, "the step down kept the whole conversation"
+    assert (world.state / TENANT / "conversations" / "orchestrator").read_text().strip() == session
