@@ -120,9 +120,9 @@ class CodexAdapter:
         return files
 
     def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
-        """Resume is `codex resume --last` (Codex picks its own session ids; not yet measured)."""
-        resume = ("resume", "--last") if run.resume else ()
+        """A fresh session on every start: `fixes_session` is False, so `run.resume` is never
+        set for Codex, and `codex resume --last` could pick another agent's session."""
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
         env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
-        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *NO_DAEMON, *persona)
+        argv = (paths.hook, "launch", "--", paths.binary, "--model", run.model, *NO_DAEMON, *persona)
         return Launch(argv, env)

@@ -91,7 +91,8 @@ def test_codex_launch(tmp_path: Path) -> None:
                            "-c", "features.daemon_auto_start=false", "-c", f"model_instructions_file={persona}")
     assert "CODEX_HOME" not in launch.env and launch.env["FLEET_MODEL"] == "gpt-5.5"  # the agent's env has it
     run, paths = make(tmp_path, resume=True, persona=None)
-    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", "--last", "--model", "opus",
+    # never `resume --last` (it may pick another agent's session in a shared CODEX_HOME)
+    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "--model", "opus",
                                                           "-c", "features.daemon_auto_start=false")
     assert CodexAdapter().codex_home(run, paths) == tmp_path / "home/.codex"
 
