@@ -34,6 +34,7 @@ from reconciler.core.desired import (
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
+from reconciler.engine.memo import LastResult
 from reconciler.engine.state import read_budget_memory, read_history
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
@@ -81,18 +82,14 @@ def observe_tick(
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
 
 
-#: The last desired fleet asked about and what host_facts said of it: a resident loop
-#: gets the very same DesiredFleet back while no spec changed (engine/tick.py).
-_LAST_FACTS: list[tuple[DesiredFleet, tuple[frozenset[str], frozenset[tuple[str | None, str]]]]] = []
+#: What host_facts said of the last desired fleet asked about: a resident loop gets the
+#: very same DesiredFleet back while no spec changed (engine/tick.py).
+_FACTS: LastResult[tuple[frozenset[str], frozenset[tuple[str | None, str]]]] = LastResult()
 
 
 def _host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[str | None, str]]]:
     """host_facts, or (same desired object) what it said last time."""
-    if _LAST_FACTS and _LAST_FACTS[0][0] is desired:
-        return _LAST_FACTS[0][1]
-    facts = host_facts(desired)
-    _LAST_FACTS[:] = [(desired, facts)]
-    return facts
+    return _FACTS.get(desired, None, lambda: host_facts(desired))
 
 
 def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:

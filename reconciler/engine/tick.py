@@ -18,6 +18,7 @@ from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
+from reconciler.engine.memo import LastResult
 from reconciler.engine.observe import StoredState, observe_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
@@ -68,35 +69,24 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
 
 
-#: The last desired fleet built, with the repository object and options it came from:
 #: load_repo gives a resident loop the same FleetRepo while no spec changed.
-_LAST_DESIRED: list[tuple[FleetRepo, tuple[object, ...], DesiredFleet]] = []
+_DESIRED: LastResult[DesiredFleet] = LastResult()
+#: Likewise the resolved fleet, while the desired fleet is the same and the host facts equal.
+_RESOLVED: LastResult[DesiredFleet] = LastResult()
 
 
 def _desired(repo: FleetRepo, inputs: TickInputs) -> DesiredFleet:
     """build_desired, or (same repository object, same options) the result built last time."""
     only = None if inputs.tenants is None else frozenset(inputs.tenants)
     key = (inputs.host, str(inputs.state_dir), inputs.command_override, only, inputs.down)
-    if _LAST_DESIRED and _LAST_DESIRED[0][0] is repo and _LAST_DESIRED[0][1] == key:
-        return _LAST_DESIRED[0][2]
-    desired = build_desired(repo, host=inputs.host, state_dir=str(inputs.state_dir),
-                            command_override=inputs.command_override, only_tenants=inputs.tenants,
-                            down=inputs.down)
-    _LAST_DESIRED[:] = [(repo, key, desired)]
-    return desired
-
-
-#: The last resolved fleet, with the desired fleet and host facts it came from.
-_LAST_RESOLVED: list[tuple[DesiredFleet, Resolved, DesiredFleet]] = []
+    return _DESIRED.get(repo, key, lambda: build_desired(
+        repo, host=inputs.host, state_dir=str(inputs.state_dir), command_override=inputs.command_override,
+        only_tenants=inputs.tenants, down=inputs.down))
 
 
 def _resolved(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
     """resolve_desired, or (same desired object, equal host facts) the result of last time."""
-    if _LAST_RESOLVED and _LAST_RESOLVED[0][0] is desired and _LAST_RESOLVED[0][1] == resolved:
-        return _LAST_RESOLVED[0][2]
-    result = resolve_desired(desired, resolved)
-    _LAST_RESOLVED[:] = [(desired, resolved, result)]
-    return result
+    return _RESOLVED.get(desired, resolved, lambda: resolve_desired(desired, resolved))
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,
