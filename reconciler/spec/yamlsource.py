@@ -131,7 +131,7 @@ def to_plain(node: Any, budget: list[int] | None = None) -> Any:
 def _line_col(text: str | bytes, index: int) -> tuple[int, int]:
     """1-based line and column of offset `index`.
 
-    >>> _line_col("ab\ncd", 4)
+    >>> _line_col("ab\\ncd", 4)
     (2, 2)
     """
     head = text[:index]
