@@ -201,10 +201,10 @@ def _prepare(socket: SocketKey, starts: list[Action]) -> dict[Action, str]:
         launch = action.launch
         if launch is None or launch.adapter is None:
             continue
-        if not users.is_me(socket.user):
-            failed[action] = (f"runtime adapter {launch.adapter!r} for user {socket.user}: the fleet prepares a "
-                              "runtime's config only as the user who runs the agent (not wired for other users yet); "
-                              "run `fleet reconcile` as that user, or use `adapter: command`")
+        if not users.is_me(socket.user):  # root hands such a tenant to a run as its user (engine/delegate.py)
+            failed[action] = (f"runtime adapter {launch.adapter!r} for user {socket.user}: a runtime's config is "
+                              "prepared only by a run as the user who runs the agent; run `fleet reconcile` as root "
+                              "(it runs each tenant user's share as that user) or as that user")
             continue
         run, paths = adapter_run(launch, str(Path.home()))
         try:

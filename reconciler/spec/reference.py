@@ -87,7 +87,7 @@ NOTES = {
     "Agent.runtime": "A runtime of fleet.yaml; default: the role's, else the fleet's.",
     "Agent.model": "A model on the runtime's ladder; default: the role's, else the fleet's, else the ladder's first.",
     "Agent.lane": "The lane (stream of work) an ephemeral worker serves.",
-    "Agent.workdir": "The pane's working folder: absolute, or under `~/` (the tenant user's home).",
+    "Agent.workdir": "The pane's working folder: absolute, or under `~/` (the tenant user's home); absent: that home.",
     "Agent.host": "Overrides the roster's `host`.",
     "Budget.kind": "The document's kind.",
     "Budget.tenant": "Must equal the folder name, `tenants/<tenant>/`.",
