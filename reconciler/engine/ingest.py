@@ -437,9 +437,11 @@ def _single_tasks(spec: TenantSpec) -> dict[str, str]:
 
 
 def tick_homes(desired: DesiredFleet, tenants: Iterable[str], problems: list[str]) -> dict[str, Homes]:
-    """Where each tenant's adapter runtimes keep their files on this host: the agents'
-    `CODEX_HOME` / `CLAUDE_CONFIG_DIR`, else `~/.codex` / `~/.claude` of this process's
-    user (another user's agents are that user's own run's to ingest).
+    """Where each tenant's adapter runtimes keep their files on this host: for each agent
+    of its desired runtime, its `CODEX_HOME` / `CLAUDE_CONFIG_DIR`, else `~/.codex` /
+    `~/.claude` of this process's user (another user's agents are that user's own run's
+    to ingest; an agent moved to another runtime by the budget writes into that
+    runtime's home, which is read when some agent of the tenant runs it by desire).
 
     One home is one login and is booked to one tenant: a home that several tenants in
     scope (or several homes of one kind that one tenant) would read is a problem, and it
@@ -452,13 +454,11 @@ def tick_homes(desired: DesiredFleet, tenants: Iterable[str], problems: list[str
             recipe = agent.recipe
             if not users.is_me(recipe.socket.user):
                 continue
-            env = dict(recipe.env)
-            for runtime in {agent.runtime, *dict(recipe.commands)}:
-                kind = recipe.adapter(runtime)
-                if kind == CODEX:
-                    claims.setdefault((CODEX, _home(env.get("CODEX_HOME"), "~/.codex")), set()).add(name)
-                elif kind == CLAUDE:
-                    claims.setdefault((CLAUDE, _home(env.get("CLAUDE_CONFIG_DIR"), "~/.claude")), set()).add(name)
+            env, kind = dict(recipe.env), recipe.adapter(agent.runtime)  # its desired runtime's home
+            if kind == CODEX:
+                claims.setdefault((CODEX, _home(env.get("CODEX_HOME"), "~/.codex")), set()).add(name)
+            elif kind == CLAUDE:
+                claims.setdefault((CLAUDE, _home(env.get("CLAUDE_CONFIG_DIR"), "~/.claude")), set()).add(name)
     found: dict[str, dict[str, list[str]]] = {}
     for (kind, folder), owners in sorted(claims.items()):
         if len(owners) > 1:
