@@ -242,13 +242,17 @@ def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: dateti
     outcomes = record_signals(state_dir, tenant.name, signals, now, problems, write=commit)
     if not commit:  # the ledger does not move a plan: a dry-run leaves it, and the cursors, alone
         return TenantIngest(tenant.name, tuple(outcomes), (), tuple(problems), tuple(notes))
-    appended, ledger_problems = update_ledger(
-        layout.ledger(tenant.name),
-        lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
-    )
+    appended: list[LedgerEntry] = []
+    ledger_problems: list[str] = []
+    if counters:  # no spend counter at all (a tenant of stub agents without usage): no ledger file
+        appended, ledger_problems = update_ledger(
+            layout.ledger(tenant.name),
+            lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
+        )
     try:  # after the ledger: cursors lost or stale only cost a longer read, never a double booking
         append_keys(layout.ingest_keys(tenant.name), counted)
-        write_book(layout.ingest_cursors(tenant.name), moved)
+        if moved or book:
+            write_book(layout.ingest_cursors(tenant.name), moved)
     except OSError as exc:
         problems.append(f"{layout.ingest_cursors(tenant.name)}: could not save the ingest cursors "
                         f"({exc.strerror or exc}); the next tick reads the runtimes' files from the old ones")
