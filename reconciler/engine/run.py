@@ -191,7 +191,7 @@ def observe_run(request: RunRequest) -> RunResult:
 def _inputs(request: RunRequest) -> TickInputs:
     return TickInputs(repo=request.repo, host=request.host, state_dir=request.state_dir, tenants=request.tenants,
                       command_override=request.command_override, allow_mass_stop=request.allow_mass_stop or request.down,
-                      down=request.down, revision=request.revision)
+                      down=request.down, revision=request.revision, dry_run=request.dry_run)
 
 
 def check_tenants(repo: FleetRepo, wanted: Collection[str] | None) -> None:

@@ -48,6 +48,7 @@ VALUE_TYPES = {
     models.LANE_PATTERN: ("lane name", "lower-case letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 64"),
     TASK_ID_PATTERN: ("id", "letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 40"),
     models.ENV_NAME_PATTERN: ("variable name", "letters, digits and `_`, not starting with a digit; at most 128"),
+    models.SHARE_PATTERN: ("percentage", "a share of an account's limit: `5%`, `12.5%`; at least 0%, below 100%"),
     models.DURATION_PATTERN: ("duration", "numbers with units `w`, `d`, `h`, `m`, `s`: `90s`, `5m`, `1h30m`, `7d`; more than 0s, at most 10 years"),
     models.TEXT_PATTERN: ("line of text", "one line that people read: no control characters (C0, C1, DEL), no bidirectional overrides, no U+2028/U+2029"),
     models.LINES_PATTERN: ("lines of text", "like a line of text, but tabs and line breaks are allowed"),
@@ -94,6 +95,7 @@ NOTES = {
     "Budget.pacing": "`even-spread` keeps each account on its even pace; `rapid` spends ahead and needs `authorized_by`.",
     "Budget.accounts": "The provider accounts the tenant's agents spend; names are unique.",
     "Budget.concurrency": "At most this many agents running at once (core agents always run; workers queue).",
+    "Budget.policy": "Tuning of the pacing policy (see below the tables); absent: today's values.",
     "Account.name": "The account's name, unique in the tenant (usage records are `usage/<name>.json`).",
     "Account.provider": "Who sells it, e.g. `anthropic`, `openai`.",
     "Account.runtime": "The runtime of fleet.yaml whose agents spend this account.",
@@ -231,6 +233,8 @@ def describe_default(field: FieldInfo) -> str:
         return "absent"
     if isinstance(value, timedelta):
         return f"`{format_duration(value)}`"
+    if any(getattr(m, "func", None) is models.format_fraction for m in field.metadata):
+        return f"`{models.format_fraction(value)}`"
     if isinstance(value, BaseModel):
         return "its defaults"
     if isinstance(value, (list, dict)) and not value:
