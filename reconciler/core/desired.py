@@ -348,6 +348,29 @@ def on_rung(agent: DesiredAgent, runtime: str, model: str, ladder: tuple[str, ..
                    launch=build_launch(agent.recipe, runtime, model, account))
 
 
+
+def role_prompt(role: Role | None) -> str | None:
+    """What an adapter gives the runtime for the agent's role: the persona, then the
+    role's skills as a list. A persona alone is passed as written (its hash unchanged).
+
+    >>> from reconciler.spec.models import Role
+    >>> print(role_prompt(Role(apiVersion="fleet.mosaicstack.dev/v1", kind="Role", name="coder",
+    ...                        persona="You write code.\\n", skills=["tests first", "small changes"])))
+    You write code.
+    <BLANKLINE>
+    Your skills in this role:
+    - tests first
+    - small changes
+    <BLANKLINE>
+    >>> role_prompt(Role(apiVersion="fleet.mosaicstack.dev/v1", kind="Role", name="coder")) is None
+    True
+    """
+    if role is None or not role.skills:
+        return role.persona if role is not None else None
+    skills = "Your skills in this role:\n" + "".join(f"- {skill}\n" for skill in role.skills)
+    return f"{role.persona.rstrip()}\n\n{skills}" if role.persona else skills
+
+
 def desired_agent(
     tenant: str,
     agent: Agent,
@@ -372,7 +395,7 @@ def desired_agent(
         commands=tuple((name, runtime.command_line()) for name, runtime in fleet.runtimes.items()),
         adapters=tuple((name, runtime.adapter) for name, runtime in fleet.runtimes.items()
                        if runtime.adapter not in ("command", "stub")),
-        persona=role.persona if role is not None else None,
+        persona=role_prompt(role),
         trust_workdir=agent.trust_workdir,
         command_override=command_override,
         env=tuple(sorted(agent.env.items())),

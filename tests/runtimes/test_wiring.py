@@ -145,7 +145,7 @@ def test_resolving_bakes_in_the_binaries_and_the_hook(tmp_path: Path) -> None:
     assert found.hook == "/v/bin/fleet-hook" and found.spec_hash == launch.spec_hash
 
 
-def test_a_persona_edit_changes_the_spec_hash(tmp_path: Path) -> None:
+def test_a_persona_or_skills_edit_changes_the_spec_hash(tmp_path: Path) -> None:
     def hashes(root: Path) -> dict[str, str]:
         agents = build_desired(load_repo(root), host="demo", state_dir="/s").tenants["demo"].on_host("demo")
         return {name: a.launch.spec_hash for name, a in agents.items()}
@@ -154,6 +154,10 @@ def test_a_persona_edit_changes_the_spec_hash(tmp_path: Path) -> None:
     after = hashes(repo(tmp_path / "b", persona=ROLE.replace("Mos.", "Mos, and terse.")))
     assert before["orchestrator"] != after["orchestrator"]
     assert before["enhancer"] == after["enhancer"] and before["coder"] == after["coder"]
+    skilled = repo(tmp_path / "c", persona=ROLE + "skills: [triage, delegation]\n")
+    agent = build_desired(load_repo(skilled), host="demo", state_dir="/s").tenants["demo"].on_host("demo")["orchestrator"]
+    assert agent.launch.persona == "You are Mos.\n\nYour skills in this role:\n- triage\n- delegation\n"
+    assert agent.launch.spec_hash not in (before["orchestrator"], after["orchestrator"]), "a skill edit restarts too"
 
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
