@@ -336,3 +336,75 @@ def _texts(messages: list[Any]) -> Iterator[str]:
                 yield content
             elif isinstance(content, list):
                 yield from (str(b.get("text", "")) for b in content if isinstance(b, dict))
+
+
+def _send(world: World, agent: str, text: str) -> None:
+    sent = world.fleet("agent", "send", str(world.repo), agent, text, "--verify", "--timeout", str(UP_S),
+                       "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+    assert sent.returncode == 0 and json.loads(sent.stdout)["status"] == "verified", \
+        f"{agent}: {sent.stdout} {sent.stderr}\n{world.screen(agent)}"
+
+
+def _codex_turn(world: World, marker: str) -> Any:
+    """The Codex agent's own request holding `marker` (not its side request for a title)."""
+    found: list[Any] = []
+
+    def check() -> bool:
+        found[:] = [t for t in world.openai.turns()  # type: ignore[attr-defined]
+                    if marker in json.dumps(t.messages) and "task title" not in json.dumps(t.messages)]
+        return bool(found)
+
+    assert retry_until(check, UP_S, 0.05), f"no request with {marker}\n{world.screen('coder-codex')}"
+    return found[0]
+
+
+def test_a_codex_agent_resumes_its_conversation_after_a_kill_and_on_a_new_model(starter: World) -> None:
+    """Codex picks its own session id; the fleet reads it back (the thread `notify` named,
+    whose rollout names the agent's workdir) and restarts with `codex resume ID`: the
+    provider is sent the earlier turns again, the second time on the new model."""
+    world, agent = starter, "coder-codex"
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    world.wait_beat(agent, "from fleet-hook launch")
+    plan = {a["agent"]: a["command"] for a in world.plan()["actions"]}
+    assert agent not in plan, "nothing to do while it runs"
+    _send(world, agent, "Remember the word ZEBRA-17")
+    beat = world.wait_beat(agent, "naming its thread", lambda b: bool(b.threads))
+    assert retry_until(lambda: any((world.home / ".codex" / "sessions").rglob(f"rollout-*-{t}.jsonl")
+                                   for t in (world.heartbeat(agent) or beat).threads), UP_S), beat.threads
+
+    # Killed: the plan restarts it as `codex resume THREAD`, same spec hash.
+    pane_pid = int(world.pane(agent, "#{pane_pid}"))
+    spec_hash = world.pane(agent, "#{@fleet-spec-hash}")
+    os.killpg(pane_pid, 9)
+    assert retry_until(lambda: world.pane(agent, "#{pane_dead}") == "1", 30), world.screen(agent)
+    command = {a["agent"]: a["command"] for a in world.plan()["actions"]}[agent]
+    thread = command[command.index("resume") + 1]
+    assert thread in beat.threads and command[command.index("resume") - 1] == str(BIN / "codex"), command
+    done = world.reconcile()
+    assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
+    assert world.pane(agent, "#{@fleet-spec-hash}") == spec_hash
+    world.wait_beat(agent, "from the resumed runtime", lambda b: b.event == "launch" and b.pid != beat.pid)
+    _send(world, agent, "Which word? MARK-2")
+    second = _codex_turn(world, "MARK-2")
+    assert "ZEBRA-17" in json.dumps(second.messages), "the resumed runtime sent the earlier turn"
+    assert second.model == "gpt-5.5", second.model
+
+    # A model change (as a budget step down does): a restart on gpt-5.4, same conversation.
+    roster = world.repo / "tenants" / TENANT / "roster.yaml"
+    roster.write_text(roster.read_text().replace("    role: coder\n    runtime: codex\n",
+                                                 "    role: coder\n    runtime: codex\n    model: gpt-5.4\n"))
+    fleet = world.repo / "fleet.yaml"
+    fleet.write_text(fleet.read_text().replace("ladder: [gpt-5.5]", "ladder: [gpt-5.5, gpt-5.4]"))
+    command = {a["agent"]: a["command"] for a in world.plan()["actions"]}[agent]
+    assert command[command.index("resume") + 1] == thread and "gpt-5.4" in command, command
+    moved = world.reconcile()
+    assert moved.returncode == 0 and "1 to restart" in moved.stdout, moved.stdout + moved.stderr
+    world.wait_beat(agent, "on gpt-5.4", lambda b: b.model == "gpt-5.4")
+    _send(world, agent, "And now? MARK-3")
+    third = _codex_turn(world, "MARK-3")
+    assert third.model == "gpt-5.4", third.model
+    text = json.dumps(third.messages)
+    assert "ZEBRA-17" in text and "MARK-2" in text, "the step down kept the whole conversation"
+    assert _prompt("coder").strip() in third.system + "\n".join(_texts(third.messages)), "and its persona"
+    assert thread in world.wait_beat(agent, "after the third turn", lambda b: b.state == "idle").threads
