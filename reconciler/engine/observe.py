@@ -7,7 +7,8 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`); the exception is
 an agent on Claude Code: its kept conversation id and its transcript (one small read
-and one folder listing each, `observe_conversations`). It persists
+and one folder listing each, `observe_conversations`), and an agent on Codex: the
+rollout files of the threads its heartbeat names (`observe_read_back`). It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -17,10 +18,12 @@ only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
@@ -30,6 +33,7 @@ from reconciler.core.desired import (
     default_session_id,
     host_facts,
     next_session_id,
+    read_back_facts,
 )
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.drivers import host, systemd, tmux, usage, users
@@ -79,6 +83,9 @@ def observe_tick(
     conversations = observe_conversations(state, conversation_facts(desired))
     if conversations:
         observed = replace(observed, resolved=replace(observed.resolved, conversations=conversations))
+    read_back = observe_read_back(observed, read_back_facts(desired))
+    if read_back:
+        observed = replace(observed, resolved=replace(observed.resolved, read_back=read_back))
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
 
 
@@ -163,6 +170,35 @@ def observe_conversations(state: StateLayout, facts: Iterable[tuple[str | None, 
             kept = host.claude_transcript(config_dir, session_id)
         found[(tenant, agent)] = Conversation(session_id, kept == "conversation")
     return found
+
+
+def observe_read_back(observed: ObservedFleet, facts: Iterable[tuple[str | None, str, str, str, str, str]]
+                      ) -> dict[tuple[str, str, str], str]:
+    """Each Codex agent's conversation, read back: the newest thread its runtime named in
+    a `notify` (kept in the agent's heartbeat by fleet-hook, so it is this agent's own
+    runtime that named it) whose rollout file says it was started in the agent's workdir.
+    A side thread (Codex's per-turn title) has no rollout and is skipped; no match, no
+    resume. At most a few small reads per Codex agent. Only our own user's agents."""
+    found: dict[tuple[str, str, str], str] = {}
+    for user, tenant, agent, adapter, home, workdir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        beat = observed.heartbeats.get((tenant, agent))
+        if beat is None or not beat.threads or not users.is_me(user):
+            continue
+        cwd = _expand(observed.resolved.workdirs.get((user, workdir), workdir))
+        for thread in reversed(beat.threads):
+            started_in = host.codex_rollout_cwd(home, thread)
+            if started_in is not None and _expand(started_in) == cwd:
+                found[(tenant, agent, adapter)] = thread
+                break
+    return found
+
+
+def _expand(folder: str) -> str:
+    """`folder` with `~` expanded and made absolute, for comparing two spellings of it."""
+    try:
+        return os.path.normpath(Path(folder).expanduser())
+    except RuntimeError:
+        return folder
 
 
 def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, str]]) -> Resolved:

@@ -38,6 +38,12 @@ MAX_INPUT_BYTES = 1 << 20
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "env"})
 _TRAILER = re.compile(r"\[fleet:(msg-[0-9a-fA-F]+)\]")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+#: A Codex thread id as `notify` gives it (a UUID); anything else is not recorded.
+_THREAD = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+#: How many of a Codex runtime's latest thread ids the record keeps: besides the agent's
+#: conversation, Codex 0.169.0 runs a short side thread per turn (the session's title),
+#: which also calls `notify`; the observe step keeps the one with a rollout file.
+MAX_THREADS = 8
 #: Claude Code notification types that mean a person must answer before work goes on.
 WAITING_NOTIFICATIONS = frozenset({"permission_prompt", "elicitation_dialog"})
 
@@ -171,7 +177,24 @@ def next_heartbeat(
         "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
         "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],
         "runtime_model": _runtime_model(event) or prev.get("runtime_model"),
+        "threads": _threads(prev.get("threads"), event.get("thread-id") if source == "codex-notify" else None),
     }
+
+
+def _threads(kept: object, thread: object) -> list[str]:
+    """The record's Codex thread ids, oldest first, with `thread` moved to the end (the
+    latest MAX_THREADS, distinct). The observe step resumes the newest one whose rollout
+    file says it is this agent's conversation (engine/observe.py).
+
+    >>> _threads(["a1b2c3d4-0000-7000-8000-000000000001"], "a1b2c3d4-0000-7000-8000-000000000002")[-1][-1]
+    '2'
+    >>> _threads(None, "not a uuid"), _threads("junk", None)
+    ([], [])
+    """
+    found = [t for t in kept if isinstance(t, str) and _THREAD.match(t)] if isinstance(kept, list) else []
+    if isinstance(thread, str) and _THREAD.match(thread):
+        found = [t for t in found if t != thread] + [thread]
+    return found[-MAX_THREADS:]
 
 
 def _usage(event: Mapping[str, object]) -> dict[str, int] | None:

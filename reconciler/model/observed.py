@@ -142,6 +142,9 @@ class Heartbeat:
     #: `pid` and its ancestors as the observe step found them in /proc (only for records
     #: with an `event`): () when the process is gone, None when not looked at.
     lineage: tuple[int, ...] | None = None
+    #: Codex thread ids the runtime named in its `notify` events, oldest first (fleet-hook
+    #: keeps the last few): the observe step reads its conversation back from them.
+    threads: tuple[str, ...] = ()
 
 
 #: What a workdir that does not exist on this host becomes: the user's home.
@@ -174,6 +177,10 @@ class Resolved:
     #: (tenant, agent) -> the agent's conversation as kept in the state directory, for a
     #: runtime whose session id the fleet fixes (Claude Code): absent, the core's default.
     conversations: Mapping[tuple[str, str], Conversation] = field(default_factory=dict)
+    #: (tenant, agent, adapter) -> the session id read back from a runtime that picks its
+    #: own (Codex: the agent's thread, whose rollout file names it and the agent's
+    #: workdir); a start of that adapter resumes it. Absent: a new session.
+    read_back: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
 
     def launch(self, launch: LaunchSpec) -> LaunchSpec:
         """`launch` as it runs on this host; the spec hash is left as it is.

@@ -98,8 +98,9 @@ class CodexAdapter:
 
     name = "codex"
     deliver = Deliver.PASTE_ACK_ON_TURN_END
-    #: Codex 0.169.0 has no flag to start on a given session id (`codex resume ID` only
-    #: resumes an id Codex chose), so the fleet does not name or resume its sessions yet.
+    #: Codex 0.169.0 has no flag to start on a given session id (it picks its own), so the
+    #: fleet does not name it: it reads the id back (the thread its `notify` names, whose
+    #: rollout file holds the agent's workdir; engine/observe.py) and resumes that.
     fixes_session = False
 
     def codex_home(self, run: AgentRun, paths: RuntimePaths) -> Path:
@@ -120,9 +121,17 @@ class CodexAdapter:
         return files
 
     def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
-        """A fresh session on every start: `fixes_session` is False, so `run.resume` is never
-        set for Codex, and `codex resume --last` could pick another agent's session."""
+        """`codex resume ID` when the observe step read this agent's thread back (the earlier
+        turns are sent again, on `--model`: measured with 0.169.0), else a new session.
+        Never `resume --last`: it could pick another agent's session.
+
+        >>> paths = RuntimePaths(Path("/h"), Path("/s"), "fleet-hook", "codex")
+        >>> run = AgentRun("t", "h", "a", "gpt-5.5", Path("/w"), "01a249b6-a332-7350-b445-9998cb79cd53", resume=True)
+        >>> CodexAdapter().launch(run, paths).argv[3:7]
+        ('codex', 'resume', '01a249b6-a332-7350-b445-9998cb79cd53', '--model')
+        """
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
         env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
-        argv = (paths.hook, "launch", "--", paths.binary, "--model", run.model, *NO_DAEMON, *persona)
+        resume = ("resume", run.session_id) if run.resume and run.session_id else ()
+        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *NO_DAEMON, *persona)
         return Launch(argv, env)

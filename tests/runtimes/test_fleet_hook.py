@@ -74,6 +74,26 @@ def test_a_sequence_of_events_carries_ack_and_since_forward() -> None:
     assert parse_heartbeat(json.dumps(history[4])).ack == "msg-01"
 
 
+def test_codex_thread_ids_are_kept_across_events_and_restarts() -> None:
+    """The thread each `notify` names is kept (newest last, a few at most): the observe
+    step resumes the agent's conversation from them after a restart (`launch`)."""
+    main, title = "01a249b6-a332-7350-b445-9998cb79cd53", "01a249b6-a474-7850-910f-58c7af8ca795"
+    turn = {"type": "agent-turn-complete", "thread-id": main, "input-messages": ["go"]}
+    record = next_heartbeat(None, "codex-notify", turn, IDENT, 1, 0.0)
+    record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": title}, IDENT, 1, 1.0)
+    record = next_heartbeat(record, "codex-notify", turn, IDENT, 1, 2.0)
+    assert record["threads"] == [title, main]
+    record = next_heartbeat(record, "launch", {}, IDENT, 2, 3.0)
+    assert record["threads"] == [title, main], "a restart keeps them"
+    assert parse_heartbeat(json.dumps(record)).threads == (title, main)
+    ids = [f"01a249b6-0000-7000-8000-{n:012d}" for n in range(12)]
+    for thread in ids:
+        record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": thread}, IDENT, 2, 4.0)
+    assert record["threads"] == ids[-fleet_hook.MAX_THREADS:]
+    record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": "../../etc"}, IDENT, 2, 5.0)
+    assert record["threads"] == ids[-fleet_hook.MAX_THREADS:], "only ids shaped like Codex's are kept"
+
+
 def test_a_damaged_previous_record_starts_over() -> None:
     record = next_heartbeat({"seq": "x", "state": "asleep", "usage": 3}, "statusline", {}, IDENT, None, 0.0)
     assert (record["seq"], record["state"], record["usage"]) == (1, "idle", {})
