@@ -31,3 +31,11 @@ def capture_screen(socket: SocketKey, session: str) -> list[str] | None:
     if done.returncode != 0:
         return None
     return done.stdout.rstrip("\n").split("\n")
+
+
+def sockets_of(result: RunResult) -> dict[str, SocketKey]:
+    """Each socket label of the run's rows, with the key to reach it (for a screen capture)."""
+    tick = result.tick
+    found = {tenant.socket.label(): tenant.socket for tenant in tick.desired.tenants.values()}
+    found.update({key.label(): key for key in tick.observed.sockets})
+    return found
