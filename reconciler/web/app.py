@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +145,27 @@ class WebView:
                 continue
             yield published
 
+    def _fleet_event(self, published: Published, filters: Filters) -> bytes:
+        return sse("fleet", {"version": published.version, "rows": self.rows_html(published, filters),
+                             "banner": self.banner_html(published)})
+
+    def _budget_event(self, published: Published) -> bytes:
+        return sse("budget", {"version": published.version, "accounts": self.budget_html(published)})
+
     async def fleet_events(self, request: Request) -> Response:
         filters = Filters.of(request.query_params)
 
         async def events() -> AsyncIterator[bytes]:
             async for published in self._published():
-                yield sse("fleet", {"version": published.version, "rows": self.rows_html(published, filters),
-                                    "banner": self.banner_html(published)})
+                # Encoded once per observation and filter: twenty viewers cost one rendering.
+                yield published.fragment("sse-fleet", repr(filters), partial(self._fleet_event, published, filters))
 
         return self._stream(events)
 
     async def budget_events(self, request: Request) -> Response:
         async def events() -> AsyncIterator[bytes]:
             async for published in self._published():
-                yield sse("budget", {"version": published.version, "accounts": self.budget_html(published)})
+                yield published.fragment("sse-budget", "", partial(self._budget_event, published))
 
         return self._stream(events)
 
