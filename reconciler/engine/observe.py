@@ -7,7 +7,9 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`); the exception is
 an agent on Claude Code: its kept conversation id and its transcript (one small read
-and one folder listing each, `observe_conversations`). It persists
+and one folder listing each, `observe_conversations`), and an adapter agent already
+unhealthy (silent or stale): one `capture-pane` each (`observe_screens`), so that a
+dialog can be named as the reason; a healthy fleet captures nothing. It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -135,6 +137,18 @@ def observe(
         usage=signals,
         resolved=resolve_host(programs, workdirs),
     )
+
+
+def observe_screens(panes: Iterable[tuple[str, str, SocketKey]]) -> dict[tuple[str, str], str]:
+    """The visible text of each (tenant, agent, socket) pane the planner asked for
+    (core/planner.py `unhealthy_panes`): one tmux call each; one that cannot be read is
+    left out (the agent is then judged without it)."""
+    found = {}
+    for tenant, agent, socket in panes:
+        text = tmux.capture_pane(socket, agent)
+        if text is not None:
+            found[(tenant, agent)] = text
+    return found
 
 
 #: How many started-but-empty conversations are skipped before giving up (then the start

@@ -10,16 +10,16 @@ policy's memory, which apply writes back).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.plan import Plan
-from reconciler.core.planner import PlanOptions, plan
+from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
 from reconciler.engine.memo import LastResult
-from reconciler.engine.observe import StoredState, observe_tick
+from reconciler.engine.observe import StoredState, observe_screens, observe_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedFleet, Resolved
@@ -61,6 +61,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
     desired = _resolved(desired, observed.resolved)
+    if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
+        observed = replace(observed, screens=observe_screens(panes))
     budget = _budget(repo, desired, observed, stored, at, budgeted)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
