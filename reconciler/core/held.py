@@ -11,11 +11,13 @@ Pure: screens and launches are arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import PurePath
 
 from reconciler.core.health import Health, Verdict
 from reconciler.model.launch import LaunchSpec
+from reconciler.model.observed import Heartbeat
 
 #: Restarts of agents sharing one login are at least this far apart (besides one per tick).
 LOGIN_PACE_S = 30
@@ -115,3 +117,29 @@ def login_of(launch: LaunchSpec) -> str | None:
     variable, default = _CONFIG_DIRS.get(launch.adapter, ("", f"~/.{launch.adapter}"))
     where = env.get(variable) or default
     return f"{launch.adapter} {PurePath(where)} of {who}"
+
+
+def held_by_failure(beat: Heartbeat, failure: tuple[str, str, str] | None) -> Heartbeat:
+    """`beat` held by a failed turn the runtime recorded only in its own files (a Codex
+    rollout's `task_complete` error: Codex runs no `notify` for it), when that failure is
+    newer than the heartbeat's last event; a turn that completed since (its `notify`) or
+    a new runtime (`launch`) is newer and wins.
+
+    >>> from datetime import UTC
+    >>> beat = Heartbeat("t", "h", "a", 1, datetime(2026, 12, 6, 4, 50, tzinfo=UTC), "idle", "gpt-5.5", event="launch")
+    >>> held = held_by_failure(beat, ("auth", "unexpected status 401", "2026-12-06T04:50:57.849Z"))
+    >>> held.state, held.held, held.reason
+    ('waiting', 'auth', 'unexpected status 401')
+    >>> held_by_failure(beat, ("auth", "old", "2026-12-06T04:49:00Z")) is beat
+    True
+    """
+    if failure is None:
+        return beat
+    kind, words, stamp = failure
+    try:
+        at = datetime.fromisoformat(stamp)
+    except ValueError:
+        return beat
+    if at.utcoffset() is None or at <= (beat.event_ts or beat.ts):
+        return beat
+    return replace(beat, state="waiting", held=kind, reason=words)

@@ -9,7 +9,9 @@ of a tenant's restart history and budget memory (`observe_stored`); the exceptio
 an agent on Claude Code: its kept conversation id and its transcript (one small read
 and one folder listing each, `observe_conversations`), and an adapter agent already
 unhealthy (silent or stale): one `capture-pane` each (`observe_screens`), so that a
-dialog can be named as the reason; a healthy fleet captures nothing. It persists
+dialog can be named as the reason; a healthy fleet captures nothing; and an agent on
+Codex: the listing of its two newest rollout folders, and the end of a rollout only when
+one changed since its last event (`observe_codex_failures`). It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -19,21 +21,25 @@ only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import (
     DesiredFleet,
+    codex_facts,
     conversation_facts,
     default_session_id,
     host_facts,
     next_session_id,
 )
 from reconciler.core.health import FUTURE_SKEW
+from reconciler.core.held import held_by_failure
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
 from reconciler.engine.memo import LastResult
@@ -51,6 +57,7 @@ from reconciler.model.observed import (
     SystemdSnapshot,
 )
 from reconciler.model.usage import UsageSignal
+from reconciler.runtimes.codex import turn_failure
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -81,7 +88,32 @@ def observe_tick(
     conversations = observe_conversations(state, conversation_facts(desired))
     if conversations:
         observed = replace(observed, resolved=replace(observed.resolved, conversations=conversations))
+    if held := observe_codex_failures(observed.heartbeats, codex_facts(desired)):
+        observed = replace(observed, heartbeats={**observed.heartbeats, **held})
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+
+
+def observe_codex_failures(heartbeats: Mapping[tuple[str, str], Heartbeat],
+                           facts: Iterable[tuple[str | None, str, str, str, str]]) -> dict[tuple[str, str], Heartbeat]:
+    """The Codex agents' heartbeats held by a failed turn (core/held.py `held_by_failure`):
+    Codex runs no `notify` when a turn fails, so its rollout is read, only the rollouts
+    changed since the agent's last event and only the newest one of the agent's workdir
+    (drivers/host.py `codex_rollout_tails`). Only our own user's agents."""
+    found: dict[tuple[str, str], Heartbeat] = {}
+    for user, tenant, agent, codex_home, workdir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        beat = heartbeats.get((tenant, agent))
+        if beat is None or beat.event is None or not users.is_me(user):
+            continue
+        try:
+            cwd = '"cwd":' + json.dumps(str(Path(workdir).expanduser()), ensure_ascii=False)
+        except RuntimeError:  # no home to expand `~` against
+            continue
+        since = (beat.event_ts or beat.ts).timestamp()
+        tail = next((t for t in host.codex_rollout_tails(codex_home, since) if cwd in t), None)
+        held = held_by_failure(beat, turn_failure(tail) if tail is not None else None)
+        if held is not beat:
+            found[(tenant, agent)] = held
+    return found
 
 
 #: What host_facts said of the last desired fleet asked about: a resident loop gets the

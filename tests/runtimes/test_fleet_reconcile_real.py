@@ -459,3 +459,33 @@ def test_a_claude_agent_on_its_trust_dialog_is_waiting_not_restarted(world: Worl
     assert status["health"] == "waiting", status
     assert next(c for c in status["conditions"] if c["type"] == "Healthy")["reason"] == "DialogTrust"
     assert _ps(world)["enhancer"]["health"] == "healthy"
+
+
+def test_a_401_holds_the_codex_agent_read_from_its_rollout(world: World) -> None:
+    """Codex 0.169.0 runs no `notify` for a failed turn and stays at its prompt; the only
+    record is its rollout's `task_complete` with an `error` (http_status_code 401). The
+    observe step reads it (only rollouts changed since the agent's last event): the agent
+    is waiting (auth), never restarted; a good turn after it clears the hold."""
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    world.wait_beat("enhancer", "from fleet-hook launch")
+    assert retry_until(lambda: "? for shortcuts" in world.screen("enhancer"), UP_S), world.screen("enhancer")
+    world.openai.fail = 401  # type: ignore[attr-defined]
+    pane_pid = world.pane("enhancer", "#{pane_pid}")
+    sent = world.fleet("agent", "send", str(world.repo), "enhancer", "Review the plan", "--host", HOST,
+                       "--state-dir", str(world.state))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert retry_until(lambda: _ps(world)["enhancer"]["reason"] == "auth", UP_S, 0.5), \
+        f"{_ps(world)['enhancer']}\n{world.screen('enhancer')}"
+    row = _ps(world)["enhancer"]
+    assert row["health"] == "waiting" and "401" in row["health_message"], row
+    for _ in range(2):
+        done = world.reconcile()
+        assert done.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in done.stdout, done.stdout
+        assert "waiting  jarvis/enhancer: held (auth)" in done.stdout, done.stdout
+    assert world.pane("enhancer", "#{pane_pid}") == pane_pid, "never restarted"
+    assert _status_agent(world, "enhancer")["health"] == "waiting"
+
+    world.openai.fail = None  # type: ignore[attr-defined]
+    _send(world, "enhancer", "Review the plan again")
+    assert retry_until(lambda: _ps(world)["enhancer"]["health"] == "healthy", UP_S, 0.5), _ps(world)["enhancer"]
