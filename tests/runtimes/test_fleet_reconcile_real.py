@@ -389,38 +389,43 @@ def _roster(world: World, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-def test_a_401_holds_the_claude_agent_with_its_reason_and_no_restart_loop(world: World) -> None:
-    """The provider answers 401: Claude Code retries, then fires `StopFailure` with
-    `error: authentication_failed` and stays at its prompt (measured with 2.1.328).
-    fleet-hook makes that `waiting` with `held: auth`; reconcile after reconcile the agent
-    is reported waiting with the reason and never restarted; a turn that succeeds once
-    the login is fixed clears the hold."""
+@pytest.mark.parametrize(("status", "held", "said", "condition"), [
+    (401, "auth", "Invalid API key", "AuthFailed"),
+    (429, "usage-limit", "Request rejected (429)", "UsageLimit"),
+], ids=["401", "429"])
+def test_a_provider_refusal_holds_the_claude_agent_with_its_reason_and_no_restart_loop(
+        world: World, status: int, held: str, said: str, condition: str) -> None:
+    """The provider answers 401 (or 429): Claude Code retries, then fires `StopFailure`
+    with `error: authentication_failed` (`rate_limit`) and stays at its prompt (measured
+    with 2.1.328). fleet-hook makes that `waiting` with `held: auth` (`usage-limit`);
+    reconcile after reconcile the agent is reported waiting with the reason and never
+    restarted; a turn that succeeds once the login is fixed clears the hold."""
     # One retry instead of Claude Code's ten (about a minute of backoff): the same event, sooner.
     _roster(world, f"      ANTHROPIC_API_KEY: {KEY}\n", f"      ANTHROPIC_API_KEY: {KEY}\n"
             "      CLAUDE_CODE_MAX_RETRIES: \"1\"\n")
     first = world.reconcile()
     assert first.returncode == 0, first.stdout + first.stderr
     world.wait_beat("orchestrator", "from Claude Code", lambda b: b.event in ("SessionStart", "statusline"))
-    world.anthropic.fail = 401  # type: ignore[attr-defined]
+    world.anthropic.fail = status  # type: ignore[attr-defined]
     pane_pid = world.pane("orchestrator", "#{pane_pid}")
     sent = world.fleet("agent", "send", str(world.repo), "orchestrator", "Plan the week", "--host", HOST,
                        "--state-dir", str(world.state))
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    held = world.wait_beat("orchestrator", "held by the 401", lambda b: b.held == "auth")
-    assert held.state == "waiting" and "Invalid API key" in (held.reason or ""), held
+    beat = world.wait_beat("orchestrator", f"held by the {status}", lambda b: b.held == held)
+    assert beat.state == "waiting" and said in (beat.reason or ""), beat
     for _ in range(3):
         done = world.reconcile()
         assert done.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in done.stdout, done.stdout
-        assert "waiting  jarvis/orchestrator: held (auth)" in done.stdout, done.stdout
+        assert f"waiting  jarvis/orchestrator: held ({held})" in done.stdout, done.stdout
     assert world.pane("orchestrator", "#{pane_pid}") == pane_pid, "never restarted"
     restarts = world.state / TENANT / "restarts.json"
     assert not restarts.exists() or "orchestrator" not in restarts.read_text(), "no restart counted"
-    status = _status_agent(world, "orchestrator")
-    healthy = next(c for c in status["conditions"] if c["type"] == "Healthy")
-    assert status["health"] == "waiting" and healthy["reason"] == "AuthFailed", status
-    assert "Invalid API key" in healthy["message"]
+    agent = _status_agent(world, "orchestrator")
+    healthy = next(c for c in agent["conditions"] if c["type"] == "Healthy")
+    assert agent["health"] == "waiting" and healthy["reason"] == condition, agent
+    assert said in healthy["message"]
     row = _ps(world)["orchestrator"]
-    assert (row["health"], row["reason"], row["heartbeat_state"]) == ("waiting", "auth", "waiting"), row
+    assert (row["health"], row["reason"], row["heartbeat_state"]) == ("waiting", held, "waiting"), row
 
     # The login fixed: the next turn succeeds, the hold clears, the agent is healthy again.
     world.anthropic.fail = None  # type: ignore[attr-defined]
