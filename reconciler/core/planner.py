@@ -277,7 +277,7 @@ def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
 
 def _assess(agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime) -> Verdict:
     """The agent's health; an unhealthy adapter runtime whose screen (read only for such
-    agents, engine/screens.py) shows a known dialog is `waiting` on it instead."""
+    agents, engine/observe.py `observe_screens`) shows a known dialog is `waiting` on it instead."""
     verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
                      timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
                      working_timeout=agent.working_timeout if agent.launch.adapter else None)

@@ -238,7 +238,7 @@ class ObservedFleet:
     usage: Mapping[tuple[str, str], UsageSignal] = field(default_factory=dict)  # (tenant, account)
     resolved: Resolved = field(default_factory=Resolved)  # programs and workdirs of this host
     #: The visible text of the panes of agents that were already unhealthy, by (tenant,
-    #: agent): read only for them (engine/screens.py), so a dialog can be named as the reason.
+    #: agent): read only for them (engine/observe.py `observe_screens`), so a dialog can be named as the reason.
     screens: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
