@@ -318,6 +318,18 @@ def conversation_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str
     return frozenset(found)
 
 
+def codex_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str, str, str, str]]:
+    """The Codex agents of `desired.host` whose rollouts the observe step reads for a
+    failed turn (core/held.py): (socket user, tenant, agent, `CODEX_HOME` or `~/.codex`,
+    workdir)."""
+    return frozenset(
+        (a.launch.socket.user, a.tenant, a.name, dict(a.launch.env).get("CODEX_HOME") or "~/.codex",
+         a.launch.workdir or "~")
+        for tenant in desired.tenants.values() for a in tenant.on_host(desired.host).values()
+        if a.launch.adapter == "codex"
+    )
+
+
 def read_back_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str, str, str, str, str]]:
     """The sessions the observe step must read back for `desired.host`'s agents that run
     (or may be moved to) a runtime that picks its own session id (Codex): (socket user,

@@ -89,6 +89,34 @@ def claude_transcript(config_dir: str, session_id: str) -> str | None:
     return None
 
 
+#: How much of a Codex rollout's end is read: its last turn's events (task_complete is last).
+ROLLOUT_TAIL = 64 * 1024
+#: At most this many rollouts (the newest changed since the agent's last event) are read.
+MAX_ROLLOUTS = 8
+
+
+def codex_rollout_tails(codex_home: str, since: float) -> list[str]:
+    """The ends of the Codex rollouts changed after `since` (a POSIX time: the agent's last
+    heartbeat event), newest first: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl` of
+    the two newest days. Nothing changed since: nothing is read but the folders' listings."""
+    try:
+        days = sorted(Path(codex_home).expanduser().glob("sessions/*/*/*"))[-2:]
+        found = []
+        for day in days:
+            for path in day.glob("rollout-*.jsonl"):
+                stat = path.stat()
+                if stat.st_mtime > since:
+                    found.append((stat.st_mtime, path, stat.st_size))
+        tails = []
+        for _, path, size in sorted(found, reverse=True)[:MAX_ROLLOUTS]:
+            with path.open("rb") as handle:
+                handle.seek(max(size - ROLLOUT_TAIL, 0))
+                tails.append(handle.read(ROLLOUT_TAIL).decode("utf-8", errors="replace"))
+        return tails
+    except (OSError, RuntimeError):
+        return []
+
+
 def workdir_exists(workdir: str) -> bool:
     """Whether `workdir` (with `~` for this process's user's home) is a folder here."""
     try:

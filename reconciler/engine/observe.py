@@ -7,8 +7,12 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`); the exception is
 an agent on Claude Code: its kept conversation id and its transcript (one small read
-and one folder listing each, `observe_conversations`), and an agent on Codex: the
-rollout files of the threads its heartbeat names (`observe_read_back`). It persists
+and one folder listing each, `observe_conversations`), an agent on Codex: the
+rollout files of the threads its heartbeat names (`observe_read_back`), and the listing
+of its two newest rollout folders, with the end of a rollout only when one changed
+since its last event (`observe_codex_failures`); and an adapter agent already unhealthy
+(silent or stale): one `capture-pane` each (`observe_screens`), so that a dialog can be
+named as the reason; a healthy fleet captures nothing. It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -18,6 +22,7 @@ only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +34,7 @@ from typing import TypeVar
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import (
     DesiredFleet,
+    codex_facts,
     conversation_facts,
     default_session_id,
     host_facts,
@@ -36,6 +42,7 @@ from reconciler.core.desired import (
     read_back_facts,
 )
 from reconciler.core.health import FUTURE_SKEW
+from reconciler.core.held import held_by_failure
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
 from reconciler.engine.memo import LastResult
@@ -53,6 +60,7 @@ from reconciler.model.observed import (
     SystemdSnapshot,
 )
 from reconciler.model.usage import UsageSignal
+from reconciler.runtimes.codex import turn_failure
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -86,7 +94,32 @@ def observe_tick(
     read_back = observe_read_back(observed, read_back_facts(desired))
     if read_back:
         observed = replace(observed, resolved=replace(observed.resolved, read_back=read_back))
+    if held := observe_codex_failures(observed.heartbeats, codex_facts(desired)):
+        observed = replace(observed, heartbeats={**observed.heartbeats, **held})
     return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+
+
+def observe_codex_failures(heartbeats: Mapping[tuple[str, str], Heartbeat],
+                           facts: Iterable[tuple[str | None, str, str, str, str]]) -> dict[tuple[str, str], Heartbeat]:
+    """The Codex agents' heartbeats held by a failed turn (core/held.py `held_by_failure`):
+    Codex runs no `notify` when a turn fails, so its rollout is read, only the rollouts
+    changed since the agent's last event and only the newest one of the agent's workdir
+    (drivers/host.py `codex_rollout_tails`). Only our own user's agents."""
+    found: dict[tuple[str, str], Heartbeat] = {}
+    for user, tenant, agent, codex_home, workdir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        beat = heartbeats.get((tenant, agent))
+        if beat is None or beat.event is None or not users.is_me(user):
+            continue
+        try:
+            cwd = '"cwd":' + json.dumps(str(Path(workdir).expanduser()), ensure_ascii=False)
+        except RuntimeError:  # no home to expand `~` against
+            continue
+        since = (beat.event_ts or beat.ts).timestamp()
+        tail = next((t for t in host.codex_rollout_tails(codex_home, since) if cwd in t), None)
+        held = held_by_failure(beat, turn_failure(tail) if tail is not None else None)
+        if held is not beat:
+            found[(tenant, agent)] = held
+    return found
 
 
 #: What host_facts said of the last desired fleet asked about: a resident loop gets the
@@ -142,6 +175,18 @@ def observe(
         usage=signals,
         resolved=resolve_host(programs, workdirs),
     )
+
+
+def observe_screens(panes: Iterable[tuple[str, str, SocketKey]]) -> dict[tuple[str, str], str]:
+    """The visible text of each (tenant, agent, socket) pane the planner asked for
+    (core/planner.py `unhealthy_panes`): one tmux call each; one that cannot be read is
+    left out (the agent is then judged without it)."""
+    found = {}
+    for tenant, agent, socket in panes:
+        text = tmux.capture_pane(socket, agent)
+        if text is not None:
+            found[(tenant, agent)] = text
+    return found
 
 
 #: How many started-but-empty conversations are skipped before giving up (then the start

@@ -20,9 +20,9 @@ from pathlib import Path
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.plan import Plan
-from reconciler.core.planner import PlanOptions, plan
+from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
 from reconciler.engine.memo import LastResult
-from reconciler.engine.observe import StoredState, observe_tick
+from reconciler.engine.observe import StoredState, observe_screens, observe_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedFleet, Resolved
@@ -71,6 +71,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
 
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
     desired = _resolved(desired, observed.resolved)
+    if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
+        observed = replace(observed, screens=observe_screens(panes))
     budget = _budget(repo, desired, observed, stored, at, budgeted)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)

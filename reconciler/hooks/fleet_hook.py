@@ -58,7 +58,22 @@ CLAUDE_STATES: Mapping[str, str | None] = {
     "Stop": "idle",
     "SessionEnd": "idle",
     "Notification": None,  # decided by its type, see `transition`
+    "StopFailure": "idle",  # a turn ended on an API error; `held_by` says whether it holds the agent
 }
+#: Claude Code `StopFailure` errors (2.1.328's enum) the runtime cannot get past by itself:
+#: the agent is `waiting` with `held` set to the kind. Other errors (overloaded,
+#: server_error, ...) end the turn as `idle`: the next message may well succeed.
+HELD_ERRORS: Mapping[str, str] = {
+    "authentication_failed": "auth",
+    "oauth_org_not_allowed": "auth",
+    "account_on_hold": "auth",
+    "verification_required": "auth",
+    "billing_error": "usage-limit",
+    "rate_limit": "usage-limit",
+}
+#: Events after which a held agent is no longer held: a new turn, a turn that completed,
+#: a new runtime. Anything else (a status-line tick, Claude's idle reminder) keeps it held.
+CLEARS_HELD = frozenset({"SessionStart", "UserPromptSubmit", "Stop", "launch", "agent-turn-complete"})
 #: Codex `notify` type -> state.
 CODEX_STATES: Mapping[str, str | None] = {
     "agent-turn-complete": "idle",
@@ -116,6 +131,25 @@ def transition(source: str, event: Mapping[str, object]) -> tuple[str | None, st
     return None, None
 
 
+def held_by(source: str, event: Mapping[str, object]) -> tuple[str, str] | None:
+    """(kind, the runtime's words) when `event` is a failure that holds the agent, else None.
+
+    >>> held_by("claude", {"hook_event_name": "StopFailure", "error": "authentication_failed",
+    ...                    "last_assistant_message": "Invalid API key · Fix external API key"})
+    ('auth', 'authentication_failed: Invalid API key · Fix external API key')
+    >>> held_by("claude", {"hook_event_name": "StopFailure", "error": "overloaded"}) is None
+    True
+    """
+    if source != "claude" or event.get("hook_event_name") != "StopFailure":
+        return None
+    error = str(event.get("error") or "")
+    kind = HELD_ERRORS.get(error)
+    if kind is None:
+        return None
+    words = event.get("last_assistant_message") or event.get("error_details")
+    return kind, f"{error}: {words}"[:300] if isinstance(words, str) and words else error
+
+
 def _notification_state(event: Mapping[str, object]) -> str | None:
     """A permission or dialog prompt is `waiting`; Claude Code's idle reminder is `idle`.
 
@@ -149,6 +183,8 @@ def next_heartbeat(
     value on a tick, `since` is when the current state began (a tick keeps it) and
     `event_ts` when the runtime last sent an event that was not a tick, so a reader can
     tell "working for 20 minutes without an event" from "working, just ticked".
+    A failure that holds the agent (`held_by`) makes it `waiting` with `held` (the kind)
+    and `reason` (the runtime's words), kept until an event of `CLEARS_HELD`.
 
     >>> ident = {"FLEET_TENANT": "t", "FLEET_AGENT": "a", "FLEET_HOST": "h", "FLEET_MODEL": "opus"}
     >>> first = next_heartbeat(None, "claude", {"hook_event_name": "UserPromptSubmit",
@@ -158,11 +194,24 @@ def next_heartbeat(
     >>> tick = next_heartbeat(first, "statusline", {}, ident, 42, 60.0)
     >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"], tick["event_ts"]
     (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z', '1970-01-01T00:00:00Z')
+    >>> held = next_heartbeat(tick, "claude", {"hook_event_name": "StopFailure", "error": "rate_limit"}, ident, 42, 90.0)
+    >>> held["state"], held["held"], held["reason"]
+    ('waiting', 'usage-limit', 'rate_limit')
+    >>> still = next_heartbeat(held, "claude", {"hook_event_name": "Notification", "notification_type": "idle_prompt"},
+    ...                        ident, 42, 99.0)
+    >>> still["state"], still["held"], next_heartbeat(still, "claude", {"hook_event_name": "Stop"}, ident, 42, 120.0)["held"]
+    ('waiting', 'usage-limit', None)
     """
     prev = previous or {}
     state, acked = transition(source, event)
     prev_state = prev.get("state") if prev.get("state") in ("idle", "working", "waiting") else None
     new_state = state or prev_state or "idle"
+    name = {"claude": event.get("hook_event_name"), "codex-notify": event.get("type")}.get(source, source)
+    held = held_by(source, event)
+    if held is None and name not in CLEARS_HELD and isinstance(prev.get("held"), str):
+        held = (str(prev["held"]), str(prev.get("reason") or ""))
+    if held is not None:
+        new_state = "waiting"
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     since = prev.get("since") if new_state == prev_state and isinstance(prev.get("since"), str) else ts
     seq = prev.get("seq")
@@ -177,6 +226,8 @@ def next_heartbeat(
         "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
         "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],
         "runtime_model": _runtime_model(event) or prev.get("runtime_model"),
+        "held": held[0] if held else None,
+        "reason": held[1] if held else None,
         "threads": _threads(prev.get("threads"), event.get("thread-id") if source == "codex-notify" else None),
     }
 

@@ -49,6 +49,8 @@ def parse_heartbeat(text: str) -> Heartbeat:
         usage=_usage(record.get("usage")),
         event=_optional_str(record.get("event")),
         event_ts=_optional_ts(record.get("event_ts")),
+        held=_optional_str(record.get("held")) if record["state"] == "waiting" else None,
+        reason=_optional_str(record.get("reason")),
         threads=_threads(record.get("threads")),
     )
 

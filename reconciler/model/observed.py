@@ -139,6 +139,10 @@ class Heartbeat:
     #: runtime last sent an event that was not a status-line tick.
     event: str | None = None
     event_ts: datetime | None = None
+    #: With state `waiting`: a failure the runtime cannot get past by itself (`auth`,
+    #: `usage-limit`), and the runtime's own words for it (docs/runtimes.md, Held failures).
+    held: str | None = None
+    reason: str | None = None
     #: `pid` and its ancestors as the observe step found them in /proc (only for records
     #: with an `event`): () when the process is gone, None when not looked at.
     lineage: tuple[int, ...] | None = None
@@ -240,6 +244,9 @@ class ObservedFleet:
     problems: tuple[str, ...] = ()
     usage: Mapping[tuple[str, str], UsageSignal] = field(default_factory=dict)  # (tenant, account)
     resolved: Resolved = field(default_factory=Resolved)  # programs and workdirs of this host
+    #: The visible text of the panes of agents that were already unhealthy, by (tenant,
+    #: agent): read only for them (engine/observe.py `observe_screens`), so a dialog can be named as the reason.
+    screens: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
         snap = self.sockets.get(socket)

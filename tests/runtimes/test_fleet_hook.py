@@ -52,6 +52,39 @@ def test_transition_table(source: str, event: dict[str, object], expected: tuple
 
 IDENT = {"FLEET_TENANT": "jarvis", "FLEET_AGENT": "coder0-0", "FLEET_HOST": "w-jarvis", "FLEET_MODEL": "opus"}
 
+#: StopFailure as Claude Code 2.1.328 sent it against the fake answering 401 (measured).
+AUTH_FAILURE = {"session_id": "d1121a89", "hook_event_name": "StopFailure", "error": "authentication_failed",
+                "last_assistant_message": "Invalid API key · Fix external API key"}
+
+
+@pytest.mark.parametrize(("error", "state", "held"), [
+    ("authentication_failed", "waiting", "auth"),
+    ("oauth_org_not_allowed", "waiting", "auth"),
+    ("billing_error", "waiting", "usage-limit"),
+    ("rate_limit", "waiting", "usage-limit"),
+    ("overloaded", "idle", None),
+    ("server_error", "idle", None),
+])
+def test_a_stop_failure_holds_the_agent_only_when_it_cannot_pass_it(error: str, state: str, held: str | None) -> None:
+    record = next_heartbeat(None, "claude", {**AUTH_FAILURE, "error": error}, IDENT, 42, 0.0)
+    assert (record["state"], record["held"]) == (state, held)
+    parsed = parse_heartbeat(json.dumps(record))
+    assert parsed.held == held and (held is None or parsed.reason == f"{error}: Invalid API key · Fix external API key")
+
+
+def test_a_hold_lasts_until_a_new_turn_or_a_new_runtime() -> None:
+    held = next_heartbeat(None, "claude", AUTH_FAILURE, IDENT, 42, 0.0)
+    for source, event in (("statusline", {}), ("claude", {"hook_event_name": "Notification",
+                                                          "notification_type": "idle_prompt"}),
+                          ("claude", {"hook_event_name": "SessionEnd"})):
+        held = next_heartbeat(held, source, event, IDENT, 42, 1.0)
+        assert (held["state"], held["held"]) == ("waiting", "auth"), (source, event)
+    for source, event in (("claude", {"hook_event_name": "UserPromptSubmit", "prompt": "again"}),
+                          ("claude", {"hook_event_name": "SessionStart"}), ("launch", {}),
+                          ("codex-notify", {"type": "agent-turn-complete"})):
+        cleared = next_heartbeat(held, source, event, IDENT, 42, 2.0)
+        assert cleared["held"] is None and cleared["reason"] is None and cleared["state"] != "waiting", source
+
 
 def test_a_sequence_of_events_carries_ack_and_since_forward() -> None:
     events = [

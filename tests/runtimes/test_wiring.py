@@ -205,8 +205,8 @@ def test_a_missing_runtime_binary_is_reported_not_started(tmp_path: Path, tmux_s
                                "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, env=env,
                               timeout=120, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "orchestrator is not started: claude is not found" in done.stdout, done.stdout
-        assert "enhancer is not started: /opt/codex/bin/codex is not found" in done.stdout, done.stdout
+        assert "! missing  demo/orchestrator: not started: claude is not found" in done.stdout, done.stdout
+        assert "demo/enhancer: not started: /opt/codex/bin/codex is not found" in done.stdout, done.stdout
         assert "0 to restart" in done.stdout and "backs off" not in done.stdout and "Stalled" not in done.stdout
     sessions = subprocess.run(["tmux", "-L", str(tmux_socket.name), "list-sessions", "-F", "#{session_name}"],
                               capture_output=True, text=True, timeout=30, check=False).stdout.split()
