@@ -34,14 +34,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from reconciler.core import messages
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
-from reconciler.drivers.files import DAMAGED, read_capped
+from reconciler.drivers.files import DAMAGED, read_capped, write_atomic
 from reconciler.errors import UserError
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
-from reconciler.model.observed import ObservedSession
+from reconciler.model.observed import Heartbeat, ObservedSession
 from reconciler.spec.load import load_repo
 
 _ADDRESS = re.compile(r"(?:(?P<tenant>[a-z][a-z0-9-]{0,39})/)?(?P<name>[a-z][a-z0-9-]{0,39})")
@@ -51,6 +52,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE_BYTES = 16_000
 #: How often `--verify` re-reads the heartbeat file.
 POLL_S = 0.1
+#: How often a send waiting for the agent to finish its turn re-reads heartbeat and outbox.
+READY_POLL_S = 0.2
 
 
 class SendStatus(StrEnum):
@@ -60,6 +63,7 @@ class SendStatus(StrEnum):
     VERIFIED = "verified"  # the agent's heartbeat acked the id
     TYPED_NOT_SUBMITTED = "typed_not_submitted"  # still on the agent's input line
     NOT_DELIVERED = "not_delivered"  # no ack, and not on the input line either
+    BUSY = "busy"  # nothing typed: the agent stayed in its turn for the whole --wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,9 @@ class SendOptions:
     timeout: float = 30.0
     force: bool = False
     state_dir: Path | None = None  # where heartbeats are; None: the pane's FLEET_STATE_DIR
+    now: bool = False  # type at once, even into a turn
+    wait: float = 600.0  # seconds to wait for the agent to be between turns
+    retry_id: str | None = None  # a retry of this earlier message (`--id`): never typed twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +209,18 @@ def refusals(session: ObservedSession, writers: int) -> list[str]:
 # --- effectful: tmux -----------------------------------------------------------------
 
 
-def _target(agent: DesiredAgent) -> str:
-    """The agent's active pane; tmux 3.3a does not take a bare `=NAME` as a pane."""
-    return f"={tmux.check_name(agent.name)}:"
+def pane_target(session: ObservedSession) -> str:
+    """The agent's own pane as a tmux target: its id (`%N`, recorded at spawn as
+    `@fleet-pane`), never "the active pane", which is a person's split as soon as they
+    make one. A session started before the mark: its active pane, by session id (tmux
+    refuses a session restarted since, rather than typing into one nobody checked).
+
+    >>> from dataclasses import replace
+    >>> s = ObservedSession("a", "$3", datetime.now(UTC), None, 0, 1, False, None, "x", False, pane_id="%7")
+    >>> pane_target(s), pane_target(replace(s, pane_id=""))
+    ('%7', '$3:')
+    """
+    return session.pane_id or f"{session.session_id}:"
 
 
 def _tmux(agent: DesiredAgent, *args: str) -> tmux.Completed:
@@ -251,8 +267,7 @@ def watch(agent: DesiredAgent) -> int:
     second watcher or a later one cannot resize it either), then a read-only client
     attaches to the agent's own session.
     """
-    locate(agent)
-    target = _target(agent)
+    target = pane_target(locate(agent))
     return tmux.run_interactive(agent.launch.socket, [
         "set-option", "-w", "-t", target, "window-size", "manual", ";",
         "attach-session", "-r", "-t", f"={agent.name}",
@@ -325,6 +340,50 @@ def _state_dir(agent: DesiredAgent, given: Path | None) -> Path:
     return Path(dict(agent.launch.env).get(STATE_DIR_ENV, "."))
 
 
+def _read_beat(path: Path) -> Heartbeat | None:
+    """The agent's heartbeat, or None when absent or unreadable (read again next poll)."""
+    try:
+        return parse_heartbeat(read_capped(path))
+    except OSError:
+        return None
+    except DAMAGED:
+        return None
+
+
+def _read_outbox(path: Path) -> list[messages.Typed]:
+    try:
+        return messages.parse_outbox(read_capped(path))
+    except OSError:
+        return []
+    except DAMAGED:
+        return []
+
+
+def _remember(path: Path, typed: messages.Typed, warn: Callable[[str], None] | None) -> None:
+    """Add a typed id to the agent's outbox; one that cannot be written is a warning (the
+    outbox only holds later sends back while this message's turn runs)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, messages.outbox_text(messages.remember(_read_outbox(path), typed)), 0o600)
+    except OSError as exc:
+        (warn or _warn_stderr)(f"{path}: could not record message {typed.id}: {exc.strerror or exc}")
+
+
+def wait_until_ready(
+    check: Callable[[], messages.Readiness], timeout: float,
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+) -> tuple[messages.Readiness, float]:
+    """Poll `check` until it says ready or `timeout` seconds pass: the last answer, and
+    the seconds waited."""
+    start = clock()
+    while True:
+        answer = check()
+        waited = clock() - start
+        if answer.ready or waited >= timeout:
+            return answer, waited
+        sleep(READY_POLL_S)
+
+
 def _acked(path: Path, msg_id: str) -> bool:
     try:
         return parse_heartbeat(read_capped(path)).ack == msg_id
@@ -348,10 +407,11 @@ def wait_for_ack(
         sleep(POLL_S)
 
 
-def delivery(agent: DesiredAgent, msg_id: str) -> SendStatus:
-    """Without an ack: is the message still on the agent's input line, or not there at all?"""
+def delivery(agent: DesiredAgent, msg_id: str, target: str) -> SendStatus:
+    """Without an ack: is the message still on the input line of the agent's pane
+    (`target`), or not there at all?"""
     done = tmux.run_tmux(agent.launch.socket, [
-        "display-message", "-p", "-t", _target(agent), "#{cursor_y}", ";", "capture-pane", "-p", "-t", _target(agent),
+        "display-message", "-p", "-t", target, "#{cursor_y}", ";", "capture-pane", "-p", "-t", target,
     ])
     lines = done.stdout.split("\n")
     if done.returncode != 0 or not lines[0].strip().isdigit():
@@ -365,12 +425,22 @@ _DETAIL = {
     SendStatus.VERIFIED: "the agent acked it in its heartbeat",
     SendStatus.TYPED_NOT_SUBMITTED: "the text is still on the agent's input line: Enter did not submit it",
     SendStatus.NOT_DELIVERED: "no ack in time, and the text is not on the agent's input line",
+    SendStatus.BUSY: "nothing typed: the agent was still in its turn",
 }
+#: `fleet agent send`'s exit status for BUSY: nothing was typed, try again later.
+BUSY_EXIT = 3
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
          warn: Callable[[str], None] | None = None) -> SendResult:
-    """Type one message into the agent's pane, press Enter, and optionally wait for its ack.
+    """Type one message into the agent's pane once it is between turns, press Enter, and
+    optionally wait for its ack.
+
+    Unless `options.now`, it first waits (up to `options.wait` seconds) until the agent's
+    heartbeat says idle and the last message typed to it is acked (core/messages.py), so
+    a message never lands in the middle of a turn; still busy then, nothing is typed
+    (BUSY). With `options.retry_id` it retries that earlier message and first checks it
+    was not taken (`messages.retry_step`), so a retry never makes a second copy.
 
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
@@ -378,10 +448,15 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
     id and size (never its text), and whether it was sent, refused or failed.
     """
     check_message(text)
-    msg_id = new_message_id()
+    if options.retry_id is not None and not messages.MESSAGE_ID.fullmatch(options.retry_id):
+        raise UserError(f"--id {options.retry_id!r} is not a message id; give the id `fleet agent send` printed "
+                        "(msg- and 8 hex digits)")
+    msg_id = options.retry_id or new_message_id()
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
+    if options.retry_id:
+        why += " (a retry)"
     try:
-        result = _send(agent, text, options, msg_id)
+        result = _send(agent, text, options, msg_id, warn)
     except Refused as exc:
         audit_verb(agent, "send", why, "skipped", str(exc), warn)
         raise
@@ -389,12 +464,13 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
         audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
         raise
     ok = result.status in {SendStatus.SENT, SendStatus.VERIFIED}
-    audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "failed",
-               "" if ok else result.detail, warn)
+    audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "skipped" if
+               result.status == SendStatus.BUSY else "failed", "" if ok else result.detail, warn)
     return result
 
 
-def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> SendResult:
+def _checked(agent: DesiredAgent, options: SendOptions) -> ObservedSession:
+    """The agent's session, alive and safe to type into (or forced); else UserError/Refused."""
     session = locate(agent)
     if session.pane_dead:
         raise UserError(f"{agent.tenant}/{agent.name}: its pane has exited, so nothing would read the message; "
@@ -402,18 +478,55 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     reasons = refusals(session, writers(agent))
     if reasons and not options.force:
         raise Refused(f"not sending to {agent.tenant}/{agent.name}: " + "; ".join(reasons))
-    # The session checked above, by its id: if the agent was restarted since, tmux refuses
+    return session
+
+
+def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
+          warn: Callable[[str], None] | None) -> SendResult:
+    session = _checked(agent, options)
+    layout = StateLayout(_state_dir(agent, options.state_dir))
+    beats, outbox = layout.heartbeat(agent.tenant, agent.name), layout.outbox(agent.tenant, agent.name)
+    waited = 0.0
+    if not options.now:
+        created = session.created
+
+        def check() -> messages.Readiness:
+            return messages.readiness(_read_beat(beats), _read_outbox(outbox), session_created=created,
+                                      now=datetime.now(UTC))
+
+        answer, waited = wait_until_ready(check, options.wait)
+        if not answer.ready:
+            return SendResult(msg_id, SendStatus.BUSY, f"nothing typed: after {waited:.0f} s {answer.reason} "
+                              f"(send again later, raise --wait, or --now to type into the turn)")
+        if waited >= READY_POLL_S:
+            session = _checked(agent, options)  # the pane as it is now, after the wait
+    # The pane checked above, by its id: if the agent was restarted since, tmux refuses
     # rather than typing into a process nobody checked.
-    target = f"{session.session_id}:"
+    target = pane_target(session)
+    before = _read_beat(beats)
+    step = messages.RetryStep.RETYPE
+    if options.retry_id:
+        on_line = delivery(agent, msg_id, target) == SendStatus.TYPED_NOT_SUBMITTED
+        step = messages.retry_step(before, _read_outbox(outbox), msg_id, on_line=on_line)
+        if step == messages.RetryStep.ACKED:
+            return SendResult(msg_id, SendStatus.VERIFIED, "already acked by the agent: nothing typed again")
+        if step == messages.RetryStep.UNKNOWN:
+            raise Refused(f"not retrying {msg_id} to {agent.tenant}/{agent.name}: a message typed after it is the "
+                          "one acked, and the heartbeat keeps only the last ack, so whether it was taken cannot be "
+                          "told; look at the agent (`fleet agent watch`) before sending it again without --id")
     if session.in_mode:
         _tmux(agent, "copy-mode", "-q", "-t", target)
-    _paste(agent, message_line(text, msg_id), msg_id, target)
+    if step == messages.RetryStep.RETYPE:
+        _paste(agent, message_line(text, msg_id), msg_id, target)
     _tmux(agent, "send-keys", "-t", target, "Enter")
+    _remember(outbox, messages.Typed(msg_id, datetime.now(UTC), before.seq if before else None), warn)
+    note = f"; waited {waited:.0f} s for the agent to finish its turn" if waited >= 1 else ""
+    if step == messages.RetryStep.PRESS_ENTER:
+        note += "; it was still on the input line, so only Enter was pressed"
     if not options.verify:
-        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
-    beats = StateLayout(_state_dir(agent, options.state_dir)).heartbeat(agent.tenant, agent.name)
-    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
-    return SendResult(msg_id, status, _DETAIL[status])
+        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + note)
+    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id, target)
+    return SendResult(msg_id, status, _DETAIL[status] + note)
 
 
 def load_desired(repo: Path, host: str, state_dir: Path) -> DesiredFleet:

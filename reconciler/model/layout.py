@@ -50,6 +50,7 @@ class StateLayout:
         Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
+        Entry("outbox", "<tenant>/outbox/<agent>.json", "ids and times of the messages `fleet agent send` typed (no text)"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -97,6 +98,10 @@ class StateLayout:
     def conversation(self, tenant: str, agent: str) -> Path:
         """The agent's conversation (session) id, one UUID: `--session-id`, then `--resume`."""
         return self.tenant(tenant) / "conversations" / agent
+
+    def outbox(self, tenant: str, agent: str) -> Path:
+        """The last messages `send` typed to the agent (core/messages.py): held until acked."""
+        return self.tenant(tenant) / "outbox" / f"{agent}.json"
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"

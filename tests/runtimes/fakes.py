@@ -5,7 +5,9 @@ Codex speaks OpenAI's Responses API (`POST /v1/responses`, SSE). Each fake liste
 127.0.0.1 at a free port, answers every turn with one short text, and records every
 request (model, system prompt or instructions, messages) so a test can assert what the
 runtime really sent: the persona, the model after a switch. Switches make it answer 401
-or a rate-limit error, and `headers` are added to every answer (rate-limit headers).
+or a rate-limit error, `delay` holds each turn's answer that many seconds (a long turn,
+so a test can act while the agent works), and `headers` are added to every answer
+(rate-limit headers).
 Nothing here leaves the machine.
 """
 
@@ -38,6 +40,7 @@ class Recorded:
     messages: list[Any]  # Anthropic `messages` or OpenAI `input`
     body: dict[str, Any]
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)  # when it arrived, to order it against `answered`
 
     def text(self) -> str:
         """Everything the model was shown, as one string (system prompt and messages)."""
@@ -51,8 +54,10 @@ class FakeProvider:
     kind: str  # "anthropic" | "openai"
     reply: str = REPLY
     fail: int | None = None  # 401 or 429: every model request answers this
+    delay: float = 0.0  # seconds each turn waits before it is answered: the agent is working
     headers: dict[str, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    answered: list[float] = field(default_factory=list)  # time.monotonic() each turn's answer was sent
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -167,8 +172,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif fake.kind == "anthropic" and not body.get("stream"):
             self._json(200, anthropic_message(model, fake.reply))
         else:
+            if fake.delay:
+                time.sleep(fake.delay)
             stream = anthropic_stream if fake.kind == "anthropic" else openai_stream
             self._send(200, stream(model, fake.reply), "text/event-stream")
+            with fake.lock:
+                fake.answered.append(time.monotonic())
 
     def _record(self, body: dict[str, Any]) -> None:
         fake = self.server.fake
