@@ -39,6 +39,7 @@ from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.drivers import tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
 from reconciler.drivers.files import DAMAGED, read_capped, write_atomic
+from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.errors import UserError
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
@@ -483,24 +484,57 @@ def _checked(agent: DesiredAgent, options: SendOptions) -> ObservedSession:
 
 def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
           warn: Callable[[str], None] | None) -> SendResult:
+    """Wait for the turn to end (unlocked), then check again and type under the agent's
+    outbox lock, so two sends to one agent never both find it idle and both type: the
+    second finds the first's id in the outbox, not yet acked, and waits for it."""
     session = _checked(agent, options)
     layout = StateLayout(_state_dir(agent, options.state_dir))
     beats, outbox = layout.heartbeat(agent.tenant, agent.name), layout.outbox(agent.tenant, agent.name)
-    waited = 0.0
-    if not options.now:
-        created = session.created
+    created = session.created
 
-        def check() -> messages.Readiness:
-            return messages.readiness(_read_beat(beats), _read_outbox(outbox), session_created=created,
-                                      now=datetime.now(UTC))
+    def check() -> messages.Readiness:
+        if options.now:
+            return messages.Readiness(True, "--now")
+        return messages.readiness(_read_beat(beats), _read_outbox(outbox), session_created=created,
+                                  now=datetime.now(UTC))
 
-        answer, waited = wait_until_ready(check, options.wait)
+    start = time.monotonic()
+    while True:
+        left = max(0.0, options.wait - (time.monotonic() - start))
+        answer, _ = wait_until_ready(check, left)
+        waited = time.monotonic() - start
         if not answer.ready:
-            return SendResult(msg_id, SendStatus.BUSY, f"nothing typed: after {waited:.0f} s {answer.reason} "
-                              f"(send again later, raise --wait, or --now to type into the turn)")
-        if waited >= READY_POLL_S:
-            session = _checked(agent, options)  # the pane as it is now, after the wait
-    # The pane checked above, by its id: if the agent was restarted since, tmux refuses
+            return _busy(msg_id, f"after {waited:.0f} s {answer.reason}")
+        try:
+            with hold_lock(layout.outbox_lock(agent.tenant, agent.name), timeout=max(left, 1.0)):
+                if check().ready:  # still, now that no other send can type
+                    if waited >= READY_POLL_S:
+                        session = _checked(agent, options)  # the pane as it is now, after the wait
+                    done = _type(agent, text, options, msg_id, session, beats, outbox, warn)
+                    break
+        except LockBusy:
+            return _busy(msg_id, f"another `fleet agent send` to this agent held it for {options.wait:.0f} s")
+    if isinstance(done, SendResult):
+        return done
+    target, note = done
+    if waited >= 1:
+        note = f"; waited {waited:.0f} s for the agent to finish its turn{note}"
+    if not options.verify:
+        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + note)
+    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id, target)
+    return SendResult(msg_id, status, _DETAIL[status] + note)
+
+
+def _busy(msg_id: str, why: str) -> SendResult:
+    return SendResult(msg_id, SendStatus.BUSY, f"nothing typed: {why} (send again later, raise --wait, "
+                                               "or --now to type into the turn)")
+
+
+def _type(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str, session: ObservedSession,
+          beats: Path, outbox: Path, warn: Callable[[str], None] | None) -> SendResult | tuple[str, str]:
+    """Type the message into the agent's pane (a retry: only what is left to do) and add
+    its id to the outbox: the pane's target and a note, or the result when nothing was typed."""
+    # The pane checked before, by its id: if the agent was restarted since, tmux refuses
     # rather than typing into a process nobody checked.
     target = pane_target(session)
     before = _read_beat(beats)
@@ -520,13 +554,8 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
         _paste(agent, message_line(text, msg_id), msg_id, target)
     _tmux(agent, "send-keys", "-t", target, "Enter")
     _remember(outbox, messages.Typed(msg_id, datetime.now(UTC), before.seq if before else None), warn)
-    note = f"; waited {waited:.0f} s for the agent to finish its turn" if waited >= 1 else ""
-    if step == messages.RetryStep.PRESS_ENTER:
-        note += "; it was still on the input line, so only Enter was pressed"
-    if not options.verify:
-        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + note)
-    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id, target)
-    return SendResult(msg_id, status, _DETAIL[status] + note)
+    return target, "; it was still on the input line, so only Enter was pressed" if \
+        step == messages.RetryStep.PRESS_ENTER else ""
 
 
 def load_desired(repo: Path, host: str, state_dir: Path) -> DesiredFleet:

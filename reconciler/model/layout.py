@@ -51,6 +51,7 @@ class StateLayout:
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
         Entry("outbox", "<tenant>/outbox/<agent>.json", "ids and times of the messages `fleet agent send` typed (no text)"),
+        Entry("outbox_lock", "<tenant>/outbox/<agent>.lock", "held by `fleet agent send` while it checks and types"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -102,6 +103,10 @@ class StateLayout:
     def outbox(self, tenant: str, agent: str) -> Path:
         """The last messages `send` typed to the agent (core/messages.py): held until acked."""
         return self.tenant(tenant) / "outbox" / f"{agent}.json"
+
+    def outbox_lock(self, tenant: str, agent: str) -> Path:
+        """Held while one `send` checks the agent is idle and types: two sends never both type."""
+        return self.tenant(tenant) / "outbox" / f"{agent}.lock"
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"

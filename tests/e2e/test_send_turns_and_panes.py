@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 from reconciler.engine.agent_verbs import BUSY_EXIT
 from reconciler.stub_agent import INPUT_TOKENS_PER_S
@@ -88,6 +89,21 @@ def test_a_typed_message_not_yet_acked_holds_the_next_one_back(running: Fleet) -
     assert f"{first['id']}, typed" in err and "is not acked" in err, err
     outbox = json.loads((running.state_dir / "demo" / "outbox" / f"{AGENT}.json").read_text())
     assert [t["id"] for t in outbox["typed"]][-1] == first["id"] and "first" not in json.dumps(outbox)
+
+
+def test_two_sends_at_once_take_turns(running: Fleet) -> None:
+    """Both find the stub idle; the outbox lock makes the second check again after the
+    first typed, so it waits for the turn the first message started (the stub works 2 s
+    on every message) instead of typing into it."""
+    argv = ["agent", "send", str(running.repo), AGENT, "--verify", "--timeout", "20", "--output", "json"]
+    procs = [subprocess.Popen([sys.executable, "-m", "reconciler.cli", *argv[:4], f"at once {i}", *argv[4:],
+                               "--host", "demo", "--state-dir", str(running.state_dir)], env=running.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+             for i in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [json.loads(out)["status"] for out, _ in outs] == ["verified", "verified"]
+    assert sum("for the agent to finish its turn" in err for _, err in outs) == 1, outs
 
 
 # --- a retry checks first --------------------------------------------------------------------
