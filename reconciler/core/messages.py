@@ -48,6 +48,18 @@ class Readiness:
     reason: str
 
 
+def acked(beat: Heartbeat | None, msg_id: str) -> bool:
+    """Whether the agent's record says it took `msg_id`: its `ack`, or one of `fleet-hook`'s
+    `acks` (a Codex turn that took two messages acks both there).
+
+    >>> t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    >>> beat = Heartbeat("t", "h", "a", 3, t0, "idle", "gpt", ack="msg-2", acks=("msg-1", "msg-2"))
+    >>> acked(beat, "msg-1"), acked(beat, "msg-2"), acked(beat, "msg-3"), acked(None, "msg-1")
+    (True, True, False, False)
+    """
+    return beat is not None and (beat.ack == msg_id or msg_id in beat.acks)
+
+
 def _ago(delta: timedelta) -> str:
     return f"{max(0, int(delta.total_seconds()))} s ago"
 
@@ -79,7 +91,7 @@ def readiness(beat: Heartbeat | None, typed: Sequence[Typed], *, session_created
     if typed:
         last = typed[-1]
         unheard = beat.seq <= last.seq if last.seq is not None else beat.ts + _TS_RESOLUTION <= last.at
-        if (last.at >= session_created and beat.ack != last.id and unheard
+        if (last.at >= session_created and not acked(beat, last.id) and unheard
                 and now - last.at < PENDING_MAX):
             return Readiness(False, f"{last.id}, typed {_ago(now - last.at)}, is not acked and the agent has "
                                     "reported nothing since: it is still on that turn")
@@ -100,9 +112,11 @@ class RetryStep(StrEnum):
 def retry_step(beat: Heartbeat | None, typed: Sequence[Typed], msg_id: str, *, on_line: bool) -> RetryStep:
     """The one safe step for a retry of `msg_id`, checked before anything is typed.
 
-    The heartbeat keeps only the last acked id, so when a message typed after `msg_id`
-    is the one acked, whether `msg_id` was taken cannot be told: UNKNOWN (a person
-    looks), never a second copy.
+    When a message typed after `msg_id` is acked and `msg_id` is not, it was not taken
+    only if the record's `acks` reach back far enough to show it: they hold an id typed
+    before `msg_id` (acks are kept in order). Otherwise (an agent that writes only `ack`,
+    or `acks` that dropped it) whether it was taken cannot be told: UNKNOWN, and a person
+    looks, never a second copy.
 
     >>> t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     >>> sent = [Typed("msg-00000001", t0), Typed("msg-00000002", t0 + timedelta(seconds=1))]
@@ -112,15 +126,19 @@ def retry_step(beat: Heartbeat | None, typed: Sequence[Typed], msg_id: str, *, o
     >>> retry_step(None, sent, "msg-00000001", on_line=True)
     <RetryStep.PRESS_ENTER: 'press_enter'>
     """
-    ack = beat.ack if beat is not None else None
-    if ack == msg_id:
+    if acked(beat, msg_id):
         return RetryStep.ACKED
     if on_line:
         return RetryStep.PRESS_ENTER
     ids = [t.id for t in typed]
-    if msg_id in ids and ack in ids[ids.index(msg_id) + 1:]:
-        return RetryStep.UNKNOWN
-    return RetryStep.RETYPE
+    if msg_id not in ids:
+        return RetryStep.RETYPE
+    at = ids.index(msg_id)
+    if not any(acked(beat, later) for later in ids[at + 1:]):
+        return RetryStep.RETYPE
+    acks = beat.acks if beat is not None else ()
+    shown = any(earlier in acks for earlier in ids[:at])
+    return RetryStep.RETYPE if shown else RetryStep.UNKNOWN
 
 
 def remember(typed: Sequence[Typed], new: Typed, keep: int = OUTBOX_KEEP) -> list[Typed]:

@@ -387,7 +387,7 @@ def wait_until_ready(
 
 def _acked(path: Path, msg_id: str) -> bool:
     try:
-        return parse_heartbeat(read_capped(path)).ack == msg_id
+        return messages.acked(parse_heartbeat(read_capped(path)), msg_id)
     except OSError:
         return False  # absent: read again next poll
     except DAMAGED:
@@ -545,9 +545,9 @@ def _type(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str, ses
         if step == messages.RetryStep.ACKED:
             return SendResult(msg_id, SendStatus.VERIFIED, "already acked by the agent: nothing typed again")
         if step == messages.RetryStep.UNKNOWN:
-            raise Refused(f"not retrying {msg_id} to {agent.tenant}/{agent.name}: a message typed after it is the "
-                          "one acked, and the heartbeat keeps only the last ack, so whether it was taken cannot be "
-                          "told; look at the agent (`fleet agent watch`) before sending it again without --id")
+            raise Refused(f"not retrying {msg_id} to {agent.tenant}/{agent.name}: a message typed after it is "
+                          "acked, and the heartbeat does not reach back far enough to show whether this one was "
+                          "taken; look at the agent (`fleet agent watch`) before sending it again without --id")
     if session.in_mode:
         _tmux(agent, "copy-mode", "-q", "-t", target)
     if step == messages.RetryStep.RETYPE:

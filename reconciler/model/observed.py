@@ -161,6 +161,9 @@ class Heartbeat:
     #: Codex thread ids the runtime named in its `notify` events, oldest first (fleet-hook
     #: keeps the last few): the observe step reads its conversation back from them.
     threads: tuple[str, ...] = ()
+    #: `fleet-hook`'s last acked ids, newest last (`ack` is the last of them); () for an
+    #: agent that writes only `ack`.
+    acks: tuple[str, ...] = ()
 
 
 #: What a workdir that does not exist on this host becomes: the user's home.

@@ -23,11 +23,12 @@ from reconciler.model.observed import Heartbeat
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 STARTED = T0 - timedelta(hours=1)  # the agent's session
-A, B = "msg-0000000a", "msg-0000000b"
+A, B, C = "msg-0000000a", "msg-0000000b", "msg-0000000c"
 
 
-def beat(state: str = "idle", ack: str | None = None, seq: int = 5, ts: datetime = T0) -> Heartbeat:
-    return Heartbeat("t", "h", "a", seq, ts, state, "opus", ack=ack)
+def beat(state: str = "idle", ack: str | None = None, seq: int = 5, ts: datetime = T0,
+         acks: tuple[str, ...] = ()) -> Heartbeat:
+    return Heartbeat("t", "h", "a", seq, ts, state, "opus", ack=ack, acks=acks)
 
 
 def typed(msg_id: str = A, seconds: float = 0.0, seq: int | None = 5) -> Typed:
@@ -61,6 +62,8 @@ READY_CASES = [
               "its heartbeat says idle"),
     ReadyCase("typed-into-an-earlier-run", beat(ts=T0 + timedelta(seconds=9)), [typed()], 10, True,
               "its heartbeat says idle"),
+    ReadyCase("typed-and-acked-in-acks-only", beat(ack=B, acks=(A, B)), [typed(A), typed(B, 1)], 3, True,
+              "its heartbeat says idle"),
     ReadyCase("only-the-last-typed-counts", beat(ack=B, seq=7), [typed(A), typed(B, 1, seq=6)], 3, True,
               "its heartbeat says idle"),
     ReadyCase("no-seq-recorded-falls-back-to-time", beat(ts=T0 - timedelta(seconds=5)), [typed(seq=None)], 3, False,
@@ -93,6 +96,12 @@ RETRY_CASES = [
     RetryCase("a-later-one-acked", beat(ack=B), [typed(A), typed(B, 1)], A, False, RetryStep.UNKNOWN),
     RetryCase("an-earlier-one-acked", beat(ack=B), [typed(B), typed(A, 1)], A, False, RetryStep.RETYPE),
     RetryCase("never-typed-here", beat(ack=B), [typed(B)], A, False, RetryStep.RETYPE),
+    # fleet-hook's `acks`: a Codex turn that took two messages acks both
+    RetryCase("acked-in-acks-not-last", beat(ack=B, acks=(A, B)), [typed(A), typed(B, 1)], A, False, RetryStep.ACKED),
+    RetryCase("acks-reach-back-past-it", beat(ack=B, acks=(C, B)), [typed(C), typed(A, 1), typed(B, 2)], A, False,
+              RetryStep.RETYPE),
+    RetryCase("acks-do-not-reach-back", beat(ack=B, acks=(B,)), [typed(C), typed(A, 1), typed(B, 2)], A, False,
+              RetryStep.UNKNOWN),
 ]
 
 
