@@ -543,6 +543,9 @@ def test_a_message_to_a_working_agent_waits_for_its_turn_and_arrives_once_and_a_
         assert json.loads(second.stdout)["status"] == "verified" and "waited" in second.stderr, second.stderr
         second_id = json.loads(second.stdout)["id"]
         fake.delay = 0.0
+        # Claude Code acks at the submit: count once its turn is over, as Codex's ack is
+        world.wait_beat(agent, "after the second turn", lambda b, i=second_id: b.state == "idle" and b.ack == i)
+        assert retry_until(lambda f=fake, i=second_id: bool(_conversation_turns(f, i)), UP_S)
 
         turn_a = _conversation_turns(fake, first_id)[0]
         with_b = _conversation_turns(fake, second_id)
