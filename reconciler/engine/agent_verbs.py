@@ -3,11 +3,14 @@
 They sit beside the reconcile loop, never inside it: each resolves one agent from the
 repository's desired state, confirms with one tmux listing that the agent's session is
 the fleet's own (a session without its marks is never watched or typed into), then
-talks to that one pane through tmux argument lists; no value passes through a shell.
-`send --verify` only reads the agent's heartbeat file, where the agent acks the message
-id (docs/heartbeat-protocol.md). The one thing persisted is the audit log: `send` and
-`attach` each append a record (drivers/audit.py) to the tenant's `audit.jsonl`, with the
-message's id and size but never its text; `watch` only looks, so it records nothing.
+talks to the agent's own pane (`@fleet-pane`, never merely the active one) through tmux
+argument lists; no value passes through a shell. `send` types only between turns: it
+reads the agent's heartbeat and its outbox and asks core/messages.py, and `--verify`
+reads the heartbeat, where the agent acks the message id (docs/heartbeat-protocol.md).
+Persisted: the audit log, where `send` and `attach` each append a record
+(drivers/audit.py) to the tenant's `audit.jsonl`, with the message's id and size but
+never its text, and `send`'s outbox (the ids it typed, their times, no text); `watch`
+only looks, so it records nothing.
 
 Why `watch` looks the way it does (tmux 3.3a, measured): `attach-session -r` makes the
 client read-only *and* ignore-size, but a client that ignores size still sizes the window

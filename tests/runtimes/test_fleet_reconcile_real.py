@@ -558,3 +558,13 @@ def test_a_message_to_a_working_agent_waits_for_its_turn_and_arrives_once_and_a_
         print(f"\n{agent}: the second message arrived {with_b[0].at - answered_a:.2f} s after the first turn's answer")
     assert world.reconcile().returncode == 0
     assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
+
+    # The runtime's own pane dies while the person's split lives on: dead, restarted.
+    pane = world.pane("enhancer", "#{@fleet-pane}")
+    pid = int(world.tmux("display-message", "-p", "-t", pane, "#{pane_pid}").strip())
+    os.killpg(pid, signal.SIGKILL)
+    assert retry_until(lambda: world.tmux("display-message", "-p", "-t", pane, "#{pane_dead}").strip() == "1", 30)
+    done = world.reconcile()
+    assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
+    world.wait_beat("enhancer", "from the respawned Codex", lambda b: b.pid != pid and _alive(b.pid))
+    assert world.pane("enhancer", "#{@fleet-pane}") != pane
