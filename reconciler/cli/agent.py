@@ -151,7 +151,8 @@ def send_command(
         "--wait", str(wait), *(["--id", retry_id] if retry_id else []),
         "--message-file", "-", str(copy), f"{agent.tenant}/{agent.name}"], interactive=False, stdin=message)
     try:
-        result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir, now, wait, retry_id))
+        result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir, now, wait, retry_id),
+                                  note=lambda line: err.print(line, highlight=False, markup=False))
     except Refused:
         if output == Output.JSON:
             print(to_json({"id": None, "status": "refused"}))

@@ -376,15 +376,19 @@ def _remember(path: Path, typed: messages.Typed, warn: Callable[[str], None] | N
 def wait_until_ready(
     check: Callable[[], messages.Readiness], timeout: float,
     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    on_wait: Callable[[messages.Readiness], None] | None = None,
 ) -> tuple[messages.Readiness, float]:
     """Poll `check` until it says ready or `timeout` seconds pass: the last answer, and
-    the seconds waited."""
+    the seconds waited. `on_wait` hears the first answer that is not ready, once."""
     start = clock()
     while True:
         answer = check()
         waited = clock() - start
         if answer.ready or waited >= timeout:
             return answer, waited
+        if on_wait is not None:
+            on_wait(answer)
+            on_wait = None
         sleep(READY_POLL_S)
 
 
@@ -436,7 +440,7 @@ BUSY_EXIT = 3
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
-         warn: Callable[[str], None] | None = None) -> SendResult:
+         warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None) -> SendResult:
     """Type one message into the agent's pane once it is between turns, press Enter, and
     optionally wait for its ack.
 
@@ -449,7 +453,8 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
     otherwise swallow the Enter. Every attempt past the message check is audited: its
-    id and size (never its text), and whether it was sent, refused or failed.
+    id and size (never its text), and whether it was sent, refused or failed. `note`
+    hears, once, that the send waits and why.
     """
     check_message(text)
     if options.retry_id is not None and not messages.MESSAGE_ID.fullmatch(options.retry_id):
@@ -460,7 +465,7 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
     if options.retry_id:
         why += " (a retry)"
     try:
-        result = _send(agent, text, options, msg_id, warn)
+        result = _send(agent, text, options, msg_id, warn, note)
     except Refused as exc:
         audit_verb(agent, "send", why, "skipped", str(exc), warn)
         raise
@@ -486,7 +491,7 @@ def _checked(agent: DesiredAgent, options: SendOptions) -> ObservedSession:
 
 
 def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
-          warn: Callable[[str], None] | None) -> SendResult:
+          warn: Callable[[str], None] | None, note: Callable[[str], None] | None) -> SendResult:
     """Wait for the turn to end (unlocked), then check again and type under the agent's
     outbox lock, so two sends to one agent never both find it idle and both type: the
     second finds the first's id in the outbox, not yet acked, and waits for it."""
@@ -501,10 +506,18 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
         return messages.readiness(_read_beat(beats), _read_outbox(outbox), session_created=created,
                                   now=datetime.now(UTC))
 
+    told: list[bool] = []
+
+    def waiting(answer: messages.Readiness) -> None:
+        if note is not None and not told:
+            told.append(True)
+            note(f"waiting up to {options.wait:.0f} s for {agent.tenant}/{agent.name} to finish its turn: "
+                 f"{answer.reason} (--now types at once)")
+
     start = time.monotonic()
     while True:
         left = max(0.0, options.wait - (time.monotonic() - start))
-        answer, _ = wait_until_ready(check, left)
+        answer, _ = wait_until_ready(check, left, on_wait=waiting)
         waited = time.monotonic() - start
         if not answer.ready:
             return _busy(msg_id, f"after {waited:.0f} s {answer.reason}")
@@ -519,13 +532,13 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
             return _busy(msg_id, f"another `fleet agent send` to this agent held it for {options.wait:.0f} s")
     if isinstance(done, SendResult):
         return done
-    target, note = done
+    target, extra = done
     if waited >= 1:
-        note = f"; waited {waited:.0f} s for the agent to finish its turn{note}"
+        extra = f"; waited {waited:.0f} s for the agent to finish its turn{extra}"
     if not options.verify:
-        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + note)
+        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + extra)
     status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id, target)
-    return SendResult(msg_id, status, _DETAIL[status] + note)
+    return SendResult(msg_id, status, _DETAIL[status] + extra)
 
 
 def _busy(msg_id: str, why: str) -> SendResult:

@@ -48,6 +48,7 @@ def test_send_to_a_working_agent_waits_for_its_turn_to_end(running: Fleet) -> No
     rc, doc, err = running.send(AGENT, "after the turn", "--verify", "--timeout", "10")
     assert (rc, doc["status"]) == (0, "verified"), err
     assert "waited" in err and "for the agent to finish its turn" in err, err
+    assert "waiting up to 600 s for demo/orchestrator to finish its turn: its heartbeat says working" in err, err
     # the stub took the line only once its 3 s turn was over: its simulated usage (tokens
     # per second worked) when the ack was seen already holds the whole turn
     beat = running.beat(AGENT)
