@@ -65,13 +65,17 @@ def _ago(delta: timedelta) -> str:
 
 
 def readiness(beat: Heartbeat | None, typed: Sequence[Typed], *, session_created: datetime,
-              now: datetime) -> Readiness:
+              now: datetime, failed_at: datetime | None = None) -> Readiness:
     """Is the agent between turns, so a typed message starts a turn instead of landing in one?
 
     Busy when its heartbeat says `working` or `waiting` (a dialog would take the keys),
     or when the last message `send` typed is not acked and the agent has reported nothing
     since (Codex has no event when a turn starts: its ack comes when the turn ends).
-    Ready when there is no record of this run, or it says `idle`.
+    Ready when there is no record of this run, or it says `idle`, or it is held by a
+    failed turn (`held`: auth, usage limit; the runtime waits at its prompt, and a
+    message is what a person sends to clear it). `failed_at`: when the runtime recorded
+    its last turn as failed, only in its own files (Codex runs no `notify` then), which
+    also ends the wait for a message typed before it.
 
     >>> t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     >>> beat = Heartbeat("t", "h", "a", 3, t0, "working", "opus", ack="msg-00000001")
@@ -91,12 +95,15 @@ def readiness(beat: Heartbeat | None, typed: Sequence[Typed], *, session_created
     if typed:
         last = typed[-1]
         unheard = beat.seq <= last.seq if last.seq is not None else beat.ts + _TS_RESOLUTION <= last.at
+        unheard = unheard and not (failed_at is not None and failed_at > last.at)
         if (last.at >= session_created and not acked(beat, last.id) and unheard
                 and now - last.at < PENDING_MAX):
             return Readiness(False, f"{last.id}, typed {_ago(now - last.at)}, is not acked and the agent has "
                                     "reported nothing since: it is still on that turn")
     if beat.state == "idle":
         return Readiness(True, "its heartbeat says idle")
+    if beat.held:
+        return Readiness(True, f"held ({beat.held}): its last turn failed and it waits at its prompt")
     return Readiness(False, f"its heartbeat says {beat.state}")
 
 

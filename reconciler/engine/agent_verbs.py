@@ -39,10 +39,12 @@ from pathlib import Path
 
 from reconciler.core import messages
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
-from reconciler.drivers import tmux
+from reconciler.core.held import held_by_failure
+from reconciler.drivers import tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
 from reconciler.drivers.files import DAMAGED, read_capped, write_atomic
 from reconciler.drivers.lock import LockBusy, hold_lock
+from reconciler.engine.observe import codex_turn_failure
 from reconciler.errors import UserError
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
@@ -354,6 +356,21 @@ def _read_beat(path: Path) -> Heartbeat | None:
         return None
 
 
+def _beat_now(agent: DesiredAgent, path: Path) -> tuple[Heartbeat | None, datetime | None]:
+    """The agent's heartbeat as the planner sees it, and when its last turn failed: a
+    Codex agent's failed turn is only in its rollout (Codex runs no `notify` for it), read
+    as the observe step reads it (engine/observe.py `codex_turn_failure`)."""
+    beat = _read_beat(path)
+    if beat is None or beat.event is None or agent.launch.adapter != "codex" or not users.is_me(agent.launch.socket.user):
+        return beat, None
+    failure = codex_turn_failure(dict(agent.launch.env).get("CODEX_HOME") or "~/.codex", agent.launch.workdir or "~",
+                                 beat)
+    held = held_by_failure(beat, failure)
+    if held is beat or failure is None:
+        return beat, None
+    return held, datetime.fromisoformat(failure[2])
+
+
 def _read_outbox(path: Path) -> list[messages.Typed]:
     try:
         return messages.parse_outbox(read_capped(path))
@@ -503,8 +520,9 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
     def check() -> messages.Readiness:
         if options.now:
             return messages.Readiness(True, "--now")
-        return messages.readiness(_read_beat(beats), _read_outbox(outbox), session_created=created,
-                                  now=datetime.now(UTC))
+        beat, failed_at = _beat_now(agent, beats)
+        return messages.readiness(beat, _read_outbox(outbox), session_created=created, now=datetime.now(UTC),
+                                  failed_at=failed_at)
 
     told: list[bool] = []
 

@@ -72,7 +72,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
     desired = _resolved(desired, observed.resolved)
     if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
-        observed = replace(observed, screens=observe_screens(panes))
+        observed = replace(observed, screens=observe_screens(panes, observed))
     budget = _budget(repo, desired, observed, stored, at, budgeted)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)

@@ -27,8 +27,8 @@ A, B, C = "msg-0000000a", "msg-0000000b", "msg-0000000c"
 
 
 def beat(state: str = "idle", ack: str | None = None, seq: int = 5, ts: datetime = T0,
-         acks: tuple[str, ...] = ()) -> Heartbeat:
-    return Heartbeat("t", "h", "a", seq, ts, state, "opus", ack=ack, acks=acks)
+         acks: tuple[str, ...] = (), held: str | None = None) -> Heartbeat:
+    return Heartbeat("t", "h", "a", seq, ts, state, "opus", ack=ack, acks=acks, held=held)
 
 
 def typed(msg_id: str = A, seconds: float = 0.0, seq: int | None = 5) -> Typed:
@@ -42,6 +42,7 @@ class ReadyCase(NamedTuple):
     now_s: float
     ready: bool
     reason: str
+    failed_s: float | None = None  # the runtime recorded its last turn as failed, seconds after T0
 
 
 READY_CASES = [
@@ -64,6 +65,14 @@ READY_CASES = [
               "its heartbeat says idle"),
     ReadyCase("typed-and-acked-in-acks-only", beat(ack=B, acks=(A, B)), [typed(A), typed(B, 1)], 3, True,
               "its heartbeat says idle"),
+    # a failed turn: held at its prompt (a message is what clears it), and it ends the wait
+    ReadyCase("held-by-a-failed-turn", beat("waiting", held="auth"), [], 0, True,
+              "held (auth): its last turn failed and it waits at its prompt"),
+    ReadyCase("typed-then-its-turn-failed", beat("waiting", held="auth"), [typed()], 3, True,
+              "held (auth): its last turn failed and it waits at its prompt", failed_s=2),
+    ReadyCase("an-older-failure-does-not-end-the-wait", beat("waiting", held="auth"), [typed(seconds=2)], 3, False,
+              f"{A}, typed 1 s ago, is not acked and the agent has reported nothing since: it is still on that turn",
+              failed_s=1),
     ReadyCase("only-the-last-typed-counts", beat(ack=B, seq=7), [typed(A), typed(B, 1, seq=6)], 3, True,
               "its heartbeat says idle"),
     ReadyCase("no-seq-recorded-falls-back-to-time", beat(ts=T0 - timedelta(seconds=5)), [typed(seq=None)], 3, False,
@@ -74,7 +83,9 @@ READY_CASES = [
 @pytest.mark.parametrize("case", READY_CASES, ids=lambda c: c.test_id)
 def test_readiness(case: ReadyCase) -> None:
     started = T0 + timedelta(seconds=5) if case.test_id == "typed-into-an-earlier-run" else STARTED
-    got = readiness(case.beat, case.typed, session_created=started, now=T0 + timedelta(seconds=case.now_s))
+    failed = None if case.failed_s is None else T0 + timedelta(seconds=case.failed_s)
+    got = readiness(case.beat, case.typed, session_created=started, now=T0 + timedelta(seconds=case.now_s),
+                    failed_at=failed)
     assert got == Readiness(case.ready, case.reason)
 
 
