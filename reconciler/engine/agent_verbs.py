@@ -79,7 +79,9 @@ class SendOptions:
     force: bool = False
     state_dir: Path | None = None  # where heartbeats are; None: the pane's FLEET_STATE_DIR
     now: bool = False  # type at once, even into a turn
-    wait: float = 600.0  # seconds to wait for the agent to be between turns
+    # Seconds to wait for the agent to be between turns. 0 (one look) for callers inside a
+    # run, which must never block a tick on an agent's turn; the CLI's --wait is 600.
+    wait: float = 0.0
     retry_id: str | None = None  # a retry of this earlier message (`--id`): never typed twice
 
 
