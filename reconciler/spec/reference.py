@@ -47,6 +47,7 @@ VALUE_TYPES = {
     models.MODEL_PATTERN: ("model name", "letters, digits and `.` `_` `:` `/` `@` `-`, starting with a letter or digit; at most 64"),
     models.LANE_PATTERN: ("lane name", "lower-case letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 64"),
     TASK_ID_PATTERN: ("id", "letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 40"),
+    models.BRANCH_PATTERN: ("branch template", "a git branch name (letters, digits, `.` `_` `/` `-`) with `{agent}`, `{task}`, `{lane}` placeholders"),
     models.ENV_NAME_PATTERN: ("variable name", "letters, digits and `_`, not starting with a digit; at most 128"),
     models.DURATION_PATTERN: ("duration", "numbers with units `w`, `d`, `h`, `m`, `s`: `90s`, `5m`, `1h30m`, `7d`; more than 0s, at most 10 years"),
     models.TEXT_PATTERN: ("line of text", "one line that people read: no control characters (C0, C1, DEL), no bidirectional overrides, no U+2028/U+2029"),
