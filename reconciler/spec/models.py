@@ -421,12 +421,18 @@ class Roster(Document):
         default_factory=list, description="Pools of workers driven by their lane's open tasks (docs/lanes.md).")
 
     def lane_workers(self) -> dict[str, tuple[str, ...]]:
-        """Each lane's worker names, by lane name (lanes of one role are numbered in roster order)."""
-        seen: dict[str, int] = {}
+        """Each lane's worker names, by lane name: lanes of one role are numbered in roster
+        order, skipping a number a named agent already uses (`coder0-0` in `agents:` makes
+        the first coder lane's workers `coder1-0`, `coder1-1`, ...)."""
+        nxt: dict[str, int] = {}
         out: dict[str, tuple[str, ...]] = {}
         for lane in self.lanes:
-            index = seen.get(lane.role, 0)
-            seen[lane.role] = index + 1
+            taken = {int(m.group(1)) for a in self.agents
+                     if (m := re.fullmatch(rf"{re.escape(lane.role)}(\d+)-\d+", a.name))}
+            index = nxt.get(lane.role, 0)
+            while index in taken:
+                index += 1
+            nxt[lane.role] = index + 1
             out.setdefault(lane.name, lane.worker_names(index))
         return out
 

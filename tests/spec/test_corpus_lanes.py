@@ -55,10 +55,6 @@ CASES = [
          "tenants/demo/roster.yaml:15:15", ("'soon' is not a duration",)),
     Case("lane-twice", {ROSTER: LANE_ROSTER + "  - name: api\n    role: tester\n"},
          "tenants/demo/roster.yaml:17:11", ("lane name 'api' is used twice", "first at lanes item 1")),
-    Case("lane-worker-collides-with-agent",
-         {ROSTER: LANE_ROSTER.replace("  - name: enhancer\n", "  - name: coder0-1\n    role: coder\n  - name: enhancer\n")},
-         "tenants/demo/roster.yaml:13:11", ("its worker 'coder0-1' has the name of the agent at agents item 2",
-                                            "rename that agent")),
     Case("lane-unknown-runtime", {ROSTER: LANE_ROSTER + "    runtime: claud\n"},
          "tenants/demo/roster.yaml:17:14", ("lane api: runtime 'claud'", "is not defined in fleet.yaml; use one of stub")),
     Case("lane-model-off-ladder", {ROSTER: LANE_ROSTER + "    model: opus\n"},
@@ -111,3 +107,20 @@ def test_lanes_of_one_role_are_numbered_in_roster_order(tmp_path: Path) -> None:
     assert error_lines(repo) == []
     assert repo.tenants["demo"].roster.lane_workers() == {
         "api": ("coder0-0", "coder0-1"), "web": ("coder1-0",), "qa": ("tester0-0",)}
+
+
+def test_a_lane_skips_the_numbers_named_agents_use(tmp_path: Path) -> None:
+    named = LANE_ROSTER.replace("  - name: enhancer\n", "  - name: coder0-1\n    role: coder\n  - name: enhancer\n")
+    repo = load_repo(build_repo(tmp_path, {ROSTER: named}))
+    assert error_lines(repo) == []
+    assert repo.tenants["demo"].roster.lane_workers() == {"api": ("coder1-0", "coder1-1")}
+
+
+def test_a_worker_name_taken_twice_is_located(tmp_path: Path) -> None:
+    """Role `c1`'s first worker and role `c`'s eleventh lane are both `c10-0`: the second lane is the error."""
+    agents = "".join(f"  - name: c{k}-0\n    role: c\n" for k in range(10))
+    text = BASE_ROSTER + agents + "lanes:\n  - name: one\n    role: c1\n  - name: two\n    role: c\n"
+    repo = load_repo(build_repo(tmp_path, {ROSTER: text}))
+    lines = error_lines(repo)
+    assert len(lines) == 1 and lines[0].startswith("tenants/demo/roster.yaml:33:11: lane two: its worker 'c10-0' is "
+                                                   "also a worker of lane one"), lines
