@@ -35,6 +35,7 @@ from enum import StrEnum
 from reconciler.core.budget_types import BudgetPlan, State
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredLane, DesiredTenant
 from reconciler.model.observed import ObservedFleet
+from reconciler.model.task_report import TaskReport
 from reconciler.spec.models import Task, Tasks, format_duration
 from reconciler.spec.repo import FleetRepo
 
@@ -75,17 +76,6 @@ class LaneMemory:
 
     last_active: Mapping[str, datetime] = field(default_factory=dict)  # worker -> its last activity
     assignments: Mapping[str, Assignment] = field(default_factory=dict)  # task id -> its holder
-
-
-@dataclass(frozen=True, slots=True)
-class TaskReport:
-    """An agent's word on a task (`fleet task done|blocked`), from its reports file."""
-
-    agent: str
-    task: str
-    state: str  # "done" | "blocked"
-    note: str
-    ts: datetime
 
 
 @dataclass(frozen=True, slots=True)

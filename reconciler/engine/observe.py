@@ -32,10 +32,12 @@ from reconciler.core.desired import (
     next_session_id,
 )
 from reconciler.core.health import FUTURE_SKEW
+from reconciler.core.lanes import LaneMemory
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
+from reconciler.drivers.reports import read_reports
 from reconciler.engine.memo import LastResult
-from reconciler.engine.state import read_budget_memory, read_history
+from reconciler.engine.state import read_budget_memory, read_history, read_lane_memory
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import (
@@ -48,6 +50,7 @@ from reconciler.model.observed import (
     SocketSnapshot,
     SystemdSnapshot,
 )
+from reconciler.model.task_report import TaskReport
 from reconciler.model.usage import UsageSignal
 
 A = TypeVar("A")
@@ -65,6 +68,8 @@ class StoredState:
     history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
     budget_memory: Mapping[tuple[str, str], AgentMemory] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    lanes: Mapping[str, LaneMemory] = field(default_factory=dict)  # tenants with lanes on this host
+    reports: Mapping[str, tuple[TaskReport, ...]] = field(default_factory=dict)  # likewise: the agents' task reports
 
 
 def observe_tick(
@@ -79,7 +84,8 @@ def observe_tick(
     conversations = observe_conversations(state, conversation_facts(desired))
     if conversations:
         observed = replace(observed, resolved=replace(observed.resolved, conversations=conversations))
-    return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+    laned = [n for n, t in sorted(desired.tenants.items()) if any(lane.host == desired.host for lane in t.lanes)]
+    return observed, observe_stored(state, sorted(desired.tenants), budgeted, laned)
 
 
 #: What host_facts said of the last desired fleet asked about: a resident loop gets the
@@ -92,13 +98,23 @@ def _host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[
     return _FACTS.get(desired, None, lambda: host_facts(desired))
 
 
-def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:
-    """Every tenant's restart history and each budgeted tenant's budget memory; an
-    unreadable file is a problem line and starts over (engine/state.py)."""
+def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str],
+                   laned: Collection[str] = ()) -> StoredState:
+    """Every tenant's restart history, each budgeted tenant's budget memory, and each
+    tenant with lanes here its lane memory and its agents' task reports; an unreadable
+    file is a problem line and starts over (engine/state.py)."""
     tenants = list(tenants)
     history, history_problems = read_history(state.root, tenants)
     memory, memory_problems = read_budget_memory(state.root, [t for t in tenants if t in budgeted])
-    return StoredState(history, memory, (*history_problems, *memory_problems))
+    lanes, lane_problems = read_lane_memory(state.root, [t for t in tenants if t in laned])
+    reports: dict[str, tuple[TaskReport, ...]] = {}
+    report_problems: list[str] = []
+    for tenant in (t for t in tenants if t in laned):
+        found, problems = read_reports(state, tenant)
+        reports[tenant] = tuple(found)
+        report_problems += problems
+    return StoredState(history, memory, (*history_problems, *memory_problems, *lane_problems, *report_problems),
+                       lanes, reports)
 
 
 def observe(

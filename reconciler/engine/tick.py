@@ -1,4 +1,4 @@
-"""One tick up to the plan: load -> desired -> observe -> budget policy -> plan.
+"""One tick up to the plan: load -> desired -> observe -> lanes -> budget policy -> plan.
 
 Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
 dry-run prints is exactly what an apply would do: the observe step (engine/observe.py)
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
+from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.memo import LastResult
@@ -50,6 +51,7 @@ class Tick:
     history: dict[tuple[str, str], RestartRecord]
     problems: tuple[str, ...]
     budget: BudgetPlan = field(default_factory=BudgetPlan)
+    lanes: LanePlan = field(default_factory=LanePlan)  # each lane's workers and each lane task's fleet view
 
 
 def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo | None = None) -> Tick:
@@ -61,12 +63,15 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
     desired = _resolved(desired, observed.resolved)
+    lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
+    desired = with_workers(desired, lanes)
     budget = _budget(repo, desired, observed, stored, at, budgeted)
+    lanes = settle(lanes, budget)
     history = dict(stored.history)
-    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
+    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget, lanes=lanes)
     result = plan(desired, observed, at, options)
     problems = (*observed.problems, *stored.problems)
-    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
+    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
 
 
 #: load_repo gives a resident loop the same FleetRepo while no spec changed.

@@ -23,7 +23,6 @@ from reconciler.core.lanes import (
     Assignment,
     LaneMemory,
     LanePlan,
-    TaskReport,
     TaskState,
     scale_lanes,
     settle,
@@ -31,6 +30,7 @@ from reconciler.core.lanes import (
 )
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.model.observed import Heartbeat, ObservedFleet, ObservedSession
+from reconciler.model.task_report import TaskReport
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
 from tests.core.factories import EXAMPLES, NOW, STATE_DIR, beat, observed, running
