@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.spec.load import load_repo
-from tests.spec.corpus import BASE_ROSTER, BASE_TASKS, ROSTER, TASKS, Case, check, doc, params
+from tests.spec.corpus import BASE_ROSTER, ROSTER, TASKS, Case, check, doc, params
 from tests.spec.support import build_repo, error_lines
 
 #: BASE_ROSTER with one lane: its lines 10 to 16.

@@ -1,0 +1,104 @@
+"""A lane through `fleet reconcile`, with real tmux and real stub agents: a lane at min 0
+runs nothing without work, gets a worker when an open task appears, hears the worker
+report the task done from inside its pane, and retires it after the cooldown.
+
+Each reconcile is the installed CLI as a subprocess on a private socket and state
+directory, the way a timer or a person runs it (docs/lanes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.drivers.reports import read_reports
+from reconciler.model.layout import StateLayout
+from reconciler.model.observed import SocketKey
+from tests.e2e.repos import example_repo, write
+from tests.plugins.tmux_server import retry_until
+
+pytestmark = pytest.mark.tmux
+
+HOST = "shop-1"
+TASKS = """apiVersion: fleet.mosaicstack.dev/v1
+kind: Tasks
+tenant: shop
+missions:
+  - id: M1
+    title: Paginated API
+    tasks:
+{tasks}"""
+DONE_T1 = "      - id: T1\n        title: Paginate\n        lane: api\n        state: done\n"
+OPEN_T2 = "      - id: T2\n        title: Document pagination\n        lane: api\n        depends_on: [T1]\n"
+
+
+class Shop:
+    def __init__(self, tmp_path: Path, socket: str) -> None:
+        self.repo = example_repo(tmp_path, "lanes", socket)
+        roster = self.repo / "tenants" / "shop" / "roster.yaml"
+        roster.write_text(roster.read_text().replace("cooldown: 5m", "cooldown: 1s"))
+        self.socket = socket
+        self.state = tmp_path / "state"
+        self.state.mkdir()
+        no_systemd = tmp_path / "no-systemd"
+        no_systemd.mkdir(mode=0o700)
+        self.env = {k: v for k, v in os.environ.items() if k not in {"MOSAIC_AGENT_COMMAND", "FLEET_STATE_DIR", "TMUX"}}
+        self.env |= {"FLEET_STUB_INTERVAL": "0.2", "XDG_RUNTIME_DIR": str(no_systemd)}
+
+    def tasks(self, *tasks: str) -> None:
+        write(self.repo, "tenants/shop/tasks.yaml", TASKS.format(tasks="".join(tasks)))
+
+    def reconcile(self) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "reconciler.cli", "reconcile", str(self.repo), "--no-git",
+                               "--host", HOST, "--state-dir", str(self.state)],
+                              capture_output=True, text=True, timeout=90, env=self.env, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10,
+                              env=self.env, stdin=subprocess.DEVNULL, check=False).stdout
+
+    def sessions(self) -> set[str]:
+        return set(self.tmux("list-sessions", "-F", "#{session_name}").split())
+
+
+def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
+        tmp_path: Path, tmux_socket: SocketKey) -> None:
+    assert tmux_socket.name is not None
+    shop = Shop(tmp_path, tmux_socket.name)
+    shop.tasks(DONE_T1)
+    shop.reconcile()
+    assert shop.sessions() == {"orchestrator", "enhancer"}, "no open task: the lane runs nothing"
+
+    shop.tasks(DONE_T1, OPEN_T2)  # a merged PR adds a task to the lane
+    up = shop.reconcile()
+    assert "spawn    shop/coder0-0" in up.stdout and "lane api wants 1 worker (1 open task)" in up.stdout, up.stdout
+    assert shop.sessions() == {"orchestrator", "enhancer", "coder0-0"}
+    beat = StateLayout(shop.state).heartbeat("shop", "coder0-0")
+    assert retry_until(beat.exists, 10), "the worker heartbeats"
+    assert "No changes" in shop.reconcile().stdout, "an open task keeps its one worker"
+
+    # The worker reports from inside its pane, as an agent would.
+    shop.tmux("send-keys", "-t", "=coder0-0:", "-l", "/done T2 documented in README")
+    shop.tmux("send-keys", "-t", "=coder0-0:", "Enter")
+    assert retry_until(lambda: read_reports(StateLayout(shop.state), "shop")[0] != [], 10)
+    [report] = read_reports(StateLayout(shop.state), "shop")[0]
+    assert (report.agent, report.task, report.state, report.note) == ("coder0-0", "T2", "done", "documented in README")
+
+    retired: list[str] = []
+
+    def drained() -> bool:
+        retired.append(shop.reconcile().stdout)
+        return "coder0-0" not in shop.sessions()
+
+    assert retry_until(drained, 30), f"the idle worker is retired after its cooldown; last run:\n{retired[-1]}"
+    assert "stop     shop/coder0-0 (stub-large): lane api: coder0-0 is idle since" in retired[-1], retired[-1]
+    assert shop.sessions() == {"orchestrator", "enhancer"}
+    memory = json.loads(StateLayout(shop.state).lanes("shop").read_text())
+    assert memory == {"assignments": {}, "last_active": {}}, "a retired worker leaves nothing behind"
