@@ -103,7 +103,14 @@ class LaneView:
     open: int
     queued: int
     workers: tuple[str, ...]
-    reason: str
+    reason: str  # in words that hold while nothing changes (status keeps it)
+    cooling: tuple[tuple[str, timedelta], ...] = ()  # idle workers kept until their cooldown ends, and how long
+
+    def detail(self) -> str:
+        """The reason with each cooling worker's time left, e.g. "0 open tasks; coder0-0 idle, cooldown 4m left"."""
+        left = "".join(f"; {name} idle, cooldown {max(1, int(-(-t.total_seconds() // 60)))}m left"
+                       for name, t in self.cooling)
+        return self.reason + left
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +277,7 @@ def _scale_lane(tenant: str, lane: DesiredLane, pool: tuple[str, ...], views: li
                         f"worker{'s' if want != 1 else ''} ({open_} open task{'s' if open_ != 1 else ''}, min {lane.min})")
     kept = tuple(n for n in pool if n in keep)
     return LaneView(tenant, lane.name, lane.host, want, sum(1 for n in pool if n in seen.running), open_, queued,
-                    kept, _lane_reason(lane, open_, cooling))
+                    kept, _lane_reason(lane, open_, cooling), tuple(cooling))
 
 
 def _lane_reason(lane: DesiredLane, open_: int, cooling: list[tuple[str, timedelta]]) -> str:
@@ -282,9 +289,8 @@ def _lane_reason(lane: DesiredLane, open_: int, cooling: list[tuple[str, timedel
         why = f"{tasks}, min {lane.min}"
     else:
         why = tasks
-    for name, left in cooling:
-        minutes = max(1, int(-(-left.total_seconds() // 60)))
-        why += f"; {name} idle, cooldown {minutes}m left"
+    for name, _ in cooling:
+        why += f"; {name} idle, cooling down"
     return why
 
 

@@ -192,7 +192,7 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
     elif session is None:
         cheaper = f"; on a cheaper rung by budget: {decision.reason}" if decision and decision.throttled else ""
         lane = opts.lanes.lane_of(agent.tenant, agent.name) if opts.lanes else None
-        why = f"; lane {lane.lane} wants {lane.desired} worker{'s' if lane.desired != 1 else ''} ({lane.reason})" if lane else ""
+        why = f"; lane {lane.lane} wants {lane.desired} worker{'s' if lane.desired != 1 else ''} ({lane.detail()})" if lane else ""
         action = _action(ActionKind.SPAWN, agent, "absent",
                          f"no session {agent.name!r} on tmux socket {agent.launch.socket.label()}{why}{cheaper}")
         if lane is not None:

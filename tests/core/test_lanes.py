@@ -29,11 +29,15 @@ from reconciler.core.lanes import (
     with_workers,
 )
 from reconciler.core.planner import PlanOptions, plan
+from reconciler.core.render import parse_status, render_status, render_tasks
+from reconciler.core.status import lane_status
 from reconciler.model.observed import Heartbeat, ObservedFleet, ObservedSession
+from reconciler.model.status import TenantStatus
 from reconciler.model.task_report import TaskReport
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
 from tests.core.factories import EXAMPLES, NOW, STATE_DIR, beat, observed, running
+from tests.core.test_status_render import MarkdownSnapshot
 
 HOST = "shop-1"
 MIN = timedelta(minutes=1)
@@ -42,6 +46,11 @@ MIN = timedelta(minutes=1)
 @pytest.fixture
 def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.fixture
+def snapshot_md(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(MarkdownSnapshot)
 
 
 @dataclass
@@ -97,7 +106,7 @@ def outcome(world: World, now: datetime = NOW) -> tuple[dict[str, Any], LanePlan
     shop = lanes.tenants["shop"]
     doc = {
         "lanes": [{"lane": v.lane, "desired": v.desired, "running": v.running, "open": v.open, "queued": v.queued,
-                   "workers": list(v.workers), "reason": v.reason} for v in shop.lanes],
+                   "workers": list(v.workers), "reason": v.reason, "detail": v.detail()} for v in shop.lanes],
         "tasks": [{"task": v.task, "state": v.state.value, "agent": v.agent,
                    "since": v.since.isoformat() if v.since else None, "note": v.note} for v in shop.tasks],
         "actions": [{"action": a.kind.value, "agent": a.agent, "rule": a.reason.rule, "message": a.reason.message}
@@ -132,7 +141,8 @@ CASES = [
     Case("done-reported-worker-cools-down",
          lambda: World(done={"T3", "T5"}, workers={"coder0-0": timedelta(hours=1)},
                        reports=[report("coder0-0", "T1"), report("coder0-0", "T2", ago=MIN)]),
-         lambda d: _actions(d) == [] and "cooldown 4m left" in d["lanes"][0]["reason"]),
+         lambda d: _actions(d) == [] and "cooldown 4m left" in d["lanes"][0]["detail"]
+         and d["lanes"][0]["reason"] == "0 open tasks; coder0-0 idle, cooling down"),
     Case("past-cooldown-worker-retires",
          lambda: World(done={"T3", "T5"}, workers={"coder0-0": timedelta(hours=1)},
                        reports=[report("coder0-0", "T1", ago=20 * MIN), report("coder0-0", "T2", ago=10 * MIN)]),
@@ -202,3 +212,19 @@ def test_with_workers_keeps_the_fleet_object_without_lanes() -> None:
     repo = load_repo(EXAMPLES / "minimal")
     fleet = build_desired(repo, host="demo", state_dir=STATE_DIR)
     assert with_workers(fleet, scale_lanes(repo, fleet, observed({}), {}, {}, NOW)) is fleet
+
+
+def test_status_and_tasks_md_show_each_lane_tasks_fleet_view(snapshot_md: SnapshotAssertion) -> None:
+    """The fleet's view reaches status (and back, as TASKS.md reads it) and TASKS.md, never tasks.yaml."""
+    world = World(done={"T5"}, workers={"coder0-0": timedelta(hours=1), "coder0-1": timedelta(hours=1)},
+                  beats={"coder0-0": "working"},
+                  reports=[report("coder0-1", "T3", "blocked", ago=10 * MIN, note="needs the | staging key")],
+                  memory=LaneMemory({}, {"T1": Assignment("coder0-0", NOW - 30 * MIN)}))
+    _, lanes = outcome(world)
+    rows, tasks = lane_status(lanes.tenants["shop"])
+    status = TenantStatus("shop", HOST, "abc1234", "tmux-only", lanes=rows, tasks=tasks)
+    assert parse_status(render_status(status)) == status
+    text = render_tasks(load(world), [status], "abc1234")
+    assert "| api | shop-1 | coder0-0 | 2 / 1 | 1 | 0 | 1 open task |" in text  # coder0-1 blocked 10m ago: retired
+    assert "| T3 | Rate-limit the list endpoint | coder0-1 |" in text and "needs the \\| staging key |" in text
+    assert text == snapshot_md

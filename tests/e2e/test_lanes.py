@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.render import status_json
 from reconciler.drivers.reports import read_reports
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey
@@ -100,5 +101,13 @@ def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
     assert retry_until(drained, 30), f"the idle worker is retired after its cooldown; last run:\n{retired[-1]}"
     assert "stop     shop/coder0-0 (stub-large): lane api: coder0-0 is idle since" in retired[-1], retired[-1]
     assert shop.sessions() == {"orchestrator", "enhancer"}
+    status = status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())
+    assert [t for t in status["tasks"] if t["task"] == "T2"] == [{
+        "task": "T2", "lane": "api", "state": "done", "agent": "coder0-0", "since": report.ts.isoformat(),
+        "note": "documented in README"}], "the fleet's view is in status"
+    assert "state: done" not in (shop.repo / "tenants" / "shop" / "tasks.yaml").read_text().split("id: T2")[1], \
+        "never in the spec files"
+    tasks_md = (shop.repo / "TASKS.md").read_text()
+    assert f"| api | done since {report.ts.isoformat()} | documented in README |" in tasks_md, tasks_md
     memory = json.loads(StateLayout(shop.state).lanes("shop").read_text())
     assert memory == {"assignments": {}, "last_active": {}}, "a retired worker leaves nothing behind"
