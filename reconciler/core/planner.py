@@ -136,6 +136,7 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
         health=tuple(sorted(draft.health, key=lambda h: (h.tenant, h.agent))),
         budget=tuple(sorted(draft.budget, key=lambda d: (d.tenant, d.agent))),
         paces=tuple(draft.paces),
+        lanes=tuple(v for t in sorted(opts.lanes.tenants) for v in opts.lanes.tenants[t].lanes) if opts.lanes else (),
     )
 
 

@@ -103,8 +103,8 @@ def parse_address(text: str) -> tuple[str | None, str]:
 def find_agent(desired: DesiredFleet, address: str) -> DesiredAgent:
     """The one agent of `desired.host` that `address` names, or a UserError that says why not."""
     tenant, name = parse_address(address)
-    everywhere = [
-        a for t in desired.tenants.values() for a in t.agents
+    everywhere = [  # a lane's workers too: whether one runs now is the session's to say
+        a for t in desired.tenants.values() for a in t.pool()
         if a.name == name and (tenant is None or a.tenant == tenant)
     ]
     here = [a for a in everywhere if a.host == desired.host]

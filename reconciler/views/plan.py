@@ -66,6 +66,10 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
             console.print("    " + action_line(action), highlight=False)
     for wait in plan.waits:
         console.print(f"[yellow]… waiting[/] [bold]{escape(wait.tenant)}/{escape(wait.agent)}[/]: {escape(wait.message)}", highlight=False)
+    for lane in plan.lanes:
+        console.print(f"[dim]lane {escape(lane.tenant)}/{escape(lane.lane)}: {lane.running} running, {lane.desired} "
+                      f"desired, {lane.queued} task{'s' if lane.queued != 1 else ''} queued ({escape(lane.detail())})[/]",
+                      highlight=False)
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     if invalid:

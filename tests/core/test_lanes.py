@@ -28,6 +28,7 @@ from reconciler.core.lanes import (
     settle,
     with_workers,
 )
+from reconciler.core.plan import plan_json
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import lane_status
@@ -228,3 +229,14 @@ def test_status_and_tasks_md_show_each_lane_tasks_fleet_view(snapshot_md: Snapsh
     assert "| api | shop-1 | coder0-0 | 2 / 1 | 1 | 0 | 1 open task |" in text  # coder0-1 blocked 10m ago: retired
     assert "| T3 | Rate-limit the list endpoint | coder0-1 |" in text and "needs the \\| staging key |" in text
     assert text == snapshot_md
+
+
+def test_the_json_plan_carries_the_lanes() -> None:
+    repo = load(World())
+    fleet = build_desired(repo, host=HOST, state_dir=STATE_DIR)
+    obs = observe(fleet, World())
+    lanes = scale_lanes(repo, fleet, obs, {}, {}, NOW)
+    doc = plan_json(plan(with_workers(fleet, lanes), obs, NOW, PlanOptions(lanes=lanes)))
+    assert doc["lanes"] == [{"tenant": "shop", "lane": "api", "host": HOST, "desired": 2, "running": 0, "open": 3,
+                             "queued": 3, "workers": ["coder0-0", "coder0-1"], "reason": "3 open tasks, max 2"}]
+    assert [a["source"] for a in doc["actions"]] == ["tenants/shop/roster.yaml lanes[api]"] * 2
