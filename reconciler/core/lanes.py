@@ -64,10 +64,15 @@ class TaskState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """A task held by a worker since `since` (recorded by dispatch before its brief is sent)."""
+    """A task held by a worker since `since`, recorded by dispatch (core/dispatch.py) before
+    its brief is sent and confirmed when the worker's heartbeat acks `message`."""
 
     agent: str
     since: datetime
+    message: str = ""  # the id of the last brief typed to the worker
+    sent_at: datetime | None = None  # when that brief was (to be) typed
+    attempts: int = 0  # briefs typed for this assignment
+    acked: bool = False  # the worker's heartbeat acked `message`
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +201,8 @@ def _view(tenant: str, task: Task, pools: Mapping[str, tuple[str, ...]], memory:
     held = memory.assignments.get(task.id)
     if held is not None and task.lane is not None and held.agent in pools.get(task.lane, ()):
         state = TaskState.WORKING if busy.get(held.agent) == "working" else TaskState.ASSIGNED
-        return TaskView(tenant, task.id, task.lane, state, held.agent, held.since)
+        note = "" if held.acked or not held.message else f"brief {held.message} not acknowledged yet (attempt {held.attempts})"
+        return TaskView(tenant, task.id, task.lane, state, held.agent, held.since, note)
     return TaskView(tenant, task.id, task.lane, TaskState.QUEUED)
 
 
@@ -206,6 +212,7 @@ class _Workers:
 
     running: dict[str, datetime] = field(default_factory=dict)  # worker -> its session's creation
     beats: dict[str, str] = field(default_factory=dict)  # worker -> its heartbeat's state
+    acks: dict[str, str] = field(default_factory=dict)  # worker -> the last message id its heartbeat acked
     reported: dict[str, datetime] = field(default_factory=dict)  # worker -> its latest report
     holders: set[str] = field(default_factory=set)  # workers holding an open task
     last_active: dict[str, datetime] = field(default_factory=dict)
@@ -226,6 +233,8 @@ def _observe_workers(tenant: str, lanes: list[DesiredLane], observed: ObservedFl
             beat = observed.heartbeats.get((tenant, worker.name))
             if beat is not None:
                 seen.beats[worker.name] = beat.state
+                if beat.ack:
+                    seen.acks[worker.name] = beat.ack
     for report in reports:
         seen.reported[report.agent] = max(report.ts, seen.reported.get(report.agent, report.ts))
     return seen
@@ -242,7 +251,14 @@ def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Ta
     retire: dict[str, str] = {}
     for lane in lanes:
         lane_views.append(_scale_lane(tenant.name, lane, pools[lane.name], views, seen, memory, now, retire))
-    live = {v.task: Assignment(v.agent, v.since) for v in views if v.state.open and v.agent and v.since}
+    live = {}
+    for view in views:
+        held = memory.assignments.get(view.task)
+        if view.state.open and held is not None and view.agent == held.agent:
+            confirmed = held.acked or (bool(held.message) and seen.acks.get(held.agent) == held.message)
+            live[view.task] = replace(held, acked=confirmed)
+    views = [replace(v, note="") if v.task in live and live[v.task].acked and v.note.startswith("brief ") else v
+             for v in views]
     kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live)
     workers = tuple(w for v in lane_views for w in v.workers)
     return TenantLanes(tuple(lane_views), tuple(views), workers, retire, kept_memory)

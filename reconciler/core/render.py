@@ -28,6 +28,7 @@ from reconciler.model.status import (
     TaskStatus,
     TenantStatus,
 )
+from reconciler.spec.models import Mission, Task
 from reconciler.spec.repo import FleetRepo
 
 STATUS_HEADER = "# Written by `fleet reconcile`; do not edit: every run on this host rewrites it.\n"
@@ -308,3 +309,12 @@ def markdown_cell(value: object) -> str:
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
+
+
+def render_brief(tenant: str, agent: str, lane: str, mission: Mission, task: Task) -> str:
+    """The brief a worker is given for `task` (templates/brief.md.j2): plain text, not a table."""
+    projected = f"{task.projected_tokens:,} tokens" if task.projected_tokens is not None else "not projected"
+    env = Environment(loader=PackageLoader("reconciler", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, autoescape=False)
+    return env.get_template("brief.md.j2").render(tenant=tenant, agent=agent, lane=lane, mission=mission, task=task,
+                                                  projected=projected)

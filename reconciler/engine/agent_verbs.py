@@ -369,16 +369,17 @@ _DETAIL = {
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
-         warn: Callable[[str], None] | None = None) -> SendResult:
+         warn: Callable[[str], None] | None = None, msg_id: str | None = None) -> SendResult:
     """Type one message into the agent's pane, press Enter, and optionally wait for its ack.
 
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
     otherwise swallow the Enter. Every attempt past the message check is audited: its
-    id and size (never its text), and whether it was sent, refused or failed.
+    id and size (never its text), and whether it was sent, refused or failed. `msg_id`:
+    the id to use (the lane dispatcher records it before it sends); default, a fresh one.
     """
     check_message(text)
-    msg_id = new_message_id()
+    msg_id = msg_id or new_message_id()  # the dispatcher names its own, recorded before the send
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
     try:
         result = _send(agent, text, options, msg_id)

@@ -7,7 +7,7 @@ never undoes a reconciled host. A dry-run never imports this module (nor Git).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +38,11 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
     report: ApplyReport | None = None
     problems: tuple[str, ...] = ()
     try:
-        report = apply_plan(tick)
+        report = apply_plan(tick)  # writes the lane memory: assignments are recorded before their briefs
+        if tick.plan.dispatches:
+            from reconciler.engine.dispatch import deliver  # noqa: PLC0415  (only with briefs to type)
+
+            report = replace(report, problems=(*report.problems, *deliver(tick, tick.plan.dispatches)))
     finally:
         if write:
             problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)

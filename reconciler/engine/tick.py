@@ -1,4 +1,4 @@
-"""One tick up to the plan: load -> desired -> observe -> lanes -> budget policy -> plan.
+"""One tick up to the plan: load -> desired -> observe -> lanes -> budget policy -> plan -> dispatch.
 
 Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
 dry-run prints is exactly what an apply would do: the observe step (engine/observe.py)
@@ -10,12 +10,13 @@ policy's memory, which apply writes back).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
+from reconciler.core.dispatch import plan_dispatch
 from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan
@@ -70,6 +71,11 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget, lanes=lanes)
     result = plan(desired, observed, at, options)
+    if lanes.tenants:
+        health = {(h.tenant, h.agent): h.health for h in result.health}
+        sockets = {n: t.socket for n, t in desired.tenants.items()}
+        lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
+        result = replace(result, dispatches=dispatches)
     problems = (*observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
 

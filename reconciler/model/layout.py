@@ -50,6 +50,7 @@ class StateLayout:
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
         Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
         Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
+        Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -100,6 +101,9 @@ class StateLayout:
 
     def task_report(self, tenant: str, agent: str) -> Path:
         return self.task_reports(tenant) / f"{agent}.json"
+
+    def brief(self, tenant: str, task: str) -> Path:
+        return self.tenant(tenant) / "briefs" / f"{task}.md"
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"

@@ -66,6 +66,9 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
             console.print("    " + action_line(action), highlight=False)
     for wait in plan.waits:
         console.print(f"[yellow]… waiting[/] [bold]{escape(wait.tenant)}/{escape(wait.agent)}[/]: {escape(wait.message)}", highlight=False)
+    for d in plan.dispatches:
+        console.print(f"[cyan]> brief[/]    [bold]{escape(d.tenant)}/{escape(d.agent)}[/]: task {escape(d.task)} "
+                      f"(message {d.message}, attempt {d.attempt}): {escape(d.reason)}", highlight=False)
     for lane in plan.lanes:
         console.print(f"[dim]lane {escape(lane.tenant)}/{escape(lane.lane)}: {lane.running} running, {lane.desired} "
                       f"desired, {lane.queued} task{'s' if lane.queued != 1 else ''} queued ({escape(lane.detail())})[/]",
@@ -75,7 +78,7 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
     if invalid:
         console.print(f"Nothing was planned for tenant{'s' if len(invalid) != 1 else ''} {', '.join(invalid)}: "
                       "its specs have errors (above); fix them and run again.", highlight=False, markup=False)
-    if not plan.actions and not plan.conflicts and not plan.holds and planned:
+    if not plan.actions and not plan.dispatches and not plan.conflicts and not plan.holds and planned:
         console.print("No changes for the other tenants." if invalid else "No changes. The host matches the repository.",
                       highlight=False)
     console.print(summary_line(plan, errors), highlight=False)

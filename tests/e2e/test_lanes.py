@@ -111,3 +111,48 @@ def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
     assert f"| api | done since {report.ts.isoformat()} | documented in README |" in tasks_md, tasks_md
     memory = json.loads(StateLayout(shop.state).lanes("shop").read_text())
     assert memory == {"assignments": {}, "last_active": {}}, "a retired worker leaves nothing behind"
+
+
+def test_a_worker_gets_its_brief_acks_it_and_reports_done_from_its_environment(
+        tmp_path: Path, tmux_socket: SocketKey) -> None:
+    assert tmux_socket.name is not None
+    shop = Shop(tmp_path, tmux_socket.name)
+    shop.tasks(DONE_T1, OPEN_T2)
+    assert "spawn    shop/coder0-0" in shop.reconcile().stdout
+    layout = StateLayout(shop.state)
+    assert retry_until(layout.heartbeat("shop", "coder0-0").exists, 10)
+
+    briefed: list[str] = []
+
+    def brief_typed() -> bool:  # the first run may still see the new worker start up
+        briefed.append(shop.reconcile().stdout)
+        return "> brief    shop/coder0-0: task T2" in briefed[-1]
+
+    assert retry_until(brief_typed, 20), briefed[-1]
+    memory = json.loads(layout.lanes("shop").read_text())
+    held = memory["assignments"]["T2"]
+    assert (held["agent"], held["attempts"], held["acked"]) == ("coder0-0", 1, False), "recorded before the send"
+    brief = layout.brief("shop", "T2").read_text()
+    assert brief.startswith("# Task T2: Document pagination") and "fleet task done T2" in brief
+    beat = layout.heartbeat("shop", "coder0-0")
+    assert retry_until(lambda: f'"ack": "{held["message"]}"' in beat.read_text(), 10), "the worker acks the brief"
+
+    confirmed = shop.reconcile().stdout
+    assert "> brief" not in confirmed, "an acked brief is not typed again"
+    assert json.loads(layout.lanes("shop").read_text())["assignments"]["T2"]["acked"] is True
+    task = next(t for t in status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())["tasks"]
+                if t["task"] == "T2")
+    assert (task["state"] in {"assigned", "working"}, task["agent"], task["note"]) == (True, "coder0-0", "")
+
+    # The agent reports with `fleet task done`, in the environment its pane was started with.
+    pane_env = dict(line.split("=", 1) for line in shop.tmux("show-environment", "-t", "=coder0-0").split()
+                    if line.startswith("FLEET_"))
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "task", "done", "T2", "--note", "see PR 7"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**{k: v for k, v in shop.env.items() if not k.startswith("FLEET_")}, **pane_env})
+    assert done.returncode == 0, done.stderr
+    after = shop.reconcile()
+    task = next(t for t in status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())["tasks"]
+                if t["task"] == "T2")
+    assert (task["state"], task["agent"], task["note"]) == ("done", "coder0-0", "see PR 7"), after.stdout
+    assert json.loads(layout.lanes("shop").read_text())["assignments"] == {}, "the worker is free"
