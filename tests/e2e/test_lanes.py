@@ -83,7 +83,8 @@ def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
     assert shop.sessions() == {"orchestrator", "enhancer", "coder0-0"}
     beat = StateLayout(shop.state).heartbeat("shop", "coder0-0")
     assert retry_until(beat.exists, 10), "the worker heartbeats"
-    assert "No changes" in shop.reconcile().stdout, "an open task keeps its one worker"
+    steady = shop.reconcile().stdout
+    assert "0 to spawn, 0 to restart, 0 to stop" in steady, "an open task keeps its one worker"
 
     # The worker reports from inside its pane, as an agent would.
     shop.tmux("send-keys", "-t", "=coder0-0:", "-l", "/done T2 documented in README")

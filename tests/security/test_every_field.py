@@ -72,7 +72,7 @@ SINKS: dict[str, str] = {
     "Budget.authorized_by": REASON,
     "Tasks.missions[].title": TASKS_MD,
     "Tasks.missions[].tasks[].title": TASKS_MD,
-    "Tasks.missions[].tasks[].brief": SPEC_ONLY,  # the dispatcher's brief is not sent yet (docs/lanes.md)
+    "Tasks.missions[].tasks[].brief": SPEC_ONLY,  # only into the worker's brief file (core/render.render_brief), never typed
 }
 
 
