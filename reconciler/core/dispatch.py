@@ -53,7 +53,8 @@ def retry_after(attempts: int) -> timedelta:
 
 
 def message_id(tenant: str, task: str, agent: str, now: datetime, attempt: int) -> str:
-    """A brief's message id, derived (so a dry-run and its apply name the same one).
+    """A brief's message id, derived from the tick's own values: the core draws no random
+    numbers, so a tick replays exactly (a later tick's `now` gives another id).
 
     >>> from datetime import UTC
     >>> message_id("shop", "T1", "coder0-0", datetime(2026, 1, 1, tzinfo=UTC), 1)[:4]
@@ -120,7 +121,9 @@ def _tenant(name: str, tl: TenantLanes, tasks: list[Task], observed: ObservedFle
         return tl, []
     new_views = tuple(_held_view(v, held.get(v.task)) for v in tl.tasks)
     memory = replace(tl.memory, assignments=held)
-    return replace(tl, tasks=new_views, memory=memory), out
+    lanes = tuple(replace(v, queued=sum(1 for t in new_views if t.lane == v.lane and t.state is TaskState.QUEUED))
+                  for v in tl.lanes)
+    return replace(tl, tasks=new_views, memory=memory, lanes=lanes), out
 
 
 def _send(tenant: str, lane: str, a: Assignment, task: str, now: datetime, why: str) -> tuple[Assignment, Dispatch]:

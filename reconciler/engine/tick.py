@@ -75,7 +75,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         health = {(h.tenant, h.agent): h.health for h in result.health}
         sockets = {n: t.socket for n, t in desired.tenants.items()}
         lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
-        result = replace(result, dispatches=dispatches)
+        result = replace(result, dispatches=dispatches,
+                         lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
     problems = (*observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
 
