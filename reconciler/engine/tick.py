@@ -17,8 +17,9 @@ from pathlib import Path
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.dispatch import plan_dispatch
+from reconciler.core.health import Health
 from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
-from reconciler.core.plan import Plan
+from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.engine.memo import LastResult
 from reconciler.engine.observe import StoredState, observe_tick
@@ -53,6 +54,15 @@ class Tick:
     problems: tuple[str, ...]
     budget: BudgetPlan = field(default_factory=BudgetPlan)
     lanes: LanePlan = field(default_factory=LanePlan)  # each lane's workers and each lane task's fleet view
+
+    @property
+    def briefs_waiting(self) -> bool:
+        """A lane has queued tasks and a worker this tick starts (or that is still starting):
+        its brief goes out on the first tick that finds it healthy, so a watch loop ticks
+        again soon rather than an interval later."""
+        starting = {(a.tenant, a.agent) for a in self.plan.actions if a.kind in (ActionKind.SPAWN, ActionKind.RESTART)}
+        starting |= {(h.tenant, h.agent) for h in self.plan.health if h.health == Health.STARTING.value}
+        return any(v.queued and any((v.tenant, w) in starting for w in v.workers) for v in self.plan.lanes)
 
 
 def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo | None = None) -> Tick:
