@@ -119,7 +119,7 @@ def decide_tenant(inputs: TenantInputs, now: datetime, tuning: Tuning | None = N
     for s in slots:
         if s.core:
             decided[s.agent.name] = _decide(ctx, s, workers_left=left.get(s.account or "", 0) > 0)
-    decisions = _limit_concurrency(ctx, [(s, decided[s.agent.name]) for s in slots], _urgency(inputs.tasks))
+    decisions = _limit_concurrency(ctx, [(s, decided[s.agent.name]) for s in slots], _urgency(inputs.tasks, inputs.held))
     return TenantBudget(inputs.name, tuple(ctx.book.paces.values()), tuple(decisions))
 
 
@@ -130,8 +130,10 @@ def decide_fleet(
     memory: Mapping[tuple[str, str], AgentMemory],
     now: datetime,
     tuning: Tuning | None = None,
+    held: Mapping[tuple[str, str], str] | None = None,
 ) -> BudgetPlan:
-    """Decisions for every desired tenant with a budget.yaml; usage by (tenant, account)."""
+    """Decisions for every desired tenant with a budget.yaml; usage by (tenant, account);
+    `held`: the task each lane worker holds, by (tenant, worker), so its urgency counts."""
     out: dict[str, TenantBudget] = {}
     for name, tenant in desired.tenants.items():
         spec = repo.tenants.get(name)
@@ -141,6 +143,7 @@ def decide_fleet(
             name, tenant.agents, spec.budget, repo.fleet, spec.tasks,
             {acct: sig for (t, acct), sig in usage.items() if t == name},
             {agent: rec for (t, agent), rec in memory.items() if t == name},
+            {agent: task for (t, agent), task in (held or {}).items() if t == name},
         )
         out[name] = decide_tenant(inputs, now, tuning)
     return BudgetPlan(out)
@@ -165,17 +168,20 @@ def _exempt(budget: Budget, tasks: Tasks | None) -> dict[str, str]:
     return out
 
 
-def _urgency(tasks: Tasks | None) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Each agent's most urgent task level and the ids of its tasks at that level."""
+def _urgency(tasks: Tasks | None, held: Mapping[str, str] | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each agent's most urgent task level and the ids of its tasks at that level: the
+    tasks that name it, and (`held`: worker -> task id) the lane task a worker holds."""
+    holder = {task: worker for worker, task in (held or {}).items()}
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for task in (t for m in (tasks.missions if tasks else ()) for t in m.tasks):
-        if task.agent is None:
+        agent = task.agent or holder.get(task.id)
+        if agent is None:
             continue
-        level, ids = out.get(task.agent, ("normal", ()))
+        level, ids = out.get(agent, ("normal", ()))
         if URGENCY_RANK[task.urgency] < URGENCY_RANK[level] or not ids:
-            out[task.agent] = (task.urgency, (task.id,))
+            out[agent] = (task.urgency, (task.id,))
         elif task.urgency == level:
-            out[task.agent] = (level, (*ids, task.id))
+            out[agent] = (level, (*ids, task.id))
     return out
 
 

@@ -9,7 +9,7 @@ policy's memory, which apply writes back).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,7 +76,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     desired = _resolved(desired, observed.resolved)
     lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
     desired = with_workers(desired, lanes)
-    budget = _budget(repo, desired, observed, stored, at, budgeted)
+    held = {(t, a.agent): task for t, tl in lanes.tenants.items() for task, a in tl.memory.assignments.items()}
+    budget = _budget(repo, desired, observed, stored, at, budgeted, held)
     lanes = settle(lanes, budget)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget, lanes=lanes)
@@ -112,11 +113,11 @@ def _resolved(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,
-            now: datetime, budgeted: list[str]) -> BudgetPlan:
+            now: datetime, budgeted: list[str], held: Mapping[tuple[str, str], str]) -> BudgetPlan:
     """The budget policy's decisions for tenants with a budget.yaml (`budgeted`), from
     what the observe step read: usage signals and the policy's memory."""
     if not budgeted:
         return BudgetPlan()
     from reconciler.core.budget import decide_fleet  # noqa: PLC0415  (the policy: only for tenants with a budget)
 
-    return decide_fleet(repo, desired, observed.usage, stored.budget_memory, now)
+    return decide_fleet(repo, desired, observed.usage, stored.budget_memory, now, held=held)

@@ -101,7 +101,8 @@ def outcome(world: World, now: datetime = NOW) -> tuple[dict[str, Any], LanePlan
     obs = observe(fleet, world)
     lanes = scale_lanes(repo, fleet, obs, {"shop": world.memory}, {"shop": world.reports}, now)
     fleet = with_workers(fleet, lanes)
-    budget = decide_fleet(repo, fleet, {}, {}, now)
+    held = {("shop", a.agent): t for t, a in lanes.tenants["shop"].memory.assignments.items()}
+    budget = decide_fleet(repo, fleet, {}, {}, now, held=held)
     lanes = settle(lanes, budget)
     result = plan(fleet, obs, now, PlanOptions(budget=budget, lanes=lanes))
     shop = lanes.tenants["shop"]
@@ -162,12 +163,12 @@ CASES = [
     Case("dead-holder-is-started-again-with-its-task",
          lambda: World(done={"T1", "T2", "T5"}, memory=LaneMemory({}, {"T3": Assignment("coder0-1", NOW - 30 * MIN)})),
          lambda d: _actions(d) == [("spawn", "coder0-1")] and d["tasks"][2]["agent"] == "coder0-1"),
-    Case("budget-queues-a-holder-its-task-goes-back",
+    Case("budget-queues-the-less-urgent-holder-its-task-goes-back",
          lambda: World(concurrency=3, workers={"coder0-0": timedelta(hours=1), "coder0-1": timedelta(hours=1)},
                        memory=LaneMemory({}, {"T1": Assignment("coder0-0", NOW - 30 * MIN),
                                               "T3": Assignment("coder0-1", NOW - 20 * MIN)})),
-         lambda d: ("queue", "coder0-1") in _actions(d) and d["tasks"][2]["state"] == "queued"
-         and "back in the queue" in d["tasks"][2]["note"] and "T3" not in d["memory"]["assignments"]),
+         lambda d: _actions(d) == [("queue", "coder0-0")] and d["tasks"][0]["state"] == "queued"  # T1 normal, T3 high
+         and "back in the queue" in d["tasks"][0]["note"] and list(d["memory"]["assignments"]) == ["T3"]),
     Case("blocked-report-frees-the-worker",
          lambda: World(done={"T1", "T2", "T5"}, workers={"coder0-0": timedelta(hours=1)},
                        reports=[report("coder0-0", "T3", "blocked", ago=30 * MIN, note="needs an API key")],
