@@ -28,7 +28,8 @@ The rules (the numbers are `Tuning`'s defaults):
   usage under pace by the margin. Queueing and release are not model changes.
 - Critical tasks may run over pace only under `pacing: rapid` with `authorized_by`, and
   never past a spent window. `concurrency: N`: workers beyond N running agents are
-  queued, most urgent task first, then roster order. Several accounts for a runtime:
+  queued, most urgent task first (a task that names the agent, or the lane task a
+  worker holds), then roster order. Several accounts for a runtime:
   new work goes to the one with the most headroom, running work stays where it is.
 """
 
@@ -154,15 +155,15 @@ def _context(inputs: TenantInputs, now: datetime, tuning: Tuning) -> _Ctx:
     by_runtime: dict[str, tuple[str, ...]] = {}
     for account in inputs.budget.accounts:
         by_runtime[account.runtime] = (*by_runtime.get(account.runtime, ()), account.name)
-    return _Ctx(inputs.name, inputs.budget, _Book(paces, by_runtime), now, tuning, _exempt(inputs.budget, inputs.tasks))
+    return _Ctx(inputs.name, inputs.budget, _Book(paces, by_runtime), now, tuning, _exempt(inputs.budget, inputs.tasks, inputs.held))
 
 
-def _exempt(budget: Budget, tasks: Tasks | None) -> dict[str, str]:
+def _exempt(budget: Budget, tasks: Tasks | None, held: Mapping[str, str] | None = None) -> dict[str, str]:
     """Agents with a critical task, when the tenant paces `rapid` with an authorization."""
     if budget.pacing != "rapid" or not budget.authorized_by:
         return {}
     out: dict[str, str] = {}
-    for agent, (urgency, ids) in _urgency(tasks).items():
+    for agent, (urgency, ids) in _urgency(tasks, held).items():
         if urgency == "critical":
             out[agent] = f"critical task {', '.join(ids)} may run over pace (pacing: rapid, authorized by {budget.authorized_by})"
     return out
