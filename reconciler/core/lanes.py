@@ -111,6 +111,11 @@ class LaneView:
     reason: str  # in words that hold while nothing changes (status keeps it)
     cooling: tuple[tuple[str, timedelta], ...] = ()  # idle workers kept until their cooldown ends, and how long
 
+    def summary(self) -> str:
+        """One line for `fleet ps` and the dry-run, e.g. "lane shop/api: 1 running, 2 desired, 1 task queued (...)"."""
+        tasks = f"{self.queued} task{'s' if self.queued != 1 else ''} queued"
+        return f"lane {self.tenant}/{self.lane}: {self.running} running, {self.desired} desired, {tasks} ({self.detail()})"
+
     def detail(self) -> str:
         """The reason with each cooling worker's time left, e.g. "0 open tasks; coder0-0 idle, cooldown 4m left"."""
         left = "".join(f"; {name} idle, cooldown {max(1, int(-(-t.total_seconds() // 60)))}m left"

@@ -70,9 +70,7 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
         console.print(f"[cyan]> brief[/]    [bold]{escape(d.tenant)}/{escape(d.agent)}[/]: task {escape(d.task)} "
                       f"(message {d.message}, attempt {d.attempt}): {escape(d.reason)}", highlight=False)
     for lane in plan.lanes:
-        console.print(f"[dim]lane {escape(lane.tenant)}/{escape(lane.lane)}: {lane.running} running, {lane.desired} "
-                      f"desired, {lane.queued} task{'s' if lane.queued != 1 else ''} queued ({escape(lane.detail())})[/]",
-                      highlight=False)
+        console.print(f"[dim]{escape(lane.summary())}[/]", highlight=False)
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     if invalid:

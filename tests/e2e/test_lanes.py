@@ -145,6 +145,12 @@ def test_a_worker_gets_its_brief_acks_it_and_reports_done_from_its_environment(
                 if t["task"] == "T2")
     assert (task["state"] in {"assigned", "working"}, task["agent"], task["note"]) == (True, "coder0-0", "")
 
+    ps = subprocess.run([sys.executable, "-m", "reconciler.cli", "ps", str(shop.repo), "--host", HOST, "--state-dir",
+                         str(shop.state)], capture_output=True, text=True, timeout=60, env=shop.env, check=False)
+    assert ps.returncode == 0, ps.stderr
+    assert "lane shop/api: 1 running, 1 desired, 0 tasks queued (1 open task)" in ps.stdout, ps.stdout
+    assert any(line.startswith("coder0-0 ") and "healthy" in line for line in ps.stdout.splitlines()), ps.stdout
+
     # The agent reports with `fleet task done`, in the environment its pane was started with.
     pane_env = dict(line.split("=", 1) for line in shop.tmux("show-environment", "-t", "=coder0-0").split()
                     if line.startswith("FLEET_"))
