@@ -4,11 +4,13 @@ It follows the lanes' scaling and the plan in the tick (engine/tick.py): pure, l
 An idle, healthy worker of a lane that holds no task gets the lane's next queued task
 (most urgent first, then mission order, then file order); the assignment goes into the
 lane memory with the id of the brief's message *before* apply types it (engine/dispatch.py),
-and the worker's heartbeat acking that id confirms it (core/lanes.py). So a crash between
-recording and typing neither loses the task (it is held, unacked, and its brief is typed
-again after the retry delay) nor gives it to two workers (a task has one holder). A brief
-not acked is typed again with back-off, and so is the brief of a holder restarted since
-its brief was typed (a new process has not read it).
+and the worker's heartbeat acking that id confirms it (core/lanes.py). Apply records when it
+typed the brief (`sent_at`, `typed`). So a crash between recording and typing neither
+loses the task (it is held, its brief not typed, and the next tick types it) nor gives it
+to two workers (a task has one holder); a crash between typing and recording that it was
+typed types the same message again (the same id: an agent that acked it acks it again).
+A brief typed but not acked is typed again with back-off, and so is the brief of a holder
+restarted since its brief was typed (a new process has not read it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.core.budget_types import BudgetPlan, State
-from reconciler.core.lanes import Assignment, LanePlan, TaskState, TaskView, TenantLanes, ordered_tasks
+from reconciler.core.lanes import (
+    Assignment,
+    LaneMemory,
+    LanePlan,
+    TaskState,
+    TaskView,
+    TenantLanes,
+    ordered_tasks,
+)
 from reconciler.model.observed import ObservedFleet, SocketKey
 from reconciler.spec.models import Task
 from reconciler.spec.repo import FleetRepo
@@ -104,8 +114,12 @@ def _tenant(name: str, tl: TenantLanes, tasks: list[Task], observed: ObservedFle
         restarted = session is not None and a.sent_at is not None and session.created > a.sent_at
         due = a.sent_at is None or now - a.sent_at >= retry_after(a.attempts)
         if restarted or (not a.acked and due):
-            why = (f"{a.agent} was restarted since its brief was typed" if restarted else
-                   f"brief {a.message or '(none)'} not acknowledged after attempt {a.attempts}")
+            if restarted:
+                why = f"{a.agent} was restarted since its brief was typed"
+            elif a.sent_at is None:
+                why = f"brief {a.message or '(none)'} was recorded but not typed (attempt {a.attempts})"
+            else:
+                why = f"brief {a.message or '(none)'} not acknowledged after attempt {a.attempts}"
             held[task_id], sent = _send(name, view.lane or "", a, task_id, now, why)
             out.append(sent)
     holders = {a.agent for t, a in held.items() if (v := views.get(t)) is not None and v.state.open}
@@ -127,10 +141,21 @@ def _tenant(name: str, tl: TenantLanes, tasks: list[Task], observed: ObservedFle
 
 
 def _send(tenant: str, lane: str, a: Assignment, task: str, now: datetime, why: str) -> tuple[Assignment, Dispatch]:
+    """The assignment as recorded before the brief is typed: `sent_at` stays empty until
+    apply has typed it (engine/dispatch.py), so a brief that never left is typed at the
+    next tick, not a retry delay later."""
+    if a.message and a.sent_at is None and not a.acked:  # recorded, maybe typed: the same message again
+        return a, Dispatch(tenant, lane, a.agent, task, a.message, a.attempts, why)
     attempt = a.attempts + 1
     msg = message_id(tenant, task, a.agent, now, attempt)
-    return (replace(a, message=msg, sent_at=now, attempts=attempt, acked=False),
+    return (replace(a, message=msg, sent_at=None, attempts=attempt, acked=False),
             Dispatch(tenant, lane, a.agent, task, msg, attempt, why))
+
+
+def typed(memory: LaneMemory, sent: Mapping[str, str], now: datetime) -> LaneMemory:
+    """`memory` once apply has typed the briefs `sent` (task -> message id) at `now`."""
+    held = {task: replace(a, sent_at=now) if sent.get(task) == a.message else a for task, a in memory.assignments.items()}
+    return replace(memory, assignments=held)
 
 
 def _held_view(view: TaskView, held: Assignment | None) -> TaskView:

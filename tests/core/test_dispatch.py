@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.budget import decide_fleet
 from reconciler.core.desired import build_desired
-from reconciler.core.dispatch import Dispatch, plan_dispatch, retry_after
+from reconciler.core.dispatch import Dispatch, plan_dispatch, retry_after, typed
 from reconciler.core.lanes import (
     Assignment,
     LaneMemory,
@@ -76,7 +76,7 @@ def test_the_ack_confirms_and_nothing_is_typed_again() -> None:
     world = World(workers={"coder0-0": timedelta(hours=1)}, concurrency=3)
     lanes, sent = tick(world)
     assert [d.task for d in sent] == ["T3"]
-    later = replace(world, memory=lanes.tenants["shop"].memory)
+    later = replace(world, memory=typed(lanes.tenants["shop"].memory, {"T3": sent[0].message}, NOW))
     lanes2, again = tick(later, NOW + MIN, with_acks(later, {"coder0-0": sent[0].message}, NOW + MIN))
     assert again == ()
     held = lanes2.tenants["shop"].memory.assignments["T3"]
@@ -87,7 +87,10 @@ def test_the_ack_confirms_and_nothing_is_typed_again() -> None:
 def test_an_unacked_brief_is_typed_again_after_its_backoff() -> None:
     world = World(workers={"coder0-0": timedelta(hours=1)}, concurrency=3)
     lanes, sent = tick(world)
-    later = replace(world, memory=lanes.tenants["shop"].memory)
+    untyped = replace(world, memory=lanes.tenants["shop"].memory)
+    _, again = tick(untyped, NOW + timedelta(seconds=1))  # recorded, never typed: the same brief at once
+    assert [(d.message, d.attempt) for d in again] == [(sent[0].message, 1)] and "not typed" in again[0].reason
+    later = replace(world, memory=typed(lanes.tenants["shop"].memory, {"T3": sent[0].message}, NOW))
     _, soon = tick(later, NOW + 10 * timedelta(seconds=1))
     assert soon == ()
     _, due = tick(later, NOW + retry_after(1))
@@ -124,28 +127,31 @@ def test_the_brief_says_what_to_do_and_how_to_report() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=400)), min_size=1, max_size=8))
 def test_interrupted_ticks_never_lose_or_double_a_task(steps: list[tuple[bool, int]]) -> None:
-    """Each step is one tick `seconds` later; `typed` says whether apply got to type the
-    briefs before the process died (the memory is recorded either way, as apply writes it
-    first). An acked brief is seen at the next tick. Invariants: every open task is held by
-    at most one worker, every worker holds at most one task, and a held task's brief is
-    eventually typed (its message is acked, or a resend is planned once its back-off is due)."""
+    """Each step is one tick `seconds` later; the flag says whether apply got to type the
+    briefs (and record that it did) before the process died; the assignments are recorded
+    either way, as apply writes them first. An acked brief is seen at the next tick.
+    Invariants: every worker holds at most one task, a held task is open and its view names
+    its holder, and a held brief is acked, or typed and waiting out its back-off, or
+    planned to be typed this very tick (the same message when it may already have been)."""
     world = World(workers={"coder0-0": timedelta(hours=1), "coder0-1": timedelta(hours=1)}, concurrency=4)
     now = NOW
-    typed: dict[str, str] = {}  # worker -> the last message that reached its pane
+    reached: dict[str, str] = {}  # worker -> the last message that reached its pane
     for was_typed, seconds in steps:
         now += timedelta(seconds=seconds)
-        obs = with_acks(world, typed, now)
+        obs = with_acks(world, reached, now)
         lanes, sent = tick(world, now, obs)
         memory = lanes.tenants["shop"].memory
         holders = [a.agent for a in memory.assignments.values()]
         assert len(holders) == len(set(holders)), memory
         views = {v.task: v for v in lanes.tenants["shop"].tasks}
+        planned = {d.task: d.message for d in sent}
         for task, a in memory.assignments.items():
             assert views[task].state.open and views[task].agent == a.agent
-            assert a.acked or a.sent_at is not None
-            assert a.acked or now - a.sent_at < retry_after(a.attempts) or any(d.task == task for d in sent)
-        if was_typed:
-            typed |= {d.agent: d.message for d in sent}
+            waiting = a.sent_at is not None and now - a.sent_at < retry_after(a.attempts)
+            assert a.acked or waiting or planned.get(task) == a.message, (a, sent)
+        if was_typed:  # apply typed them and recorded so; else the process died in between
+            reached |= {d.agent: d.message for d in sent}
+            memory = typed(memory, planned, now)
         world = replace(world, memory=memory)
     assert set(world.memory.assignments) <= {"T1", "T3", "T5"}  # the open, unblocked tasks
 
