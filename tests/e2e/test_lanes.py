@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,56 @@ def test_a_worker_gets_its_brief_acks_it_and_reports_done_from_its_environment(
                 if t["task"] == "T2")
     assert (task["state"], task["agent"], task["note"]) == ("done", "coder0-0", "see PR 7"), after.stdout
     assert json.loads(layout.lanes("shop").read_text())["assignments"] == {}, "the worker is free"
+
+
+def test_sigkill_at_random_moments_never_loses_or_doubles_a_task(tmp_path: Path, tmux_socket: SocketKey) -> None:
+    """`fleet reconcile` killed with SIGKILL at random moments, many times over a lane of
+    two workers and three open tasks; after each kill the recorded holders are checked, and
+    then undisturbed runs must converge: two tasks held by two workers, briefs acked, the
+    third queued, and no task ever recorded for two different workers."""
+    assert tmux_socket.name is not None
+    shop = Shop(tmp_path, tmux_socket.name)
+    shop.tasks(DONE_T1, *(f"      - id: T{n}\n        title: Task {n}\n        lane: api\n" for n in (2, 3, 4)))
+    layout = StateLayout(shop.state)
+    argv = [sys.executable, "-m", "reconciler.cli", "reconcile", str(shop.repo), "--no-git", "--host", HOST,
+            "--state-dir", str(shop.state)]
+    rng = random.Random(1212)
+    holder: dict[str, str] = {}  # task -> the worker it was first recorded for
+
+    def check_memory(when: str) -> dict[str, dict[str, object]]:
+        try:
+            held: dict[str, dict[str, object]] = json.loads(layout.lanes("shop").read_text())["assignments"]
+        except FileNotFoundError:
+            return {}
+        workers = [str(a["agent"]) for a in held.values()]
+        assert len(workers) == len(set(workers)), f"{when}: a worker holds two tasks: {held}"
+        for task, a in held.items():
+            assert holder.setdefault(task, str(a["agent"])) == a["agent"], f"{when}: {task} moved: {held}"
+        return held
+
+    delays: list[float] = []
+    seen: list[int] = []  # tasks held after each kill
+    for trial in range(14):
+        delay = rng.uniform(0.05, 0.9)
+        delays.append(round(delay, 2))
+        run = subprocess.Popen(argv, env=shop.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        run.send_signal(signal.SIGKILL)
+        run.wait(30)
+        seen.append(len(check_memory(f"after kill {trial} at {delay:.2f}s (delays so far {delays})")))
+
+    def converged() -> bool:
+        shop.reconcile()
+        held = check_memory("while converging")
+        beats = {w: json.loads(layout.heartbeat("shop", w).read_text()).get("ack")
+                 for w in ("coder0-0", "coder0-1") if layout.heartbeat("shop", w).exists()}
+        return len(held) == 2 and all(a["acked"] or beats.get(str(a["agent"])) == a["message"] for a in held.values())
+
+    assert any(seen), f"no kill came after an assignment was recorded (held after each: {seen}); the test proves nothing"
+    assert retry_until(converged, 60), f"no convergence after kills at {delays}"
+    shop.reconcile()
+    held = check_memory("converged")
+    assert all(a["acked"] for a in held.values()), held
+    status = status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())
+    states = sorted(t["state"] for t in status["tasks"] if t["task"] in {"T2", "T3", "T4"})
+    assert states.count("queued") == 1 and len([s for s in states if s in {"assigned", "working"}]) == 2, status["tasks"]
