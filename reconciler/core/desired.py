@@ -105,6 +105,7 @@ class DesiredLane:
     max: int
     cooldown: timedelta
     workers: tuple[DesiredAgent, ...]
+    reuse: bool = True  # false: one worker per task (retired once it has reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,7 @@ def desired_tenant(
     lanes = tuple(
         DesiredLane(lane.name, lane.role, lane.host or roster.host, lane.min, lane.max, lane.cooldown, tuple(
             desired_agent(spec.name, lane_agent(lane, name), roster.host, socket, fleet, roles, state_dir, command_override)
-            for name in names[lane.name]))
+            for name in names[lane.name]), lane.reuse)
         for lane in roster.lanes
     )
     return DesiredTenant(spec.name, roster.user, socket, agents, lanes=lanes)

@@ -19,7 +19,9 @@ The rules (docs/lanes.md):
 - A worker that holds a task or whose own heartbeat says working or waiting is always
   kept; then idle running workers, lowest name first; then new workers, lowest free name
   first. A running worker beyond that is retired only when its heartbeat does not say it
-  is busy and its own last activity is older than the lane's cooldown.
+  is busy and its own last activity is older than the lane's cooldown. A lane with
+  `reuse: false` retires an idle worker as soon as it has reported on a task (one worker
+  per task).
 - The budget policy then sees the kept workers as any other ephemeral agent
   (concurrency, pacing ladder); a worker it queues gives its task back to the queue, and
   the task says why (`settle`).
@@ -282,6 +284,11 @@ def _scale_lane(tenant: str, lane: DesiredLane, pool: tuple[str, ...], views: li
             seen.last_active[name] = max([*times, now] if seen.busy(name) or not times else times)
     keep = [n for n in pool if n in seen.holders or (n in seen.running and seen.busy(n))]
     idle = [n for n in pool if n in seen.running and n not in keep]
+    spent = [] if lane.reuse else [n for n in idle if seen.reported.get(n, datetime.min.replace(tzinfo=now.tzinfo))
+                                   >= seen.running[n]]
+    for name in spent:  # one worker per task: done with its task, so gone at once
+        retire[name] = f"lane {lane.name}: {name} has reported on its task, and the lane gives each task a fresh worker"
+    idle = [n for n in idle if n not in spent]
     new = [n for n in pool if n not in seen.running and n not in keep]
     keep += (idle + new)[:max(want - len(keep), 0)]  # idle running workers first, then new ones, lowest first
     cooling: list[tuple[str, timedelta]] = []

@@ -385,6 +385,10 @@ class Lane(Strict):
     cooldown: Duration = Field(
         default=timedelta(minutes=5),
         description="How long a worker above `min` stays idle, counted from its own last activity, before it is retired.")
+    reuse: bool = Field(
+        default=True,
+        description="true: a draining pool, an idle worker takes the next task. false: one worker per task, like an "
+        "ephemeral CI runner: a worker that has reported on its task is retired at once, and the next task gets a fresh one.")
     runtime: Name | None = Field(default=None, description="As an agent's `runtime`.")
     model: ModelName | None = Field(default=None, description="As an agent's `model`.")
     workdir: AgentPath | None = Field(default=None, description="As an agent's `workdir`.")

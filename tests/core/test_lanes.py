@@ -65,6 +65,7 @@ class World:
     reports: list[TaskReport] = field(default_factory=list)
     memory: LaneMemory = field(default_factory=LaneMemory)
     concurrency: int | None = 4
+    reuse: bool = True
 
 
 def load(world: World) -> FleetRepo:
@@ -76,7 +77,9 @@ def load(world: World) -> FleetRepo:
                                                for t in m.tasks]}) for m in spec.tasks.missions]
     tasks = spec.tasks.model_copy(update={"missions": missions})
     budget = spec.budget.model_copy(update={"concurrency": world.concurrency})
-    return replace(repo, tenants={"shop": replace(spec, tasks=tasks, budget=budget)})
+    roster = spec.roster.model_copy(update={"lanes": [lane.model_copy(update={"reuse": world.reuse})
+                                                      for lane in spec.roster.lanes]})
+    return replace(repo, tenants={"shop": replace(spec, roster=roster, tasks=tasks, budget=budget)})
 
 
 def pool(fleet: DesiredFleet) -> dict[str, DesiredAgent]:
@@ -169,6 +172,11 @@ CASES = [
                                               "T3": Assignment("coder0-1", NOW - 20 * MIN)})),
          lambda d: _actions(d) == [("queue", "coder0-0")] and d["tasks"][0]["state"] == "queued"  # T1 normal, T3 high
          and "back in the queue" in d["tasks"][0]["note"] and list(d["memory"]["assignments"]) == ["T3"]),
+    Case("one-worker-per-task-retires-at-once-and-starts-a-fresh-one",
+         lambda: World(reuse=False, done={"T3", "T5"}, workers={"coder0-0": timedelta(hours=1)},
+                       reports=[report("coder0-0", "T1", ago=MIN)]),
+         lambda d: _actions(d) == [("stop", "coder0-0"), ("spawn", "coder0-1")]
+         and "gives each task a fresh worker" in d["actions"][0]["message"]),
     Case("blocked-report-frees-the-worker",
          lambda: World(done={"T1", "T2", "T5"}, workers={"coder0-0": timedelta(hours=1)},
                        reports=[report("coder0-0", "T3", "blocked", ago=30 * MIN, note="needs an API key")],

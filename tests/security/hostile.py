@@ -121,7 +121,7 @@ FULL: dict[str, dict[str, Any]] = {
             {"name": "enhancer", "role": "enhancer"},
         ],
         "lanes": [
-            {"name": "api", "role": "coder", "min": 0, "max": 2, "cooldown": "5m", "runtime": "stub",
+            {"name": "api", "role": "coder", "min": 0, "max": 2, "cooldown": "5m", "reuse": True, "runtime": "stub",
              "model": "stub-small", "workdir": "/srv/fleet/api", "host": "demo",
              "worktree": {"repo": "~/src/api", "branch": "fleet/{agent}/{task}"}, "env": {"LANE": "api"},
              "env_from": [{"name": "LANE_KEY", "file": "~/.config/fleet/lane-key"}, {"name": "LANE_GH", "env": "GH_SRC"}],
