@@ -136,3 +136,62 @@ def test_an_unreachable_collector_does_not_hold_a_run(tmp_path: Path, base_env: 
     assert done.returncode == 0, done.stdout + done.stderr
     assert took < 10, f"the run waited {took:.1f}s on its exporter"
 
+
+
+IMPORTS = """\
+import sys
+from reconciler.cli.app import main
+sys.argv = ["fleet", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print("EXIT", code, sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry"))
+"""
+
+
+def test_with_traces_off_nothing_of_opentelemetry_is_imported(
+        tmp_path: Path, tmux_socket: SocketKey, base_env: dict[str, str], otlp_receiver: Receiver) -> None:
+    """An applying `fleet reconcile` that spawns, in one process: no `opentelemetry` module
+    in sys.modules after it. The same run with an endpoint set does import it (so the
+    check can fail)."""
+    assert tmux_socket.name
+    repo = fleet_repo(tmp_path / "repo", tmux_socket.name, datetime.now(UTC) + timedelta(days=3))
+    args = ["reconcile", str(repo), "--no-git", "--host", "demo"]
+    off = fleet_code(base_env, *args)
+    assert off.startswith("EXIT 0 []"), off
+    on = fleet_code({**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint}, *args, "--dry-run")
+    assert on.startswith("EXIT 0 [") and "'opentelemetry.sdk.trace'" in on, on
+
+
+def fleet_code(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", IMPORTS, *args], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+    return done.stdout.splitlines()[-1] if done.stdout else done.stderr
+
+
+def test_agent_send_and_its_verification_are_spans(
+        tmp_path: Path, tmux_socket: SocketKey, base_env: dict[str, str], otlp_receiver: Receiver) -> None:
+    """`fleet agent send --verify`, run where a TRACEPARENT is set (a CI job, or an agent's
+    own tool call): the send continues that trace, its verification a child of it."""
+    assert tmux_socket.name
+    state = tmp_path / "state"
+    repo = fleet_repo(tmp_path / "repo", tmux_socket.name, datetime.now(UTC) + timedelta(days=3))
+    started = fleet(base_env, "reconcile", str(repo), "--no-git", "--host", "demo")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_beat(state, "orchestrator", "stub-large")
+    outer = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    env = {**base_env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "TRACEPARENT": outer}
+    sent = fleet(env, "agent", "send", str(repo), "orchestrator", "hello", "--verify", "--timeout", "20",
+                 "--host", "demo", "--output", "json")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+
+    [send] = otlp_receiver.named("fleet agent send")
+    assert (send.trace_id, send.parent_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert send.attrs["fleet.tenant"] == TENANT and send.attrs["fleet.host"] == "demo"
+    assert send.attrs["gen_ai.agent.name"] == "orchestrator" and send.attrs["gen_ai.request.model"] == "stub-large"
+    assert send.attrs["fleet.send.status"] == "verified" and send.attrs["fleet.send.verify"] is True
+    assert send.attrs["fleet.message.id"] in sent.stdout and "hello" not in str(send.attrs), "never the text"
+    [verify] = otlp_receiver.children(send)
+    assert verify.name == "verify" and verify.attrs["fleet.send.status"] == "verified" and not verify.error
+    assert verify.attrs["fleet.agent"] == "orchestrator"
