@@ -195,3 +195,30 @@ def test_agent_send_and_its_verification_are_spans(
     [verify] = otlp_receiver.children(send)
     assert verify.name == "verify" and verify.attrs["fleet.send.status"] == "verified" and not verify.error
     assert verify.attrs["fleet.agent"] == "orchestrator"
+
+
+def test_fleet_hook_sends_a_span_per_heartbeat_state_change(tmp_path: Path, otlp_receiver: Receiver) -> None:
+    """Claude Code calls `fleet-hook` with the pane's FLEET_TRACEPARENT (its own TRACEPARENT
+    is Claude's): each change of state is one `heartbeat` span under the spawn's span, a
+    call that keeps the state sends none."""
+    hook = Path(sys.executable).with_name("fleet-hook")
+    spawn = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    env = {"PATH": os.environ["PATH"], "FLEET_TENANT": TENANT, "FLEET_AGENT": "coder0", "FLEET_HOST": "demo",
+           "FLEET_MODEL": "opus", "FLEET_STATE_DIR": str(tmp_path), "FLEET_TRACEPARENT": spawn,
+           "TRACEPARENT": "00-11111111111111111111111111111111-2222222222222222-01",  # Claude's, not ours
+           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint}
+    for name in ("UserPromptSubmit", "PreToolUse", "Stop"):  # idle -> working, working again, -> idle
+        done = subprocess.run([str(hook), "claude"], input=f'{{"hook_event_name": "{name}"}}', env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    beats = otlp_receiver.named("heartbeat")
+    assert [b.events for b in beats] == [
+        (("heartbeat.state", {"fleet.heartbeat.state": "working", "fleet.heartbeat.previous": "",
+                              "fleet.heartbeat.event": "UserPromptSubmit", "fleet.heartbeat.seq": 1}),),
+        (("heartbeat.state", {"fleet.heartbeat.state": "idle", "fleet.heartbeat.previous": "working",
+                              "fleet.heartbeat.event": "Stop", "fleet.heartbeat.seq": 3}),),
+    ]
+    for beat in beats:
+        assert (beat.trace_id, beat.parent_id) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+        assert beat.attrs["fleet.tenant"] == TENANT and beat.attrs["fleet.host"] == "demo"
+        assert beat.attrs["gen_ai.agent.name"] == "coder0" and beat.attrs["gen_ai.request.model"] == "opus"
