@@ -57,15 +57,19 @@ class OtelSpan:
 class OtelTracer:
     """The process's provider and tracer; `environ` is read once, here."""
 
-    def __init__(self, environ: Mapping[str, str], timeout: float | None) -> None:
+    def __init__(self, environ: Mapping[str, str], timeout: float | None, exporter: SpanExporter | None = None) -> None:
         attrs: dict[str, str] = {SERVICE_VERSION: _version()}
         if not environ.get("OTEL_SERVICE_NAME"):
             attrs[SERVICE_NAME] = "mosaic-fleet"
         self._provider = TracerProvider(resource=Resource.create(attrs))
-        self._provider.add_span_processor(BatchSpanProcessor(_exporter(environ, timeout)))
+        self._provider.add_span_processor(BatchSpanProcessor(exporter or _exporter(environ, timeout)))
         self._tracer = self._provider.get_tracer("reconciler", _version())
         self._incoming = environ.get("TRACEPARENT", "")
         atexit.register(self._provider.shutdown)
+
+    def flush(self) -> None:
+        """Send what is batched now (tests read an in-memory exporter after it)."""
+        self._provider.force_flush()
 
     def _context(self, parent: str | None) -> Context | None:
         """The parent: `parent` if given, else the current span, else the TRACEPARENT this
