@@ -67,20 +67,22 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
     scope = scope_attrs(inputs.host, desired.tenants)
-    with telemetry.span("observe", scope):  # the usage ingest reads the host too
-        fresh, ingest_problems = _ingest(repo, desired, inputs, at, budgeted)
-        observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
+    step = telemetry.start("observe", scope)  # a child of the run's span; nothing nests in it (a no-op while off)
+    fresh, ingest_problems = _ingest(repo, desired, inputs, at, budgeted)
+    observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
+    step.end()
     if fresh and inputs.dry_run:  # what an apply would have written, and then read
         from reconciler.drivers.usage import aged  # noqa: PLC0415
 
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
-    with telemetry.span("plan", scope) as span:
-        desired = _resolved(desired, observed.resolved)
-        budget = _budget(repo, desired, observed, stored, at, budgeted)
-        history = dict(stored.history)
-        options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
-        result = plan(desired, observed, at, options)
-        span.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()})
+    step = telemetry.start("plan", scope)
+    desired = _resolved(desired, observed.resolved)
+    budget = _budget(repo, desired, observed, stored, at, budgeted)
+    history = dict(stored.history)
+    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
+    result = plan(desired, observed, at, options)
+    step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})
+    step.end()
     problems = (*ingest_problems, *observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
 
