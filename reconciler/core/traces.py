@@ -127,11 +127,16 @@ def pane_env(environ: Mapping[str, str], traceparent: str, *, tenant: str, host:
     (True, '1')
     >>> "OTEL_EXPORTER_OTLP_HEADERS" in env, env["OTEL_EXPORTER_OTLP_PROTOCOL"]
     (False, 'http/protobuf')
+    >>> "OTEL_TRACES_EXPORTER" in dict(pane_env({"OTEL_TRACES_EXPORTER": "console"}, "", tenant="t", host="h",
+    ...                                         agent="a", adapter=None))
+    False
     """
     env: dict[str, str] = {}
     if traceparent:
         env["TRACEPARENT"] = env[FLEET_TRACEPARENT] = traceparent
     env.update({k: environ[k] for k in PASSED_ON if environ.get(k)})
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
+        del env["OTEL_TRACES_EXPORTER"]  # a hook's standard output is its runtime's to read (the status line)
     env["OTEL_RESOURCE_ATTRIBUTES"] = resource_attributes(tenant, host, agent)
     endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if adapter == "claude" and endpoint:
