@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.drivers import git
+from reconciler.core.traces import scope_attrs
+from reconciler.drivers import git, telemetry
 from reconciler.engine import gitops
 from reconciler.engine.apply import ApplyReport, Outcome, apply_plan
 from reconciler.engine.tick import Tick
@@ -37,11 +38,15 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
     """Apply the plan, then always write status back; returns the report and warnings."""
     report: ApplyReport | None = None
     problems: tuple[str, ...] = ()
+    scope = scope_attrs(tick.inputs.host, tick.desired.tenants)
     try:
-        report = apply_plan(tick)
+        with telemetry.span("apply", scope) as span:  # its children: one span per action (engine/tracing.py)
+            report = apply_plan(tick)
+            span.set({"fleet.failed": len(report.failed)})
     finally:
         if write:
-            problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)
+            with telemetry.span("write-back", scope):
+                problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)
     return report, (*report.problems, *problems)
 
 

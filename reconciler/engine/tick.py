@@ -21,6 +21,8 @@ from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.plan import Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
+from reconciler.core.traces import scope_attrs
+from reconciler.drivers import telemetry
 from reconciler.engine.memo import LastResult
 from reconciler.engine.observe import StoredState, observe_screens, observe_tick
 from reconciler.model.history import RestartRecord
@@ -64,12 +66,16 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     desired = _desired(repo, inputs)
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
+    scope = scope_attrs(inputs.host, desired.tenants)
+    step = telemetry.start("observe", scope)  # a child of the run's span; nothing nests in it (a no-op while off)
     fresh, ingest_problems = _ingest(repo, desired, inputs, at, budgeted)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
+    step.end()
     if fresh and inputs.dry_run:  # what an apply would have written, and then read
         from reconciler.drivers.usage import aged  # noqa: PLC0415
 
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
+    step = telemetry.start("plan", scope)
     desired = _resolved(desired, observed.resolved)
     if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
         observed = replace(observed, screens=observe_screens(panes))
@@ -77,6 +83,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
     result = plan(desired, observed, at, options)
+    step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})
+    step.end()
     problems = (*ingest_problems, *observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
 
