@@ -18,7 +18,7 @@ import typer.main
 from typer.main import get_command_name
 from typer.models import DefaultPlaceholder, TyperInfo
 
-from reconciler.cli import agent, budget, install, ps, reconcile, simulate, task, validate
+from reconciler.cli import agent, budget, install, ps, reconcile, serve, simulate, task, top, validate
 from reconciler.cli.common import FleetGroup, command
 
 #: The root app's settings, shared by the partial roots FleetApp builds.
@@ -114,7 +114,7 @@ def root(
 
 
 command(budget.app, "simulate")(simulate.simulate_command)
-for group in (validate.app, reconcile.app, ps.app, install.app):
+for group in (validate.app, reconcile.app, ps.app, serve.app, top.app, install.app):
     app.add_typer(group)
 app.add_typer(agent.app, name="agent")
 app.add_typer(budget.app, name="budget")

@@ -103,17 +103,23 @@ def init_command(
     example: Annotated[
         str, typer.Option("--example", help="The example to start from: a folder name of examples/fleets (minimal, coding, ...).")
     ] = DEFAULT_EXAMPLE,
+    roles: Annotated[
+        bool, typer.Option("--roles/--no-roles", help="Add the starter role library (roles/: orchestrator, enhancer, "
+                           "coder, reviewers, research, board, operations) when the example has none.")
+    ] = True,
 ) -> None:
     """Create a fleet repository from an example, with git init and a first commit.
 
-    DIRECTORY must be new or empty. The JSON Schemas go into .fleet/schemas, and every
-    YAML file's modeline points there, so editors check the specs as you type.
+    DIRECTORY must be new or empty. The starter role library goes into roles/ (the
+    personas the claude and codex adapters give their agents; --no-roles leaves it out).
+    The JSON Schemas go into .fleet/schemas, and every YAML file's modeline points
+    there, so editors check the specs as you type.
 
     Example: fleet init ~/fleet --example coding
     """
     from reconciler.engine import fleet_init  # noqa: PLC0415  (see above)
 
-    report = fleet_init.init_repo(directory, example, socket.gethostname())
+    report = fleet_init.init_repo(directory, example, socket.gethostname(), roles)
     _print(report)
     print(f"Next: fleet validate {directory}, then fleet reconcile {directory} --dry-run")
 

@@ -9,7 +9,7 @@ actions, and the next memory. No I/O and no clock, so a whole window replays exa
 (engine/simulate.py does, for `fleet budget simulate`). Its types (decisions, memory,
 the plan) are in core/budget_types.py, the memory's JSON in core/budget_memory.py.
 
-The rules (the numbers are `Tuning`'s defaults):
+The rules (the numbers are `Tuning`'s defaults, which budget.yaml's `policy:` may change):
 
 - Pace. An account's window is [reset - window, reset); e is its elapsed fraction at
   `now`, allowed = min(e + 5% tolerance, 1 - 2% reserve). used > allowed is *over*;
@@ -110,8 +110,9 @@ class _Slot:
 
 
 def decide_tenant(inputs: TenantInputs, now: datetime, tuning: Tuning | None = None) -> TenantBudget:
-    """Every agent's decision for one tenant: workers first, then core agents, then concurrency."""
-    tuning = tuning or Tuning()
+    """Every agent's decision for one tenant: workers first, then core agents, then concurrency.
+    `tuning` defaults to the tenant's budget.yaml `policy:`."""
+    tuning = tuning or Tuning.of(inputs.budget.policy)
     ctx = _context(inputs, now, tuning)
     cache: dict[tuple[str, str], tuple[Rung, ...]] = {}
     slots = [_slot(ctx, a, inputs.memory.get(a.name), inputs.fleet, cache) for a in inputs.agents]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
 from reconciler.model.layout import STATE_DIR_ENV
-from reconciler.model.observed import Conversation, Resolved, SocketKey, program_positions
+from reconciler.model.observed import HOME_WORKDIR, Conversation, Resolved, SocketKey, program_positions
 from reconciler.runtimes import ADAPTERS
 from reconciler.runtimes.base import AgentRun, RuntimePaths
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
@@ -66,6 +66,12 @@ class LaunchRecipe:
         host), else the default id, not yet started."""
         found = self.resolved.conversations.get((self.tenant, self.agent))
         return found or Conversation(default_session_id(self.state_dir, self.tenant, self.agent))
+
+    def read_back(self, adapter: str) -> Conversation | None:
+        """The session `adapter`'s runtime picked for this agent and the observe step read
+        back (Codex), to resume; None: start a new one."""
+        found = self.resolved.read_back.get((self.tenant, self.agent, adapter))
+        return Conversation(found, resume=True) if found else None
 
     def adapter(self, runtime: str) -> str | None:
         """The runtime's event adapter (`claude`, `codex`), or None: its command runs as it is
@@ -217,7 +223,7 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         # The hash is of the launch without the conversation flags: `--session-id` on the
         # first start and `--resume` after it are the same spec, so neither restarts.
         hashed, added = adapter_launch(recipe, adapter, command[0], model)
-        conversation = recipe.conversation() if ADAPTERS[adapter].fixes_session else None
+        conversation = recipe.conversation() if ADAPTERS[adapter].fixes_session else recipe.read_back(adapter)
         command, _ = adapter_launch(recipe, adapter, command[0], model, conversation)
         session_id = conversation.session_id if conversation else ""
     argv = with_env_from(command, recipe.env_from)
@@ -339,12 +345,43 @@ def conversation_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str
     return frozenset(found)
 
 
+def codex_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str, str, str, str]]:
+    """The Codex agents of `desired.host` whose rollouts the observe step reads for a
+    failed turn (core/held.py): (socket user, tenant, agent, `CODEX_HOME` or `~/.codex`,
+    workdir)."""
+    return frozenset(
+        (a.launch.socket.user, a.tenant, a.name, dict(a.launch.env).get("CODEX_HOME") or "~/.codex",
+         a.launch.workdir or "~")
+        for tenant in desired.tenants.values() for a in tenant.on_host(desired.host).values()
+        if a.launch.adapter == "codex"
+    )
+
+
+def read_back_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str, str, str, str, str]]:
+    """The sessions the observe step must read back for `desired.host`'s agents that run
+    (or may be moved to) a runtime that picks its own session id (Codex): (socket user,
+    tenant, agent, adapter, the runtime's home: the agent's `CODEX_HOME`, else `~/.codex`,
+    the workdir the pane starts in)."""
+    found: set[tuple[str | None, str, str, str, str, str]] = set()
+    for tenant in desired.tenants.values():
+        for agent in tenant.on_host(desired.host).values():
+            recipe = agent.recipe
+            runtimes = {agent.runtime} if recipe.command_override else {agent.runtime, *dict(recipe.commands)}
+            if "codex" in {recipe.adapter(runtime) for runtime in runtimes}:
+                home = dict(recipe.env).get("CODEX_HOME") or "~/.codex"
+                workdir = agent.launch.workdir or HOME_WORKDIR
+                found.add((recipe.socket.user, recipe.tenant, recipe.agent, "codex", home, workdir))
+    return frozenset(found)
+
+
 def resolve_desired(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
     """`desired` with this host's facts in every launch (and every recipe, so a budget
     rung is resolved too); spec hashes do not change."""
     def agent(a: DesiredAgent) -> DesiredAgent:
         recipe = replace(a.recipe, resolved=resolved)
-        if a.launch.session_id and (a.tenant, a.name) in resolved.conversations:
+        adapter = a.launch.adapter or ""
+        if (a.launch.session_id and (a.tenant, a.name) in resolved.conversations) or \
+                (a.tenant, a.name, adapter) in resolved.read_back:
             return replace(a, launch=build_launch(recipe, a.runtime, a.model), recipe=recipe)  # its conversation
         return replace(a, launch=resolved.launch(a.launch), recipe=recipe)
 
@@ -377,6 +414,29 @@ def on_rung(agent: DesiredAgent, runtime: str, model: str, ladder: tuple[str, ..
                    launch=build_launch(agent.recipe, runtime, model, account))
 
 
+
+def role_prompt(role: Role | None) -> str | None:
+    """What an adapter gives the runtime for the agent's role: the persona, then the
+    role's skills as a list. A persona alone is passed as written (its hash unchanged).
+
+    >>> from reconciler.spec.models import Role
+    >>> print(role_prompt(Role(apiVersion="fleet.mosaicstack.dev/v1", kind="Role", name="coder",
+    ...                        persona="You write code.\\n", skills=["tests first", "small changes"])))
+    You write code.
+    <BLANKLINE>
+    Your skills in this role:
+    - tests first
+    - small changes
+    <BLANKLINE>
+    >>> role_prompt(Role(apiVersion="fleet.mosaicstack.dev/v1", kind="Role", name="coder")) is None
+    True
+    """
+    if role is None or not role.skills:
+        return role.persona if role is not None else None
+    skills = "Your skills in this role:\n" + "".join(f"- {skill}\n" for skill in role.skills)
+    return f"{role.persona.rstrip()}\n\n{skills}" if role.persona else skills
+
+
 def desired_agent(
     tenant: str,
     agent: Agent,
@@ -401,7 +461,7 @@ def desired_agent(
         commands=tuple((name, runtime.command_line()) for name, runtime in fleet.runtimes.items()),
         adapters=tuple((name, runtime.adapter) for name, runtime in fleet.runtimes.items()
                        if runtime.adapter not in ("command", "stub")),
-        persona=role.persona if role is not None else None,
+        persona=role_prompt(role),
         trust_workdir=agent.trust_workdir,
         command_override=command_override,
         env=tuple(sorted(agent.env.items())),

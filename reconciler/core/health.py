@@ -28,6 +28,10 @@ class Health(StrEnum):
     SILENT = "silent"
     DEAD = "dead"
     ABSENT = "absent"
+    #: The runtime is alive but stopped on something only a person (or time) clears: a
+    #: login refused, a usage limit, a dialog it cannot pass. Never restarted: a restart
+    #: would meet the same wall, and a burst of them can log out every agent of the login.
+    WAITING = "waiting"
 
     @property
     def needs_restart(self) -> bool:
@@ -38,6 +42,29 @@ class Health(StrEnum):
 class Verdict:
     health: Health
     message: str
+    #: Why an agent is `waiting` (or what it is held by), a short code: `auth`,
+    #: `usage-limit` (from the runtime's own events), `dialog-...` (from its screen).
+    reason: str | None = None
+
+
+#: What a held heartbeat's `held` kind means, and what a person does about it.
+HELD_WORDS = {
+    "auth": ("the provider refused its login", "fix the login (the key in its env, or /login in "
+             "`fleet agent attach`), then `fleet agent send` it a message: its next turn clears the hold"),
+    "usage-limit": ("the provider's usage limit stopped its turn",
+                    "`fleet agent send` it a message once the limit resets: its next turn clears the hold"),
+}
+
+
+def held_message(held: str, reason: str | None) -> str:
+    """Words for a held agent, stable from tick to tick (no ages: the status keeps them).
+
+    >>> print(held_message("usage-limit", "rate_limit: Request rejected (429)"))
+    held (usage-limit): the provider's usage limit stopped its turn (rate_limit: Request rejected (429)); not restarted: `fleet agent send` it a message once the limit resets: its next turn clears the hold
+    """
+    what, todo = HELD_WORDS.get(held, (f"the runtime reported {held}", "a person looks at it (`fleet agent attach`)"))
+    said = f" ({reason})" if reason else ""
+    return f"held ({held}): {what}{said}; not restarted: {todo}"
 
 
 def _ago(delta: timedelta) -> str:
@@ -85,7 +112,7 @@ def assess(
     age = max(now - beat.ts, timedelta(0))
     if working_timeout is not None:
         verdict = _event_driven(session, beat, now, timeout, working_timeout)
-        if verdict.health is Health.HEALTHY or not in_grace:
+        if verdict.health in (Health.HEALTHY, Health.WAITING) or not in_grace:
             return verdict
         return Verdict(Health.STARTING, f"started {_ago(age_of_session)} ago, grace {_ago(grace)}; {verdict.message}")
     if age <= timeout:
@@ -110,12 +137,16 @@ def _event_driven(session: ObservedSession, beat: Heartbeat, now: datetime, time
     - a record younger than `timeout` (Claude Code's status line ticks every 2 s): healthy;
     - older, but its runtime pid is alive in the pane's process tree: healthy, since
       an idle or waiting agent has nothing to say (Codex writes only when a turn ends);
+    - `held` (a login refused, a usage limit) and the runtime still there: waiting, with
+      the held kind as the reason; never restarted;
     - otherwise silent: the runtime that wrote it is gone, or is not the pane's.
     A live pane alone never counts.
     """
     age = max(now - beat.ts, timedelta(0))
     event_age = max(now - (beat.event_ts or beat.ts), timedelta(0))
     said = f"state {beat.state}" + (f" ({beat.event})" if beat.event else "")
+    if beat.held and (age <= timeout or runtime_in_pane(session, beat)):
+        return Verdict(Health.WAITING, held_message(beat.held, beat.reason), beat.held)
     if beat.state == "working" and event_age > working_timeout:
         return Verdict(Health.STALE, f"{said}, no event from the runtime in {_ago(event_age)}, over the "
                                      f"{_ago(working_timeout)} working_timeout (a hung turn)")
@@ -123,6 +154,8 @@ def _event_driven(session: ObservedSession, beat: Heartbeat, now: datetime, time
         return Verdict(Health.HEALTHY, f"heartbeat {_ago(age)} ago, {said}")
     if runtime_in_pane(session, beat):
         return Verdict(Health.HEALTHY, f"{said} {_ago(event_age)} ago; runtime pid {beat.pid} alive in the pane")
+    if beat.held:
+        said += f", held ({beat.held})"
     if beat.lineage == ():
         why = f"its runtime pid {beat.pid} is gone"
     elif beat.lineage:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from reconciler.model.usage import UsageSignal
-from reconciler.spec.models import Account, format_duration
+from reconciler.spec.models import Account, Policy, format_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,11 @@ class Tuning:
     restore_margin: float = 0.05  # how far under `allowed` before agents return up the ladder
     reserve: float = 0.02  # kept back at the top of every window
     hysteresis: timedelta = timedelta(minutes=30)  # least time between two model changes of an agent
+
+    @classmethod
+    def of(cls, policy: Policy) -> Tuning:
+        """The tuning a budget.yaml's `policy:` sets (its defaults are this class's)."""
+        return cls(policy.tolerance, policy.margin, policy.reserve, policy.hysteresis)
 
 
 class PaceState(StrEnum):

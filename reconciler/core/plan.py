@@ -114,6 +114,9 @@ class AgentHealth:
     agent: str
     health: str
     message: str
+    #: Why it is not running or not restarted, a short code (core/health.py `Verdict.reason`,
+    #: `missing-binary`): `fleet ps` and the status show it.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

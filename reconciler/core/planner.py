@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from reconciler.core.budget_types import BudgetPlan, Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
+from reconciler.core.held import LOGIN_PACE_S, dialog_verdict, login_of, wants_screen
 from reconciler.core.lanes import RETIRE_RULE, LanePlan
 from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
@@ -59,6 +60,10 @@ class _Draft:
     health: list[AgentHealth] = field(default_factory=list)
     budget: list[Decision] = field(default_factory=list)
     paces: list[tuple[str, Pace]] = field(default_factory=list)
+    #: (tenant, agent) -> its login (core/held.py), for every adapter agent of this host.
+    logins: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: login -> the agent whose health restart this plan already holds for it.
+    restarting: dict[str, str] = field(default_factory=dict)
 
 
 def stuck_note(tenant: str, snap: SocketSnapshot) -> str:
@@ -110,6 +115,8 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
     """Every action that makes this host match the desired state, with its reason."""
     opts = options or PlanOptions()
     draft = _Draft()
+    draft.logins = {(a.tenant, a.name): login for t in desired.tenants.values() for a in t.on_host(desired.host).values()
+                    if (login := login_of(a.launch)) is not None}
     decisions = opts.budget.by_agent() if opts.budget else {}
     for tenant in desired.tenants.values():
         snap = observed.sockets.get(tenant.socket)
@@ -189,7 +196,7 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
     elif decision is not None and decision.state is not State.RUN:
         _plan_held(draft, agent, session, decision, observed, now)
     elif session is None and (missing := missing_runtime(agent, observed)):
-        draft.notes.append(missing)
+        draft.health.append(AgentHealth(agent.tenant, agent.name, MISSING, missing, MISSING_REASON))
     elif session is None:
         cheaper = f"; on a cheaper rung by budget: {decision.reason}" if decision and decision.throttled else ""
         lane = opts.lanes.lane_of(agent.tenant, agent.name) if opts.lanes else None
@@ -201,6 +208,26 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
         draft.actions.append(action)
     else:
         _plan_running(draft, agent, session, observed, now, opts, decision)
+
+
+def unhealthy_panes(desired: DesiredFleet, observed: ObservedFleet, now: datetime) -> list[tuple[str, str, SocketKey]]:
+    """(tenant, agent, socket) of the adapter agents whose pane the engine should read:
+    running as desired but already unhealthy (silent, stale), so a dialog on their screen
+    can be named as the reason (core/held.py). Empty for a healthy fleet: observation's
+    tmux calls stay constant."""
+    found = []
+    for tenant in desired.tenants.values():
+        for agent in tenant.on_host(desired.host).values():
+            session = observed.session(agent.launch.socket, agent.name)
+            if (agent.launch.adapter is None or session is None or session.pane_dead or not _owns(session, agent)
+                    or session.marks.spec_hash != agent.launch.spec_hash):
+                continue
+            verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
+                             timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
+                             working_timeout=agent.working_timeout)
+            if wants_screen(verdict, agent.launch.adapter):
+                found.append((agent.tenant, agent.name, agent.launch.socket))
+    return found
 
 
 def _budget_source(agent: DesiredAgent, decision: Decision) -> str:
@@ -226,7 +253,7 @@ def _plan_held(draft: _Draft, agent: DesiredAgent, session: ObservedSession | No
         return
     verdict = _assess(agent, session, observed, now) if session is not None else None
     if verdict is not None:
-        draft.health.append(AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message))
+        draft.health.append(_health(agent, verdict))
     if verdict is None or verdict.health.needs_restart:
         draft.actions.append(Action(ActionKind.REFUSE, agent.tenant, agent.host, agent.name, agent.launch.socket,
                                     agent.model, Reason("budget-refuse", decision.reason, source)))
@@ -262,9 +289,16 @@ def _conflict(agent: DesiredAgent, session: ObservedSession) -> Conflict:
 
 
 def _assess(agent: DesiredAgent, session: ObservedSession, observed: ObservedFleet, now: datetime) -> Verdict:
-    return assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
-                  timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
-                  working_timeout=agent.working_timeout if agent.launch.adapter else None)
+    """The agent's health; an unhealthy adapter runtime whose screen (read only for such
+    agents, engine/observe.py `observe_screens`) shows a known dialog is `waiting` on it instead."""
+    verdict = assess(session, observed.heartbeats.get((agent.tenant, agent.name)), now=now,
+                     timeout=agent.heartbeat_timeout, grace=agent.startup_grace,
+                     working_timeout=agent.working_timeout if agent.launch.adapter else None)
+    return dialog_verdict(verdict, agent.launch.adapter, observed.screens.get((agent.tenant, agent.name)))
+
+
+def _health(agent: DesiredAgent, verdict: Verdict) -> AgentHealth:
+    return AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message, verdict.reason)
 
 
 def _plan_running(
@@ -287,7 +321,10 @@ def _plan_running(
         ))
         return
     verdict = _assess(agent, session, observed, now)
-    draft.health.append(AgentHealth(agent.tenant, agent.name, verdict.health.value, verdict.message))
+    if verdict.health.needs_restart and (missing := missing_runtime(agent, observed)):
+        draft.health.append(AgentHealth(agent.tenant, agent.name, MISSING, missing, MISSING_REASON))
+        return
+    draft.health.append(_health(agent, verdict))
     if not verdict.health.needs_restart:
         return
     record = opts.history.get((agent.tenant, agent.name))
@@ -300,16 +337,50 @@ def _plan_running(
             + (f" (Stalled: {record.attempts} restarts without recovering)" if stalled else ""),
         ))
         return
-    if missing := missing_runtime(agent, observed):
-        draft.notes.append(missing)
+    if (paced := _login_wait(draft, agent, record, opts, now, verdict)) is not None:
+        draft.waits.append(paced)
         return
     draft.actions.append(_action(ActionKind.RESTART, agent, f"health-{verdict.health.value}", verdict.message))
+
+
+def _login_wait(draft: _Draft, agent: DesiredAgent, record: RestartRecord | None, opts: PlanOptions,
+                now: datetime, verdict: Verdict) -> Wait | None:
+    """Hold a health restart back when its login is busy: at most one restart per login
+    in a plan, and none within LOGIN_PACE_S of another agent's restart on it (restart
+    history). A burst of restarts on one login is what logs every agent of it out; else
+    the restart is claimed for the login and None is returned."""
+    key = (agent.tenant, agent.name)
+    login = draft.logins.get(key)
+    if login is None:
+        return None
+    attempts = record.attempts if record else 0
+    pace = timedelta(seconds=LOGIN_PACE_S)
+    first = draft.restarting.get(login)
+    if first is not None:
+        return Wait(agent.tenant, agent.name, now + pace, attempts, False,
+                    f"{verdict.message}; restart waits: {first} restarts first on login {login} "
+                    f"(one restart at a time per login)")
+    recent = [(other.last_at, who) for who, other in opts.history.items()
+              if who != key and draft.logins.get(who) == login and now - pace < other.last_at <= now]
+    if recent:
+        last_at, who = max(recent)
+        return Wait(agent.tenant, agent.name, last_at + pace, attempts, False,
+                    f"{verdict.message}; restart waits until {(last_at + pace).isoformat()}: {who[1]} was restarted "
+                    f"on login {login} less than {LOGIN_PACE_S}s ago (restarts of one login are paced)")
+    draft.restarting[login] = agent.name
+    return None
+
+
+#: The health of an agent whose runtime binary is found nowhere on this host, and its reason code.
+MISSING = "missing"
+MISSING_REASON = "missing-binary"
 
 
 def missing_runtime(agent: DesiredAgent, observed: ObservedFleet) -> str | None:
     """Why an adapter runtime's agent is not started: a program of its launch is found
     nowhere on this host (observed while resolving). Starting it would only exit and be
-    restarted until Stalled; the note says which program, for which user, and what to do.
+    restarted until Stalled; the agent's health (`missing`, reason `missing-binary`) says
+    which program, for which user, and what to do.
     Plain command runtimes are started as before (their failure shows as a dead pane)."""
     if agent.launch.adapter is None:
         return None
@@ -318,7 +389,7 @@ def missing_runtime(agent: DesiredAgent, observed: ObservedFleet) -> str | None:
     if not gone:
         return None
     user = agent.launch.socket.user or "the user running fleet"
-    return (f"tenant {agent.tenant}: {agent.name} is not started: {', '.join(gone)} is not found for {user} on "
+    return (f"not started: {', '.join(gone)} is not found for {user} on "
             f"this host (PATH, or beside fleet's own Python); install it (docs/runtimes.md, e.g. npm install -g "
             f"@anthropic-ai/claude-code or @openai/codex) or give fleet.yaml's runtime `command:` its absolute path")
 

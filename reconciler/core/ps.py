@@ -105,13 +105,14 @@ class PsRow:
     health_message: str
     planned: str | None  # the plan's action for this agent, if any
     drift: tuple[DriftFlag, ...]
+    reason: str | None = None  # why it waits or is not started: `auth`, `dialog-trust`, `missing-binary`...
 
 
 @dataclass(frozen=True, slots=True)
 class _PlanFacts:
     """The plan's per-agent facts, keyed (tenant, agent), looked up once per row."""
 
-    verdicts: Mapping[tuple[str, str], tuple[str, str]]
+    verdicts: Mapping[tuple[str, str], tuple[str, str, str | None]]
     planned: Mapping[tuple[str, str], tuple[str, str]]
     decisions: Mapping[tuple[str, str], Decision]
 
@@ -128,15 +129,16 @@ class _PlanFacts:
                 planned[(action.tenant, action.agent)] = (f"{action.kind.value} (held)", hold.message)
         for action in plan.actions:
             planned[(action.tenant, action.agent)] = (action.kind.value, action.reason.message)
-        verdicts = {(h.tenant, h.agent): (h.health, h.message) for h in plan.health}
+        verdicts = {(h.tenant, h.agent): (h.health, h.message, h.reason) for h in plan.health}
         return cls(verdicts, planned, {(d.tenant, d.agent): d for d in plan.budget})
 
-    def health(self, key: tuple[str, str], tmux: TmuxState) -> tuple[str | None, str]:
-        """The verdict, or (None, why there is none) when the planner did not assess it."""
+    def health(self, key: tuple[str, str], tmux: TmuxState) -> tuple[str | None, str, str | None]:
+        """The verdict (health, message, reason), or (None, why there is none, None) when
+        the planner did not assess it."""
         if key in self.verdicts:
             return self.verdicts[key]
         why = self.planned.get(key, ("", ""))[1]
-        return ("absent" if tmux == TmuxState.ABSENT else None), why
+        return ("absent" if tmux == TmuxState.ABSENT else None), why, None
 
     def action(self, key: tuple[str, str]) -> str | None:
         found = self.planned.get(key)
@@ -202,7 +204,7 @@ def _desired_row(
         *_unit_drift(agent.lifecycle, tmux, manager.available, unit),
     ]
     key = (agent.tenant, agent.name)
-    health, message = facts.health(key, tmux)
+    health, message, reason = facts.health(key, tmux)
     return PsRow(
         tenant=agent.tenant, agent=agent.name, host=agent.host, lifecycle=agent.lifecycle,
         socket=tenant.socket.label(), tmux=tmux, systemd=_systemd_state(manager, unit),
@@ -211,7 +213,7 @@ def _desired_row(
         idle_s=_idle(session, now), heartbeat_age_s=_age(beat, now),
         heartbeat_state=beat.state if beat else None, ack=beat.ack if beat else None,
         model=model, model_source=source, desired_model=agent.model,
-        health=health, health_message=message, planned=facts.action(key), drift=_sorted(drift),
+        health=health, health_message=message, planned=facts.action(key), drift=_sorted(drift), reason=reason,
     )
 
 
@@ -232,7 +234,7 @@ def _orphan_rows(
             tmux = TmuxState.DEAD if session.pane_dead else TmuxState.RUNNING
             beat = observed.heartbeats.get(key)
             model, source = _model(session, beat)
-            health, message = facts.health(key, tmux)
+            health, message, reason = facts.health(key, tmux)
             rows.append(PsRow(
                 tenant=marks.tenant, agent=session.name, host=marks.host, lifecycle=None,
                 socket=snap.key.label(), tmux=tmux, systemd=_systemd_state(manager, unit),
@@ -241,7 +243,7 @@ def _orphan_rows(
                 heartbeat_age_s=_age(beat, now), heartbeat_state=beat.state if beat else None,
                 ack=beat.ack if beat else None, model=model, model_source=source, desired_model=None,
                 health=health, health_message=message, planned=facts.action(key),
-                drift=(DriftFlag.NOT_IN_ROSTER,),
+                drift=(DriftFlag.NOT_IN_ROSTER,), reason=reason,
             ))
     return rows
 
@@ -330,7 +332,7 @@ def row_json(row: PsRow) -> dict[str, Any]:
         "unit_enabled": row.unit_enabled, "pid": row.pid, "attached": row.attached, "idle_s": row.idle_s,
         "heartbeat_age_s": row.heartbeat_age_s, "heartbeat_state": row.heartbeat_state, "ack": row.ack,
         "model": row.model, "model_source": row.model_source, "desired_model": row.desired_model,
-        "health": row.health, "health_message": row.health_message, "planned": row.planned,
+        "health": row.health, "reason": row.reason, "health_message": row.health_message, "planned": row.planned,
         "drift": [flag.value for flag in row.drift],
     }
 
@@ -367,8 +369,15 @@ def table_cells(row: PsRow) -> tuple[str, ...]:
     return (
         row.agent, row.tenant, row.host, row.tmux.value, _systemd_cell(row),
         NONE if row.pid is None else str(row.pid), human_age(row.idle_s), beat, row.model or NONE,
-        row.health or NONE, ",".join(flag.value for flag in row.drift) or NONE,
+        health_cell(row), ",".join(flag.value for flag in row.drift) or NONE,
     )
+
+
+def health_cell(row: PsRow) -> str:
+    """The verdict, with its reason when it has one: `waiting (auth)`, `missing (missing-binary)`."""
+    if row.health is None:
+        return NONE
+    return f"{row.health} ({row.reason})" if row.reason else row.health
 
 
 def render_table(rows: Iterable[PsRow], notes: Iterable[str] = ()) -> str:

@@ -92,18 +92,23 @@ def agent_conditions(
     elif conflict is not None:
         health = "conflict"
         ready = _cond("Ready", False, "Conflict", conflict.message)
+    elif verdict is not None and verdict.health == "missing":
+        health = "missing"
+        ready = _cond("Ready", False, condition_reason(verdict), f"{verdict.message}; never started, so never looped")
     elif verdict is None or session is None:
         health = "absent"
         ready = _cond("Ready", False, "Absent", "no session; the next run spawns it")
     else:
         health = verdict.health
         good = verdict.health == "healthy"
-        ready = _cond("Ready", good, verdict.health.capitalize(), _stable_message(health, agent))
+        ready = _cond("Ready", good, verdict.health.capitalize(), _stable_message(health, agent, verdict))
     # Status messages avoid ages ("5s ago"): they would change the file on every run.
     if health == "healthy":
         healthy = _cond("Healthy", True, "Heartbeat", _stable_message(health, agent))
     elif health == "starting":
         healthy = _cond("Healthy", None, "Starting", "waiting for the first heartbeat within the start-up grace")
+    elif verdict is not None and verdict.reason:
+        healthy = _cond("Healthy", False, condition_reason(verdict), _stable_message(health, agent, verdict))
     else:
         healthy = _cond("Healthy", False, health.capitalize(), _stable_message(health, agent) if verdict else ready.message)
     drift_bits = []
@@ -206,7 +211,23 @@ def projected_exhaustion(pace: Pace, now: datetime) -> str | None:
     return at.replace(minute=0, second=0, microsecond=0).isoformat()
 
 
-def _stable_message(health: str, agent: DesiredAgent) -> str:
+#: Condition reasons for the verdicts' reason codes (core/health.py, core/held.py).
+_REASONS = {"auth": "AuthFailed", "usage-limit": "UsageLimit", "missing-binary": "MissingBinary"}
+
+
+def condition_reason(verdict: AgentHealth) -> str:
+    """The CamelCase condition reason of a verdict with a reason code.
+
+    >>> condition_reason(AgentHealth("t", "a", "waiting", "...", "dialog-trust"))
+    'DialogTrust'
+    """
+    code = verdict.reason or verdict.health
+    return _REASONS.get(code) or "".join(part.capitalize() for part in code.split("-"))
+
+
+def _stable_message(health: str, agent: DesiredAgent, verdict: AgentHealth | None = None) -> str:
+    if verdict is not None and health in ("waiting", "missing"):
+        return verdict.message  # worded without ages by core/health.py and core/held.py
     if health == "dead":
         return "its process exited; the next run restarts it"
     if health == "starting":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -97,11 +97,13 @@ class CodexSession:
     last_event: datetime | None = None
 
 
-def parse_codex_rollout(text: str, fallback_session: str) -> tuple[CodexSession, list[str]]:
+def parse_codex_rollout(text: str, fallback_session: str,
+                        start: CodexSession | None = None) -> tuple[CodexSession, list[str]]:
     """Fold one rollout's lines into a `CodexSession`; unreadable lines become problems.
 
     Lines are read in file order (Codex appends), so the last `turn_context` names the
-    model and the last `token_count` gives the totals and limits.
+    model and the last `token_count` gives the totals and limits. `start` is the fold of
+    the lines before `text` (an ingest cursor's), so only appended lines are parsed.
 
     >>> rollout = "\\n".join([
     ...   '{"timestamp":"2026-11-25T11:00:00Z","type":"session_meta","payload":{"id":"s1","cwd":"/src"}}',
@@ -116,7 +118,7 @@ def parse_codex_rollout(text: str, fallback_session: str) -> tuple[CodexSession,
     >>> problems
     ['line 4: not JSON (Expecting value, column 1)']
     """
-    session = CodexSession(session=fallback_session)
+    session = start if start is not None else CodexSession(session=fallback_session)
     problems: list[str] = []
     for number, record in _json_lines(text, problems):
         try:
@@ -286,6 +288,74 @@ def dedupe_claude(usages: Iterable[ClaudeUsage]) -> list[ClaudeUsage]:
             cost_usd=max(costs) if costs else None,
         )
     return list(merged.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeSum:
+    """One (session, model)'s spend within one transcript file, folded line by line."""
+
+    session: str
+    model: str
+    tokens: int = 0
+    usd: float | None = None
+    cwd: str | None = None  # the first one the session reported
+    ts: datetime | None = None  # the latest message's
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeFold:
+    """What the lines of one transcript read so far add up to: an ingest cursor's state.
+
+    `recent` holds the last few messages (streamed lines of one message are adjacent), so
+    a later line of the same message adds only its growth; the file's older messages are
+    not kept: the fold's size does not grow with the file.
+    """
+
+    sums: tuple[ClaudeSum, ...] = ()
+    recent: tuple[ClaudeUsage, ...] = ()
+
+
+#: How many of a file's latest messages a fold remembers for merging streamed lines.
+RECENT_MESSAGES = 4
+
+
+def fold_claude(fold: ClaudeFold, usages: Iterable[ClaudeUsage],
+                seen: Callable[[tuple[str, str]], bool] = lambda _key: False) -> tuple[ClaudeFold, list[ClaudeUsage]]:
+    """Add a transcript's next messages to its fold; returns the fold and the new messages.
+
+    A message among the fold's recent ones adds only what its new line grew by (counts
+    merged by maximum, as `dedupe_claude` does); one `seen` elsewhere (a resumed session
+    copying earlier messages into a new file) adds nothing.
+
+    >>> def u(mid, out):
+    ...     return ClaudeUsage(mid, "r", "s1", "opus", None, "/src", input_tokens=10, output_tokens=out)
+    >>> fold, new = fold_claude(ClaudeFold(), [u("m1", 1), u("m1", 5), u("m2", 5)])
+    >>> [(s.session, s.model, s.tokens) for s in fold.sums], [n.message_id for n in new]
+    ([('s1', 'opus', 30)], ['m1', 'm2'])
+    >>> fold, new = fold_claude(fold, [u("m0", 5)], seen=lambda key: key == ("m0", "r"))
+    >>> fold.sums[0].tokens, new
+    (30, [])
+    """
+    sums = {(s.session, s.model): s for s in fold.sums}
+    recent = list(fold.recent)
+    new: list[ClaudeUsage] = []
+    for usage in usages:
+        before = next((r for r in recent if r.key == usage.key), None)
+        if before is None and seen(usage.key):
+            continue
+        merged = usage if before is None else dedupe_claude([before, usage])[0]
+        tokens = merged.total_tokens - (before.total_tokens if before else 0)
+        usd = (merged.cost_usd or 0.0) - ((before.cost_usd or 0.0) if before else 0.0)
+        key = (merged.session, merged.model)
+        old = sums.get(key) or ClaudeSum(merged.session, merged.model, cwd=merged.cwd)
+        costs = old.usd if merged.cost_usd is None else round((old.usd or 0.0) + usd, 6)
+        stamps = [t for t in (old.ts, merged.ts) if t is not None]
+        sums[key] = replace(old, tokens=old.tokens + tokens, usd=costs, cwd=old.cwd or merged.cwd,
+                            ts=max(stamps) if stamps else None)
+        if before is None:
+            new.append(merged)
+        recent = [*[r for r in recent if r.key != merged.key][-(RECENT_MESSAGES - 1):], merged]
+    return ClaudeFold(tuple(sums.values()), tuple(recent)), new
 
 
 # --- the status-line hook's record -----------------------------------------------------------

@@ -4,18 +4,28 @@ Codex rollouts and Claude Code transcripts under a tenant's homes, and the statu
 hook's records in the state directory: each file is read here, cut to the lines worth
 parsing, and handed to the pure parsers of drivers/runtime_usage.py. A file that cannot
 be read, or lines that do not parse, become one problem line each, never a failed ingest.
+
+With a cursor book (drivers/ingest_cursors.py) a file is read only past its cursor: an
+unchanged file costs one `stat`, a grown one the bytes it grew by, and only whole lines
+are read (a line the runtime is still writing waits for the next tick). A file whose
+inode changed, or that is now shorter than its cursor, is read from the start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.drivers.ingest_cursors import FileCursor
 from reconciler.drivers.runtime_usage import (
-    ClaudeUsage,
+    ClaudeFold,
+    ClaudeSum,
     CodexSession,
     StatuslineRecord,
+    fold_claude,
     parse_claude_transcript,
     parse_codex_rollout,
     parse_statusline_record,
@@ -25,32 +35,109 @@ from reconciler.drivers.runtime_usage import (
 _CODEX_MARKERS = ('"token_count"', '"session_meta"', '"turn_context"')
 
 
-def read_codex_home(home: Path, problems: list[str]) -> list[CodexSession]:
-    """Every `sessions/YYYY/MM/DD/rollout-*.jsonl` under a Codex home, in path order."""
-    sessions = []
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The whole lines of a file past its cursor: `fresh` when read from 0."""
+
+    inode: int
+    start: int
+    end: int
+    text: str
+    fresh: bool
+
+
+def read_chunk(path: Path, cursor: FileCursor | None, problems: list[str]) -> Chunk | None:
+    """The file's whole lines past `cursor` (all of them when its inode changed or it
+    shrank); None when unreadable. An unchanged file is only stat'ed."""
+    try:
+        ahead = path.stat()
+        if cursor is not None and ahead.st_ino == cursor.inode and ahead.st_size == cursor.offset:
+            return Chunk(cursor.inode, cursor.offset, cursor.offset, "", False)
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            fresh = cursor is None or info.st_ino != cursor.inode or info.st_size < cursor.offset
+            start = 0 if fresh or cursor is None else cursor.offset
+            handle.seek(start)
+            data = handle.read(max(info.st_size - start, 0))
+    except OSError as exc:
+        problems.append(f"{path}: cannot read it ({exc.strerror}); check its permissions")
+        return None
+    whole = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    return Chunk(info.st_ino, start, start + whole, data[:whole].decode("utf-8", errors="replace"), fresh)
+
+
+def scan_codex_home(home: Path, book: Mapping[str, FileCursor],
+                    problems: list[str]) -> tuple[list[CodexSession], dict[str, FileCursor]]:
+    """Every rollout's session, each folded on from its cursor; and the moved cursors."""
+    sessions, moved = [], {}
     for path in sorted((home / "sessions").rglob("rollout-*.jsonl")):
-        text = _read_text(path, problems)
-        if text is None:
+        cursor = book.get(str(path))
+        chunk = read_chunk(path, cursor, problems)
+        if chunk is None:
             continue
-        kept = "\n".join(line if any(m in line for m in _CODEX_MARKERS) else "" for line in text.splitlines())
-        session, bad = parse_codex_rollout(kept, path.stem)
-        _summarize(path, bad, problems)
+        start = None if chunk.fresh or cursor is None or not isinstance(cursor.fold, CodexSession) else cursor.fold
+        if chunk.text or start is None:
+            session, bad = parse_codex_rollout(_keep(chunk.text, _CODEX_MARKERS), path.stem, start)
+            _summarize(path, bad, problems, chunk.start)
+        else:
+            session = start
         sessions.append(session)
-    return sessions
+        moved[str(path)] = FileCursor(chunk.inode, chunk.end, session)
+    return sessions, moved
 
 
-def read_claude_home(home: Path, problems: list[str]) -> list[ClaudeUsage]:
-    """Every usage line of `projects/**/*.jsonl` (sessions and their `subagents/`)."""
-    usages: list[ClaudeUsage] = []
+Seen = Callable[[], Mapping[tuple[str, str], str]]
+
+
+def scan_claude_home(home: Path, book: Mapping[str, FileCursor], problems: list[str], index: Seen
+                     ) -> tuple[list[ClaudeSum], dict[str, FileCursor], list[tuple[str, str, str]]]:
+    """Every transcript's (session, model) sums, each folded on from its cursor; the moved
+    cursors; and the messages counted for the first time, as (id, request, file tag).
+
+    `index()` gives the messages counted before and the file that counted them; it is
+    called only when some file is read from the start (a new or rotated transcript), so
+    a tick that only reads appended lines does not read it.
+    """
+    sums: list[ClaudeSum] = []
+    moved: dict[str, FileCursor] = {}
+    counted: list[tuple[str, str, str]] = []
+    owners: dict[tuple[str, str], str] | None = None
+    this_scan: dict[tuple[str, str], str] = {}
     for path in sorted((home / "projects").rglob("*.jsonl")):
-        text = _read_text(path, problems)
-        if text is None:
+        cursor = book.get(str(path))
+        chunk = read_chunk(path, cursor, problems)
+        if chunk is None:
             continue
-        kept = "\n".join(line if '"usage"' in line else "" for line in text.splitlines())
-        found, bad = parse_claude_transcript(kept, path.stem)
-        _summarize(path, bad, problems)
-        usages += found
-    return usages
+        fold = ClaudeFold() if chunk.fresh or cursor is None or not isinstance(cursor.fold, ClaudeFold) \
+            else cursor.fold
+        if chunk.text:
+            tag = file_tag(path)
+            if chunk.fresh and owners is None:
+                owners = dict(index())
+            found, bad = parse_claude_transcript(_keep(chunk.text, ('"usage"',)), path.stem)
+            _summarize(path, bad, problems, chunk.start)
+            fold, new = fold_claude(fold, found, seen=_counted_elsewhere(tag, this_scan, owners or {}))
+            for usage in new:
+                this_scan.setdefault(usage.key, tag)
+                counted.append((*usage.key, tag))
+        sums += fold.sums
+        moved[str(path)] = FileCursor(chunk.inode, chunk.end, fold)
+    return sums, moved, counted
+
+
+def _counted_elsewhere(tag: str, *owners: Mapping[tuple[str, str], str]) -> Callable[[tuple[str, str]], bool]:
+    """Whether a message was counted by another file than `tag` (this scan's or before)."""
+    return lambda key: any(found.get(key, tag) != tag for found in owners)
+
+
+def file_tag(path: Path) -> str:
+    """A short stable name of a transcript file, for the message index."""
+    return hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+def _keep(text: str, markers: Sequence[str]) -> str:
+    """Lines without a marker become blank (line numbers stay right), unparsed."""
+    return "\n".join(line if any(m in line for m in markers) else "" for line in text.splitlines())
 
 
 def read_statusline_dir(directory: Path, tenant: str, problems: list[str]) -> list[StatuslineRecord]:
@@ -90,11 +177,12 @@ def _read_text(path: Path, problems: list[str]) -> str | None:
         return None
 
 
-def _summarize(path: Path, bad: Sequence[str], problems: list[str]) -> None:
+def _summarize(path: Path, bad: Sequence[str], problems: list[str], start: int = 0) -> None:
     """One problem per file, however many lines it lost (a runtime may be mid-write)."""
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        problems.append(f"{path}: skipped {len(bad)} unreadable line(s): {bad[0]}{more}")
+        where = f" (lines counted from byte {start})" if start else ""
+        problems.append(f"{path}: skipped {len(bad)} unreadable line(s){where}: {bad[0]}{more}")
 
 
 def expand_home(workdir: str | None, user: str | None) -> str | None:

@@ -35,7 +35,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
-from reconciler.drivers import tmux
+from reconciler.core.traces import agent_attrs
+from reconciler.drivers import telemetry, tmux
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
 from reconciler.drivers.files import DAMAGED, read_capped
 from reconciler.errors import UserError
@@ -381,14 +382,19 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
     check_message(text)
     msg_id = msg_id or new_message_id()  # the dispatcher names its own, recorded before the send
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
-    try:
-        result = _send(agent, text, options, msg_id)
-    except Refused as exc:
-        audit_verb(agent, "send", why, "skipped", str(exc), warn)
-        raise
-    except BaseException as exc:
-        audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
-        raise
+    attrs = {**agent_attrs(agent.tenant, agent.host, agent.name, agent.model), "fleet.message.id": msg_id,
+             "fleet.message.bytes": len(text.encode()), "fleet.send.verify": options.verify}
+    with telemetry.span("fleet agent send", attrs) as span:  # its child: "verify" (docs/surfaces.md, "Traces")
+        try:
+            result = _send(agent, text, options, msg_id)
+        except Refused as exc:
+            audit_verb(agent, "send", why, "skipped", str(exc), warn)
+            span.set({"fleet.send.status": "refused"})
+            raise
+        except BaseException as exc:
+            audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
+            raise
+        span.set({"fleet.send.status": result.status.value})
     ok = result.status in {SendStatus.SENT, SendStatus.VERIFIED}
     audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "failed",
                "" if ok else result.detail, warn)
@@ -413,7 +419,12 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     if not options.verify:
         return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
     beats = StateLayout(_state_dir(agent, options.state_dir)).heartbeat(agent.tenant, agent.name)
-    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
+    with telemetry.span("verify", {**agent_attrs(agent.tenant, agent.host, agent.name), "fleet.message.id": msg_id,
+                                   "fleet.send.timeout_s": options.timeout}) as span:
+        status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
+        span.set({"fleet.send.status": status.value})
+        if status != SendStatus.VERIFIED:
+            span.fail(_DETAIL[status])
     return SendResult(msg_id, status, _DETAIL[status])
 
 

@@ -1,7 +1,8 @@
 """`fleet init`: a new fleet repository from one of the bundled examples, with its first commit.
 
 Beside the loop, not in it: run once by a person, before any `fleet reconcile`. It copies
-an example (package data, or the project checkout's examples/fleets), writes the JSON
+an example (package data, or the project checkout's examples/fleets), adds the starter
+role library (the `starter` example's roles/) when the example has none, writes the JSON
 Schemas the YAML modelines point at, checks the result with the loader and commits it
 through drivers/git. On any failure what it wrote is removed again. Rewriting modelines
 is pure and doctested.
@@ -28,6 +29,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _EXAMPLE_DIRS = (_PACKAGE_DIR / "examples", _PACKAGE_DIR.parent / "examples" / "fleets")
 #: Where `fleet init` writes the JSON Schemas that the YAML modelines point at.
 SCHEMA_DIR = Path(".fleet") / "schemas"
+#: The example whose roles/ is the starter role library `fleet init` seeds.
+STARTER_ROLES = "starter"
 _MODELINE = re.compile(r"(?m)^(# yaml-language-server: \$schema=)(\S+)$")
 
 
@@ -59,9 +62,10 @@ def available_examples() -> dict[str, Path]:
     return {}
 
 
-def init_repo(dest: Path, example: str, host: str) -> Report:
+def init_repo(dest: Path, example: str, host: str, roles: bool = True) -> Report:
     """Create a fleet repository in `dest` (absent or empty) from `example`, with the
-    schemas its modelines point at, check it with the loader and commit it. On any
+    starter role library when `roles` and the example has no roles/ of its own, and the
+    schemas its modelines point at; check it with the loader and commit it. On any
     failure, what this wrote is removed again."""
     examples = available_examples()
     if example not in examples:
@@ -69,7 +73,8 @@ def init_repo(dest: Path, example: str, host: str) -> Report:
         raise UserError(f"--example {example}: no such example; choose one of: {choices}")
     created = _check_empty(dest)
     try:
-        return _fill(dest, examples[example], example, host)
+        starter = examples[STARTER_ROLES] / "roles" if roles and STARTER_ROLES in examples else None
+        return _fill(dest, examples[example], example, host, starter)
     except BaseException:
         _undo(dest, created)
         raise
@@ -86,10 +91,14 @@ def _check_empty(dest: Path) -> bool:
     return True
 
 
-def _fill(dest: Path, source: Path, example: str, host: str) -> Report:
+def _fill(dest: Path, source: Path, example: str, host: str, starter: Path | None) -> Report:
     report = Report()
     shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("status", "TASKS.md", "__pycache__"))
     report.done.append(f"copied the {example} example into {dest}")
+    if starter is not None and starter.is_dir() and not (dest / "roles").exists():
+        shutil.copytree(starter, dest / "roles")
+        names = sorted(p.stem for p in (dest / "roles").glob("*.yaml"))
+        report.done.append(f"added the starter role library to {dest / 'roles'}: {', '.join(names)}")
     schemas = _write_schemas(dest)
     report.done.append(f"wrote {len(schemas)} JSON Schemas into {dest / SCHEMA_DIR}")
     _point_modelines(dest, schemas)

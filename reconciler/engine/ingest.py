@@ -1,14 +1,19 @@
 """Ingest usage: turn what the runtimes write into usage records and spend-ledger entries.
 
-It runs beside the reconcile loop (`fleet budget ingest`, and later each tick) and feeds
-the observe step: for every tenant it reads the Codex rollouts and Claude Code
-transcripts under that tenant's homes, the status-line records and heartbeats in the
-state directory, then (1) writes `usage/<account>.json` for each subscription account a
-provider reported on, keeping whichever reading `merge_signals` prefers, and (2) appends
-to `ledger.jsonl` the increase of every spend counter since its last entry, so ingesting
-the same files twice appends nothing. The folders are read by drivers/transcripts.py
-and the state-directory drivers (paths from model/layout.py); the file formats are
-parsed by the pure functions of drivers/runtime_usage.py. This module does no I/O itself.
+It runs in every tick of `fleet reconcile` before the observe step reads the usage
+records (engine/tick.py, for tenants with a budget.yaml), and on demand as `fleet budget
+ingest`: for every tenant it reads the Codex rollouts and Claude Code transcripts under
+that tenant's homes, each from its cursor (drivers/ingest_cursors.py: a tick's cost
+follows what the runtimes wrote since the last tick, not their whole history), the
+status-line records and heartbeats in the state directory, then (1) writes
+`usage/<account>.json` for each subscription account a provider reported on, keeping
+whichever reading `merge_signals` prefers, (2) appends to `ledger.jsonl` the increase of
+every spend counter since its last entry, so ingesting the same files twice appends
+nothing, and (3) saves the moved cursors. With `commit=False` (a dry-run) it reads the
+same and returns the readings it would write, but writes nothing and moves no cursor.
+The folders are read by drivers/transcripts.py and the state-directory drivers (paths
+from model/layout.py); the file formats are parsed by the pure functions of
+drivers/runtime_usage.py. This module does no I/O itself.
 """
 
 from __future__ import annotations
@@ -20,16 +25,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from reconciler.core.desired import DesiredFleet
+from reconciler.drivers import users
 from reconciler.drivers.files import scan_heartbeats
+from reconciler.drivers.ingest_cursors import append_keys, read_book, read_keys, write_book
 from reconciler.drivers.ledger import update_ledger
 from reconciler.drivers.runtime_usage import (
-    ClaudeUsage,
+    ClaudeSum,
     CodexSession,
     RateReading,
     best_window,
-    dedupe_claude,
 )
-from reconciler.drivers.transcripts import expand_home, read_claude_home, read_codex_home, read_statusline_dir
+from reconciler.drivers.transcripts import expand_home, read_statusline_dir, scan_claude_home, scan_codex_home
 from reconciler.drivers.usage import merge_signals, scan_usage, write_usage
 from reconciler.model.layout import StateLayout
 from reconciler.model.ledger import LedgerEntry
@@ -108,16 +115,19 @@ def ingest_all(
     *,
     host: str,
     only: Collection[str] | None = None,
+    commit: bool = True,
 ) -> IngestReport:
     """Ingest every valid tenant of `repo` (or those in `only`) once.
 
     `homes` maps a tenant to its runtime folders on this host; a tenant not in it is
     ingested from the state directory alone (status-line records and heartbeats).
+    `commit=False`: read only (see the module's docstring).
     """
     if repo.fleet is None:
         return IngestReport()
     return IngestReport(tuple(
-        ingest_tenant(TenantView.build(spec, repo.fleet, repo.roles), state_dir, homes.get(name, Homes()), now, host)
+        ingest_tenant(TenantView.build(spec, repo.fleet, repo.roles), state_dir, homes.get(name, Homes()), now, host,
+                      commit=commit)
         for name, spec in sorted(repo.tenants.items())
         if only is None or name in only
     ))
@@ -197,20 +207,29 @@ class TenantView:
         return found[0] if len(found) == 1 else None
 
 
-def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: datetime, host: str) -> TenantIngest:
-    """Read every source of one tenant, write its usage records, append its ledger."""
+def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: datetime, host: str,
+                  *, commit: bool = True) -> TenantIngest:
+    """Read every source of one tenant (runtime files from their cursors), write its usage
+    records, append its ledger, save the cursors; with `commit=False` only read."""
     problems: list[str] = []
     notes: list[str] = []
     readings: list[tuple[str, str, RateReading]] = []
     counters: list[SpendCounter] = []
+    layout = StateLayout(state_dir)
+    book = read_book(layout.ingest_cursors(tenant.name), problems)
+    moved = {}
+    counted: list[tuple[str, str, str]] = []
     if homes.codex is not None:
-        sessions = read_codex_home(homes.codex, problems)
+        sessions, codex_book = scan_codex_home(homes.codex, book, problems)
+        moved.update(codex_book)
         counters += codex_counters(tenant, sessions, now)
         if latest := latest_limits(s.limits for s in sessions):
             readings.append((CODEX, SOURCE_CODEX, latest))
     if homes.claude is not None:
-        counters += claude_counters(tenant, read_claude_home(homes.claude, problems), now)
-    layout = StateLayout(state_dir)
+        keys = layout.ingest_keys(tenant.name)
+        sums, claude_book, counted = scan_claude_home(homes.claude, book, problems, lambda: read_keys(keys, problems))
+        moved.update(claude_book)
+        counters += claude_counters(tenant, sums, now)
     statusline = read_statusline_dir(layout.statusline(tenant.name), tenant.name, problems)
     if latest := latest_limits(r.reading for r in statusline):
         readings.append((CLAUDE, SOURCE_STATUSLINE, latest))
@@ -220,11 +239,23 @@ def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: dateti
 
     signals = [s for kind, source, reading in readings
                for s in signals_from_reading(tenant, kind, source, reading, notes, problems)]
-    outcomes = record_signals(state_dir, tenant.name, signals, now, problems)
-    appended, ledger_problems = update_ledger(
-        layout.ledger(tenant.name),
-        lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
-    )
+    outcomes = record_signals(state_dir, tenant.name, signals, now, problems, write=commit)
+    if not commit:  # the ledger does not move a plan: a dry-run leaves it, and the cursors, alone
+        return TenantIngest(tenant.name, tuple(outcomes), (), tuple(problems), tuple(notes))
+    appended: list[LedgerEntry] = []
+    ledger_problems: list[str] = []
+    if counters:  # no spend counter at all (a tenant of stub agents without usage): no ledger file
+        appended, ledger_problems = update_ledger(
+            layout.ledger(tenant.name),
+            lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
+        )
+    try:  # after the ledger: cursors lost or stale only cost a longer read, never a double booking
+        append_keys(layout.ingest_keys(tenant.name), counted)
+        if moved or book:
+            write_book(layout.ingest_cursors(tenant.name), moved)
+    except OSError as exc:
+        problems.append(f"{layout.ingest_cursors(tenant.name)}: could not save the ingest cursors "
+                        f"({exc.strerror or exc}); the next tick reads the runtimes' files from the old ones")
     return TenantIngest(tenant.name, tuple(outcomes), tuple(appended), (*problems, *ledger_problems), tuple(notes))
 
 
@@ -269,9 +300,11 @@ def signals_from_reading(
 
 
 def record_signals(
-    state_dir: Path, tenant: str, signals: Sequence[UsageSignal], now: datetime, problems: list[str]
+    state_dir: Path, tenant: str, signals: Sequence[UsageSignal], now: datetime, problems: list[str],
+    *, write: bool = True,
 ) -> list[SignalOutcome]:
-    """Write each reading unless the account's record already holds a better one."""
+    """Write each reading unless the account's record already holds a better one
+    (`write=False`: say `written` of what would be, and write nothing)."""
     if not signals:
         return []
     existing, scan_problems = scan_usage(StateLayout(state_dir).usage(tenant))
@@ -286,7 +319,8 @@ def record_signals(
         if winner is not signal:
             outcomes.append(SignalOutcome(signal, "kept"))
             continue
-        write_usage(state_dir, signal)
+        if write:
+            write_usage(state_dir, signal)
         existing[signal.account] = signal
         outcomes.append(SignalOutcome(signal, "written"))
     return outcomes
@@ -308,25 +342,26 @@ def codex_counters(tenant: TenantView, sessions: Iterable[CodexSession], now: da
     return counters
 
 
-def claude_counters(tenant: TenantView, usages: Iterable[ClaudeUsage], now: datetime) -> list[SpendCounter]:
-    """One counter per (session, model): the sum of its deduplicated messages.
+def claude_counters(tenant: TenantView, sums: Iterable[ClaudeSum], now: datetime) -> list[SpendCounter]:
+    """One counter per (session, model): the sum over its transcript files (each file's
+    messages counted once, drivers/runtime_usage.py `fold_claude`).
 
     Subagent transcripts carry their parent's `sessionId`, so their spend joins the
     session that started them. A session is attributed by the first `cwd` it reports.
     """
     account = tenant.ledger_account(CLAUDE)
-    sums: dict[tuple[str, str], list[ClaudeUsage]] = {}
-    for usage in dedupe_claude(usages):
-        sums.setdefault((usage.session, usage.model), []).append(usage)
+    groups: dict[tuple[str, str], list[ClaudeSum]] = {}
+    for part in sums:
+        groups.setdefault((part.session, part.model), []).append(part)
     counters = []
-    for (session, model), group in sorted(sums.items()):
-        cwd = next((u.cwd for u in group if u.cwd), None)
+    for (session, model), group in sorted(groups.items()):
+        cwd = next((g.cwd for g in group if g.cwd), None)
         agent = tenant.agent_at(CLAUDE, cwd)
-        costs = [u.cost_usd for u in group if u.cost_usd is not None]
-        latest = max((u.ts for u in group if u.ts), default=now)
-        counters.append(SpendCounter(SOURCE_TRANSCRIPT, session, model, sum(u.total_tokens for u in group),
-                                round(sum(costs), 6) if costs else None, latest,
-                                agent.name if agent else None, account, "provider"))
+        costs = [g.usd for g in group if g.usd is not None]
+        latest = max((g.ts for g in group if g.ts), default=now)
+        counters.append(SpendCounter(SOURCE_TRANSCRIPT, session, model, sum(g.tokens for g in group),
+                                     round(sum(costs), 6) if costs else None, latest,
+                                     agent.name if agent else None, account, "provider"))
     return counters
 
 
@@ -400,3 +435,71 @@ def _single_tasks(spec: TenantSpec) -> dict[str, str]:
             if task.agent:
                 assigned.setdefault(task.agent, []).append(task.id)
     return {agent: ids[0] for agent, ids in assigned.items() if len(ids) == 1}
+
+
+# --- each tick -------------------------------------------------------------------------------
+
+
+def tick_homes(desired: DesiredFleet, tenants: Iterable[str], problems: list[str]) -> dict[str, Homes]:
+    """Where each tenant's adapter runtimes keep their files on this host: for each agent
+    of its desired runtime, its `CODEX_HOME` / `CLAUDE_CONFIG_DIR`, else `~/.codex` /
+    `~/.claude` of this process's user (another user's agents are that user's own run's
+    to ingest; an agent moved to another runtime by the budget writes into that
+    runtime's home, which is read when some agent of the tenant runs it by desire).
+
+    One home is one login and is booked to one tenant: a home that several tenants in
+    scope (or several homes of one kind that one tenant) would read is a problem, and it
+    is not read (`fleet budget ingest --tenant T --codex-home DIR` reads it by hand).
+    """
+    claims: dict[tuple[str, str], set[str]] = {}
+    for name in tenants:
+        tenant = desired.tenants.get(name)
+        for agent in tenant.on_host(desired.host).values() if tenant else ():
+            recipe = agent.recipe
+            if not users.is_me(recipe.socket.user):
+                continue
+            env, kind = dict(recipe.env), recipe.adapter(agent.runtime)  # its desired runtime's home
+            if kind == CODEX:
+                claims.setdefault((CODEX, _home(env.get("CODEX_HOME"), "~/.codex")), set()).add(name)
+            elif kind == CLAUDE:
+                claims.setdefault((CLAUDE, _home(env.get("CLAUDE_CONFIG_DIR"), "~/.claude")), set()).add(name)
+    found: dict[str, dict[str, list[str]]] = {}
+    for (kind, folder), owners in sorted(claims.items()):
+        if len(owners) > 1:
+            problems.append(f"{folder}: tenants {', '.join(sorted(owners))} all run {kind} from this one home (one "
+                            "login); its usage is not ingested: give each tenant's agents their own "
+                            f"{'CODEX_HOME' if kind == CODEX else 'CLAUDE_CONFIG_DIR'} in `env:`")
+            continue
+        found.setdefault(next(iter(owners)), {}).setdefault(kind, []).append(folder)
+    homes = {}
+    for name, kinds in found.items():
+        for kind, folders in kinds.items():
+            if len(folders) > 1:
+                problems.append(f"{name}: its {kind} agents use several homes ({', '.join(folders)}); none is "
+                                "ingested, since one tenant's account is one login")
+        homes[name] = Homes(codex=_only(kinds.get(CODEX)), claude=_only(kinds.get(CLAUDE)))
+    return homes
+
+
+def _home(explicit: str | None, default: str) -> str:
+    return str(Path(explicit or default).expanduser())
+
+
+def _only(folders: list[str] | None) -> Path | None:
+    return Path(folders[0]) if folders and len(folders) == 1 else None
+
+
+def ingest_tick(repo: FleetRepo, desired: DesiredFleet, state_dir: Path, now: datetime, *, host: str,
+                tenants: Collection[str], commit: bool) -> tuple[dict[tuple[str, str], UsageSignal], list[str]]:
+    """A tick's ingest of `tenants` (those with a budget.yaml): the usage readings it
+    wrote, or with `commit=False` would write, by (tenant, account), and its problems.
+
+    A dry-run passes the readings to the plan as if written, so it plans what an apply
+    would: the same files, read from the same cursors.
+    """
+    problems: list[str] = []
+    homes = tick_homes(desired, tenants, problems)
+    report = ingest_all(repo, state_dir, homes, now, host=host, only=tenants, commit=commit)
+    fresh = {(t.tenant, o.signal.account): o.signal for t in report.tenants for o in t.signals
+             if o.status == "written"}
+    return fresh, [*problems, *report.problems]

@@ -7,7 +7,12 @@ agent: one tmux listing per distinct socket, one `observe_units()` per systemd m
 one directory scan per tenant for heartbeats and one for usage records, one read each
 of a tenant's restart history and budget memory (`observe_stored`); the exception is
 an agent on Claude Code: its kept conversation id and its transcript (one small read
-and one folder listing each, `observe_conversations`). It persists
+and one folder listing each, `observe_conversations`), an agent on Codex: the
+rollout files of the threads its heartbeat names (`observe_read_back`), and the listing
+of its two newest rollout folders, with the end of a rollout only when one changed
+since its last event (`observe_codex_failures`); and an adapter agent already unhealthy
+(silent or stale): one `capture-pane` each (`observe_screens`), so that a dialog can be
+named as the reason; a healthy fleet captures nothing. It persists
 nothing; what could not be read becomes a line in `problems`, never a failed tick.
 
 Several tmux servers are listed at the same time (threads), while the state directory
@@ -17,21 +22,27 @@ only the listing lines that changed (drivers/files.py, drivers/tmux/client.py).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import (
     DesiredFleet,
+    codex_facts,
     conversation_facts,
     default_session_id,
     host_facts,
     next_session_id,
+    read_back_facts,
 )
 from reconciler.core.health import FUTURE_SKEW
+from reconciler.core.held import held_by_failure
 from reconciler.core.lanes import LaneMemory
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
@@ -52,6 +63,7 @@ from reconciler.model.observed import (
 )
 from reconciler.model.task_report import TaskReport
 from reconciler.model.usage import UsageSignal
+from reconciler.runtimes.codex import turn_failure
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -84,8 +96,36 @@ def observe_tick(
     conversations = observe_conversations(state, conversation_facts(desired))
     if conversations:
         observed = replace(observed, resolved=replace(observed.resolved, conversations=conversations))
+    read_back = observe_read_back(observed, read_back_facts(desired))
+    if read_back:
+        observed = replace(observed, resolved=replace(observed.resolved, read_back=read_back))
+    if held := observe_codex_failures(observed.heartbeats, codex_facts(desired)):
+        observed = replace(observed, heartbeats={**observed.heartbeats, **held})
     laned = [n for n, t in sorted(desired.tenants.items()) if any(lane.host == desired.host for lane in t.lanes)]
     return observed, observe_stored(state, sorted(desired.tenants), budgeted, laned)
+
+
+def observe_codex_failures(heartbeats: Mapping[tuple[str, str], Heartbeat],
+                           facts: Iterable[tuple[str | None, str, str, str, str]]) -> dict[tuple[str, str], Heartbeat]:
+    """The Codex agents' heartbeats held by a failed turn (core/held.py `held_by_failure`):
+    Codex runs no `notify` when a turn fails, so its rollout is read, only the rollouts
+    changed since the agent's last event and only the newest one of the agent's workdir
+    (drivers/host.py `codex_rollout_tails`). Only our own user's agents."""
+    found: dict[tuple[str, str], Heartbeat] = {}
+    for user, tenant, agent, codex_home, workdir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        beat = heartbeats.get((tenant, agent))
+        if beat is None or beat.event is None or not users.is_me(user):
+            continue
+        try:
+            cwd = '"cwd":' + json.dumps(str(Path(workdir).expanduser()), ensure_ascii=False)
+        except RuntimeError:  # no home to expand `~` against
+            continue
+        since = (beat.event_ts or beat.ts).timestamp()
+        tail = next((t for t in host.codex_rollout_tails(codex_home, since) if cwd in t), None)
+        held = held_by_failure(beat, turn_failure(tail) if tail is not None else None)
+        if held is not beat:
+            found[(tenant, agent)] = held
+    return found
 
 
 #: What host_facts said of the last desired fleet asked about: a resident loop gets the
@@ -153,6 +193,18 @@ def observe(
     )
 
 
+def observe_screens(panes: Iterable[tuple[str, str, SocketKey]]) -> dict[tuple[str, str], str]:
+    """The visible text of each (tenant, agent, socket) pane the planner asked for
+    (core/planner.py `unhealthy_panes`): one tmux call each; one that cannot be read is
+    left out (the agent is then judged without it)."""
+    found = {}
+    for tenant, agent, socket in panes:
+        text = tmux.capture_pane(socket, agent)
+        if text is not None:
+            found[(tenant, agent)] = text
+    return found
+
+
 #: How many started-but-empty conversations are skipped before giving up (then the start
 #: fails and is retried with backoff, saying so in the pane).
 MAX_EMPTY_SESSIONS = 32
@@ -179,6 +231,35 @@ def observe_conversations(state: StateLayout, facts: Iterable[tuple[str | None, 
             kept = host.claude_transcript(config_dir, session_id)
         found[(tenant, agent)] = Conversation(session_id, kept == "conversation")
     return found
+
+
+def observe_read_back(observed: ObservedFleet, facts: Iterable[tuple[str | None, str, str, str, str, str]]
+                      ) -> dict[tuple[str, str, str], str]:
+    """Each Codex agent's conversation, read back: the newest thread its runtime named in
+    a `notify` (kept in the agent's heartbeat by fleet-hook, so it is this agent's own
+    runtime that named it) whose rollout file says it was started in the agent's workdir.
+    A side thread (Codex's per-turn title) has no rollout and is skipped; no match, no
+    resume. At most a few small reads per Codex agent. Only our own user's agents."""
+    found: dict[tuple[str, str, str], str] = {}
+    for user, tenant, agent, adapter, home, workdir in sorted(facts, key=lambda f: (f[0] or "", *f[1:])):
+        beat = observed.heartbeats.get((tenant, agent))
+        if beat is None or not beat.threads or not users.is_me(user):
+            continue
+        cwd = _expand(observed.resolved.workdirs.get((user, workdir), workdir))
+        for thread in reversed(beat.threads):
+            started_in = host.codex_rollout_cwd(home, thread)
+            if started_in is not None and _expand(started_in) == cwd:
+                found[(tenant, agent, adapter)] = thread
+                break
+    return found
+
+
+def _expand(folder: str) -> str:
+    """`folder` with `~` expanded and made absolute, for comparing two spellings of it."""
+    try:
+        return os.path.normpath(Path(folder).expanduser())
+    except RuntimeError:
+        return folder
 
 
 def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, str]]) -> Resolved:

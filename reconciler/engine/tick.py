@@ -1,10 +1,13 @@
-"""One tick up to the plan: load -> desired -> observe -> lanes -> budget policy -> plan -> dispatch.
+"""One tick up to the plan: load -> desired -> ingest -> observe -> lanes -> budget policy -> plan -> dispatch.
 
 Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
 dry-run prints is exactly what an apply would do: the observe step (engine/observe.py)
 is the tick's only reader, of the host (programs and workdirs included, resolved into
 the desired launches) and of the state directory (restart history and the budget
-policy's memory, which apply writes back).
+policy's memory, which apply writes back). Before it, tenants with a budget.yaml ingest
+the runtimes' usage files from their cursors (engine/ingest.py): an applying tick writes
+the usage records, the ledger and the moved cursors; a dry-run reads the same bytes,
+writes nothing, and hands the readings it would have written to the plan.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from reconciler.core.dispatch import plan_dispatch
 from reconciler.core.health import Health
 from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
 from reconciler.core.plan import ActionKind, Plan
-from reconciler.core.planner import PlanOptions, plan
+from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
+from reconciler.core.traces import scope_attrs
+from reconciler.drivers import telemetry
 from reconciler.engine.memo import LastResult
-from reconciler.engine.observe import StoredState, observe_tick
+from reconciler.engine.observe import StoredState, observe_screens, observe_tick
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import ObservedFleet, Resolved
+from reconciler.model.usage import UsageSignal
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
 
@@ -40,6 +46,7 @@ class TickInputs:
     allow_mass_stop: bool = False
     down: bool = False  # `fleet down`: desire no agents at all for the tenants in scope
     revision: str | None = None  # the spec revision, when the specs are a copy outside Git (a tenant user's run)
+    dry_run: bool = False  # ingest reads but writes nothing (no usage record, ledger line or cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +79,21 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     desired = _desired(repo, inputs)
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
+    scope = scope_attrs(inputs.host, desired.tenants)
+    step = telemetry.start("observe", scope)  # a child of the run's span; nothing nests in it (a no-op while off)
+    fresh, ingest_problems = _ingest(repo, desired, inputs, at, budgeted)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
+    step.end()
+    if fresh and inputs.dry_run:  # what an apply would have written, and then read
+        from reconciler.drivers.usage import aged  # noqa: PLC0415
+
+        observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
+    step = telemetry.start("plan", scope)
     desired = _resolved(desired, observed.resolved)
     lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
     desired = with_workers(desired, lanes)
+    if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
+        observed = replace(observed, screens=observe_screens(panes))
     held = {(t, a.agent): task for t, tl in lanes.tenants.items() for task, a in tl.memory.assignments.items()}
     budget = _budget(repo, desired, observed, stored, at, budgeted, held)
     lanes = settle(lanes, budget)
@@ -88,7 +106,9 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
         result = replace(result, dispatches=dispatches,
                          lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
-    problems = (*observed.problems, *stored.problems)
+    step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})
+    step.end()
+    problems = (*ingest_problems, *observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
 
 
@@ -110,6 +130,21 @@ def _desired(repo: FleetRepo, inputs: TickInputs) -> DesiredFleet:
 def _resolved(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
     """resolve_desired, or (same desired object, equal host facts) the result of last time."""
     return _RESOLVED.get(desired, resolved, lambda: resolve_desired(desired, resolved))
+
+
+def _ingest(repo: FleetRepo, desired: DesiredFleet, inputs: TickInputs, now: datetime,
+            budgeted: list[str]) -> tuple[dict[tuple[str, str], UsageSignal], list[str]]:
+    """Usage from the runtimes' own files, for the budgeted tenants (engine/ingest.py)."""
+    if not budgeted:
+        return {}, []
+    from reconciler.engine.ingest import ingest_tick  # noqa: PLC0415  (only for tenants with a budget)
+
+    try:
+        return ingest_tick(repo, desired, inputs.state_dir, now, host=inputs.host, tenants=budgeted,
+                           commit=not inputs.dry_run)
+    except OSError as exc:  # a full disk or a read-only state dir: the tick goes on with the last records
+        return {}, [f"usage ingest failed ({exc.strerror or exc}); the budget policy uses the records already "
+                    "in the state directory"]
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,

@@ -15,8 +15,10 @@ event -> state and ack) and rewrites `$FLEET_STATE_DIR/<tenant>/heartbeats/<agen
 atomically (temporary file + rename) holding a `flock` on the heartbeats folder, so
 concurrent hooks never lose an ack. It runs on every tool call and every two seconds, so it imports only the standard
 library, none of the reconciler's modules (drivers/files.py alone costs ~25 ms of
-imports; its `write_atomic` is mirrored in `_write_atomic`). It must never break the
-runtime: every error ends in exit status 0 and one line on stderr.
+imports; its `write_atomic` is mirrored in `_write_atomic`); only a call that changes
+the state in a pane with FLEET_TRACEPARENT loads hooks/hook_trace.py, for a span in the
+run's trace. It must never break the runtime: every error ends in exit status 0 and one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ MAX_INPUT_BYTES = 1 << 20
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "env"})
 _TRAILER = re.compile(r"\[fleet:(msg-[0-9a-fA-F]+)\]")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+#: A Codex thread id as `notify` gives it (a UUID); anything else is not recorded.
+_THREAD = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+#: How many of a Codex runtime's latest thread ids the record keeps: besides the agent's
+#: conversation, Codex 0.169.0 runs a short side thread per turn (the session's title),
+#: which also calls `notify`; the observe step keeps the one with a rollout file.
+MAX_THREADS = 8
 #: Claude Code notification types that mean a person must answer before work goes on.
 WAITING_NOTIFICATIONS = frozenset({"permission_prompt", "elicitation_dialog"})
 
@@ -52,7 +60,22 @@ CLAUDE_STATES: Mapping[str, str | None] = {
     "Stop": "idle",
     "SessionEnd": "idle",
     "Notification": None,  # decided by its type, see `transition`
+    "StopFailure": "idle",  # a turn ended on an API error; `held_by` says whether it holds the agent
 }
+#: Claude Code `StopFailure` errors (2.1.328's enum) the runtime cannot get past by itself:
+#: the agent is `waiting` with `held` set to the kind. Other errors (overloaded,
+#: server_error, ...) end the turn as `idle`: the next message may well succeed.
+HELD_ERRORS: Mapping[str, str] = {
+    "authentication_failed": "auth",
+    "oauth_org_not_allowed": "auth",
+    "account_on_hold": "auth",
+    "verification_required": "auth",
+    "billing_error": "usage-limit",
+    "rate_limit": "usage-limit",
+}
+#: Events after which a held agent is no longer held: a new turn, a turn that completed,
+#: a new runtime. Anything else (a status-line tick, Claude's idle reminder) keeps it held.
+CLEARS_HELD = frozenset({"SessionStart", "UserPromptSubmit", "Stop", "launch", "agent-turn-complete"})
 #: Codex `notify` type -> state.
 CODEX_STATES: Mapping[str, str | None] = {
     "agent-turn-complete": "idle",
@@ -110,6 +133,25 @@ def transition(source: str, event: Mapping[str, object]) -> tuple[str | None, st
     return None, None
 
 
+def held_by(source: str, event: Mapping[str, object]) -> tuple[str, str] | None:
+    """(kind, the runtime's words) when `event` is a failure that holds the agent, else None.
+
+    >>> held_by("claude", {"hook_event_name": "StopFailure", "error": "authentication_failed",
+    ...                    "last_assistant_message": "Invalid API key · Fix external API key"})
+    ('auth', 'authentication_failed: Invalid API key · Fix external API key')
+    >>> held_by("claude", {"hook_event_name": "StopFailure", "error": "overloaded"}) is None
+    True
+    """
+    if source != "claude" or event.get("hook_event_name") != "StopFailure":
+        return None
+    error = str(event.get("error") or "")
+    kind = HELD_ERRORS.get(error)
+    if kind is None:
+        return None
+    words = event.get("last_assistant_message") or event.get("error_details")
+    return kind, f"{error}: {words}"[:300] if isinstance(words, str) and words else error
+
+
 def _notification_state(event: Mapping[str, object]) -> str | None:
     """A permission or dialog prompt is `waiting`; Claude Code's idle reminder is `idle`.
 
@@ -143,6 +185,8 @@ def next_heartbeat(
     value on a tick, `since` is when the current state began (a tick keeps it) and
     `event_ts` when the runtime last sent an event that was not a tick, so a reader can
     tell "working for 20 minutes without an event" from "working, just ticked".
+    A failure that holds the agent (`held_by`) makes it `waiting` with `held` (the kind)
+    and `reason` (the runtime's words), kept until an event of `CLEARS_HELD`.
 
     >>> ident = {"FLEET_TENANT": "t", "FLEET_AGENT": "a", "FLEET_HOST": "h", "FLEET_MODEL": "opus"}
     >>> first = next_heartbeat(None, "claude", {"hook_event_name": "UserPromptSubmit",
@@ -152,11 +196,24 @@ def next_heartbeat(
     >>> tick = next_heartbeat(first, "statusline", {}, ident, 42, 60.0)
     >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"], tick["event_ts"]
     (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z', '1970-01-01T00:00:00Z')
+    >>> held = next_heartbeat(tick, "claude", {"hook_event_name": "StopFailure", "error": "rate_limit"}, ident, 42, 90.0)
+    >>> held["state"], held["held"], held["reason"]
+    ('waiting', 'usage-limit', 'rate_limit')
+    >>> still = next_heartbeat(held, "claude", {"hook_event_name": "Notification", "notification_type": "idle_prompt"},
+    ...                        ident, 42, 99.0)
+    >>> still["state"], still["held"], next_heartbeat(still, "claude", {"hook_event_name": "Stop"}, ident, 42, 120.0)["held"]
+    ('waiting', 'usage-limit', None)
     """
     prev = previous or {}
     state, acked = transition(source, event)
     prev_state = prev.get("state") if prev.get("state") in ("idle", "working", "waiting") else None
     new_state = state or prev_state or "idle"
+    name = {"claude": event.get("hook_event_name"), "codex-notify": event.get("type")}.get(source, source)
+    held = held_by(source, event)
+    if held is None and name not in CLEARS_HELD and isinstance(prev.get("held"), str):
+        held = (str(prev["held"]), str(prev.get("reason") or ""))
+    if held is not None:
+        new_state = "waiting"
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     since = prev.get("since") if new_state == prev_state and isinstance(prev.get("since"), str) else ts
     seq = prev.get("seq")
@@ -171,7 +228,26 @@ def next_heartbeat(
         "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
         "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],
         "runtime_model": _runtime_model(event) or prev.get("runtime_model"),
+        "held": held[0] if held else None,
+        "reason": held[1] if held else None,
+        "threads": _threads(prev.get("threads"), event.get("thread-id") if source == "codex-notify" else None),
     }
+
+
+def _threads(kept: object, thread: object) -> list[str]:
+    """The record's Codex thread ids, oldest first, with `thread` moved to the end (the
+    latest MAX_THREADS, distinct). The observe step resumes the newest one whose rollout
+    file says it is this agent's conversation (engine/observe.py).
+
+    >>> _threads(["a1b2c3d4-0000-7000-8000-000000000001"], "a1b2c3d4-0000-7000-8000-000000000002")[-1][-1]
+    '2'
+    >>> _threads(None, "not a uuid"), _threads("junk", None)
+    ([], [])
+    """
+    found = [t for t in kept if isinstance(t, str) and _THREAD.match(t)] if isinstance(kept, list) else []
+    if isinstance(thread, str) and _THREAD.match(thread):
+        found = [t for t in found if t != thread] + [thread]
+    return found[-MAX_THREADS:]
 
 
 def _usage(event: Mapping[str, object]) -> dict[str, int] | None:
@@ -248,8 +324,10 @@ def _read_event(source: str, argv: Sequence[str]) -> dict[str, object]:
     return doc
 
 
-def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None) -> dict[str, object]:
-    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it.
+def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None,
+                 seen: dict[str, object] | None = None) -> dict[str, object]:
+    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it
+    (and, into `seen`, the previous record's `state`).
 
     The lock is held for one read and one small write (about a millisecond), so the
     tenant's agents sharing it do not wait on each other noticeably.
@@ -273,6 +351,8 @@ def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str
         except (OSError, ValueError):
             previous = None
         record = next_heartbeat(previous if isinstance(previous, dict) else None, source, event, env, pid, time.time())
+        if seen is not None:
+            seen["state"] = previous.get("state") if isinstance(previous, dict) else None
         _write_atomic(path, json.dumps(record) + "\n")
         return record
     finally:
@@ -330,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args[0] if args else ""
     event: dict[str, object] = {}
     record: dict[str, object] | None = None
+    seen: dict[str, object] = {}
     if source == "launch":
         return launch(args[1:])
     try:
@@ -337,7 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LookupError(f"usage: {PROG} claude|statusline|codex-notify [JSON] | launch -- ARGV; "
                               f"got {source or 'nothing'}")
         event = _read_event(source, args[1:])
-        record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent))
+        record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent), seen)
+        if record["state"] != seen.get("state") and os.environ.get("FLEET_TRACEPARENT"):
+            from reconciler.hooks.hook_trace import trace_state  # noqa: PLC0415  (only on a change, traced)
+
+            trace_state(record, seen.get("state"), os.environ)
     except Exception as exc:  # never break the runtime that called us
         print(f"{PROG}: {exc}", file=sys.stderr)
     if source == "statusline":

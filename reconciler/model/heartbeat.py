@@ -49,7 +49,15 @@ def parse_heartbeat(text: str) -> Heartbeat:
         usage=_usage(record.get("usage")),
         event=_optional_str(record.get("event")),
         event_ts=_optional_ts(record.get("event_ts")),
+        held=_optional_str(record.get("held")) if record["state"] == "waiting" else None,
+        reason=_optional_str(record.get("reason")),
+        threads=_threads(record.get("threads")),
     )
+
+
+def _threads(value: object) -> tuple[str, ...]:
+    """The record's Codex thread ids (strings only; anything else reads as none)."""
+    return tuple(t for t in value if isinstance(t, str) and t)[-16:] if isinstance(value, list) else ()
 
 
 def _optional_str(value: object) -> str | None:

@@ -46,6 +46,8 @@ class StateLayout:
         Entry("usage_record", "<tenant>/usage/<account>.json", "an account's usage (set-usage, ingest)"),
         Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
         Entry("ledger", "<tenant>/ledger.jsonl", "the spend ledger, append-only"),
+        Entry("ingest_cursors", "<tenant>/ingest/cursors.json", "how far each runtime usage file was read, and its sums"),
+        Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
         Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
@@ -85,6 +87,12 @@ class StateLayout:
 
     def ledger(self, tenant: str) -> Path:
         return self.tenant(tenant) / "ledger.jsonl"
+
+    def ingest_cursors(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "ingest" / "cursors.json"
+
+    def ingest_keys(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "ingest" / "claude-keys"
 
     def audit(self, tenant: str) -> Path:
         return self.tenant(tenant) / "audit.jsonl"

@@ -139,9 +139,16 @@ class Heartbeat:
     #: runtime last sent an event that was not a status-line tick.
     event: str | None = None
     event_ts: datetime | None = None
+    #: With state `waiting`: a failure the runtime cannot get past by itself (`auth`,
+    #: `usage-limit`), and the runtime's own words for it (docs/runtimes.md, Held failures).
+    held: str | None = None
+    reason: str | None = None
     #: `pid` and its ancestors as the observe step found them in /proc (only for records
     #: with an `event`): () when the process is gone, None when not looked at.
     lineage: tuple[int, ...] | None = None
+    #: Codex thread ids the runtime named in its `notify` events, oldest first (fleet-hook
+    #: keeps the last few): the observe step reads its conversation back from them.
+    threads: tuple[str, ...] = ()
 
 
 #: What a workdir that does not exist on this host becomes: the user's home.
@@ -174,6 +181,10 @@ class Resolved:
     #: (tenant, agent) -> the agent's conversation as kept in the state directory, for a
     #: runtime whose session id the fleet fixes (Claude Code): absent, the core's default.
     conversations: Mapping[tuple[str, str], Conversation] = field(default_factory=dict)
+    #: (tenant, agent, adapter) -> the session id read back from a runtime that picks its
+    #: own (Codex: the agent's thread, whose rollout file names it and the agent's
+    #: workdir); a start of that adapter resumes it. Absent: a new session.
+    read_back: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
 
     def launch(self, launch: LaunchSpec) -> LaunchSpec:
         """`launch` as it runs on this host; the spec hash is left as it is.
@@ -233,6 +244,9 @@ class ObservedFleet:
     problems: tuple[str, ...] = ()
     usage: Mapping[tuple[str, str], UsageSignal] = field(default_factory=dict)  # (tenant, account)
     resolved: Resolved = field(default_factory=Resolved)  # programs and workdirs of this host
+    #: The visible text of the panes of agents that were already unhealthy, by (tenant,
+    #: agent): read only for them (engine/observe.py `observe_screens`), so a dialog can be named as the reason.
+    screens: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     def session(self, socket: SocketKey, name: str) -> ObservedSession | None:
         snap = self.sockets.get(socket)

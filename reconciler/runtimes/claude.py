@@ -26,7 +26,7 @@ from reconciler.runtimes.base import (
 
 #: Every hook event fleet-hook maps (hooks/fleet_hook.py, CLAUDE_STATES).
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification",
-               "Stop", "SubagentStop", "SessionEnd")
+               "Stop", "StopFailure", "SubagentStop", "SessionEnd")
 #: Events whose hooks take a tool matcher.
 TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse"})
 COMPACT_WINDOW = 200_000

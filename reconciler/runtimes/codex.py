@@ -12,6 +12,7 @@ The merge uses tomlkit, so the user's comments, order and other keys survive.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,62 @@ MODEL_UPGRADES = {
 #: the vendor: an agent must not update itself nor leave processes behind, so it is
 #: switched off per launch (measured: with it, no daemon and no `packages/` appear).
 NO_DAEMON = ("-c", "features.daemon_auto_start=false")
+
+#: HTTP statuses and `codex_error_info` kinds of a failed turn that hold the agent.
+HELD_STATUSES = {401: "auth", 403: "auth", 429: "usage-limit"}
+HELD_ERROR_KINDS = {"usage_limit_exceeded": "usage-limit", "unauthorized": "auth"}
+
+
+def turn_failure(text: str) -> tuple[str, str, str] | None:
+    """(held kind, Codex's words, the event's timestamp) when the last turn in a rollout's
+    text ended on a failure that holds the agent; None when it did not, or a turn began since.
+
+    Codex 0.169.0 runs no `notify` for a failed turn (measured against the fake answering
+    401 and 429): the only record is its rollout's `task_complete` event with an `error`
+    (`codex_error_info` {"http_connection_failed": {"http_status_code": 401}}, or
+    {"response_too_many_failed_attempts": {"http_status_code": 429}} after its retries).
+
+    >>> line = ('{"timestamp":"2026-12-06T04:50:57.849Z","type":"event_msg","payload":{"type":"task_complete",'
+    ...         '"error":{"message":"unexpected status 401 Unauthorized","codex_error_info":'
+    ...         '{"http_connection_failed":{"http_status_code":401}}}}}')
+    >>> turn_failure(line)
+    ('auth', 'unexpected status 401 Unauthorized', '2026-12-06T04:50:57.849Z')
+    >>> turn_failure(line + chr(10) + '{"type":"event_msg","payload":{"type":"task_started"}}') is None
+    True
+    """
+    last: dict[str, object] | None = None
+    for raw in text.splitlines():
+        if '"task_complete"' not in raw and '"task_started"' not in raw:
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue  # the tail's first line may be cut
+        payload = record.get("payload") if isinstance(record, dict) else None
+        if isinstance(payload, dict) and payload.get("type") in ("task_complete", "task_started"):
+            last = {**payload, "timestamp": record.get("timestamp")}
+    error = last.get("error") if last and last.get("type") == "task_complete" else None
+    if not isinstance(error, dict):
+        return None
+    kind = _held_kind(error.get("codex_error_info"))
+    if kind is None or not isinstance(last, dict) or not isinstance(last.get("timestamp"), str):
+        return None
+    return kind, str(error.get("message") or "")[:300], str(last["timestamp"])
+
+
+def _held_kind(info: object) -> str | None:
+    """The held kind in a `codex_error_info` (a kind name, or {kind: {http_status_code}})."""
+    if isinstance(info, str):
+        return HELD_ERROR_KINDS.get(info)
+    if not isinstance(info, dict):
+        return None
+    for kind, detail in info.items():
+        if kind in HELD_ERROR_KINDS:
+            return HELD_ERROR_KINDS[kind]
+        status = detail.get("http_status_code") if isinstance(detail, dict) else None
+        if isinstance(status, int) and status in HELD_STATUSES:
+            return HELD_STATUSES[status]
+    return None
 
 
 def merge_codex_config(current: str | None, workdir: str, trust: bool, model: str, notify: list[str]) -> str:
@@ -98,8 +155,9 @@ class CodexAdapter:
 
     name = "codex"
     deliver = Deliver.PASTE_ACK_ON_TURN_END
-    #: Codex 0.169.0 has no flag to start on a given session id (`codex resume ID` only
-    #: resumes an id Codex chose), so the fleet does not name or resume its sessions yet.
+    #: Codex 0.169.0 has no flag to start on a given session id (it picks its own), so the
+    #: fleet does not name it: it reads the id back (the thread its `notify` names, whose
+    #: rollout file holds the agent's workdir; engine/observe.py) and resumes that.
     fixes_session = False
 
     def codex_home(self, run: AgentRun, paths: RuntimePaths) -> Path:
@@ -120,9 +178,17 @@ class CodexAdapter:
         return files
 
     def launch(self, run: AgentRun, paths: RuntimePaths) -> Launch:
-        """A fresh session on every start: `fixes_session` is False, so `run.resume` is never
-        set for Codex, and `codex resume --last` could pick another agent's session."""
+        """`codex resume ID` when the observe step read this agent's thread back (the earlier
+        turns are sent again, on `--model`: measured with 0.169.0), else a new session.
+        Never `resume --last`: it could pick another agent's session.
+
+        >>> paths = RuntimePaths(Path("/h"), Path("/s"), "fleet-hook", "codex")
+        >>> run = AgentRun("t", "h", "a", "gpt-5.5", Path("/w"), "01a249b6-a332-7350-b445-9998cb79cd53", resume=True)
+        >>> CodexAdapter().launch(run, paths).argv[3:7]
+        ('codex', 'resume', '01a249b6-a332-7350-b445-9998cb79cd53', '--model')
+        """
         persona = ("-c", f"model_instructions_file={self.persona_path(run, paths)}") if run.persona else ()
         env = identity_env(run, paths)  # CODEX_HOME only as the agent's own env sets it: Codex defaults to ~/.codex
-        argv = (paths.hook, "launch", "--", paths.binary, "--model", run.model, *NO_DAEMON, *persona)
+        resume = ("resume", run.session_id) if run.resume and run.session_id else ()
+        argv = (paths.hook, "launch", "--", paths.binary, *resume, "--model", run.model, *NO_DAEMON, *persona)
         return Launch(argv, env)

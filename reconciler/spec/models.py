@@ -41,6 +41,7 @@ RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
 #: A git branch name, with `{placeholders}` to fill in.
 BRANCH_PATTERN = r"^[A-Za-z0-9{}][A-Za-z0-9._/{}-]*$"
+SHARE_PATTERN = r"^\d+(?:\.\d+)?%$"
 #: Paths and environment values: no C0 control character (newline, tab, escape...) nor DEL.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 #: Text people read (aliases, titles): no C1 control either (U+009B is a terminal's CSI),
@@ -464,6 +465,53 @@ class Account(Strict):
         return self
 
 
+def parse_fraction(value: object) -> float:
+    """A share of an account's limit: `5%`, or a fraction from 0 to 1 (`0.05`).
+
+    >>> parse_fraction("5%"), parse_fraction(0.02), parse_fraction("12.5%")
+    (0.05, 0.02, 0.125)
+    """
+    if isinstance(value, str) and re.fullmatch(SHARE_PATTERN, value.strip()):
+        fraction = float(value.strip()[:-1]) / 100
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        fraction = float(value)
+        if fraction > 1:
+            raise ValueError(f"{value!r} is more than 1; write a percentage such as {value:g}% or a fraction such as "
+                             f"{value / 100:g}")
+    else:
+        raise ValueError(f"{value!r} is not a share; write a percentage such as 5% or a fraction such as 0.05")
+    if not 0 <= fraction < 1:
+        raise ValueError(f"{value!r} must be at least 0% and below 100%")
+    return round(fraction, 6)
+
+
+def format_fraction(value: float) -> str:
+    """A fraction as budget.yaml spells it: `0.05` -> `5%`."""
+    return f"{value * 100:g}%"
+
+
+Share = Annotated[
+    float,
+    BeforeValidator(parse_fraction),
+    PlainSerializer(format_fraction, return_type=str),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": SHARE_PATTERN},
+                              {"type": "number", "minimum": 0, "exclusiveMaximum": 1}], "examples": ["5%"]}),
+]
+
+
+class Policy(Strict):
+    """Tuning of the budget policy (core/pace.py `Tuning`); the defaults are its values."""
+
+    tolerance: Share = Field(default=0.05, description="How far ahead of the even line an account may be and still "
+                             "count as on pace.")
+    margin: Share = Field(default=0.05, description="How far under the allowed line usage must be before agents "
+                          "return up the ladder.")
+    reserve: Share = Field(default=0.02, description="Kept back at the top of every window: at 100% minus this, the "
+                           "window is spent and every worker on it is queued.")
+    hysteresis: Duration = Field(default=timedelta(minutes=30), description="The least time between two model "
+                                 "changes of one agent, down or back up.")
+
+
 class Budget(Document):
     kind: Literal["Budget"]
     tenant: Name
@@ -473,6 +521,7 @@ class Budget(Document):
     )
     accounts: list[Account] = Field(default_factory=list)
     concurrency: Annotated[int, Field(ge=1)] | None = None
+    policy: Policy = Field(default_factory=Policy)
 
 
 # --- tenants/<tenant>/tasks.yaml --------------------------------------------------------

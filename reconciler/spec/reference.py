@@ -49,6 +49,7 @@ VALUE_TYPES = {
     TASK_ID_PATTERN: ("id", "letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 40"),
     models.BRANCH_PATTERN: ("branch template", "a git branch name (letters, digits, `.` `_` `/` `-`) with `{agent}`, `{task}`, `{lane}` placeholders"),
     models.ENV_NAME_PATTERN: ("variable name", "letters, digits and `_`, not starting with a digit; at most 128"),
+    models.SHARE_PATTERN: ("percentage", "a share of an account's limit: `5%`, `12.5%`; at least 0%, below 100%"),
     models.DURATION_PATTERN: ("duration", "numbers with units `w`, `d`, `h`, `m`, `s`: `90s`, `5m`, `1h30m`, `7d`; more than 0s, at most 10 years"),
     models.TEXT_PATTERN: ("line of text", "one line that people read: no control characters (C0, C1, DEL), no bidirectional overrides, no U+2028/U+2029"),
     models.LINES_PATTERN: ("lines of text", "like a line of text, but tabs and line breaks are allowed"),
@@ -70,8 +71,8 @@ NOTES = {
     "`{model}`, `{agent}`, `{tenant}`, `{role}` are filled in per argument.",
     "Role.kind": "The document's kind.",
     "Role.name": "The role's name; the file is `roles/<name>.yaml`.",
-    "Role.persona": "Who the role's agents are, in words.",
-    "Role.skills": "What the role is good at, one line each.",
+    "Role.persona": "Who the role's agents are, in words: runtimes with an adapter (claude, codex) get it as part of their system prompt; a change restarts the role's agents.",
+    "Role.skills": "What the role is good at, one line each; runtimes with an adapter get them after the persona, as a list.",
     "Role.defaults": "What the role's agents inherit: below an agent's own keys, above fleet.yaml's `defaults`.",
     "RoleDefaults.runtime": "As the agent's `runtime`.",
     "RoleDefaults.model": "As the agent's `model` (used when the agent's runtime is this runtime, or none is given).",
@@ -88,13 +89,14 @@ NOTES = {
     "Agent.runtime": "A runtime of fleet.yaml; default: the role's, else the fleet's.",
     "Agent.model": "A model on the runtime's ladder; default: the role's, else the fleet's, else the ladder's first.",
     "Agent.lane": "The lane (stream of work) an ephemeral worker serves.",
-    "Agent.workdir": "The pane's working folder: absolute, or under `~/` (the tenant user's home).",
+    "Agent.workdir": "The pane's working folder: absolute, or under `~/` (the tenant user's home); absent: that home.",
     "Agent.host": "Overrides the roster's `host`.",
     "Budget.kind": "The document's kind.",
     "Budget.tenant": "Must equal the folder name, `tenants/<tenant>/`.",
     "Budget.pacing": "`even-spread` keeps each account on its even pace; `rapid` spends ahead and needs `authorized_by`.",
     "Budget.accounts": "The provider accounts the tenant's agents spend; names are unique.",
     "Budget.concurrency": "At most this many agents running at once (core agents always run; workers queue).",
+    "Budget.policy": "Tuning of the pacing policy (see below the tables); absent: today's values.",
     "Account.name": "The account's name, unique in the tenant (usage records are `usage/<name>.json`).",
     "Account.provider": "Who sells it, e.g. `anthropic`, `openai`.",
     "Account.runtime": "The runtime of fleet.yaml whose agents spend this account.",
@@ -232,6 +234,8 @@ def describe_default(field: FieldInfo) -> str:
         return "absent"
     if isinstance(value, timedelta):
         return f"`{format_duration(value)}`"
+    if any(getattr(m, "func", None) is models.format_fraction for m in field.metadata):
+        return f"`{models.format_fraction(value)}`"
     if isinstance(value, BaseModel):
         return "its defaults"
     if isinstance(value, (list, dict)) and not value:

@@ -25,6 +25,10 @@ SYMBOL = {
 }
 
 
+#: Verdicts the plan lists under its actions: agents it leaves alone on purpose.
+HELD_STYLE = {"waiting": ("‖ waiting ", "yellow"), "missing": ("! missing ", "red")}
+
+
 def action_line(action: Action) -> str:
     sym, colour = SYMBOL[action.kind]
     model = f" ({action.model})" if action.model else ""
@@ -66,6 +70,11 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
             console.print("    " + action_line(action), highlight=False)
     for wait in plan.waits:
         console.print(f"[yellow]… waiting[/] [bold]{escape(wait.tenant)}/{escape(wait.agent)}[/]: {escape(wait.message)}", highlight=False)
+    for health in plan.health:
+        if health.health in HELD_STYLE:  # not started or not restarted, and why (not an action)
+            label, colour = HELD_STYLE[health.health]
+            console.print(f"[{colour}]{label}[/] [bold]{escape(health.tenant)}/{escape(health.agent)}[/]: "
+                          f"{escape(health.message)}", highlight=False)
     for d in plan.dispatches:
         console.print(f"[cyan]> brief[/]    [bold]{escape(d.tenant)}/{escape(d.agent)}[/]: task {escape(d.task)} "
                       f"(message {d.message}, attempt {d.attempt}): {escape(d.reason)}", highlight=False)

@@ -484,3 +484,25 @@ def test_a_worker_session_of_an_unknown_model_is_a_spec_change() -> None:
     p = plan(fleet_of(), observed(odd, *others), NOW, PlanOptions(budget=budget_plan([sig("claude-max-1", 0.6)])))
     action = next(a for a in p.actions if a.agent == "coder-a")
     assert (action.kind, action.reason.rule, action.model) == (ActionKind.RESTART, "spec-changed", "sonnet")
+
+
+def test_budget_yaml_policy_defaults_are_todays_tuning() -> None:
+    from reconciler.core.pace import Tuning  # noqa: PLC0415
+    from reconciler.spec.models import Policy  # noqa: PLC0415
+
+    assert Tuning.of(Policy()) == Tuning()
+
+
+def test_budget_yaml_policy_moves_the_pace() -> None:
+    """Half the window gone, 58% used: over pace with the 5% tolerance, on pace with 10%."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from reconciler.core.pace import PaceState, Tuning, account_pace  # noqa: PLC0415
+    from reconciler.model.usage import UsageSignal  # noqa: PLC0415
+    from reconciler.spec.models import Account, Policy  # noqa: PLC0415
+
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    account = Account(name="a", provider="p", runtime="codex", regime="subscription", window=timedelta(days=7))
+    signal = UsageSignal("t", "a", 0.58, None, now + timedelta(days=3.5), timedelta(days=7), "provider", "codex-rollout", now)
+    assert account_pace(account, signal, now, Tuning.of(Policy())).state is PaceState.OVER
+    assert account_pace(account, signal, now, Tuning.of(Policy(tolerance="10%"))).state is PaceState.ON  # type: ignore[arg-type]

@@ -207,7 +207,7 @@ def test_rows_are_deterministic_and_json_keys_stable() -> None:
     keys = {tuple(row_json(r)) for r in first}
     assert keys == {("agent", "tenant", "host", "lifecycle", "socket", "tmux", "systemd", "unit", "unit_enabled", "pid",
                      "attached", "idle_s", "heartbeat_age_s", "heartbeat_state", "ack", "model", "model_source",
-                     "desired_model", "health", "health_message", "planned", "drift")}
+                     "desired_model", "health", "reason", "health_message", "planned", "drift")}
 
 
 def _mixed() -> ObservedFleet:

@@ -373,6 +373,17 @@ def test_tilde_workdir_is_the_users_home(tmux_socket: SocketKey, tmp_path: Path)
 
 
 @pytest.mark.tmux
+def test_no_workdir_is_the_users_home_not_where_fleet_runs(tmux_socket: SocketKey, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant user's run works in a private copy of the specs that is gone afterwards."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.json"
+    spawn_sessions([launch(tmux_socket, "nowhere", (sys.executable, "-c", DUMP, str(out)))])
+
+    assert wait_for_json(out)["cwd"] == str(Path.home())
+
+
+@pytest.mark.tmux
 def test_missing_workdir_falls_back_to_our_cwd(tmux_socket: SocketKey, tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     argv = (sys.executable, "-c", DUMP, str(out))

@@ -30,6 +30,7 @@ from tests.e2e.repos import EXAMPLES, example_repo
 from tests.plugins.git_remote import git, isolate_git
 from tests.plugins.systemd_user import SystemdUser
 from tests.plugins.tmux_server import retry_until
+from tests.spec.test_examples import STARTER_ROLES
 
 SLEEP = "MOSAIC_AGENT_COMMAND=sleep 600"
 ENTRY = "reconciler.cli"
@@ -296,7 +297,9 @@ def test_init_creates_a_valid_committed_repository(example: str, tmp_path: Path,
     result = fleet("init", str(dest), "--example", example)
     assert result.returncode == 0, result.stderr
 
-    assert load_repo(dest).ok
+    loaded = load_repo(dest)
+    assert loaded.ok
+    assert set(loaded.roles) >= STARTER_ROLES, "every new repository starts with the starter role library"
     assert validate(dest).returncode == 0
     assert git(dest, "status", "--porcelain") == ""
     assert git(dest, "rev-parse", "--abbrev-ref", "HEAD") == "main"
@@ -319,6 +322,15 @@ def test_init_without_a_git_identity_commits_as_fleet_init(tmp_path: Path, git_h
     host = socket.gethostname()
     assert git(dest, "log", "--format=%an <%ae>") == f"fleet init <fleet@{host}>"
     assert sorted(p.name for p in (dest / "tenants").iterdir()) == ["demo"]  # minimal by default
+
+
+def test_init_no_roles_leaves_the_library_out(tmp_path: Path, git_home: Path) -> None:
+    dest = tmp_path / "fleet"
+    result = fleet("init", str(dest), "--no-roles")
+    assert result.returncode == 0, result.stderr
+    assert not (dest / "roles").exists() and "starter role library" not in result.stdout
+    seeded = fleet("init", str(tmp_path / "seeded"))
+    assert f"added the starter role library to {tmp_path / 'seeded' / 'roles'}: board, code-review" in seeded.stdout
 
 
 def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path, git_home: Path) -> None:

@@ -37,7 +37,7 @@ HOST = "demo"
 AGENTS = ("enhancer", "orchestrator")
 PS_KEYS = ["agent", "tenant", "host", "lifecycle", "socket", "tmux", "systemd", "unit", "unit_enabled", "pid",
            "attached", "idle_s", "heartbeat_age_s", "heartbeat_state", "ack", "model", "model_source",
-           "desired_model", "health", "health_message", "planned", "drift"]
+           "desired_model", "health", "reason", "health_message", "planned", "drift"]
 
 
 def verbs_module() -> str:

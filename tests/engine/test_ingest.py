@@ -151,8 +151,12 @@ def test_heartbeat_deltas(world: World, case: GrowthCase) -> None:
 
 
 def test_a_grown_codex_session_books_only_the_growth(world: World, tmp_path: Path) -> None:
+    """Codex appends a later `token_count`: only the appended line is read (the cursor)."""
     ingest(world)
-    samples.write_codex_home(tmp_path / "codex", total=(60000, 30000, 3000, 900))
+    rollout = next((tmp_path / "codex" / "sessions").rglob(f"*{samples.CODEX_SESSION}.jsonl"))
+    grown = samples.current_rollout((60000, 30000, 3000, 900)).splitlines()[4]
+    with rollout.open("a") as handle:
+        handle.write(grown + "\n")
     (result,) = ingest(world).tenants
     assert [(e.source, e.tokens, e.total_tokens) for e in result.ledger] == [("codex-rollout", 12900, 63000)]
 

@@ -45,6 +45,7 @@ ALLOWED = {
     ("drivers/reports.py", "record_report"): "the empty lock file beside an agent's reports (flock only; the reports go through write_atomic)",
     ("drivers/ledger.py", "update_ledger"): "append-only log: one write of whole lines",
     ("drivers/audit.py", "_append_lines"): "append-only log: one write per record",
+    ("drivers/ingest_cursors.py", "append_keys"): "append-only index: one write of whole lines",
     ("engine/delegate.py", "staged_specs"): "copies into a fresh private temp folder, removed after the run",
 }
 #: Not atomic yet: none left.

@@ -242,3 +242,15 @@ def end_leftovers(root: Path, seconds: float = 15.0) -> dict[int, str]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def codex_rate_headers(used_percent: float, resets_at: int) -> dict[str, str]:
+    """The rate-limit headers Codex reads from a Responses API answer (names found in the
+    0.169.0 binary; it copies them into its rollout's `token_count` events as
+    `rate_limits`): both windows, primary 5 h and secondary 7 d, at the same use."""
+    headers = {}
+    for window, minutes in (("primary", 300), ("secondary", 10080)):
+        headers |= {f"x-codex-{window}-used-percent": f"{used_percent:.1f}",
+                    f"x-codex-{window}-window-minutes": str(minutes),
+                    f"x-codex-{window}-reset-at": str(resets_at)}
+    return headers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,12 @@ def test_codex_launch(tmp_path: Path) -> None:
                            "-c", "features.daemon_auto_start=false", "-c", f"model_instructions_file={persona}")
     assert "CODEX_HOME" not in launch.env and launch.env["FLEET_MODEL"] == "gpt-5.5"  # the agent's env has it
     run, paths = make(tmp_path, resume=True, persona=None)
-    # never `resume --last` (it may pick another agent's session in a shared CODEX_HOME)
-    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "--model", "opus",
+    # the thread read back is resumed by its id, never `resume --last` (it may pick another
+    # agent's session in a shared CODEX_HOME); without an id, a new session
+    assert CodexAdapter().launch(run, paths).argv[3:] == ("claude", "resume", run.session_id, "--model", "opus",
                                                           "-c", "features.daemon_auto_start=false")
+    assert CodexAdapter().launch(replace(run, session_id=""), paths).argv[3:] == (
+        "claude", "--model", "opus", "-c", "features.daemon_auto_start=false")
     assert CodexAdapter().codex_home(run, paths) == tmp_path / "home/.codex"
 
 

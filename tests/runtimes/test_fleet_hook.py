@@ -52,6 +52,39 @@ def test_transition_table(source: str, event: dict[str, object], expected: tuple
 
 IDENT = {"FLEET_TENANT": "jarvis", "FLEET_AGENT": "coder0-0", "FLEET_HOST": "w-jarvis", "FLEET_MODEL": "opus"}
 
+#: StopFailure as Claude Code 2.1.328 sent it against the fake answering 401 (measured).
+AUTH_FAILURE = {"session_id": "d1121a89", "hook_event_name": "StopFailure", "error": "authentication_failed",
+                "last_assistant_message": "Invalid API key · Fix external API key"}
+
+
+@pytest.mark.parametrize(("error", "state", "held"), [
+    ("authentication_failed", "waiting", "auth"),
+    ("oauth_org_not_allowed", "waiting", "auth"),
+    ("billing_error", "waiting", "usage-limit"),
+    ("rate_limit", "waiting", "usage-limit"),
+    ("overloaded", "idle", None),
+    ("server_error", "idle", None),
+])
+def test_a_stop_failure_holds_the_agent_only_when_it_cannot_pass_it(error: str, state: str, held: str | None) -> None:
+    record = next_heartbeat(None, "claude", {**AUTH_FAILURE, "error": error}, IDENT, 42, 0.0)
+    assert (record["state"], record["held"]) == (state, held)
+    parsed = parse_heartbeat(json.dumps(record))
+    assert parsed.held == held and (held is None or parsed.reason == f"{error}: Invalid API key · Fix external API key")
+
+
+def test_a_hold_lasts_until_a_new_turn_or_a_new_runtime() -> None:
+    held = next_heartbeat(None, "claude", AUTH_FAILURE, IDENT, 42, 0.0)
+    for source, event in (("statusline", {}), ("claude", {"hook_event_name": "Notification",
+                                                          "notification_type": "idle_prompt"}),
+                          ("claude", {"hook_event_name": "SessionEnd"})):
+        held = next_heartbeat(held, source, event, IDENT, 42, 1.0)
+        assert (held["state"], held["held"]) == ("waiting", "auth"), (source, event)
+    for source, event in (("claude", {"hook_event_name": "UserPromptSubmit", "prompt": "again"}),
+                          ("claude", {"hook_event_name": "SessionStart"}), ("launch", {}),
+                          ("codex-notify", {"type": "agent-turn-complete"})):
+        cleared = next_heartbeat(held, source, event, IDENT, 42, 2.0)
+        assert cleared["held"] is None and cleared["reason"] is None and cleared["state"] != "waiting", source
+
 
 def test_a_sequence_of_events_carries_ack_and_since_forward() -> None:
     events = [
@@ -72,6 +105,26 @@ def test_a_sequence_of_events_carries_ack_and_since_forward() -> None:
     assert history[3]["since"] == "1970-01-01T00:00:10Z"  # working since the prompt, not the tick
     assert history[4]["usage"] == {"input_tokens": 900, "output_tokens": 40}
     assert parse_heartbeat(json.dumps(history[4])).ack == "msg-01"
+
+
+def test_codex_thread_ids_are_kept_across_events_and_restarts() -> None:
+    """The thread each `notify` names is kept (newest last, a few at most): the observe
+    step resumes the agent's conversation from them after a restart (`launch`)."""
+    main, title = "01a249b6-a332-7350-b445-9998cb79cd53", "01a249b6-a474-7850-910f-58c7af8ca795"
+    turn = {"type": "agent-turn-complete", "thread-id": main, "input-messages": ["go"]}
+    record = next_heartbeat(None, "codex-notify", turn, IDENT, 1, 0.0)
+    record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": title}, IDENT, 1, 1.0)
+    record = next_heartbeat(record, "codex-notify", turn, IDENT, 1, 2.0)
+    assert record["threads"] == [title, main]
+    record = next_heartbeat(record, "launch", {}, IDENT, 2, 3.0)
+    assert record["threads"] == [title, main], "a restart keeps them"
+    assert parse_heartbeat(json.dumps(record)).threads == (title, main)
+    ids = [f"01a249b6-0000-7000-8000-{n:012d}" for n in range(12)]
+    for thread in ids:
+        record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": thread}, IDENT, 2, 4.0)
+    assert record["threads"] == ids[-fleet_hook.MAX_THREADS:]
+    record = next_heartbeat(record, "codex-notify", {**turn, "thread-id": "../../etc"}, IDENT, 2, 5.0)
+    assert record["threads"] == ids[-fleet_hook.MAX_THREADS:], "only ids shaped like Codex's are kept"
 
 
 def test_a_damaged_previous_record_starts_over() -> None:

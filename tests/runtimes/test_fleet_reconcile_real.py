@@ -367,3 +367,130 @@ def test_claude_resumes_its_conversation_after_a_kill_and_on_a_new_model(world: 
     text = json.dumps(third.messages)
     assert "ZEBRA-17" in text and "MARK-2" in text, "the step down kept the whole conversation"
     assert (world.state / TENANT / "conversations" / "orchestrator").read_text().strip() == session
+
+
+def _status_agent(world: World, agent: str) -> dict[str, Any]:
+    text = (world.repo / "status" / HOST / f"{TENANT}.yaml").read_text()
+    doc = json.loads(text[text.index("{"):])
+    found: dict[str, Any] = next(a for a in doc["agents"] if a["name"] == agent)
+    return found
+
+
+def _ps(world: World) -> dict[str, dict[str, Any]]:
+    ps = world.fleet("ps", str(world.repo), "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+    assert ps.returncode == 0, ps.stderr
+    return {row["agent"]: row for row in json.loads(ps.stdout)}
+
+
+def _roster(world: World, old: str, new: str) -> None:
+    path = world.repo / "tenants" / TENANT / "roster.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(("status", "held", "said", "condition"), [
+    (401, "auth", "Invalid API key", "AuthFailed"),
+    (429, "usage-limit", "Request rejected (429)", "UsageLimit"),
+], ids=["401", "429"])
+def test_a_provider_refusal_holds_the_claude_agent_with_its_reason_and_no_restart_loop(
+        world: World, status: int, held: str, said: str, condition: str) -> None:
+    """The provider answers 401 (or 429): Claude Code retries, then fires `StopFailure`
+    with `error: authentication_failed` (`rate_limit`) and stays at its prompt (measured
+    with 2.1.328). fleet-hook makes that `waiting` with `held: auth` (`usage-limit`);
+    reconcile after reconcile the agent is reported waiting with the reason and never
+    restarted; a turn that succeeds once the login is fixed clears the hold."""
+    # One retry instead of Claude Code's ten (about a minute of backoff): the same event, sooner.
+    _roster(world, f"      ANTHROPIC_API_KEY: {KEY}\n", f"      ANTHROPIC_API_KEY: {KEY}\n"
+            "      CLAUDE_CODE_MAX_RETRIES: \"1\"\n")
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    world.wait_beat("orchestrator", "from Claude Code", lambda b: b.event in ("SessionStart", "statusline"))
+    world.anthropic.fail = status  # type: ignore[attr-defined]
+    pane_pid = world.pane("orchestrator", "#{pane_pid}")
+    sent = world.fleet("agent", "send", str(world.repo), "orchestrator", "Plan the week", "--host", HOST,
+                       "--state-dir", str(world.state))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    beat = world.wait_beat("orchestrator", f"held by the {status}", lambda b: b.held == held)
+    assert beat.state == "waiting" and said in (beat.reason or ""), beat
+    for _ in range(3):
+        done = world.reconcile()
+        assert done.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in done.stdout, done.stdout
+        assert f"waiting  jarvis/orchestrator: held ({held})" in done.stdout, done.stdout
+    assert world.pane("orchestrator", "#{pane_pid}") == pane_pid, "never restarted"
+    restarts = world.state / TENANT / "restarts.json"
+    assert not restarts.exists() or "orchestrator" not in restarts.read_text(), "no restart counted"
+    agent = _status_agent(world, "orchestrator")
+    healthy = next(c for c in agent["conditions"] if c["type"] == "Healthy")
+    assert agent["health"] == "waiting" and healthy["reason"] == condition, agent
+    assert said in healthy["message"]
+    row = _ps(world)["orchestrator"]
+    assert (row["health"], row["reason"], row["heartbeat_state"]) == ("waiting", held, "waiting"), row
+
+    # The login fixed: the next turn succeeds, the hold clears, the agent is healthy again.
+    world.anthropic.fail = None  # type: ignore[attr-defined]
+    _send(world, "orchestrator", "Plan the week again")
+    world.wait_beat("orchestrator", "after a good turn", lambda b: b.held is None and b.state == "idle")
+    after = world.reconcile()
+    assert after.returncode == 0 and "0 to restart" in after.stdout, after.stdout
+    assert _health(world)["orchestrator"] == "healthy"
+
+
+def test_a_claude_agent_on_its_trust_dialog_is_waiting_not_restarted(world: World) -> None:
+    """`trust_workdir: false`: Claude Code stops on its folder-trust dialog before any
+    hook fires, so no heartbeat comes; past the start-up grace the agent is silent, its
+    screen is read and the dialog named: waiting (dialog-trust), not restarted."""
+    _roster(world, "    runtime: claude\n", "    runtime: claude\n    trust_workdir: false\n")
+    fleet = world.repo / "fleet.yaml"
+    fleet.write_text(fleet.read_text().replace("startup_grace: 90s", "startup_grace: 8s"))
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert retry_until(lambda: "Yes, I trust this folder" in world.screen("orchestrator"), UP_S), \
+        world.screen("orchestrator")
+    world.wait_beat("enhancer", "from fleet-hook launch")
+    pane_pid = world.pane("orchestrator", "#{pane_pid}")
+    created = int(world.pane("orchestrator", "#{session_created}"))
+    assert retry_until(lambda: time.time() - created > 10, 30, 0.2)
+    for _ in range(3):
+        done = world.reconcile()
+        assert done.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in done.stdout, done.stdout
+        assert "waiting  jarvis/orchestrator: waiting on a dialog (dialog-trust)" in done.stdout, done.stdout
+    assert world.pane("orchestrator", "#{pane_pid}") == pane_pid, "never restarted"
+    assert world.heartbeat("orchestrator") is None, "no hook fired before the dialog"
+    row = _ps(world)["orchestrator"]
+    assert (row["health"], row["reason"]) == ("waiting", "dialog-trust"), row
+    assert "trust_workdir" in row["health_message"]
+    status = _status_agent(world, "orchestrator")
+    assert status["health"] == "waiting", status
+    assert next(c for c in status["conditions"] if c["type"] == "Healthy")["reason"] == "DialogTrust"
+    assert _ps(world)["enhancer"]["health"] == "healthy"
+
+
+def test_a_401_holds_the_codex_agent_read_from_its_rollout(world: World) -> None:
+    """Codex 0.169.0 runs no `notify` for a failed turn and stays at its prompt; the only
+    record is its rollout's `task_complete` with an `error` (http_status_code 401). The
+    observe step reads it (only rollouts changed since the agent's last event): the agent
+    is waiting (auth), never restarted; a good turn after it clears the hold."""
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    world.wait_beat("enhancer", "from fleet-hook launch")
+    assert retry_until(lambda: "? for shortcuts" in world.screen("enhancer"), UP_S), world.screen("enhancer")
+    world.openai.fail = 401  # type: ignore[attr-defined]
+    pane_pid = world.pane("enhancer", "#{pane_pid}")
+    sent = world.fleet("agent", "send", str(world.repo), "enhancer", "Review the plan", "--host", HOST,
+                       "--state-dir", str(world.state))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert retry_until(lambda: _ps(world)["enhancer"]["reason"] == "auth", UP_S, 0.5), \
+        f"{_ps(world)['enhancer']}\n{world.screen('enhancer')}"
+    row = _ps(world)["enhancer"]
+    assert row["health"] == "waiting" and "401" in row["health_message"], row
+    for _ in range(2):
+        done = world.reconcile()
+        assert done.returncode == 0 and "0 to spawn, 0 to restart, 0 to stop" in done.stdout, done.stdout
+        assert "waiting  jarvis/enhancer: held (auth)" in done.stdout, done.stdout
+    assert world.pane("enhancer", "#{pane_pid}") == pane_pid, "never restarted"
+    assert _status_agent(world, "enhancer")["health"] == "waiting"
+
+    world.openai.fail = None  # type: ignore[attr-defined]
+    _send(world, "enhancer", "Review the plan again")
+    assert retry_until(lambda: _ps(world)["enhancer"]["health"] == "healthy", UP_S, 0.5), _ps(world)["enhancer"]

@@ -7,6 +7,7 @@ rule of event-driven runtimes (docs/runtimes.md) in its cases.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def test_resolving_bakes_in_the_binaries_and_the_hook(tmp_path: Path) -> None:
     assert found.hook == "/v/bin/fleet-hook" and found.spec_hash == launch.spec_hash
 
 
-def test_a_persona_edit_changes_the_spec_hash(tmp_path: Path) -> None:
+def test_a_persona_or_skills_edit_changes_the_spec_hash(tmp_path: Path) -> None:
     def hashes(root: Path) -> dict[str, str]:
         agents = build_desired(load_repo(root), host="demo", state_dir="/s").tenants["demo"].on_host("demo")
         return {name: a.launch.spec_hash for name, a in agents.items()}
@@ -154,6 +155,10 @@ def test_a_persona_edit_changes_the_spec_hash(tmp_path: Path) -> None:
     after = hashes(repo(tmp_path / "b", persona=ROLE.replace("Mos.", "Mos, and terse.")))
     assert before["orchestrator"] != after["orchestrator"]
     assert before["enhancer"] == after["enhancer"] and before["coder"] == after["coder"]
+    skilled = repo(tmp_path / "c", persona=ROLE + "skills: [triage, delegation]\n")
+    agent = build_desired(load_repo(skilled), host="demo", state_dir="/s").tenants["demo"].on_host("demo")["orchestrator"]
+    assert agent.launch.persona == "You are Mos.\n\nYour skills in this role:\n- triage\n- delegation\n"
+    assert agent.launch.spec_hash not in (before["orchestrator"], after["orchestrator"]), "a skill edit restarts too"
 
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -195,12 +200,14 @@ def test_a_missing_runtime_binary_is_reported_not_started(tmp_path: Path, tmux_s
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
            "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("MOSAIC_AGENT_COMMAND", None)
-    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "reconcile", str(root), "--host", "demo",
-                           "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "orchestrator is not started: claude is not found" in done.stdout, done.stdout
-    assert "enhancer is not started: /opt/codex/bin/codex is not found" in done.stdout, done.stdout
+    for _ in range(3):  # every run says the same; none starts it, none backs off toward Stalled
+        done = subprocess.run([sys.executable, "-m", "reconciler.cli", "reconcile", str(root), "--host", "demo",
+                               "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, env=env,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "! missing  demo/orchestrator: not started: claude is not found" in done.stdout, done.stdout
+        assert "demo/enhancer: not started: /opt/codex/bin/codex is not found" in done.stdout, done.stdout
+        assert "0 to restart" in done.stdout and "backs off" not in done.stdout and "Stalled" not in done.stdout
     sessions = subprocess.run(["tmux", "-L", str(tmux_socket.name), "list-sessions", "-F", "#{session_name}"],
                               capture_output=True, text=True, timeout=30, check=False).stdout.split()
     assert sessions == ["coder"], "the stub agent runs; the two without a binary are not started, so not looped"
@@ -236,3 +243,57 @@ def test_observe_reads_the_kept_id_and_skips_an_empty_transcript(tmp_path: Path)
     assert observe_conversations(state, facts)[("demo", "orchestrator")] == Conversation(kept, resume=True)
     state.conversation("demo", "orchestrator").write_text("not a uuid\n")
     assert observe_conversations(state, facts)[("demo", "orchestrator")] == Conversation(default)
+
+
+MAIN = "01a249b6-a332-7350-b445-9998cb79cd53"  # UUIDv7 of 2026-12-06, as Codex 0.169.0 names threads
+TITLE = "01a249b6-a474-7850-910f-58c7af8ca795"  # the per-turn title thread: notify, but no rollout
+ELSEWHERE = "01a249b6-f2ff-7b52-843b-570a2ead9360"  # a thread started in another folder
+
+
+def rollout(codex_home: Path, thread: str, cwd: Path, kind: str = "session_meta") -> None:
+    day = codex_home / "sessions" / "2026" / "12" / "06"
+    day.mkdir(parents=True, exist_ok=True)
+    meta = {"timestamp": "2026-12-06T04:57:15Z", "type": kind, "payload": {"id": thread, "cwd": str(cwd)}}
+    (day / f"rollout-2026-12-06T04-57-15-{thread}.jsonl").write_text(json.dumps(meta) + "\n{}\n")
+
+
+def test_a_codex_agent_resumes_the_thread_its_own_notify_named_in_its_workdir(tmp_path: Path) -> None:
+    from reconciler.core.desired import read_back_facts  # noqa: PLC0415
+    from reconciler.engine.observe import observe_read_back  # noqa: PLC0415
+    from reconciler.model.observed import ObservedFleet  # noqa: PLC0415
+
+    root = repo(tmp_path)
+    roster = (root / "tenants/demo/roster.yaml").read_text()
+    work, codex_home = tmp_path / "work", tmp_path / "codex"
+    work.mkdir()
+    (root / "tenants/demo/roster.yaml").write_text(roster.replace(
+        "    runtime: codex\n", f"    runtime: codex\n    workdir: {work}\n    env: {{CODEX_HOME: {codex_home}}}\n"))
+    desired = build_desired(load_repo(root), host="demo", state_dir="/s")
+    facts = read_back_facts(desired)
+    # every agent a budget move may put on Codex; only the one that ran there has threads
+    assert (None, "demo", "enhancer", "codex", str(codex_home), str(work)) in facts
+    rollout(codex_home, MAIN, work)
+    rollout(codex_home, ELSEWHERE, tmp_path / "other")
+    beat = Heartbeat("demo", "demo", "enhancer", 3, T0, "idle", "gpt-5.5", threads=(MAIN, TITLE, ELSEWHERE))
+
+    def read_back(*threads: str) -> dict[tuple[str, str, str], str]:
+        observed = ObservedFleet(T0, heartbeats={("demo", "enhancer"): replace(beat, threads=threads)})
+        return observe_read_back(observed, facts)
+
+    # Newest first: another folder's thread and the title thread (no rollout) are passed over.
+    assert read_back(MAIN, TITLE, ELSEWHERE) == {("demo", "enhancer", "codex"): MAIN}
+    assert read_back(TITLE, ELSEWHERE) == {}, "no rollout of this workdir: a new session, never a guess"
+    assert read_back() == {}
+    rollout(codex_home, MAIN, work, kind="response_item")  # not a session_meta first line: not trusted
+    assert read_back(MAIN) == {}
+    rollout(codex_home, MAIN, work)
+
+    resolved = Resolved(read_back=read_back(MAIN, TITLE))
+    agents = resolve_desired(desired, resolved).tenants["demo"].on_host("demo")
+    launch = agents["enhancer"].launch
+    assert launch.argv[3:6] == ("/opt/codex/bin/codex", "resume", MAIN), launch.argv
+    assert launch.spec_hash == desired.tenants["demo"].on_host("demo")["enhancer"].launch.spec_hash, \
+        "resuming is no spec change: it restarts nothing by itself"
+    assert "resume" not in agents["orchestrator"].launch.argv and MAIN not in agents["orchestrator"].launch.argv
+    assert on_rung(agents["enhancer"], "codex", "gpt-5.5", agents["enhancer"].ladder).launch.argv[4:6] == (
+        "resume", MAIN), "a budget move resumes it too"

@@ -137,6 +137,7 @@ FULL: dict[str, dict[str, Any]] = {
              "period": "30d"},
         ],
         "concurrency": 4,
+        "policy": {"tolerance": "5%", "margin": "5%", "reserve": "2%", "hysteresis": "30m"},
     },
     "tenants/demo/tasks.yaml": {
         "apiVersion": V1, "kind": "Tasks", "tenant": "demo",

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from reconciler.spec.load import load_repo
+from reconciler.spec.models import RoleDefaults
 from reconciler.spec.schemas import render_schemas
 from tests.spec.support import EXAMPLES, REPO_ROOT, error_lines
 
@@ -125,3 +127,45 @@ def test_example_names_its_schema(path: Path) -> None:
     kind = re.search(r"^kind: (\S+)", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert kind is not None
     assert schema.name == f"{kind.group(1).lower()}.schema.json", "the modeline names another kind's schema"
+
+
+# --- the starter role library (examples/fleets/starter/roles, seeded by `fleet init`) ---------
+
+
+class Mandate(NamedTuple):
+    """A role of the Fleet doctrine and phrases its persona must hold (its mandate)."""
+
+    role: str
+    says: tuple[str, ...]
+
+
+DOCTRINE = [
+    Mandate("orchestrator", ("single point of contact", "Compose the fleet", "Delegate delivery",
+                             "Never be the sole worker")),
+    Mandate("enhancer", ("Monitor.", "Upgrade tools, skills and the harness", "Report bugs",
+                         "You do not write product code and you do not review pull requests")),
+    Mandate("coder", ("Stop at an open pull request", "You do not merge")),
+    Mandate("code-review", ("run its tests", "do not merge it")),
+    Mandate("security-review", ("never copy a secret", "critical, high, medium, low")),
+    Mandate("research", ("primary sources", "what you verified")),
+    Mandate("board", ("Moonshot:", "Contrarian:", "Technical:", "Business:", "Financial:")),
+    Mandate("operations", ("roll it back", "incident")),
+]
+STARTER_ROLES = frozenset(m.role for m in DOCTRINE)
+#: What every persona says about this fleet: how messages arrive and how to answer.
+FLEET_PROTOCOL = ("`TEXT [fleet:msg-ID]`", "fleet agent send REPO", "$FLEET_AGENT", "status/ or TASKS.md")
+
+
+def test_the_starter_library_is_the_doctrines_roles() -> None:
+    repo = load_repo(EXAMPLES / "starter")
+    assert set(repo.roles) == STARTER_ROLES
+    for name, role in repo.roles.items():
+        assert role.defaults == RoleDefaults(), f"{name}: no defaults, so `fleet init` can seed it into any fleet"
+        assert role.skills, f"{name}: lists its skills"
+
+
+@pytest.mark.parametrize("mandate", DOCTRINE, ids=lambda m: m.role)
+def test_a_starter_persona_states_its_mandate_and_the_fleets_protocol(mandate: Mandate) -> None:
+    persona = load_repo(EXAMPLES / "starter").roles[mandate.role].persona or ""
+    missing = [phrase for phrase in (*mandate.says, *FLEET_PROTOCOL) if phrase not in persona]
+    assert not missing, f"roles/{mandate.role}.yaml's persona lacks {missing}"

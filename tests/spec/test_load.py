@@ -152,3 +152,29 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
         "the document expands to more than 200000 values (nested YAML aliases?); write it out plainly"
     ]
     assert repo.invalid_tenants == {"demo"}
+
+
+class PolicyCase(NamedTuple):
+    test_id: str
+    policy: str
+    error: str | None  # the located error's start, or None: it loads
+
+
+POLICY = [
+    PolicyCase("percentages", "policy:\n  tolerance: 10%\n  margin: 2.5%\n  reserve: 0%\n  hysteresis: 1m\n", None),
+    PolicyCase("fractions", "policy:\n  tolerance: 0.1\n", None),
+    PolicyCase("over-100-percent", "policy:\n  reserve: 100%\n", "tenants/demo/budget.yaml:11:12: `reserve`: '100%' must be at least 0%"),
+    PolicyCase("a-number-over-one", "policy:\n  tolerance: 5\n", "tenants/demo/budget.yaml:11:14: `tolerance`: 5 is more than 1"),
+    PolicyCase("zero-hysteresis", "policy:\n  hysteresis: 0s\n", "tenants/demo/budget.yaml:11:15: `hysteresis`: '0s' is zero"),
+    PolicyCase("unknown-key", "policy:\n  tolerence: 5%\n", "tenants/demo/budget.yaml:11:3: unknown key `tolerence`"),
+]
+
+
+@pytest.mark.parametrize("case", POLICY, ids=lambda c: c.test_id)
+def test_budget_policy_is_validated_with_its_location(case: PolicyCase, tmp_path: Path) -> None:
+    repo = load_repo(build_repo(tmp_path, {ROSTER: BASE_ROSTER, BUDGET: BASE_BUDGET + case.policy}))
+    lines = error_lines(repo)
+    if case.error is None:
+        assert lines == [] and repo.tenants["demo"].budget is not None
+        return
+    assert len(lines) == 1 and lines[0].startswith(case.error), lines

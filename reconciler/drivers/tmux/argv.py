@@ -138,9 +138,11 @@ def spawn_args(launch: LaunchSpec, home: str) -> tuple[Command, ...]:
     """
     name = check_name(launch.agent)
     target = f"={name}:"
-    new = ["new-session", "-d", "-s", name]
-    if launch.workdir:
-        new += ["-c", expand_workdir(launch.workdir, home).replace("#", "##")]
+    # No workdir: the user's home, never the folder `fleet` happened to run in (for a
+    # tenant user that is a private copy of the specs, gone once the run ends; the
+    # adapters pre-trust `~` for such an agent, so its runtime must start there).
+    workdir = expand_workdir(launch.workdir or "~", home)
+    new = ["new-session", "-d", "-s", name, "-c", workdir.replace("#", "##")]
     for env_key, value in launch.env:
         if not _ENV_KEY.fullmatch(env_key):
             raise ValueError(f"{name}: environment variable name {env_key!r} is invalid")
