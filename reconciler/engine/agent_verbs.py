@@ -104,8 +104,8 @@ def parse_address(text: str) -> tuple[str | None, str]:
 def find_agent(desired: DesiredFleet, address: str) -> DesiredAgent:
     """The one agent of `desired.host` that `address` names, or a UserError that says why not."""
     tenant, name = parse_address(address)
-    everywhere = [
-        a for t in desired.tenants.values() for a in t.agents
+    everywhere = [  # a lane's workers too: whether one runs now is the session's to say
+        a for t in desired.tenants.values() for a in t.pool()
         if a.name == name and (tenant is None or a.tenant == tenant)
     ]
     here = [a for a in everywhere if a.host == desired.host]
@@ -370,16 +370,17 @@ _DETAIL = {
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
-         warn: Callable[[str], None] | None = None) -> SendResult:
+         warn: Callable[[str], None] | None = None, msg_id: str | None = None) -> SendResult:
     """Type one message into the agent's pane, press Enter, and optionally wait for its ack.
 
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
     otherwise swallow the Enter. Every attempt past the message check is audited: its
-    id and size (never its text), and whether it was sent, refused or failed.
+    id and size (never its text), and whether it was sent, refused or failed. `msg_id`:
+    the id to use (the lane dispatcher records it before it sends); default, a fresh one.
     """
     check_message(text)
-    msg_id = new_message_id()
+    msg_id = msg_id or new_message_id()  # the dispatcher names its own, recorded before the send
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
     attrs = {**agent_attrs(agent.tenant, agent.host, agent.name, agent.model), "fleet.message.id": msg_id,
              "fleet.message.bytes": len(text.encode()), "fleet.send.verify": options.verify}

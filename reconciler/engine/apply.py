@@ -36,7 +36,7 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_recor
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.drivers.runtime_config import RuntimeConfigError, write_configs
-from reconciler.engine.state import write_history
+from reconciler.engine.state import write_history, write_lane_memory
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick
 from reconciler.engine.tracing import ActionSpans
@@ -106,6 +106,7 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
     problems += _record_history(tick, outcomes)
     problems += _record_budget(tick)
+    problems += _record_lanes(tick)
     return ApplyReport(tuple(outcomes), tuple(problems))
 
 
@@ -309,6 +310,19 @@ def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
             problems.append(f"could not write restart history for {tenant}: {exc}")
     return problems
 
+
+
+def _record_lanes(tick: Tick) -> list[str]:
+    """Persist each lane tenant's memory (workers' last activity, who holds which task)."""
+    if tick.inputs.down:
+        return []
+    problems = []
+    for tenant, lanes in tick.lanes.tenants.items():
+        try:
+            write_lane_memory(tick.inputs.state_dir, tenant, lanes.memory)
+        except OSError as exc:
+            problems.append(f"could not write lane memory for {tenant}: {exc}")
+    return problems
 
 
 def _record_budget(tick: Tick) -> list[str]:

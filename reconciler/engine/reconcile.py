@@ -7,7 +7,7 @@ never undoes a reconciled host. A dry-run never imports this module (nor Git).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +41,12 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
     scope = scope_attrs(tick.inputs.host, tick.desired.tenants)
     try:
         with telemetry.span("apply", scope) as span:  # its children: one span per action (engine/tracing.py)
-            report = apply_plan(tick)
+            report = apply_plan(tick)  # writes the lane memory: assignments are recorded before their briefs
             span.set({"fleet.failed": len(report.failed)})
+        if tick.plan.dispatches:
+            from reconciler.engine.dispatch import deliver  # noqa: PLC0415  (only with briefs to type)
+
+            report = replace(report, problems=(*report.problems, *deliver(tick, tick.plan.dispatches)))
     finally:
         if write:
             with telemetry.span("write-back", scope):

@@ -50,6 +50,9 @@ class StateLayout:
         Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
+        Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
+        Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
+        Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -97,6 +100,18 @@ class StateLayout:
     def conversation(self, tenant: str, agent: str) -> Path:
         """The agent's conversation (session) id, one UUID: `--session-id`, then `--resume`."""
         return self.tenant(tenant) / "conversations" / agent
+
+    def lanes(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "lanes.json"
+
+    def task_reports(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "reports"
+
+    def task_report(self, tenant: str, agent: str) -> Path:
+        return self.task_reports(tenant) / f"{agent}.json"
+
+    def brief(self, tenant: str, task: str) -> Path:
+        return self.tenant(tenant) / "briefs" / f"{task}.md"
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"
