@@ -6,8 +6,9 @@ the heartbeat protocol by rewriting `$FLEET_STATE_DIR/<tenant>/heartbeats/<agent
 through `write_atomic`, the only file it persists. Lines typed into the pane are
 messages (docs/heartbeat-protocol.md), so `fleet agent send --verify`, hung agents and
 crashed agents can be tested and demonstrated without a paid model. Benchmarks start it
-a hundred times, so it imports only the standard library, `reconciler.drivers.files` and
-`reconciler.model.layout`.
+a hundred times, so it imports only the standard library, `reconciler.drivers.files`,
+`reconciler.drivers.reports` (`/done` and `/blocked` report on a task as `fleet task`
+does) and `reconciler.model`'s stdlib-only layout and task report.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from reconciler.drivers.files import write_atomic
+from reconciler.drivers.reports import record_report
 from reconciler.model.layout import StateLayout
 
 PROG = "fleet-stub-agent"
@@ -76,7 +78,8 @@ class Identity:
             )
         self.tenant, self.agent, self.host = env["FLEET_TENANT"], env["FLEET_AGENT"], env["FLEET_HOST"]
         self.model = model
-        self.path = StateLayout(Path(env["FLEET_STATE_DIR"])).heartbeat(self.tenant, self.agent)
+        self.state = StateLayout(Path(env["FLEET_STATE_DIR"]))
+        self.path = self.state.heartbeat(self.tenant, self.agent)
 
 
 def heartbeat_interval(flag: float | None, env: Mapping[str, str]) -> float:
@@ -204,6 +207,8 @@ class StubAgent:
             note = " (hanging: no more heartbeats until stopped)"
         elif command == "/crash":
             note = " (crashing: exit status 1)"
+        elif command in ("/done", "/blocked"):
+            note = self.report(command[1:], arg)
         else:
             self.busy_until = max(self.busy_until, now + BRIEF_WORK_S)
         self.ack = msg_id or self.ack
@@ -213,6 +218,18 @@ class StubAgent:
             self.hung = True
             self._draw()
         return command == "/crash"
+
+    def report(self, verdict: str, arg: str) -> str:
+        """`/done ID [NOTE]`, `/blocked ID NOTE`: what `fleet task done|blocked` records."""
+        task, _, text = arg.strip().partition(" ")
+        if not task or (verdict == "blocked" and not text.strip()):
+            return f" (usage: /{verdict} ID{' NOTE' if verdict == 'blocked' else ' [NOTE]'})"
+        try:
+            record_report(self.who.state, self.who.tenant, self.who.agent, task, verdict, text,
+                          datetime.now(UTC))
+        except OSError as exc:
+            return f" (cannot write the report: {exc.strerror})"
+        return f" (reported {task} {verdict})"
 
     def beat(self) -> None:
         """Write the next heartbeat; a failed write is shown and retried next beat."""

@@ -87,11 +87,17 @@ def reconcile(
         raise UserError(f"--interval/--fetch-every: {exc}") from None
     from reconciler.engine.loop import LoopSettings, run_loop  # noqa: PLC0415  (watchfiles: only here)
 
+    waiting = [False]
+
     def one_tick(reason: str) -> int:
         err.print(f"[dim]tick: {reason}[/]", highlight=False)
-        return run_and_render(request, output)
+        result = run(request, say=note)
+        render_run(out, err, result, json_output=output == Output.JSON)
+        waiting[0] = result.tick.briefs_waiting
+        return result.exit_code
 
-    run_loop(request.repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git))
+    run_loop(request.repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git),
+             again_soon=lambda: waiting[0])
 
 
 @command(app)

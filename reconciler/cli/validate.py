@@ -37,7 +37,10 @@ def validate(repo: RepoArg, output: OutputOpt = Output.TEXT) -> None:
         raise typer.Exit(1)
     if output == Output.TEXT:
         agents = sum(len(t.roster.agents) for t in loaded.tenants.values())
-        out.print(f"{repo}: valid ({len(loaded.tenants)} tenant(s), {agents} agent(s)).", highlight=False)
+        lanes = sum(len(t.roster.lanes) for t in loaded.tenants.values())
+        pools = f", {lanes} lane(s) of up to {sum(lane.max for t in loaded.tenants.values() for lane in t.roster.lanes)} " \
+                "worker(s)" if lanes else ""
+        out.print(f"{repo}: valid ({len(loaded.tenants)} tenant(s), {agents} agent(s){pools}).", highlight=False)
 
 
 @command(app)

@@ -28,7 +28,8 @@ The rules (the numbers are `Tuning`'s defaults, which budget.yaml's `policy:` ma
   usage under pace by the margin. Queueing and release are not model changes.
 - Critical tasks may run over pace only under `pacing: rapid` with `authorized_by`, and
   never past a spent window. `concurrency: N`: workers beyond N running agents are
-  queued, most urgent task first, then roster order. Several accounts for a runtime:
+  queued, most urgent task first (a task that names the agent, or the lane task a
+  worker holds), then roster order. Several accounts for a runtime:
   new work goes to the one with the most headroom, running work stays where it is.
 """
 
@@ -120,7 +121,7 @@ def decide_tenant(inputs: TenantInputs, now: datetime, tuning: Tuning | None = N
     for s in slots:
         if s.core:
             decided[s.agent.name] = _decide(ctx, s, workers_left=left.get(s.account or "", 0) > 0)
-    decisions = _limit_concurrency(ctx, [(s, decided[s.agent.name]) for s in slots], _urgency(inputs.tasks))
+    decisions = _limit_concurrency(ctx, [(s, decided[s.agent.name]) for s in slots], _urgency(inputs.tasks, inputs.held))
     return TenantBudget(inputs.name, tuple(ctx.book.paces.values()), tuple(decisions))
 
 
@@ -131,8 +132,10 @@ def decide_fleet(
     memory: Mapping[tuple[str, str], AgentMemory],
     now: datetime,
     tuning: Tuning | None = None,
+    held: Mapping[tuple[str, str], str] | None = None,
 ) -> BudgetPlan:
-    """Decisions for every desired tenant with a budget.yaml; usage by (tenant, account)."""
+    """Decisions for every desired tenant with a budget.yaml; usage by (tenant, account);
+    `held`: the task each lane worker holds, by (tenant, worker), so its urgency counts."""
     out: dict[str, TenantBudget] = {}
     for name, tenant in desired.tenants.items():
         spec = repo.tenants.get(name)
@@ -142,6 +145,7 @@ def decide_fleet(
             name, tenant.agents, spec.budget, repo.fleet, spec.tasks,
             {acct: sig for (t, acct), sig in usage.items() if t == name},
             {agent: rec for (t, agent), rec in memory.items() if t == name},
+            {agent: task for (t, agent), task in (held or {}).items() if t == name},
         )
         out[name] = decide_tenant(inputs, now, tuning)
     return BudgetPlan(out)
@@ -152,31 +156,34 @@ def _context(inputs: TenantInputs, now: datetime, tuning: Tuning) -> _Ctx:
     by_runtime: dict[str, tuple[str, ...]] = {}
     for account in inputs.budget.accounts:
         by_runtime[account.runtime] = (*by_runtime.get(account.runtime, ()), account.name)
-    return _Ctx(inputs.name, inputs.budget, _Book(paces, by_runtime), now, tuning, _exempt(inputs.budget, inputs.tasks))
+    return _Ctx(inputs.name, inputs.budget, _Book(paces, by_runtime), now, tuning, _exempt(inputs.budget, inputs.tasks, inputs.held))
 
 
-def _exempt(budget: Budget, tasks: Tasks | None) -> dict[str, str]:
+def _exempt(budget: Budget, tasks: Tasks | None, held: Mapping[str, str] | None = None) -> dict[str, str]:
     """Agents with a critical task, when the tenant paces `rapid` with an authorization."""
     if budget.pacing != "rapid" or not budget.authorized_by:
         return {}
     out: dict[str, str] = {}
-    for agent, (urgency, ids) in _urgency(tasks).items():
+    for agent, (urgency, ids) in _urgency(tasks, held).items():
         if urgency == "critical":
             out[agent] = f"critical task {', '.join(ids)} may run over pace (pacing: rapid, authorized by {budget.authorized_by})"
     return out
 
 
-def _urgency(tasks: Tasks | None) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Each agent's most urgent task level and the ids of its tasks at that level."""
+def _urgency(tasks: Tasks | None, held: Mapping[str, str] | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each agent's most urgent task level and the ids of its tasks at that level: the
+    tasks that name it, and (`held`: worker -> task id) the lane task a worker holds."""
+    holder = {task: worker for worker, task in (held or {}).items()}
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for task in (t for m in (tasks.missions if tasks else ()) for t in m.tasks):
-        if task.agent is None:
+        agent = task.agent or holder.get(task.id)
+        if agent is None:
             continue
-        level, ids = out.get(task.agent, ("normal", ()))
+        level, ids = out.get(agent, ("normal", ()))
         if URGENCY_RANK[task.urgency] < URGENCY_RANK[level] or not ids:
-            out[task.agent] = (task.urgency, (task.id,))
+            out[agent] = (task.urgency, (task.id,))
         elif task.urgency == level:
-            out[task.agent] = (level, (*ids, task.id))
+            out[agent] = (level, (*ids, task.id))
     return out
 
 

@@ -122,6 +122,7 @@ class TenantInputs:
     tasks: Tasks | None = None
     usage: Mapping[str, UsageSignal] = field(default_factory=dict)
     memory: Mapping[str, AgentMemory] = field(default_factory=dict)
+    held: Mapping[str, str] = field(default_factory=dict)  # lane worker -> the id of the task it holds (core/lanes.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from reconciler.runtimes import ADAPTERS
 from reconciler.runtimes.base import AgentRun, RuntimePaths
 from reconciler.spec.models import Agent, Fleet, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
-from reconciler.spec.resolve import resolve_agent
+from reconciler.spec.resolve import lane_agent, resolve_agent
 
 #: The hook an adapter's runtime calls (reconciler/hooks/fleet_hook.py), resolved while observing.
 HOOK = "fleet-hook"
@@ -100,15 +100,35 @@ class DesiredAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class DesiredLane:
+    """A lane of the roster with its whole pool of workers built (lowest name first): how
+    many of them are desired is decided each tick from the lane's tasks (core/lanes.py)."""
+
+    name: str
+    role: str
+    host: str
+    min: int
+    max: int
+    cooldown: timedelta
+    workers: tuple[DesiredAgent, ...]
+    reuse: bool = True  # false: one worker per task (retired once it has reported)
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredTenant:
     name: str
     user: str | None
     socket: SocketKey
     agents: tuple[DesiredAgent, ...]
     down: bool = False  # `fleet down`: the tenant is desired stopped on every host
+    lanes: tuple[DesiredLane, ...] = ()
 
     def on_host(self, host: str) -> dict[str, DesiredAgent]:
         return {a.name: a for a in self.agents if a.host == host}
+
+    def pool(self) -> tuple[DesiredAgent, ...]:
+        """Every agent that may run: the roster's and each lane's whole pool."""
+        return (*self.agents, *(w for lane in self.lanes for w in lane.workers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +147,7 @@ class DesiredFleet:
         return tuple(sorted({t.socket for t in self.tenants.values()}, key=lambda k: (k.user or "", k.name or "")))
 
     def hosts(self) -> set[str]:
-        return {a.host for t in self.tenants.values() for a in t.agents}
+        return {a.host for t in self.tenants.values() for a in t.pool()}
 
 
 def spec_hash(argv: tuple[str, ...], env: tuple[tuple[str, str], ...], workdir: str | None, socket: SocketKey,
@@ -163,7 +183,7 @@ def build_desired(
             frozen.add(name)
             continue
         tenant = desired_tenant(spec, fleet, repo.roles, state_dir, command_override)
-        tenants[name] = replace(tenant, agents=(), down=True) if down else tenant
+        tenants[name] = replace(tenant, agents=(), lanes=(), down=True) if down else tenant
     return DesiredFleet(host, tenants, frozenset(frozen), state_dir)
 
 
@@ -176,7 +196,14 @@ def desired_tenant(
         desired_agent(spec.name, a, roster.host, socket, fleet, roles, state_dir, command_override)
         for a in roster.agents
     )
-    return DesiredTenant(spec.name, roster.user, socket, agents)
+    names = roster.lane_workers()
+    lanes = tuple(
+        DesiredLane(lane.name, lane.role, lane.host or roster.host, lane.min, lane.max, lane.cooldown, tuple(
+            desired_agent(spec.name, lane_agent(lane, name), roster.host, socket, fleet, roles, state_dir, command_override)
+            for name in names[lane.name]), lane.reuse)
+        for lane in roster.lanes
+    )
+    return DesiredTenant(spec.name, roster.user, socket, agents, lanes=lanes)
 
 
 def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | None = None) -> LaunchSpec:
@@ -289,7 +316,7 @@ def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[s
     programs: set[str] = set()
     workdirs: set[tuple[str | None, str]] = set()
     for tenant in desired.tenants.values():
-        for agent in tenant.on_host(desired.host).values():
+        for agent in (a for a in tenant.pool() if a.host == desired.host):
             bare = replace(agent.recipe, resolved=Resolved())
             runtimes = {agent.runtime} if bare.command_override else {agent.runtime, *dict(bare.commands)}
             for runtime in runtimes:
@@ -308,7 +335,7 @@ def conversation_facts(desired: DesiredFleet) -> frozenset[tuple[str | None, str
     agent, the runtime's config folder: the agent's `CLAUDE_CONFIG_DIR`, else `~/.claude`)."""
     found: set[tuple[str | None, str, str, str]] = set()
     for tenant in desired.tenants.values():
-        for agent in tenant.on_host(desired.host).values():
+        for agent in (a for a in tenant.pool() if a.host == desired.host):
             recipe = agent.recipe
             runtimes = {agent.runtime} if recipe.command_override else {agent.runtime, *dict(recipe.commands)}
             adapters = {recipe.adapter(runtime) for runtime in runtimes}
@@ -358,7 +385,9 @@ def resolve_desired(desired: DesiredFleet, resolved: Resolved) -> DesiredFleet:
             return replace(a, launch=build_launch(recipe, a.runtime, a.model), recipe=recipe)  # its conversation
         return replace(a, launch=resolved.launch(a.launch), recipe=recipe)
 
-    tenants = {n: replace(t, agents=tuple(agent(a) for a in t.agents)) for n, t in desired.tenants.items()}
+    tenants = {n: replace(t, agents=tuple(agent(a) for a in t.agents),
+                          lanes=tuple(replace(lane, workers=tuple(agent(w) for w in lane.workers)) for lane in t.lanes))
+               for n, t in desired.tenants.items()}
     return replace(desired, tenants=tenants)
 
 

@@ -116,7 +116,8 @@ def build_view(
         for row in rows
     }
     accounts = tuple(account_views(repo, budget)) if repo is not None and budget is not None else ()
-    return FleetView(desired.host, now, tuple(rows), agents, accounts, tuple(ps_notes(desired, observed)),
+    return FleetView(desired.host, now, tuple(rows), agents, accounts,
+                     (*ps_notes(desired, observed), *(lane.summary() for lane in plan.lanes)),
                      tuple(problems))
 
 

@@ -17,6 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.core.budget_types import Decision
+from reconciler.core.dispatch import Dispatch
+from reconciler.core.lanes import LaneView
 from reconciler.core.pace import Pace
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
@@ -128,6 +130,8 @@ class Plan:
     health: tuple[AgentHealth, ...] = ()
     budget: tuple[Decision, ...] = ()  # this host's agents of tenants with a budget.yaml
     paces: tuple[tuple[str, Pace], ...] = ()  # (tenant, pace) of those tenants' accounts
+    lanes: tuple[LaneView, ...] = ()  # this host's lanes: workers desired and running, queue depth, why
+    dispatches: tuple[Dispatch, ...] = ()  # briefs apply types to lane workers (core/dispatch.py)
 
     @property
     def has_changes(self) -> bool:
@@ -180,6 +184,13 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     doc = _plan_doc(plan)
     if plan.budget or plan.paces:
         doc["budget"] = {"accounts": [pace_json(t, p) for t, p in plan.paces], "agents": [decision_json(d) for d in plan.budget]}
+    if plan.lanes:
+        doc["lanes"] = [{"tenant": v.tenant, "lane": v.lane, "host": v.host, "desired": v.desired, "running": v.running,
+                         "open": v.open, "queued": v.queued, "workers": list(v.workers), "reason": v.detail()}
+                        for v in plan.lanes]
+    if plan.dispatches:
+        doc["dispatch"] = [{"tenant": d.tenant, "lane": d.lane, "agent": d.agent, "task": d.task, "message": d.message,
+                            "attempt": d.attempt, "reason": d.reason} for d in plan.dispatches]
     return doc
 
 

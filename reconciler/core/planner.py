@@ -16,13 +16,14 @@ a refused agent is not started and the plan says so with `refuse`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from reconciler.core.budget_types import BudgetPlan, Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.held import LOGIN_PACE_S, dialog_verdict, login_of, wants_screen
+from reconciler.core.lanes import RETIRE_RULE, LanePlan
 from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
 from reconciler.model.history import RestartRecord
@@ -44,6 +45,7 @@ class PlanOptions:
     allow_mass_stop: bool = False
     history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
     budget: BudgetPlan | None = None  # the budget policy's decisions; None: no budget governance
+    lanes: LanePlan | None = None  # the lanes' scaling (core/lanes.py): which idle workers retire, and why
 
 
 @dataclass(slots=True)
@@ -141,6 +143,7 @@ def plan(desired: DesiredFleet, observed: ObservedFleet, now: datetime, options:
         health=tuple(sorted(draft.health, key=lambda h: (h.tenant, h.agent))),
         budget=tuple(sorted(draft.budget, key=lambda d: (d.tenant, d.agent))),
         paces=tuple(draft.paces),
+        lanes=tuple(v for t in sorted(opts.lanes.tenants) for v in opts.lanes.tenants[t].lanes) if opts.lanes else (),
     )
 
 
@@ -172,11 +175,16 @@ def _plan_tenant(
         _plan_agent(draft, agent, snap.sessions.get(agent.name), observed, now, opts, decision)
     if wanted and opts.budget and tenant.name in opts.budget.tenants:
         draft.paces += [(tenant.name, p) for p in opts.budget.tenants[tenant.name].paces]
-    stops = [
-        _stop(tenant.name, host, tenant.socket, s, *_stop_reason(tenant, s, host))
-        for s in snap.sessions.values()
-        if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host and s.name not in wanted
-    ]
+    stops = []
+    for s in snap.sessions.values():
+        if not (s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host and s.name not in wanted):
+            continue
+        retire = opts.lanes.retire_reason(tenant.name, s.name) if opts.lanes and not tenant.down else None
+        if retire is not None:
+            # Scaling a lane down is not a roster change: never held by the blast-radius rule.
+            draft.actions.append(_stop(tenant.name, host, tenant.socket, s, RETIRE_RULE, retire))
+        else:
+            stops.append(_stop(tenant.name, host, tenant.socket, s, *_stop_reason(tenant, s, host)))
     running = sum(1 for s in snap.sessions.values() if s.marks.owned and s.marks.tenant == tenant.name and s.marks.host == host)
     _add_stops(draft, tenant.name, stops, running, opts, asked=tenant.down)
 
@@ -191,8 +199,13 @@ def _plan_agent(draft: _Draft, agent: DesiredAgent, session: ObservedSession | N
         draft.health.append(AgentHealth(agent.tenant, agent.name, MISSING, missing, MISSING_REASON))
     elif session is None:
         cheaper = f"; on a cheaper rung by budget: {decision.reason}" if decision and decision.throttled else ""
-        draft.actions.append(_action(ActionKind.SPAWN, agent, "absent",
-                                     f"no session {agent.name!r} on tmux socket {agent.launch.socket.label()}{cheaper}"))
+        lane = opts.lanes.lane_of(agent.tenant, agent.name) if opts.lanes else None
+        why = f"; lane {lane.lane} wants {lane.desired} worker{'s' if lane.desired != 1 else ''} ({lane.detail()})" if lane else ""
+        action = _action(ActionKind.SPAWN, agent, "absent",
+                         f"no session {agent.name!r} on tmux socket {agent.launch.socket.label()}{why}{cheaper}")
+        if lane is not None:
+            action = replace(action, reason=replace(action.reason, source=f"tenants/{agent.tenant}/roster.yaml lanes[{lane.lane}]"))
+        draft.actions.append(action)
     else:
         _plan_running(draft, agent, session, observed, now, opts, decision)
 

@@ -20,12 +20,15 @@ from reconciler.model.status import (
     AccountStatus,
     AgentStatus,
     Condition,
+    LaneStatus,
     LearnedHint,
     QueuedAgent,
     RunRecord,
     TaskSpend,
+    TaskStatus,
     TenantStatus,
 )
+from reconciler.spec.models import Mission, Task
 from reconciler.spec.repo import FleetRepo
 
 STATUS_HEADER = "# Written by `fleet reconcile`; do not edit: every run on this host rewrites it.\n"
@@ -76,6 +79,11 @@ def status_document(status: TenantStatus) -> dict[str, Any]:
             ],
             "queue": [{"agent": q.agent, "account": q.account, "rule": q.rule, "until": q.until} for q in status.queue],
         }
+    if status.lanes or status.tasks:  # only tenants with lanes on this host
+        doc["lanes"] = [{"lane": v.lane, "desired": v.desired, "running": v.running, "open": v.open,
+                         "queued": v.queued, "workers": list(v.workers), "reason": v.reason} for v in status.lanes]
+        doc["tasks"] = [{"task": t.task, "lane": t.lane, "state": t.state, "agent": t.agent, "since": t.since,
+                         "note": t.note} for t in status.tasks]
     if status.spend or status.learned:  # only hosts whose ledger names tasks
         doc["spend"] = {
             "tasks": [{"task": t.task, "agent": t.agent, "tokens": t.tokens} for t in status.spend],
@@ -148,8 +156,14 @@ def status_from_document(doc: Any) -> TenantStatus:
     spend = tuple(TaskSpend(str(t["task"]), str(t["agent"]), int(t["tokens"])) for t in spend_doc.get("tasks") or [])
     learned = tuple(LearnedHint(str(h["role"]), str(h["model"]), int(h["median"]), int(h["p90"]))
                     for h in spend_doc.get("learned") or [])
+    lanes = tuple(LaneStatus(str(v["lane"]), int(v["desired"]), int(v["running"]), int(v["open"]), int(v["queued"]),
+                             tuple(str(w) for w in v.get("workers") or ()), str(v.get("reason", "")))
+                  for v in doc.get("lanes") or [])
+    tasks = tuple(TaskStatus(str(t["task"]), str(t.get("lane") or ""), str(t["state"]), _opt_str(t.get("agent")),
+                             _opt_str(t.get("since")), str(t.get("note") or ""))
+                  for t in doc.get("tasks") or [])
     return TenantStatus(str(doc["tenant"]), str(doc["host"]), str(doc["revision"]), str(doc.get("systemd", "")),
-                        agents, runs, tuple(doc.get("notes") or ()), accounts, queue, spend, learned)
+                        agents, runs, tuple(doc.get("notes") or ()), accounts, queue, spend, learned, lanes, tasks)
 
 
 def _opt_int(value: Any) -> int | None:
@@ -178,6 +192,8 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
     queues: dict[str, dict[str, QueuedAgent]] = {}
     task_tokens: dict[tuple[str, str], int] = {}
     learned: dict[tuple[str, str, str], LearnedHint] = {}
+    lanes: dict[str, list[tuple[str, LaneStatus]]] = {}
+    views: dict[tuple[str, str], TaskStatus] = {}
     for status in sorted(statuses, key=lambda s: (s.tenant, s.host)):
         for reported in status.agents:
             by_agent[(status.tenant, reported.name)] = (status.host, reported)
@@ -190,6 +206,9 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
             task_tokens[key] = task_tokens.get(key, 0) + spent.tokens
         for hint in status.learned:  # medians do not add up: the first host (by name) says it
             learned.setdefault((status.tenant, hint.role, hint.model), hint)
+        lanes.setdefault(status.tenant, []).extend((status.host, lane) for lane in status.lanes)
+        for view in status.tasks:  # a lane runs on one host: its status says it
+            views.setdefault((status.tenant, view.task), view)
     tenants = []
     for name, spec in sorted(repo.tenants.items()):
         rows = []
@@ -201,13 +220,20 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
                 st.health if st else "unreported", (st.running_model or st.desired_model) if st else "",
                 st.tokens if st else 0,
             ))
+        for worker in (w for names in spec.roster.lane_workers().values() for w in names):
+            if (found := by_agent.get((name, worker))) is not None:  # a lane's worker that runs now
+                host, st = found
+                rows.append(_AgentRow(worker, st.role, st.alias, host, st.health, st.running_model or st.desired_model,
+                                      st.tokens))
         tokens = {r.name: r.tokens for r in rows}
         hint_of = {r.name: learned.get((name, r.role, r.model)) for r in rows}
         missions = [
             {
                 "id": m.id, "title": m.title,
                 "tasks": [
-                    {"id": t.id, "title": t.title, "agent": t.agent, "urgency": t.urgency,
+                    {"id": t.id, "title": t.title, "agent": _task_agent(t.agent, views.get((name, t.id))),
+                     "lane": t.lane or "", "state": _task_state(t.state, views.get((name, t.id))),
+                     "note": views[(name, t.id)].note if (name, t.id) in views else "", "urgency": t.urgency,
                      "projected": _n(t.projected_tokens), "spent": _n(task_tokens.get((name, t.id))),
                      "learned": _hint(hint_of.get(t.agent or "")),
                      "actual": _n(tokens.get(t.agent or "")) if t.agent else ""}
@@ -220,8 +246,22 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
             "name": name, "agents": rows, "missions": missions,
             "accounts": [_account_row(a) for _, a in sorted(accounts.get(name, {}).items())],
             "queue": [_queue_row(q) for _, q in sorted(queues.get(name, {}).items())],
+            "lanes": [{"lane": v.lane, "host": host, "workers": ", ".join(v.workers) or "none",
+                       "counts": f"{v.running} / {v.desired}", "open": v.open, "queued": v.queued, "why": v.reason}
+                      for host, v in sorted(lanes.get(name, []), key=lambda hv: (hv[1].lane, hv[0]))],
         })
     return _env().get_template("TASKS.md.j2").render(tenants=tenants, revision=revision)
+
+
+def _task_agent(named: str | None, view: TaskStatus | None) -> str:
+    return named or (view.agent if view is not None and view.agent else "")
+
+
+def _task_state(state: str, view: TaskStatus | None) -> str:
+    """The fleet's view of a lane task (with since when), else the state people set."""
+    if view is None:
+        return state
+    return f"{view.state} since {view.since}" if view.since else view.state
 
 
 def _account_row(a: AccountStatus) -> dict[str, str]:
@@ -269,3 +309,12 @@ def markdown_cell(value: object) -> str:
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
+
+
+def render_brief(tenant: str, agent: str, lane: str, mission: Mission, task: Task) -> str:
+    """The brief a worker is given for `task` (templates/brief.md.j2): plain text, not a table."""
+    projected = f"{task.projected_tokens:,} tokens" if task.projected_tokens is not None else "not projected"
+    env = Environment(loader=PackageLoader("reconciler", "templates"), undefined=StrictUndefined,
+                      keep_trailing_newline=True, autoescape=False)
+    return env.get_template("brief.md.j2").render(tenant=tenant, agent=agent, lane=lane, mission=mission, task=task,
+                                                  projected=projected)

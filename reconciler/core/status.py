@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
+from reconciler.core.lanes import TenantLanes
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait
 from reconciler.model.ledger import LedgerEntry, learned_spend
@@ -22,10 +23,12 @@ from reconciler.model.status import (
     AccountStatus,
     AgentStatus,
     Condition,
+    LaneStatus,
     LearnedHint,
     QueuedAgent,
     RunRecord,
     TaskSpend,
+    TaskStatus,
     TenantStatus,
 )
 
@@ -279,6 +282,7 @@ def tenant_status(
     now: datetime,
     ledger: Iterable[LedgerEntry] = (),
     index: PlanIndex | None = None,
+    lanes: TenantLanes | None = None,
 ) -> TenantStatus:
     """One tenant's status on `host` after this tick (`index`: the plan's PlanIndex, when
     the caller reports several tenants of one plan)."""
@@ -313,7 +317,18 @@ def tenant_status(
         for d in plan.budget if d.tenant == tenant.name and d.state is State.QUEUED
     )
     spend, learned = ledger_summary(tenant.name, host, ledger)
-    return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes, accounts, queue, spend, learned)
+    lane_rows, task_rows = lane_status(lanes) if lanes is not None else ((), ())
+    return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes, accounts, queue, spend, learned,
+                        lane_rows, task_rows)
+
+
+def lane_status(lanes: TenantLanes) -> tuple[tuple[LaneStatus, ...], tuple[TaskStatus, ...]]:
+    """The lanes and the fleet's view of their tasks, in words that hold while nothing changes."""
+    rows = tuple(LaneStatus(v.lane, v.desired, v.running, v.open, v.queued, v.workers, v.reason) for v in lanes.lanes)
+    tasks = tuple(TaskStatus(v.task, v.lane or "", v.state.value, v.agent,
+                             v.since.isoformat(timespec="seconds") if v.since else None, v.note)
+                  for v in lanes.tasks)
+    return rows, tasks
 
 
 def ledger_summary(tenant: str, host: str, ledger: Iterable[LedgerEntry]) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:

@@ -40,7 +40,8 @@ from pathlib import Path
 from reconciler.core import messages
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
 from reconciler.core.held import held_by_failure
-from reconciler.drivers import tmux, users
+from reconciler.core.traces import agent_attrs
+from reconciler.drivers import telemetry, tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
 from reconciler.drivers.files import DAMAGED, read_capped, write_atomic
 from reconciler.drivers.lock import LockBusy, hold_lock
@@ -118,8 +119,8 @@ def parse_address(text: str) -> tuple[str | None, str]:
 def find_agent(desired: DesiredFleet, address: str) -> DesiredAgent:
     """The one agent of `desired.host` that `address` names, or a UserError that says why not."""
     tenant, name = parse_address(address)
-    everywhere = [
-        a for t in desired.tenants.values() for a in t.agents
+    everywhere = [  # a lane's workers too: whether one runs now is the session's to say
+        a for t in desired.tenants.values() for a in t.pool()
         if a.name == name and (tenant is None or a.tenant == tenant)
     ]
     here = [a for a in everywhere if a.host == desired.host]
@@ -459,7 +460,8 @@ BUSY_EXIT = 3
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
-         warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None) -> SendResult:
+         warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None,
+         msg_id: str | None = None) -> SendResult:
     """Type one message into the agent's pane once it is between turns, press Enter, and
     optionally wait for its ack.
 
@@ -473,24 +475,30 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
     attached, unless `options.force`; forcing first cancels copy mode, which would
     otherwise swallow the Enter. Every attempt past the message check is audited: its
     id and size (never its text), and whether it was sent, refused or failed. `note`
-    hears, once, that the send waits and why.
+    hears, once, that the send waits and why. `msg_id`: the id to use (the lane dispatcher
+    records it before it sends); default, a fresh one.
     """
     check_message(text)
     if options.retry_id is not None and not messages.MESSAGE_ID.fullmatch(options.retry_id):
         raise UserError(f"--id {options.retry_id!r} is not a message id; give the id `fleet agent send` printed "
                         "(msg- and 8 hex digits)")
-    msg_id = options.retry_id or new_message_id()
+    msg_id = options.retry_id or msg_id or new_message_id()
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
     if options.retry_id:
         why += " (a retry)"
-    try:
-        result = _send(agent, text, options, msg_id, warn, note)
-    except Refused as exc:
-        audit_verb(agent, "send", why, "skipped", str(exc), warn)
-        raise
-    except BaseException as exc:
-        audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
-        raise
+    attrs = {**agent_attrs(agent.tenant, agent.host, agent.name, agent.model), "fleet.message.id": msg_id,
+             "fleet.message.bytes": len(text.encode()), "fleet.send.verify": options.verify}
+    with telemetry.span("fleet agent send", attrs) as span:  # its child: "verify" (docs/surfaces.md, "Traces")
+        try:
+            result = _send(agent, text, options, msg_id, warn, note)
+        except Refused as exc:
+            audit_verb(agent, "send", why, "skipped", str(exc), warn)
+            span.set({"fleet.send.status": "refused"})
+            raise
+        except BaseException as exc:
+            audit_verb(agent, "send", why, "failed", str(exc) or type(exc).__name__, warn)
+            raise
+        span.set({"fleet.send.status": result.status.value})
     ok = result.status in {SendStatus.SENT, SendStatus.VERIFIED}
     audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "skipped" if
                result.status == SendStatus.BUSY else "failed", "" if ok else result.detail, warn)
@@ -557,7 +565,13 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
         extra = f"; waited {waited:.0f} s for the agent to finish its turn{extra}"
     if not options.verify:
         return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + extra)
-    status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id, target)
+    with telemetry.span("verify", {**agent_attrs(agent.tenant, agent.host, agent.name), "fleet.message.id": msg_id,
+                                   "fleet.send.timeout_s": options.timeout}) as span:
+        status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else \
+            delivery(agent, msg_id, target)
+        span.set({"fleet.send.status": status.value})
+        if status != SendStatus.VERIFIED:
+            span.fail(_DETAIL[status])
     return SendResult(msg_id, status, _DETAIL[status] + extra)
 
 

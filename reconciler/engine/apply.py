@@ -20,7 +20,7 @@ converges from whatever is left.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +36,12 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_recor
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.drivers.runtime_config import RuntimeConfigError, write_configs
-from reconciler.engine.state import write_history
+from reconciler.engine.state import write_history, write_lane_memory
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick
+from reconciler.engine.tracing import ActionSpans
 from reconciler.model.history import RestartRecord
+from reconciler.model.launch import LaunchSpec
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey, SocketSnapshot
 from reconciler.runtimes import ADAPTERS
@@ -82,9 +84,11 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
     problems += _end_stuck_servers(tick, who)
     layout = StateLayout(tick.inputs.state_dir)
     for (tenant, socket), actions in _grouped(tick.plan.actions).items():
+        spans = ActionSpans(actions, tick.observed.heartbeats)  # engine/tracing.py: no-ops while traces are off
         try:
             with hold_lock(layout.lock(tenant), timeout=lock_timeout):
-                done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket))
+                done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket), spans.dress)
+                spans.finish(done)
                 outcomes += done
                 problems += notes
                 problems += append_records(tick.inputs.state_dir, audit_records(done, who))
@@ -94,10 +98,15 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         except OSError as exc:  # the lock (or a unit file) could not be written
             where = exc.filename or layout.lock(tenant)
             failed = [Outcome(a, "failed", f"state directory: {where}: {exc.strerror or exc}") for a in actions]
+        except BaseException:
+            spans.abandon("the apply of this group raised")
+            raise
+        spans.finish(failed)
         outcomes += failed
         problems += append_records(tick.inputs.state_dir, audit_records(failed, who))
     problems += _record_history(tick, outcomes)
     problems += _record_budget(tick)
+    problems += _record_lanes(tick)
     return ApplyReport(tuple(outcomes), tuple(problems))
 
 
@@ -135,11 +144,18 @@ def _grouped(actions: Iterable[Action]) -> dict[tuple[str, SocketKey], list[Acti
     return groups
 
 
-def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits | None) -> tuple[list[Outcome], list[str]]:
+def _as_is(launch: LaunchSpec) -> LaunchSpec:
+    return launch
+
+
+def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits | None,
+                 dress: Callable[[LaunchSpec], LaunchSpec] = _as_is) -> tuple[list[Outcome], list[str]]:
     """One tenant's actions on one socket: re-check, kill, start, then read back.
 
     With `systemd`, the units step runs between the kills and the direct spawns, so the
-    server unit is active before any new-session. Returns the outcomes and the notes.
+    server unit is active before any new-session. `dress` adds the trace context to each
+    direct spawn's environment (a unit's file stays as planned: it must not change every
+    run). Returns the outcomes and the notes.
     """
     fresh = tmux.observe_socket(socket)
     if fresh.error:
@@ -178,7 +194,7 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
         launches, under = step.spawn_directly, step.under_units
     if launches:
         try:
-            tmux.spawn_sessions(launches)
+            tmux.spawn_sessions([dress(launch) for launch in launches])
         except tmux.TMUX_FAILURES as exc:
             errors.append(_said(exc))
     after = tmux.observe_socket(socket)
@@ -294,6 +310,19 @@ def _record_history(tick: Tick, outcomes: list[Outcome]) -> list[str]:
             problems.append(f"could not write restart history for {tenant}: {exc}")
     return problems
 
+
+
+def _record_lanes(tick: Tick) -> list[str]:
+    """Persist each lane tenant's memory (workers' last activity, who holds which task)."""
+    if tick.inputs.down:
+        return []
+    problems = []
+    for tenant, lanes in tick.lanes.tenants.items():
+        try:
+            write_lane_memory(tick.inputs.state_dir, tenant, lanes.memory)
+        except OSError as exc:
+            problems.append(f"could not write lane memory for {tenant}: {exc}")
+    return problems
 
 
 def _record_budget(tick: Tick) -> list[str]:

@@ -3,7 +3,8 @@
 A tick runs on a spec change in the checkout (watchfiles; the reconciler's own writes
 to status/ and TASKS.md are ignored so it cannot trigger itself), on a new revision of
 the remote branch (one cheap `ls-remote` every few seconds), and every interval with
-jitter. Each tick reconciles everything, whatever woke it. SIGTERM or SIGINT lets the
+jitter (sooner, while a lane's brief waits for a worker starting up). Each tick
+reconciles everything, whatever woke it. SIGTERM or SIGINT lets the
 tick in progress finish, then the loop returns.
 """
 
@@ -50,10 +51,14 @@ class LoopSettings:
     jitter: float = 0.1  # fraction of the interval, so hosts do not tick in lockstep
     fetch_every: float = 2.0
     watch_remote: bool = True
+    soon: float = 2.0  # the next tick, when a tick says work waits on an agent starting up
 
 
-def run_loop(repo: Path, tick: Callable[[str], int], settings: LoopSettings, stop: threading.Event | None = None) -> int:
-    """Tick until stopped; returns the last tick's exit code. `tick(reason)` runs one reconcile."""
+def run_loop(repo: Path, tick: Callable[[str], int], settings: LoopSettings, stop: threading.Event | None = None,
+             again_soon: Callable[[], bool] | None = None) -> int:
+    """Tick until stopped; returns the last tick's exit code. `tick(reason)` runs one reconcile;
+    `again_soon()`, asked after each, True: tick again `settings.soon` later (a lane's brief
+    waits for its new worker's first heartbeat), not an interval later."""
     stop = stop or threading.Event()
     _stop_on_signals(stop)
     repo = repo.resolve()
@@ -73,6 +78,8 @@ def run_loop(repo: Path, tick: Callable[[str], int], settings: LoopSettings, sto
         if reason:
             code = _safe_tick(tick, reason)
             next_tick = _next(settings, rng)
+            if again_soon is not None and again_soon():
+                next_tick = min(next_tick, time.monotonic() + settings.soon)
     return code
 
 

@@ -43,10 +43,12 @@ from reconciler.core.desired import (
 )
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.core.held import held_by_failure
+from reconciler.core.lanes import LaneMemory
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
+from reconciler.drivers.reports import read_reports
 from reconciler.engine.memo import LastResult
-from reconciler.engine.state import read_budget_memory, read_history
+from reconciler.engine.state import read_budget_memory, read_history, read_lane_memory
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import (
@@ -59,6 +61,7 @@ from reconciler.model.observed import (
     SocketSnapshot,
     SystemdSnapshot,
 )
+from reconciler.model.task_report import TaskReport
 from reconciler.model.usage import UsageSignal
 from reconciler.runtimes.codex import turn_failure
 
@@ -77,6 +80,8 @@ class StoredState:
     history: Mapping[tuple[str, str], RestartRecord] = field(default_factory=dict)
     budget_memory: Mapping[tuple[str, str], AgentMemory] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    lanes: Mapping[str, LaneMemory] = field(default_factory=dict)  # tenants with lanes on this host
+    reports: Mapping[str, tuple[TaskReport, ...]] = field(default_factory=dict)  # likewise: the agents' task reports
 
 
 def observe_tick(
@@ -96,7 +101,8 @@ def observe_tick(
         observed = replace(observed, resolved=replace(observed.resolved, read_back=read_back))
     if held := observe_codex_failures(observed.heartbeats, codex_facts(desired)):
         observed = replace(observed, heartbeats={**observed.heartbeats, **held})
-    return observed, observe_stored(state, sorted(desired.tenants), budgeted)
+    laned = [n for n, t in sorted(desired.tenants.items()) if any(lane.host == desired.host for lane in t.lanes)]
+    return observed, observe_stored(state, sorted(desired.tenants), budgeted, laned)
 
 
 def observe_codex_failures(heartbeats: Mapping[tuple[str, str], Heartbeat],
@@ -138,13 +144,23 @@ def _host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[
     return _FACTS.get(desired, None, lambda: host_facts(desired))
 
 
-def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str]) -> StoredState:
-    """Every tenant's restart history and each budgeted tenant's budget memory; an
-    unreadable file is a problem line and starts over (engine/state.py)."""
+def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collection[str],
+                   laned: Collection[str] = ()) -> StoredState:
+    """Every tenant's restart history, each budgeted tenant's budget memory, and each
+    tenant with lanes here its lane memory and its agents' task reports; an unreadable
+    file is a problem line and starts over (engine/state.py)."""
     tenants = list(tenants)
     history, history_problems = read_history(state.root, tenants)
     memory, memory_problems = read_budget_memory(state.root, [t for t in tenants if t in budgeted])
-    return StoredState(history, memory, (*history_problems, *memory_problems))
+    lanes, lane_problems = read_lane_memory(state.root, [t for t in tenants if t in laned])
+    reports: dict[str, tuple[TaskReport, ...]] = {}
+    report_problems: list[str] = []
+    for tenant in (t for t in tenants if t in laned):
+        found, problems = read_reports(state, tenant)
+        reports[tenant] = tuple(found)
+        report_problems += problems
+    return StoredState(history, memory, (*history_problems, *memory_problems, *lane_problems, *report_problems),
+                       lanes, reports)
 
 
 def observe(

@@ -7,11 +7,12 @@ never undoes a reconciled host. A dry-run never imports this module (nor Git).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.drivers import git
+from reconciler.core.traces import scope_attrs
+from reconciler.drivers import git, telemetry
 from reconciler.engine import gitops
 from reconciler.engine.apply import ApplyReport, Outcome, apply_plan
 from reconciler.engine.tick import Tick
@@ -37,11 +38,19 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
     """Apply the plan, then always write status back; returns the report and warnings."""
     report: ApplyReport | None = None
     problems: tuple[str, ...] = ()
+    scope = scope_attrs(tick.inputs.host, tick.desired.tenants)
     try:
-        report = apply_plan(tick)
+        with telemetry.span("apply", scope) as span:  # its children: one span per action (engine/tracing.py)
+            report = apply_plan(tick)  # writes the lane memory: assignments are recorded before their briefs
+            span.set({"fleet.failed": len(report.failed)})
+        if tick.plan.dispatches:
+            from reconciler.engine.dispatch import deliver  # noqa: PLC0415  (only with briefs to type)
+
+            report = replace(report, problems=(*report.problems, *deliver(tick, tick.plan.dispatches)))
     finally:
         if write:
-            problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)
+            with telemetry.span("write-back", scope):
+                problems = write_back_and_publish(tick, report.outcomes if report else (), checkout)
     return report, (*report.problems, *problems)
 
 

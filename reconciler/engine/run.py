@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from reconciler.core.plan import Plan
 from reconciler.core.scope import worst_code
+from reconciler.core.traces import run_attrs, run_name, scope_attrs
+from reconciler.drivers import telemetry
 from reconciler.engine.tick import Tick, TickInputs, plan_tick
 from reconciler.errors import SpecError, UserError
 from reconciler.model.layout import StateLayout
@@ -147,17 +149,27 @@ def run(request: RunRequest, say: Say = _silent) -> RunResult:
 
 
 def _run(request: RunRequest, say: Say) -> RunResult:
+    """The run as one span, its steps as children (docs/surfaces.md, "Traces")."""
+    with telemetry.span(run_name(request), {"fleet.host": request.host, "fleet.dry_run": request.dry_run}) as root:
+        result = _steps(request, say)
+        root.set(run_attrs(result.tick.desired.tenants, request.host, result.plan.counts(), result.exit_code))
+        return result
+
+
+def _steps(request: RunRequest, say: Say) -> RunResult:
     checkout = None
     pulled = ""
     warnings: list[str] = []
-    if request.applying:
-        from reconciler.engine.reconcile import prepare  # noqa: PLC0415  (kept out of dry-run start-up)
+    with telemetry.span("load", {"fleet.host": request.host}) as span:
+        if request.applying:
+            from reconciler.engine.reconcile import prepare  # noqa: PLC0415  (kept out of dry-run start-up)
 
-        prepared = prepare(request.repo, use_git=request.use_git)
-        checkout, pulled = prepared.checkout, prepared.pulled
-        warnings += prepared.problems
-    loaded = load_repo(request.repo)
-    check_tenants(loaded, request.tenants)
+            prepared = prepare(request.repo, use_git=request.use_git)
+            checkout, pulled = prepared.checkout, prepared.pulled
+            warnings += prepared.problems
+        loaded = load_repo(request.repo)
+        check_tenants(loaded, request.tenants)
+        span.set(scope_attrs(request.host, request.tenants or loaded.tenants))
     inputs = _inputs(request)
     inputs, users, notes = share_with_users(loaded, inputs, request, checkout)
     with run_lock(inputs, say) if request.applying else ExitStack():

@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from reconciler.core.budget_memory import parse_memory
 from reconciler.core.budget_types import AgentMemory
+from reconciler.core.lane_memory import lanes_json, parse_lanes
+from reconciler.core.lanes import LaneMemory
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
@@ -113,3 +115,27 @@ def write_history(state_dir: Path, tenant: str, records: Mapping[str, RestartRec
             _RENDERED.clear()
         _RENDERED[path] = (dict(records), text)
     write_if_changed(path, text, mode=0o600)
+
+
+def read_lane_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[str, LaneMemory], list[str]]:
+    """Each tenant's lane memory; a corrupt file starts over (every worker's cooldown then
+    counts from its session's start or its last report, and no task is held: at worst a
+    task is handed out again)."""
+    found: dict[str, LaneMemory] = {}
+    problems = []
+    for tenant in tenants:
+        path = StateLayout(state_dir).lanes(tenant)
+        try:
+            found[tenant] = parse_lanes(read_capped(path))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: unreadable lane memory ({exc.strerror or exc}); starting it over")
+        except DAMAGED as exc:
+            problems.append(f"{path}: unreadable lane memory ({damage(exc)}); starting it over")
+    return found, problems
+
+
+def write_lane_memory(state_dir: Path, tenant: str, memory: LaneMemory) -> None:
+    """Write one tenant's lane memory if it changed."""
+    write_if_changed(StateLayout(state_dir).lanes(tenant), lanes_json(memory), mode=0o600)

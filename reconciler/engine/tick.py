@@ -1,4 +1,4 @@
-"""One tick up to the plan: load -> desired -> ingest -> observe -> budget policy -> plan.
+"""One tick up to the plan: load -> desired -> ingest -> observe -> lanes -> budget policy -> plan -> dispatch.
 
 Dry-run stops here; apply (engine/apply.py) continues from the same `Tick`, so what a
 dry-run prints is exactly what an apply would do: the observe step (engine/observe.py)
@@ -12,15 +12,20 @@ writes nothing, and hands the readings it would have written to the plan.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
-from reconciler.core.plan import Plan
+from reconciler.core.dispatch import plan_dispatch
+from reconciler.core.health import Health
+from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
+from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
+from reconciler.core.traces import scope_attrs
+from reconciler.drivers import telemetry
 from reconciler.engine.memo import LastResult
 from reconciler.engine.observe import StoredState, observe_screens, observe_tick
 from reconciler.model.history import RestartRecord
@@ -55,6 +60,16 @@ class Tick:
     history: dict[tuple[str, str], RestartRecord]
     problems: tuple[str, ...]
     budget: BudgetPlan = field(default_factory=BudgetPlan)
+    lanes: LanePlan = field(default_factory=LanePlan)  # each lane's workers and each lane task's fleet view
+
+    @property
+    def briefs_waiting(self) -> bool:
+        """A lane has queued tasks and a worker this tick starts (or that is still starting):
+        its brief goes out on the first tick that finds it healthy, so a watch loop ticks
+        again soon rather than an interval later."""
+        starting = {(a.tenant, a.agent) for a in self.plan.actions if a.kind in (ActionKind.SPAWN, ActionKind.RESTART)}
+        starting |= {(h.tenant, h.agent) for h in self.plan.health if h.health == Health.STARTING.value}
+        return any(v.queued and any((v.tenant, w) in starting for w in v.workers) for v in self.plan.lanes)
 
 
 def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo | None = None) -> Tick:
@@ -64,21 +79,37 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     desired = _desired(repo, inputs)
     at = now or datetime.now(UTC)
     budgeted = sorted(n for n in desired.tenants if (spec := repo.tenants.get(n)) is not None and spec.budget)
+    scope = scope_attrs(inputs.host, desired.tenants)
+    step = telemetry.start("observe", scope)  # a child of the run's span; nothing nests in it (a no-op while off)
     fresh, ingest_problems = _ingest(repo, desired, inputs, at, budgeted)
     observed, stored = observe_tick(desired, StateLayout(inputs.state_dir), at, budgeted)
+    step.end()
     if fresh and inputs.dry_run:  # what an apply would have written, and then read
         from reconciler.drivers.usage import aged  # noqa: PLC0415
 
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
+    step = telemetry.start("plan", scope)
     desired = _resolved(desired, observed.resolved)
+    lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
+    desired = with_workers(desired, lanes)
     if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
         observed = replace(observed, screens=observe_screens(panes, observed))
-    budget = _budget(repo, desired, observed, stored, at, budgeted)
+    held = {(t, a.agent): task for t, tl in lanes.tenants.items() for task, a in tl.memory.assignments.items()}
+    budget = _budget(repo, desired, observed, stored, at, budgeted, held)
+    lanes = settle(lanes, budget)
     history = dict(stored.history)
-    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget)
+    options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget, lanes=lanes)
     result = plan(desired, observed, at, options)
+    if lanes.tenants:
+        health = {(h.tenant, h.agent): h.health for h in result.health}
+        sockets = {n: t.socket for n, t in desired.tenants.items()}
+        lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
+        result = replace(result, dispatches=dispatches,
+                         lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
+    step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})
+    step.end()
     problems = (*ingest_problems, *observed.problems, *stored.problems)
-    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget)
+    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
 
 
 #: load_repo gives a resident loop the same FleetRepo while no spec changed.
@@ -117,11 +148,11 @@ def _ingest(repo: FleetRepo, desired: DesiredFleet, inputs: TickInputs, now: dat
 
 
 def _budget(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,
-            now: datetime, budgeted: list[str]) -> BudgetPlan:
+            now: datetime, budgeted: list[str], held: Mapping[tuple[str, str], str]) -> BudgetPlan:
     """The budget policy's decisions for tenants with a budget.yaml (`budgeted`), from
     what the observe step read: usage signals and the policy's memory."""
     if not budgeted:
         return BudgetPlan()
     from reconciler.core.budget import decide_fleet  # noqa: PLC0415  (the policy: only for tenants with a budget)
 
-    return decide_fleet(repo, desired, observed.usage, stored.budget_memory, now)
+    return decide_fleet(repo, desired, observed.usage, stored.budget_memory, now, held=held)

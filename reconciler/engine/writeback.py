@@ -138,7 +138,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
-            index=index,
+            index=index, lanes=tick.lanes.tenants.get(name),
         )
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):

@@ -15,8 +15,10 @@ event -> state and ack) and rewrites `$FLEET_STATE_DIR/<tenant>/heartbeats/<agen
 atomically (temporary file + rename) holding a `flock` on the heartbeats folder, so
 concurrent hooks never lose an ack. It runs on every tool call and every two seconds, so it imports only the standard
 library, none of the reconciler's modules (drivers/files.py alone costs ~25 ms of
-imports; its `write_atomic` is mirrored in `_write_atomic`). It must never break the
-runtime: every error ends in exit status 0 and one line on stderr.
+imports; its `write_atomic` is mirrored in `_write_atomic`); only a call that changes
+the state in a pane with FLEET_TRACEPARENT loads hooks/hook_trace.py, for a span in the
+run's trace. It must never break the runtime: every error ends in exit status 0 and one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -352,8 +354,10 @@ def _read_event(source: str, argv: Sequence[str]) -> dict[str, object]:
     return doc
 
 
-def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None) -> dict[str, object]:
-    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it.
+def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str], pid: int | None,
+                 seen: dict[str, object] | None = None) -> dict[str, object]:
+    """Rewrite the agent's heartbeat for one event, under the folder's lock; returns it
+    (and, into `seen`, the previous record's `state`).
 
     The lock is held for one read and one small write (about a millisecond), so the
     tenant's agents sharing it do not wait on each other noticeably.
@@ -377,6 +381,8 @@ def record_event(source: str, event: Mapping[str, object], env: Mapping[str, str
         except (OSError, ValueError):
             previous = None
         record = next_heartbeat(previous if isinstance(previous, dict) else None, source, event, env, pid, time.time())
+        if seen is not None:
+            seen["state"] = previous.get("state") if isinstance(previous, dict) else None
         _write_atomic(path, json.dumps(record) + "\n")
         return record
     finally:
@@ -434,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args[0] if args else ""
     event: dict[str, object] = {}
     record: dict[str, object] | None = None
+    seen: dict[str, object] = {}
     if source == "launch":
         return launch(args[1:])
     try:
@@ -441,7 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LookupError(f"usage: {PROG} claude|statusline|codex-notify [JSON] | launch -- ARGV; "
                               f"got {source or 'nothing'}")
         event = _read_event(source, args[1:])
-        record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent))
+        record = record_event(source, event, os.environ, runtime_pid(os.getppid(), _proc_parent), seen)
+        if record["state"] != seen.get("state") and os.environ.get("FLEET_TRACEPARENT"):
+            from reconciler.hooks.hook_trace import trace_state  # noqa: PLC0415  (only on a change, traced)
+
+            trace_state(record, seen.get("state"), os.environ)
     except Exception as exc:  # never break the runtime that called us
         print(f"{PROG}: {exc}", file=sys.stderr)
     if source == "statusline":

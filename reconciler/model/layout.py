@@ -52,6 +52,9 @@ class StateLayout:
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
         Entry("outbox", "<tenant>/outbox/<agent>.json", "ids and times of the messages `fleet agent send` typed (no text)"),
         Entry("outbox_lock", "<tenant>/outbox/<agent>.lock", "held by `fleet agent send` while it checks and types"),
+        Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
+        Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
+        Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
     )
@@ -107,6 +110,18 @@ class StateLayout:
     def outbox_lock(self, tenant: str, agent: str) -> Path:
         """Held while one `send` checks the agent is idle and types: two sends never both type."""
         return self.tenant(tenant) / "outbox" / f"{agent}.lock"
+
+    def lanes(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "lanes.json"
+
+    def task_reports(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "reports"
+
+    def task_report(self, tenant: str, agent: str) -> Path:
+        return self.task_reports(tenant) / f"{agent}.json"
+
+    def brief(self, tenant: str, task: str) -> Path:
+        return self.tenant(tenant) / "briefs" / f"{task}.md"
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"

@@ -99,6 +99,31 @@ class LearnedHint:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneStatus:
+    """One lane on this host: its workers desired and running, its open and queued tasks, why."""
+
+    lane: str
+    desired: int
+    running: int
+    open: int
+    queued: int
+    workers: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """The fleet's view of one lane task (core/lanes.py's TaskState), never written into tasks.yaml."""
+
+    task: str
+    lane: str
+    state: str
+    agent: str | None = None
+    since: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TenantStatus:
     tenant: str
     host: str
@@ -111,3 +136,5 @@ class TenantStatus:
     queue: tuple[QueuedAgent, ...] = ()
     spend: tuple[TaskSpend, ...] = ()  # from $state/<tenant>/ledger.jsonl on this host
     learned: tuple[LearnedHint, ...] = ()
+    lanes: tuple[LaneStatus, ...] = ()  # lanes of this tenant on this host
+    tasks: tuple[TaskStatus, ...] = ()  # the fleet's view of each lane task

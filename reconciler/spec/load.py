@@ -23,7 +23,13 @@ from reconciler.spec.cache import BytesCache
 from reconciler.spec.messages import describe
 from reconciler.spec.models import API_VERSION, Budget, Document, Fleet, Role, Roster, Tasks
 from reconciler.spec.repo import FleetRepo, TenantSpec
-from reconciler.spec.rules import check_fleet, check_folder, check_shared_sockets, check_tenant
+from reconciler.spec.rules import (
+    check_fleet,
+    check_folder,
+    check_lane_hosts,
+    check_shared_sockets,
+    check_tenant,
+)
 from reconciler.spec.yamlsource import Source, parse_source, read_raw
 
 M = TypeVar("M", bound=Document)
@@ -149,7 +155,7 @@ def load_repo(root: Path) -> FleetRepo:
         else:
             tenants[folder.name] = spec
 
-    for err in check_shared_sockets(list(tenants.values()), fleet):
+    for err in [*check_shared_sockets(list(tenants.values()), fleet), *check_lane_hosts(tenants.values())]:
         errors.append(err)
         if err.tenant:
             tenants.pop(err.tenant, None)

@@ -23,6 +23,7 @@ PATTERN_HINTS: dict[str, str] = {
     m.USER_PATTERN: "use a Linux user name: lower-case letters, digits, '_' and '-'",
     m.MODEL_PATTERN: "use letters, digits and . _ : / @ -, starting with a letter or digit",
     m.LANE_PATTERN: "use lower-case letters, digits, '.', '_' and '-'",
+    m.BRANCH_PATTERN: "use a git branch name: letters, digits, '.', '_', '/' and '-', with {agent}, {task} or {lane}",
     m.ENV_NAME_PATTERN: "use letters, digits and '_', not starting with a digit (e.g. LOG_LEVEL)",
     m.DURATION_PATTERN: "write a number with a unit, e.g. 90s, 5m, 1h30m, 7d",
     m.NO_CONTROL_PATTERN: "control characters (newline, tab, escape, DEL) are not allowed; write it on one line",

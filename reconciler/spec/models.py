@@ -13,7 +13,7 @@ import re
 import shlex
 import string
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -39,6 +39,8 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 #: Variables the reconciler sets itself (docs/reference.md, "Runtime contract"); a spec cannot override them.
 RESERVED_ENV_PREFIXES = ("FLEET_", "MOSAIC_")
 DURATION_PATTERN = r"^(?:\d+(?:w|d|h|m|s))+$"
+#: A git branch name, with `{placeholders}` to fill in.
+BRANCH_PATTERN = r"^[A-Za-z0-9{}][A-Za-z0-9._/{}-]*$"
 SHARE_PATTERN = r"^\d+(?:\.\d+)?%$"
 #: Paths and environment values: no C0 control character (newline, tab, escape...) nor DEL.
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
@@ -297,7 +299,7 @@ class EnvFrom(Strict):
 MAX_ENV_BYTES = 8192
 
 
-def _check_env(agent: Agent) -> Agent:
+def _check_env(agent: _E) -> _E:
     """A name given twice is an error, not a silent override; the sum must fit tmux."""
     size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in agent.env.items())
     if size > MAX_ENV_BYTES:
@@ -310,6 +312,9 @@ def _check_env(agent: Agent) -> Agent:
             raise ValueError(f"environment variable {name!r} is given twice in `env` / `env_from`; keep one")
         seen.add(name)
     return agent
+
+
+_E = TypeVar("_E", "Agent", "Lane")
 
 
 class Agent(Strict):
@@ -341,6 +346,75 @@ class Agent(Strict):
         return _check_env(self)
 
 
+#: The most workers one lane may have: its pool is built in full each time the specs change.
+MAX_LANE_WORKERS = 100
+#: Placeholders a lane's worktree `branch:` may use.
+BRANCH_FIELDS = frozenset({"agent", "task", "lane"})
+
+
+def _check_branch(template: str) -> str:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"a stray brace ({exc}); write {{agent}}, {{task}} or {{lane}}") from exc
+    unknown = fields - BRANCH_FIELDS
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{agent}}, {{task}} or {{lane}}")
+    return template
+
+
+class LaneWorktree(Strict):
+    """A git worktree per task for each worker of the lane (not acted on yet: see docs/lanes.md)."""
+
+    repo: AgentPath = Field(description="The lane's repository, whose worktrees the workers get.")
+    branch: Annotated[str, Field(min_length=1, max_length=200, pattern=BRANCH_PATTERN),
+                      AfterValidator(_check_branch)] = Field(
+        default="fleet/{agent}/{task}", description="The branch per task; `{agent}`, `{task}` and `{lane}` are filled in.")
+
+
+class Lane(Strict):
+    """A pool of workers sized by the lane's open tasks (docs/lanes.md)."""
+
+    name: Annotated[str, Field(pattern=LANE_PATTERN)] = Field(
+        description="The lane's name; tasks name it in their `lane:`.")
+    role: Name = Field(description="The role of the lane's workers; their names are `<role><n>-<i>` "
+                       "(n: the lane's place among this roster's lanes of that role, from 0; i: the worker, from 0).")
+    min: Annotated[int, Field(ge=0, le=MAX_LANE_WORKERS)] = Field(
+        default=0, description="Workers kept running even with no open task (0: the lane drains to nothing).")
+    max: Annotated[int, Field(ge=1, le=MAX_LANE_WORKERS)] = Field(
+        default=1, description="At most this many workers, however many tasks are open.")
+    cooldown: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How long a worker above `min` stays idle, counted from its own last activity, before it is retired.")
+    reuse: bool = Field(
+        default=True,
+        description="true: a draining pool, an idle worker takes the next task. false: one worker per task, like an "
+        "ephemeral CI runner: a worker that has reported on its task is retired at once, and the next task gets a fresh one.")
+    runtime: Name | None = Field(default=None, description="As an agent's `runtime`.")
+    model: ModelName | None = Field(default=None, description="As an agent's `model`.")
+    workdir: AgentPath | None = Field(default=None, description="As an agent's `workdir`.")
+    host: HostName | None = Field(default=None, description="The host of the lane's workers; overrides the roster's `host`.")
+    worktree: LaneWorktree | None = Field(
+        default=None, description="A git worktree per task (validated, not acted on yet: workers share `workdir`).")
+    env: dict[AgentEnvName, EnvValue] = Field(
+        default_factory=dict, max_length=64, description="As an agent's `env` (no secrets here).")
+    env_from: list[EnvFrom] = Field(default_factory=list, max_length=64, description="As an agent's `env_from`.")
+    trust_workdir: bool = Field(default=True, description="As an agent's `trust_workdir`.")
+
+    @model_validator(mode="after")
+    def _env_names(self) -> Lane:
+        return _check_env(self)
+
+    def worker_names(self, index: int) -> tuple[str, ...]:
+        """Every worker name of the pool, lowest first; `index` is the lane's place among
+        the roster's lanes of its role.
+
+        >>> Lane(name="api", role="coder", max=2).worker_names(0)
+        ('coder0-0', 'coder0-1')
+        """
+        return tuple(f"{self.role}{index}-{i}" for i in range(self.max))
+
+
 class Roster(Document):
     kind: Literal["Roster"]
     tenant: Name
@@ -348,6 +422,24 @@ class Roster(Document):
     user: UserName | None = None
     socket_name: SocketName | None = None
     agents: list[Agent] = Field(min_length=1)
+    lanes: list[Lane] = Field(
+        default_factory=list, description="Pools of workers driven by their lane's open tasks (docs/lanes.md).")
+
+    def lane_workers(self) -> dict[str, tuple[str, ...]]:
+        """Each lane's worker names, by lane name: lanes of one role are numbered in roster
+        order, skipping a number a named agent already uses (`coder0-0` in `agents:` makes
+        the first coder lane's workers `coder1-0`, `coder1-1`, ...)."""
+        nxt: dict[str, int] = {}
+        out: dict[str, tuple[str, ...]] = {}
+        for lane in self.lanes:
+            taken = {int(m.group(1)) for a in self.agents
+                     if (m := re.fullmatch(rf"{re.escape(lane.role)}(\d+)-\d+", a.name))}
+            index = nxt.get(lane.role, 0)
+            while index in taken:
+                index += 1
+            nxt[lane.role] = index + 1
+            out.setdefault(lane.name, lane.worker_names(index))
+        return out
 
 
 # --- tenants/<tenant>/budget.yaml -------------------------------------------------------
@@ -435,16 +527,31 @@ class Budget(Document):
 # --- tenants/<tenant>/tasks.yaml --------------------------------------------------------
 
 
+TaskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+#: The states people set on a task; the fleet's own view of it (queued, assigned, reported) lives in status.
+TASK_STATES = ("open", "done", "cancelled")
+
+
 class Task(Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+    id: TaskId
     title: PlainText
     agent: Name | None = None
+    lane: Annotated[str, Field(pattern=LANE_PATTERN)] | None = Field(
+        default=None, description="The lane whose workers take the task; each open, unblocked task asks for one worker.")
+    brief: Annotated[str, Field(max_length=20000, pattern=LINES_PATTERN)] | None = Field(
+        default=None, description="What the worker is told, in words.")
+    depends_on: list[TaskId] = Field(
+        default_factory=list, max_length=64,
+        description="Ids of tasks of this tenant that must be done first; until then the task waits and asks for no worker.")
+    state: Literal["open", "done", "cancelled"] = Field(
+        default="open", description="Set by people: `open`, `done` or `cancelled`. The fleet's own view of the task "
+        "(queued, assigned, working, reported done or blocked) is in status, never here.")
     projected_tokens: Annotated[int, Field(ge=0)] | None = None
     urgency: Literal["normal", "high", "critical"] = "normal"
 
 
 class Mission(Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+    id: TaskId
     title: PlainText
     tasks: list[Task] = Field(default_factory=list)
 

@@ -47,6 +47,7 @@ VALUE_TYPES = {
     models.MODEL_PATTERN: ("model name", "letters, digits and `.` `_` `:` `/` `@` `-`, starting with a letter or digit; at most 64"),
     models.LANE_PATTERN: ("lane name", "lower-case letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 64"),
     TASK_ID_PATTERN: ("id", "letters, digits, `.`, `_` and `-`, starting with a letter or digit; at most 40"),
+    models.BRANCH_PATTERN: ("branch template", "a git branch name (letters, digits, `.` `_` `/` `-`) with `{agent}`, `{task}`, `{lane}` placeholders"),
     models.ENV_NAME_PATTERN: ("variable name", "letters, digits and `_`, not starting with a digit; at most 128"),
     models.SHARE_PATTERN: ("percentage", "a share of an account's limit: `5%`, `12.5%`; at least 0%, below 100%"),
     models.DURATION_PATTERN: ("duration", "numbers with units `w`, `d`, `h`, `m`, `s`: `90s`, `5m`, `1h30m`, `7d`; more than 0s, at most 10 years"),

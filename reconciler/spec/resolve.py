@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.spec.models import Agent, Fleet, Role
+from reconciler.spec.models import Agent, Fleet, Lane, Role
 
 CORE_ROLES = frozenset({"orchestrator", "enhancer"})
 
@@ -48,3 +48,12 @@ def resolve_agent(agent: Agent, fleet: Fleet, roles: dict[str, Role]) -> Resolve
         lifecycle = "core" if agent.role in CORE_ROLES else "ephemeral"
     workdir = agent.workdir or (rd.workdir if rd else None)
     return Resolved(runtime, model, lifecycle, workdir, runtime_from, model_from)
+
+
+def lane_agent(lane: Lane, name: str) -> Agent:
+    """One worker of `lane` as the roster entry it would be: the lane's agent fields, its
+    role, `lifecycle: ephemeral` and `lane:`, so it is validated, resolved and launched
+    exactly like a named agent."""
+    return Agent(name=name, role=lane.role, runtime=lane.runtime, model=lane.model,
+                 lifecycle="ephemeral", lane=lane.name, workdir=lane.workdir, host=lane.host, env=dict(lane.env),
+                 env_from=list(lane.env_from), trust_workdir=lane.trust_workdir)

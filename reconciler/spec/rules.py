@@ -5,12 +5,14 @@ Each returns located errors; none reads files or the world.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Iterable
 
 from reconciler.errors import SpecError
-from reconciler.spec.models import Fleet, Role
+from reconciler.spec.models import NAME_PATTERN, Fleet, Role
 from reconciler.spec.repo import TenantSpec
-from reconciler.spec.resolve import resolve_agent
+from reconciler.spec.resolve import lane_agent, resolve_agent
 from reconciler.spec.yamlsource import Source
 
 
@@ -37,6 +39,7 @@ def check_tenant(spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> list
         *_check_tenant_names(spec),
         *_check_floor(spec),
         *_check_agents(spec, fleet, roles),
+        *_check_lanes(spec, fleet, roles),
         *_check_budget(spec, fleet),
         *_check_tasks(spec),
     ]
@@ -90,6 +93,57 @@ def _check_agents(spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> lis
     return errors
 
 
+def _check_lanes(spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> list[SpecError]:
+    """Lane names unique, min <= max, worker names valid and free, runtime and model as an agent's."""
+    src = spec.sources["roster"]
+    roster = spec.roster
+    named = {a.name: i for i, a in enumerate(roster.agents)}
+    workers = roster.lane_workers()
+    errors: list[SpecError] = []
+    seen: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    known = ", ".join(sorted(fleet.runtimes))
+    for i, lane in enumerate(roster.lanes):
+        at: list[str | int] = ["lanes", i]
+        if lane.name in seen:
+            errors.append(src.error([*at, "name"], f"lane name {lane.name!r} is used twice in this roster (first at "
+                                    f"lanes item {seen[lane.name] + 1}); tasks name lanes, so each name is unique"))
+            continue
+        seen[lane.name] = i
+        if lane.max < lane.min:
+            errors.append(src.error([*at, "max"], f"lane {lane.name}: `max` ({lane.max}) is below `min` ({lane.min}); "
+                                    "raise max or lower min"))
+        names = workers[lane.name]
+        too_long = [n for n in names if not re.fullmatch(NAME_PATTERN, n)]
+        if too_long:
+            errors.append(src.error([*at, "role"], f"lane {lane.name}: worker name {too_long[-1]!r} is not a valid agent "
+                                    "name (at most 40 characters); use a shorter role"))
+        for worker in names:
+            if worker in named:
+                errors.append(src.error([*at, "name"], f"lane {lane.name}: its worker {worker!r} has the name of the "
+                                        f"agent at agents item {named[worker] + 1}; rename that agent, or give the lane "
+                                        "another role or a smaller max"))
+                break
+            if worker in owner:
+                errors.append(src.error([*at, "name"], f"lane {lane.name}: its worker {worker!r} is also a worker of "
+                                        f"lane {owner[worker]}; give one of them another role"))
+                break
+            owner[worker] = lane.name
+        if too_long:
+            continue
+        res = resolve_agent(lane_agent(lane, names[0]), fleet, roles)
+        where = {"roster": "", "role": f" (from roles/{lane.role}.yaml)", "fleet": " (the fleet default)", "ladder": ""}
+        if res.runtime not in fleet.runtimes:
+            errors.append(src.error([*at, "runtime"], f"lane {lane.name}: runtime {res.runtime!r}{where[res.runtime_from]} "
+                                    f"is not defined in fleet.yaml; use one of {known}"))
+            continue
+        ladder = fleet.runtimes[res.runtime].ladder
+        if res.model not in ladder:
+            errors.append(src.error([*at, "model"], f"lane {lane.name}: model {res.model!r}{where[res.model_from]} is not "
+                                    f"on runtime {res.runtime!r}'s ladder; use one of {', '.join(ladder)}"))
+    return errors
+
+
 def _check_budget(spec: TenantSpec, fleet: Fleet) -> list[SpecError]:
     budget = spec.budget
     if budget is None:
@@ -115,6 +169,7 @@ def _check_tasks(spec: TenantSpec) -> list[SpecError]:
         return []
     src = spec.sources["tasks"]
     names = {a.name for a in spec.roster.agents}
+    lanes = {lane.name for lane in spec.roster.lanes}
     errors = []
     mission_ids: set[str] = set()
     task_ids: set[str] = set()
@@ -128,7 +183,71 @@ def _check_tasks(spec: TenantSpec) -> list[SpecError]:
             task_ids.add(task.id)
             if task.agent is not None and task.agent not in names:
                 errors.append(src.error(["missions", mi, "tasks", ti, "agent"], f"task {task.id} names agent {task.agent!r}, which is not in roster.yaml; use one of {', '.join(sorted(names))}"))
+            if task.lane is not None and task.agent is not None:
+                errors.append(src.error(["missions", mi, "tasks", ti, "agent"], f"task {task.id} names both `agent:` and `lane:`; a task goes to a named agent or to a lane's workers: keep one"))
+            elif task.lane is not None and task.lane not in lanes:
+                have = f"lanes: {', '.join(sorted(lanes))}" if lanes else "it has no `lanes:`"
+                errors.append(src.error(["missions", mi, "tasks", ti, "lane"], f"task {task.id} names lane {task.lane!r}, which is not in roster.yaml ({have}); add the lane or fix the name"))
+    return errors + _check_depends(spec)
+
+
+def _check_depends(spec: TenantSpec) -> list[SpecError]:
+    """`depends_on` names tasks of this tenant, and no task waits on itself through others."""
+    assert spec.tasks is not None
+    src = spec.sources["tasks"]
+    where: dict[str, tuple[int, int]] = {}
+    for mi, mission in enumerate(spec.tasks.missions):
+        for ti, task in enumerate(mission.tasks):
+            where.setdefault(task.id, (mi, ti))
+    errors = []
+    edges: dict[str, list[str]] = {}
+    for task_id, (mi, ti) in where.items():
+        task = spec.tasks.missions[mi].tasks[ti]
+        for di, dep in enumerate(task.depends_on):
+            at: list[str | int] = ["missions", mi, "tasks", ti, "depends_on", di]
+            if dep not in where:
+                errors.append(src.error(at, f"task {task_id} depends on {dep!r}, which is no task of this tenant; use a task id of tasks.yaml"))
+            elif dep == task_id:
+                errors.append(src.error(at, f"task {task_id} depends on itself; remove {dep!r} from its depends_on"))
+            else:
+                edges.setdefault(task_id, []).append(dep)
+    for cycle in _cycles(edges, where):
+        mi, ti = where[cycle[0]]
+        path = " -> ".join([*cycle, cycle[0]])
+        errors.append(src.error(["missions", mi, "tasks", ti, "depends_on"],
+                                f"tasks wait on each other in a cycle ({path}), so none of them could start; remove one of these depends_on"))
     return errors
+
+
+def _cycles(edges: dict[str, list[str]], order: Iterable[str]) -> list[list[str]]:
+    """Each dependency cycle once, starting at its first task in file order.
+
+    >>> _cycles({"a": ["b"], "b": ["a"], "c": ["a"]}, ["a", "b", "c"])
+    [['a', 'b']]
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):]
+                key = frozenset(cycle)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(cycle)
+            elif nxt not in state:
+                visit(nxt, path)
+        path.pop()
+        state[node] = 2
+
+    for node in order:
+        if node not in state:
+            visit(node, [])
+    return found
 
 
 def check_shared_sockets(tenants: list[TenantSpec], fleet: Fleet | None) -> list[SpecError]:
@@ -151,4 +270,20 @@ def check_shared_sockets(tenants: list[TenantSpec], fleet: Fleet | None) -> list
             errors.append(spec.sources["roster"].error(
                 at, f"tenants {names} both run as {who} on {sock}; give each its own `socket_name:` or a different `user:`",
                 key=True, tenant=spec.name))
+    return errors
+
+
+def check_lane_hosts(tenants: Iterable[TenantSpec]) -> list[SpecError]:
+    """A lane's `host:` must be a host the repository already names (a roster's `host` or an
+    agent's): a typo would otherwise start workers nowhere, silently."""
+    specs = sorted(tenants, key=lambda t: t.name)
+    known = {h for t in specs for h in (t.roster.host, *(a.host for a in t.roster.agents)) if h}
+    errors = []
+    for spec in specs:
+        for i, lane in enumerate(spec.roster.lanes):
+            if lane.host is not None and lane.host not in known:
+                errors.append(spec.sources["roster"].error(
+                    ["lanes", i, "host"], f"lane {lane.name}: host {lane.host!r} is named by no roster or agent of this "
+                    f"repository (hosts: {', '.join(sorted(known))}); fix the name, or name the host in a roster first",
+                    tenant=spec.name))
     return errors

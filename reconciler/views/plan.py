@@ -75,12 +75,17 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
             label, colour = HELD_STYLE[health.health]
             console.print(f"[{colour}]{label}[/] [bold]{escape(health.tenant)}/{escape(health.agent)}[/]: "
                           f"{escape(health.message)}", highlight=False)
+    for d in plan.dispatches:
+        console.print(f"[cyan]> brief[/]    [bold]{escape(d.tenant)}/{escape(d.agent)}[/]: task {escape(d.task)} "
+                      f"(message {d.message}, attempt {d.attempt}): {escape(d.reason)}", highlight=False)
+    for lane in plan.lanes:
+        console.print(f"[dim]{escape(lane.summary())}[/]", highlight=False)
     for note in plan.notes:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False)
     if invalid:
         console.print(f"Nothing was planned for tenant{'s' if len(invalid) != 1 else ''} {', '.join(invalid)}: "
                       "its specs have errors (above); fix them and run again.", highlight=False, markup=False)
-    if not plan.actions and not plan.conflicts and not plan.holds and planned:
+    if not plan.actions and not plan.dispatches and not plan.conflicts and not plan.holds and planned:
         console.print("No changes for the other tenants." if invalid else "No changes. The host matches the repository.",
                       highlight=False)
     console.print(summary_line(plan, errors), highlight=False)

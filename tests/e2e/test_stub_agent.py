@@ -22,7 +22,9 @@ from typing import NamedTuple
 import pytest
 
 from reconciler import stub_agent
+from reconciler.drivers.reports import read_reports
 from reconciler.model.heartbeat import parse_heartbeat
+from reconciler.model.layout import StateLayout
 from reconciler.model.observed import Heartbeat, SocketKey
 from tests.plugins.tmux_server import retry_until
 
@@ -301,3 +303,16 @@ def test_it_runs_without_a_terminal_and_prints_plain_lines(tmp_path: Path) -> No
 
 def test_doctests_pass() -> None:
     assert doctest.testmod(stub_agent, raise_on_error=False).failed == 0
+
+
+@pytest.mark.tmux
+def test_done_and_blocked_are_reported_as_fleet_task_would(stub: StubPane, tmp_path: Path) -> None:
+    stub.type("/done T1 merged as PR 42 [fleet:msg-d1]")
+    stub.wait_beat("ack msg-d1", lambda hb: hb.ack == "msg-d1")
+    stub.type("/blocked T2 needs the staging key")
+    stub.type("/blocked T3")  # no note: refused with its usage, nothing written
+    assert retry_until(lambda: "usage: /blocked ID NOTE" in stub.screen())
+    reports, problems = read_reports(StateLayout(tmp_path), "jarvis")
+    assert problems == []
+    got = {r.task: (r.agent, r.state, r.note) for r in reports}
+    assert got == {"T1": ("coder0-0", "done", "merged as PR 42"), "T2": ("coder0-0", "blocked", "needs the staging key")}

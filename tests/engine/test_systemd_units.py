@@ -412,6 +412,9 @@ def process_facts(socket: SocketKey, agent: str) -> tuple[list[str], str, dict[s
     session = live(socket)[agent]
     assert session.pane_pid is not None
     proc = Path(f"/proc/{session.pane_pid}")
+    # Until the pane's child has exec'd, /proc shows the tmux server's own argv (a fork):
+    # seen under load. Wait for the agent's program, then read everything.
+    assert retry_until(lambda: not proc.joinpath("cmdline").read_bytes().startswith(b"tmux\0"), 10, 0.01)
     argv = proc.joinpath("cmdline").read_bytes().decode().split("\0")[:-1]
     env = dict(item.split("=", 1) for item in proc.joinpath("environ").read_bytes().decode().split("\0") if "=" in item)
     marks = session.marks

@@ -120,6 +120,13 @@ FULL: dict[str, dict[str, Any]] = {
              "trust_workdir": True},
             {"name": "enhancer", "role": "enhancer"},
         ],
+        "lanes": [
+            {"name": "api", "role": "coder", "min": 0, "max": 2, "cooldown": "5m", "reuse": True, "runtime": "stub",
+             "model": "stub-small", "workdir": "/srv/fleet/api", "host": "demo",
+             "worktree": {"repo": "~/src/api", "branch": "fleet/{agent}/{task}"}, "env": {"LANE": "api"},
+             "env_from": [{"name": "LANE_KEY", "file": "~/.config/fleet/lane-key"}, {"name": "LANE_GH", "env": "GH_SRC"}],
+             "trust_workdir": True},
+        ],
     },
     "tenants/demo/budget.yaml": {
         "apiVersion": V1, "kind": "Budget", "tenant": "demo", "pacing": "rapid", "authorized_by": "Ana",
@@ -135,7 +142,10 @@ FULL: dict[str, dict[str, Any]] = {
     "tenants/demo/tasks.yaml": {
         "apiVersion": V1, "kind": "Tasks", "tenant": "demo",
         "missions": [{"id": "M1", "title": "First light", "tasks": [
-            {"id": "T1", "title": "Say hello", "agent": "orchestrator", "projected_tokens": 1000, "urgency": "high"},
+            {"id": "T1", "title": "Say hello", "agent": "orchestrator", "projected_tokens": 1000, "urgency": "high",
+             "state": "open"},
+            {"id": "T2", "title": "Paginate", "lane": "api", "brief": "Paginate the list endpoint.\nKeep the API.",
+             "depends_on": ["T1"], "projected_tokens": 2000},
         ]}],
     },
 }

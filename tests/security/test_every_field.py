@@ -65,9 +65,14 @@ SINKS: dict[str, str] = {
     "Roster.agents[].workdir": WORKDIR,
     "Roster.agents[].env.LOG_LEVEL": ENV,
     "Roster.agents[].env_from[].file": LAUNCHER,
+    "Roster.lanes[].workdir": WORKDIR,
+    "Roster.lanes[].worktree.repo": SPEC_ONLY,  # validated, not acted on yet (docs/lanes.md)
+    "Roster.lanes[].env.LANE": ENV,
+    "Roster.lanes[].env_from[].file": LAUNCHER,
     "Budget.authorized_by": REASON,
     "Tasks.missions[].title": TASKS_MD,
     "Tasks.missions[].tasks[].title": TASKS_MD,
+    "Tasks.missions[].tasks[].brief": SPEC_ONLY,  # only into the worker's brief file (core/render.render_brief), never typed
 }
 
 
@@ -92,24 +97,26 @@ def refusal_problems(repo: FleetRepo, field: Field, line: int) -> list[str]:
 
 def agents(repo: FleetRepo) -> dict[str, DesiredAgent]:
     desired = build_desired(repo, host="demo", state_dir="/state")
-    return {a.name: a for a in desired.tenants["demo"].agents}
+    return {a.name: a for a in desired.tenants["demo"].pool()}
 
 
 def launch_problems(repo: FleetRepo, field: Field, value: str) -> list[str]:
     """Follow an accepted value into the launch and the agent's systemd unit."""
     sink = SINKS[str(field)]
     by_name = agents(repo)
-    agent = by_name["enhancer" if field.kind == "Role" else "orchestrator"]
+    lane = str(field).startswith("Roster.lanes")
+    agent = by_name["enhancer" if field.kind == "Role" else "coder0-0" if lane else "orchestrator"]
     launch = agent.launch
     argv = launch.argv
+    var, key = ("LANE", "LANE_KEY") if lane else ("LOG_LEVEL", "API_KEY")
     got: object
     want: object
     if sink == WORKDIR:
         got, want = launch.workdir, value
     elif sink == ENV:
-        got, want = [v for k, v in launch.env if k == "LOG_LEVEL"], [value]
+        got, want = [v for k, v in launch.env if k == var], [value]
     elif sink == LAUNCHER:
-        got, want = argv[argv.index(f"API_KEY={value}") - 1], "--file"
+        got, want = argv[argv.index(f"{key}={value}") - 1], "--file"
     elif sink == ARGV:
         got, want = argv[argv.index("--") + 1 :], tuple(shlex.split(value))
     elif sink == TASKS_MD:

@@ -150,7 +150,7 @@ def test_root_starts_a_tenant_users_real_runtimes_with_that_users_own_config(
         # The user's own files, merged as the user: owned by it, every key it had kept.
         claude_json = home / ".claude.json"
         doc = json.loads(claude_json.read_text())
-        assert doc["numStartups"] == 7 and doc["projects"]["/srv/other"] == {"x": 1}
+        assert doc["numStartups"] >= 7 and doc["projects"]["/srv/other"] == {"x": 1}
         assert doc["hasCompletedOnboarding"] is True
         assert doc["projects"][account.home]["hasTrustDialogAccepted"] is True
         codex_toml = (home / ".codex" / "config.toml").read_text()

@@ -1,0 +1,367 @@
+"""Lane scaling: a lane's open tasks -> how many of its workers run, and which.
+
+It sits in the tick between the observe step and the budget policy (engine/tick.py): the
+roster's lanes come with their whole pool of workers built (core/desired.py), and this
+module picks the workers that are desired this tick, the way KEDA sizes a Deployment by
+queue depth. Pure: the tasks, what was observed (sessions and heartbeats), the lane
+memory the engine kept (each worker's last activity, which task each worker holds), the
+agents' reports (`fleet task done|blocked`) and `now` are arguments. The result says
+which workers to run, which to retire and why, each task's fleet view for status and
+TASKS.md, and the memory to keep (core/lane_memory.py writes it as JSON).
+
+The rules (docs/lanes.md):
+
+- A lane task is *done* when people set `state: done` or its worker reported it done,
+  *cancelled* when people say so, *blocked* when its worker reported it blocked (with the
+  note), *waiting* while a task it depends on is not done; otherwise it is open: assigned
+  to the worker that holds it (working when that worker's heartbeat says so), or queued.
+- Desired workers = open tasks of the lane (assigned or not), clamped to [min, max].
+- A worker that holds a task or whose own heartbeat says working or waiting is always
+  kept; then idle running workers, lowest name first; then new workers, lowest free name
+  first. A running worker beyond that is retired only when its heartbeat does not say it
+  is busy and its own last activity is older than the lane's cooldown. A lane with
+  `reuse: false` retires an idle worker as soon as it has reported on a task (one worker
+  per task).
+- The budget policy then sees the kept workers as any other ephemeral agent
+  (concurrency, pacing ladder); a worker it queues gives its task back to the queue, and
+  the task says why (`settle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from reconciler.core.budget_types import BudgetPlan, State
+from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredLane, DesiredTenant
+from reconciler.model.observed import ObservedFleet
+from reconciler.model.task_report import TaskReport
+from reconciler.spec.models import Task, Tasks, format_duration
+from reconciler.spec.repo import FleetRepo
+
+#: The heartbeat states that mean a worker is at work, whatever it holds.
+BUSY_STATES = frozenset({"working", "waiting"})
+#: The rule of a lane's retirement stop (core/planner.py).
+RETIRE_RULE = "lane-retire"
+
+
+class TaskState(StrEnum):
+    """The fleet's view of a task (status and TASKS.md); people set only open/done/cancelled."""
+
+    QUEUED = "queued"
+    WAITING = "waiting"
+    ASSIGNED = "assigned"
+    WORKING = "working"
+    BLOCKED = "blocked"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+    @property
+    def open(self) -> bool:
+        """Asks for a worker."""
+        return self in (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.WORKING)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A task held by a worker since `since`, recorded by dispatch (core/dispatch.py) before
+    its brief is sent and confirmed when the worker's heartbeat acks `message`."""
+
+    agent: str
+    since: datetime
+    message: str = ""  # the id of the last brief typed to the worker
+    sent_at: datetime | None = None  # when that brief was (to be) typed
+    attempts: int = 0  # briefs typed for this assignment
+    acked: bool = False  # the worker's heartbeat acked `message`
+
+
+@dataclass(frozen=True, slots=True)
+class LaneMemory:
+    """What the lanes of one tenant keep between ticks (`<tenant>/lanes.json`)."""
+
+    last_active: Mapping[str, datetime] = field(default_factory=dict)  # worker -> its last activity
+    assignments: Mapping[str, Assignment] = field(default_factory=dict)  # task id -> its holder
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """One task as the fleet sees it: its state, who holds or reported it and since when, why."""
+
+    tenant: str
+    task: str
+    lane: str | None
+    state: TaskState
+    agent: str | None = None
+    since: datetime | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneView:
+    """One lane this tick: desired vs running workers, queue depth, and why."""
+
+    tenant: str
+    lane: str
+    host: str
+    desired: int
+    running: int
+    open: int
+    queued: int
+    workers: tuple[str, ...]
+    reason: str  # in words that hold while nothing changes (status keeps it)
+    cooling: tuple[tuple[str, timedelta], ...] = ()  # idle workers kept until their cooldown ends, and how long
+
+    def summary(self) -> str:
+        """One line for `fleet ps` and the dry-run, e.g. "lane shop/api: 1 running, 2 desired, 1 task queued (...)"."""
+        tasks = f"{self.queued} task{'s' if self.queued != 1 else ''} queued"
+        return f"lane {self.tenant}/{self.lane}: {self.running} running, {self.desired} desired, {tasks} ({self.detail()})"
+
+    def detail(self) -> str:
+        """The reason with each cooling worker's time left, e.g. "0 open tasks; coder0-0 idle, cooldown 4m left"."""
+        left = "".join(f"; {name} idle, cooldown {max(1, int(-(-t.total_seconds() // 60)))}m left"
+                       for name, t in self.cooling)
+        return self.reason + left
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLanes:
+    lanes: tuple[LaneView, ...] = ()
+    tasks: tuple[TaskView, ...] = ()
+    workers: tuple[str, ...] = ()  # desired this tick, every lane of the tenant on this host
+    retire: Mapping[str, str] = field(default_factory=dict)  # worker -> why it stops
+    memory: LaneMemory = field(default_factory=LaneMemory)
+
+
+@dataclass(frozen=True, slots=True)
+class LanePlan:
+    tenants: Mapping[str, TenantLanes] = field(default_factory=dict)
+
+    def retire_reason(self, tenant: str, agent: str) -> str | None:
+        found = self.tenants.get(tenant)
+        return found.retire.get(agent) if found else None
+
+    def lane_of(self, tenant: str, agent: str) -> LaneView | None:
+        """The lane that wants `agent` as one of its workers this tick."""
+        found = self.tenants.get(tenant)
+        return next((v for v in found.lanes if agent in v.workers), None) if found else None
+
+
+def ordered_tasks(tasks: Tasks | None) -> list[Task]:
+    """The tenant's tasks in file order (mission order, then task order)."""
+    return [t for m in (tasks.missions if tasks else ()) for t in m.tasks]
+
+
+def scale_lanes(
+    repo: FleetRepo,
+    desired: DesiredFleet,
+    observed: ObservedFleet,
+    memory: Mapping[str, LaneMemory],
+    reports: Mapping[str, Iterable[TaskReport]],
+    now: datetime,
+) -> LanePlan:
+    """The lane plan of every desired tenant with lanes on this host."""
+    out: dict[str, TenantLanes] = {}
+    for name, tenant in desired.tenants.items():
+        lanes = [lane for lane in tenant.lanes if lane.host == desired.host]
+        spec = repo.tenants.get(name)
+        if not lanes or spec is None:
+            continue
+        out[name] = scale_tenant(tenant, lanes, ordered_tasks(spec.tasks), observed,
+                                 memory.get(name, LaneMemory()), tuple(reports.get(name, ())), now)
+    return LanePlan(out)
+
+
+def _latest_reports(reports: Iterable[TaskReport]) -> dict[str, TaskReport]:
+    latest: dict[str, TaskReport] = {}
+    for report in sorted(reports, key=lambda r: (r.ts, r.agent)):
+        latest[report.task] = report
+    return latest
+
+
+def task_views(tenant: str, tasks: list[Task], pools: Mapping[str, tuple[str, ...]], memory: LaneMemory,
+               reports: Mapping[str, TaskReport], busy: Mapping[str, str]) -> list[TaskView]:
+    """Every task's fleet view (see the module's rules); `pools`: each lane's worker names,
+    `busy`: the heartbeat state of each worker that has one."""
+    views: dict[str, TaskView] = {}
+    for task in tasks:
+        views[task.id] = _view(tenant, task, pools, memory, reports.get(task.id), busy)
+    done = {tid for tid, v in views.items() if v.state is TaskState.DONE}
+    for task in tasks:
+        waits = [d for d in task.depends_on if d not in done]
+        if waits and views[task.id].state.open:
+            views[task.id] = TaskView(tenant, task.id, task.lane, TaskState.WAITING,
+                                      note=f"waits on {', '.join(waits)}")
+    return [views[t.id] for t in tasks]
+
+
+def _view(tenant: str, task: Task, pools: Mapping[str, tuple[str, ...]], memory: LaneMemory,
+          report: TaskReport | None, busy: Mapping[str, str]) -> TaskView:
+    if task.state == "done":
+        return TaskView(tenant, task.id, task.lane, TaskState.DONE, note="set done in tasks.yaml")
+    if task.state == "cancelled":
+        return TaskView(tenant, task.id, task.lane, TaskState.CANCELLED, note="cancelled in tasks.yaml")
+    if report is not None:
+        state = TaskState.DONE if report.state == "done" else TaskState.BLOCKED
+        return TaskView(tenant, task.id, task.lane, state, report.agent, report.ts, report.note)
+    held = memory.assignments.get(task.id)
+    if held is not None and task.lane is not None and held.agent in pools.get(task.lane, ()):
+        state = TaskState.WORKING if busy.get(held.agent) == "working" else TaskState.ASSIGNED
+        note = "" if held.acked or not held.message else f"brief {held.message} not acknowledged yet (attempt {held.attempts})"
+        return TaskView(tenant, task.id, task.lane, state, held.agent, held.since, note)
+    return TaskView(tenant, task.id, task.lane, TaskState.QUEUED)
+
+
+@dataclass(slots=True)
+class _Workers:
+    """What one tick knows of a tenant's workers on this host."""
+
+    running: dict[str, datetime] = field(default_factory=dict)  # worker -> its session's creation
+    beats: dict[str, str] = field(default_factory=dict)  # worker -> its heartbeat's state
+    acks: dict[str, str] = field(default_factory=dict)  # worker -> the last message id its heartbeat acked
+    reported: dict[str, datetime] = field(default_factory=dict)  # worker -> its latest report
+    holders: set[str] = field(default_factory=set)  # workers holding an open task
+    last_active: dict[str, datetime] = field(default_factory=dict)
+
+    def busy(self, name: str) -> bool:
+        return name in self.holders or self.beats.get(name) in BUSY_STATES
+
+
+def _observe_workers(tenant: str, lanes: list[DesiredLane], observed: ObservedFleet,
+                     reports: tuple[TaskReport, ...]) -> _Workers:
+    seen = _Workers()
+    for lane in lanes:
+        for worker in lane.workers:
+            session = observed.session(worker.launch.socket, worker.name)
+            if session is not None and session.marks.owned and session.marks.tenant == tenant \
+                    and session.marks.agent == worker.name:
+                seen.running[worker.name] = session.created
+            beat = observed.heartbeats.get((tenant, worker.name))
+            if beat is not None:
+                seen.beats[worker.name] = beat.state
+                if beat.ack:
+                    seen.acks[worker.name] = beat.ack
+    for report in reports:
+        seen.reported[report.agent] = max(report.ts, seen.reported.get(report.agent, report.ts))
+    return seen
+
+
+def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Task], observed: ObservedFleet,
+                 memory: LaneMemory, reports: tuple[TaskReport, ...], now: datetime) -> TenantLanes:
+    pools = {lane.name: tuple(w.name for w in lane.workers) for lane in tenant.lanes}
+    seen = _observe_workers(tenant.name, lanes, observed, reports)
+    views = task_views(tenant.name, [t for t in tasks if t.lane is not None], pools, memory,
+                       _latest_reports(reports), seen.beats)
+    seen.holders = {v.agent for v in views if v.state.open and v.agent}
+    lane_views: list[LaneView] = []
+    retire: dict[str, str] = {}
+    for lane in lanes:
+        lane_views.append(_scale_lane(tenant.name, lane, pools[lane.name], views, seen, memory, now, retire))
+    live = {}
+    for view in views:
+        held = memory.assignments.get(view.task)
+        if view.state.open and held is not None and view.agent == held.agent:
+            confirmed = held.acked or (bool(held.message) and seen.acks.get(held.agent) == held.message)
+            live[view.task] = replace(held, acked=confirmed)
+    views = [replace(v, note="") if v.task in live and live[v.task].acked and v.note.startswith("brief ") else v
+             for v in views]
+    kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live)
+    workers = tuple(w for v in lane_views for w in v.workers)
+    return TenantLanes(tuple(lane_views), tuple(views), workers, retire, kept_memory)
+
+
+def _scale_lane(tenant: str, lane: DesiredLane, pool: tuple[str, ...], views: list[TaskView], seen: _Workers,
+                memory: LaneMemory, now: datetime, retire: dict[str, str]) -> LaneView:
+    """One lane's kept workers (adding its retirements to `retire`)."""
+    lane_tasks = [v for v in views if v.lane == lane.name]
+    open_ = sum(1 for v in lane_tasks if v.state.open)
+    queued = sum(1 for v in lane_tasks if v.state is TaskState.QUEUED)
+    want = min(max(open_, lane.min), lane.max)
+    for name in pool:
+        if name in seen.running or name in seen.holders:
+            times = [t for t in (memory.last_active.get(name), seen.running.get(name), seen.reported.get(name)) if t]
+            seen.last_active[name] = max([*times, now] if seen.busy(name) or not times else times)
+    keep = [n for n in pool if n in seen.holders or (n in seen.running and seen.busy(n))]
+    idle = [n for n in pool if n in seen.running and n not in keep]
+    spent = [] if lane.reuse else [n for n in idle if seen.reported.get(n, datetime.min.replace(tzinfo=now.tzinfo))
+                                   >= seen.running[n]]
+    for name in spent:  # one worker per task: done with its task, so gone at once
+        retire[name] = f"lane {lane.name}: {name} has reported on its task, and the lane gives each task a fresh worker"
+    idle = [n for n in idle if n not in spent]
+    new = [n for n in pool if n not in seen.running and n not in keep]
+    keep += (idle + new)[:max(want - len(keep), 0)]  # idle running workers first, then new ones, lowest first
+    cooling: list[tuple[str, timedelta]] = []
+    for name in idle:
+        if name in keep:
+            continue
+        left = seen.last_active[name] + lane.cooldown - now
+        if left > timedelta(0):
+            keep.append(name)
+            cooling.append((name, left))
+            continue
+        retire[name] = (f"lane {lane.name}: {name} is idle since {seen.last_active[name].isoformat()}, past its "
+                        f"cooldown of {format_duration(lane.cooldown)}, and the lane needs {want} "
+                        f"worker{'s' if want != 1 else ''} ({open_} open task{'s' if open_ != 1 else ''}, min {lane.min})")
+    kept = tuple(n for n in pool if n in keep)
+    return LaneView(tenant, lane.name, lane.host, want, sum(1 for n in pool if n in seen.running), open_, queued,
+                    kept, _lane_reason(lane, open_, cooling), tuple(cooling))
+
+
+def _lane_reason(lane: DesiredLane, open_: int, cooling: list[tuple[str, timedelta]]) -> str:
+    """Why the lane has the workers it has, e.g. "3 open tasks, max 2"."""
+    tasks = f"{open_} open task{'s' if open_ != 1 else ''}"
+    if open_ > lane.max:
+        why = f"{tasks}, max {lane.max}"
+    elif open_ < lane.min:
+        why = f"{tasks}, min {lane.min}"
+    else:
+        why = tasks
+    for name, _ in cooling:
+        why += f"; {name} idle, cooling down"
+    return why
+
+
+def with_workers(desired: DesiredFleet, plan: LanePlan) -> DesiredFleet:
+    """`desired` with each tenant's desired workers among its agents (the same object when
+    no tenant has lanes, so what is keyed on it stays cached)."""
+    if not plan.tenants:
+        return desired
+    tenants = dict(desired.tenants)
+    for name, lanes in plan.tenants.items():
+        tenant = tenants[name]
+        wanted = set(lanes.workers)
+        pool: list[DesiredAgent] = [w for lane in tenant.lanes for w in lane.workers if w.name in wanted]
+        tenants[name] = replace(tenant, agents=(*tenant.agents, *pool))
+    return replace(desired, tenants=tenants)
+
+
+def settle(plan: LanePlan, budget: BudgetPlan) -> LanePlan:
+    """The lane plan after the budget policy: a worker it queues (or refuses) gives its task
+    back to the queue, the task says why, and the assignment is forgotten."""
+    decisions = budget.by_agent()
+    if not decisions or not plan.tenants:
+        return plan
+    tenants = dict(plan.tenants)
+    for name, lanes in plan.tenants.items():
+        held = {w: d for w in lanes.workers if (d := decisions.get((name, w))) is not None and d.state is not State.RUN}
+        if not held:
+            continue
+        views = []
+        for view in lanes.tasks:
+            decision = held.get(view.agent or "") if view.state.open else None
+            if decision is None:
+                views.append(view)
+                continue
+            views.append(replace(view, state=TaskState.QUEUED, agent=None, since=None,
+                                 note=f"back in the queue: {view.agent} is {decision.state.value} by the budget "
+                                      f"policy ({decision.rule})"))
+        assignments = {t: a for t, a in lanes.memory.assignments.items() if a.agent not in held}
+        lane_views = tuple(
+            replace(v, reason=f"{v.reason}; {n} queued by budget",
+                    queued=sum(1 for t in views if t.lane == v.lane and t.state is TaskState.QUEUED))
+            if (n := sum(1 for w in v.workers if w in held)) else v
+            for v in lanes.lanes)
+        tenants[name] = replace(lanes, tasks=tuple(views), lanes=lane_views,
+                                memory=replace(lanes.memory, assignments=assignments))
+    return LanePlan(tenants)
