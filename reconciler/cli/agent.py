@@ -121,13 +121,21 @@ def send_command(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds --verify waits for the ack.")] = 30.0,
     force: Annotated[bool, typer.Option("--force", help="Send even when the pane is in copy mode (cancelled "
                                         "first) or someone who can type is attached.")] = False,
+    now: Annotated[bool, typer.Option("--now", help="Type at once, even into the agent's turn (it may take it "
+                                      "mid-turn); without it, send waits until the agent is idle.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for the agent to finish its turn; "
+                                        "still busy then, nothing is typed (status busy, exit 3).")] = 600.0,
+    retry_id: Annotated[str | None, typer.Option(
+        "--id", metavar="MSG_ID", help="Retry an earlier message under its id: checked first, so it is never "
+        "typed twice (acked: nothing typed; still on the input line: only Enter).", show_default=False)] = None,
     host: HostOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Type a message into an agent's pane, press Enter; with --verify, wait for its ack.
+    """Type a message into an agent's pane once it is idle, press Enter; with --verify, wait for its ack.
 
-    Prints verified / sent, or typed_not_submitted / not_delivered (exit 1).
+    Prints verified / sent, typed_not_submitted / not_delivered (exit 1), or busy (exit 3:
+    nothing typed, the agent stayed in its turn for --wait seconds).
 
     Example: fleet agent send examples/fleets/minimal orchestrator 'rebase on main' --verify --timeout 20
     """
@@ -139,16 +147,20 @@ def send_command(
     # the message goes over stdin, never argv, where the tenant's other users could read it
     _as_its_user(repo, agent, lambda copy: [
         "agent", "send", "--timeout", str(timeout), "--host", agent.host, "--output", output.value,
-        *(["--verify"] if verify else []), *(["--force"] if force else []),
+        *(["--verify"] if verify else []), *(["--force"] if force else []), *(["--now"] if now else []),
+        "--wait", str(wait), *(["--id", retry_id] if retry_id else []),
         "--message-file", "-", str(copy), f"{agent.tenant}/{agent.name}"], interactive=False, stdin=message)
     try:
-        result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir))
+        result = agent_verbs.send(agent, message, SendOptions(verify, timeout, force, state_dir, now, wait, retry_id),
+                                  note=lambda line: err.print(line, highlight=False, markup=False))
     except Refused:
         if output == Output.JSON:
             print(to_json({"id": None, "status": "refused"}))
         raise
     print(to_json({"id": result.id, "status": result.status.value}) if output == Output.JSON else result.status.value)
     err.print(f"{result.id} to {agent.tenant}/{agent.name}: {result.detail}", highlight=False, markup=False)
+    if result.status == SendStatus.BUSY:
+        raise typer.Exit(agent_verbs.BUSY_EXIT)
     if result.status not in {SendStatus.SENT, SendStatus.VERIFIED}:
         raise typer.Exit(1)
 

@@ -92,6 +92,9 @@ def assess(
     """
     if session is None:
         return Verdict(Health.ABSENT, "no session")
+    if session.pane_missing:
+        return Verdict(Health.DEAD, f"the agent's pane {session.pane_id} is gone from its session "
+                                    "(a pane or window a person added is not the agent)")
     if session.pane_dead:
         status = "" if session.dead_status is None else f" with status {session.dead_status}"
         return Verdict(Health.DEAD, f"pane exited{status}")

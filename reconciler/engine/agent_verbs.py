@@ -3,11 +3,14 @@
 They sit beside the reconcile loop, never inside it: each resolves one agent from the
 repository's desired state, confirms with one tmux listing that the agent's session is
 the fleet's own (a session without its marks is never watched or typed into), then
-talks to that one pane through tmux argument lists; no value passes through a shell.
-`send --verify` only reads the agent's heartbeat file, where the agent acks the message
-id (docs/heartbeat-protocol.md). The one thing persisted is the audit log: `send` and
-`attach` each append a record (drivers/audit.py) to the tenant's `audit.jsonl`, with the
-message's id and size but never its text; `watch` only looks, so it records nothing.
+talks to the agent's own pane (`@fleet-pane`, never merely the active one) through tmux
+argument lists; no value passes through a shell. `send` types only between turns: it
+reads the agent's heartbeat and its outbox and asks core/messages.py, and `--verify`
+reads the heartbeat, where the agent acks the message id (docs/heartbeat-protocol.md).
+Persisted: the audit log, where `send` and `attach` each append a record
+(drivers/audit.py) to the tenant's `audit.jsonl`, with the message's id and size but
+never its text, and `send`'s outbox (the ids it typed, their times, no text); `watch`
+only looks, so it records nothing.
 
 Why `watch` looks the way it does (tmux 3.3a, measured): `attach-session -r` makes the
 client read-only *and* ignore-size, but a client that ignores size still sizes the window
@@ -34,15 +37,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from reconciler.core import messages
 from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
+from reconciler.core.held import held_by_failure
 from reconciler.core.traces import agent_attrs
-from reconciler.drivers import telemetry, tmux
+from reconciler.drivers import telemetry, tmux, users
 from reconciler.drivers.audit import AuditRecord, AuditResult, append_records, redact, whoami
-from reconciler.drivers.files import DAMAGED, read_capped
+from reconciler.drivers.files import DAMAGED, read_capped, write_atomic
+from reconciler.drivers.lock import LockBusy, hold_lock
+from reconciler.engine.observe import codex_turn_failure
 from reconciler.errors import UserError
 from reconciler.model.heartbeat import parse_heartbeat
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
-from reconciler.model.observed import ObservedSession
+from reconciler.model.observed import Heartbeat, ObservedSession
 from reconciler.spec.load import load_repo
 
 _ADDRESS = re.compile(r"(?:(?P<tenant>[a-z][a-z0-9-]{0,39})/)?(?P<name>[a-z][a-z0-9-]{0,39})")
@@ -52,6 +59,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MESSAGE_BYTES = 16_000
 #: How often `--verify` re-reads the heartbeat file.
 POLL_S = 0.1
+#: How often a send waiting for the agent to finish its turn re-reads heartbeat and outbox.
+READY_POLL_S = 0.2
 
 
 class SendStatus(StrEnum):
@@ -61,6 +70,7 @@ class SendStatus(StrEnum):
     VERIFIED = "verified"  # the agent's heartbeat acked the id
     TYPED_NOT_SUBMITTED = "typed_not_submitted"  # still on the agent's input line
     NOT_DELIVERED = "not_delivered"  # no ack, and not on the input line either
+    BUSY = "busy"  # nothing typed: the agent stayed in its turn for the whole --wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,11 @@ class SendOptions:
     timeout: float = 30.0
     force: bool = False
     state_dir: Path | None = None  # where heartbeats are; None: the pane's FLEET_STATE_DIR
+    now: bool = False  # type at once, even into a turn
+    # Seconds to wait for the agent to be between turns. 0 (one look) for callers inside a
+    # run, which must never block a tick on an agent's turn; the CLI's --wait is 600.
+    wait: float = 0.0
+    retry_id: str | None = None  # a retry of this earlier message (`--id`): never typed twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +218,18 @@ def refusals(session: ObservedSession, writers: int) -> list[str]:
 # --- effectful: tmux -----------------------------------------------------------------
 
 
-def _target(agent: DesiredAgent) -> str:
-    """The agent's active pane; tmux 3.3a does not take a bare `=NAME` as a pane."""
-    return f"={tmux.check_name(agent.name)}:"
+def pane_target(session: ObservedSession) -> str:
+    """The agent's own pane as a tmux target: its id (`%N`, recorded at spawn as
+    `@fleet-pane`), never "the active pane", which is a person's split as soon as they
+    make one. A session started before the mark: its active pane, by session id (tmux
+    refuses a session restarted since, rather than typing into one nobody checked).
+
+    >>> from dataclasses import replace
+    >>> s = ObservedSession("a", "$3", datetime.now(UTC), None, 0, 1, False, None, "x", False, pane_id="%7")
+    >>> pane_target(s), pane_target(replace(s, pane_id=""))
+    ('%7', '$3:')
+    """
+    return session.pane_id or f"{session.session_id}:"
 
 
 def _tmux(agent: DesiredAgent, *args: str) -> tmux.Completed:
@@ -252,8 +276,7 @@ def watch(agent: DesiredAgent) -> int:
     second watcher or a later one cannot resize it either), then a read-only client
     attaches to the agent's own session.
     """
-    locate(agent)
-    target = _target(agent)
+    target = pane_target(locate(agent))
     return tmux.run_interactive(agent.launch.socket, [
         "set-option", "-w", "-t", target, "window-size", "manual", ";",
         "attach-session", "-r", "-t", f"={agent.name}",
@@ -326,9 +349,72 @@ def _state_dir(agent: DesiredAgent, given: Path | None) -> Path:
     return Path(dict(agent.launch.env).get(STATE_DIR_ENV, "."))
 
 
+def _read_beat(path: Path) -> Heartbeat | None:
+    """The agent's heartbeat, or None when absent or unreadable (read again next poll)."""
+    try:
+        return parse_heartbeat(read_capped(path))
+    except OSError:
+        return None
+    except DAMAGED:
+        return None
+
+
+def _beat_now(agent: DesiredAgent, path: Path) -> tuple[Heartbeat | None, datetime | None]:
+    """The agent's heartbeat as the planner sees it, and when its last turn failed: a
+    Codex agent's failed turn is only in its rollout (Codex runs no `notify` for it), read
+    as the observe step reads it (engine/observe.py `codex_turn_failure`)."""
+    beat = _read_beat(path)
+    if beat is None or beat.event is None or agent.launch.adapter != "codex" or not users.is_me(agent.launch.socket.user):
+        return beat, None
+    failure = codex_turn_failure(dict(agent.launch.env).get("CODEX_HOME") or "~/.codex", agent.launch.workdir or "~",
+                                 beat)
+    held = held_by_failure(beat, failure)
+    if held is beat or failure is None:
+        return beat, None
+    return held, datetime.fromisoformat(failure[2])
+
+
+def _read_outbox(path: Path) -> list[messages.Typed]:
+    try:
+        return messages.parse_outbox(read_capped(path))
+    except OSError:
+        return []
+    except DAMAGED:
+        return []
+
+
+def _remember(path: Path, typed: messages.Typed, warn: Callable[[str], None] | None) -> None:
+    """Add a typed id to the agent's outbox; one that cannot be written is a warning (the
+    outbox only holds later sends back while this message's turn runs)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, messages.outbox_text(messages.remember(_read_outbox(path), typed)), 0o600)
+    except OSError as exc:
+        (warn or _warn_stderr)(f"{path}: could not record message {typed.id}: {exc.strerror or exc}")
+
+
+def wait_until_ready(
+    check: Callable[[], messages.Readiness], timeout: float,
+    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    on_wait: Callable[[messages.Readiness], None] | None = None,
+) -> tuple[messages.Readiness, float]:
+    """Poll `check` until it says ready or `timeout` seconds pass: the last answer, and
+    the seconds waited. `on_wait` hears the first answer that is not ready, once."""
+    start = clock()
+    while True:
+        answer = check()
+        waited = clock() - start
+        if answer.ready or waited >= timeout:
+            return answer, waited
+        if on_wait is not None:
+            on_wait(answer)
+            on_wait = None
+        sleep(READY_POLL_S)
+
+
 def _acked(path: Path, msg_id: str) -> bool:
     try:
-        return parse_heartbeat(read_capped(path)).ack == msg_id
+        return messages.acked(parse_heartbeat(read_capped(path)), msg_id)
     except OSError:
         return False  # absent: read again next poll
     except DAMAGED:
@@ -349,10 +435,11 @@ def wait_for_ack(
         sleep(POLL_S)
 
 
-def delivery(agent: DesiredAgent, msg_id: str) -> SendStatus:
-    """Without an ack: is the message still on the agent's input line, or not there at all?"""
+def delivery(agent: DesiredAgent, msg_id: str, target: str) -> SendStatus:
+    """Without an ack: is the message still on the input line of the agent's pane
+    (`target`), or not there at all?"""
     done = tmux.run_tmux(agent.launch.socket, [
-        "display-message", "-p", "-t", _target(agent), "#{cursor_y}", ";", "capture-pane", "-p", "-t", _target(agent),
+        "display-message", "-p", "-t", target, "#{cursor_y}", ";", "capture-pane", "-p", "-t", target,
     ])
     lines = done.stdout.split("\n")
     if done.returncode != 0 or not lines[0].strip().isdigit():
@@ -366,27 +453,44 @@ _DETAIL = {
     SendStatus.VERIFIED: "the agent acked it in its heartbeat",
     SendStatus.TYPED_NOT_SUBMITTED: "the text is still on the agent's input line: Enter did not submit it",
     SendStatus.NOT_DELIVERED: "no ack in time, and the text is not on the agent's input line",
+    SendStatus.BUSY: "nothing typed: the agent was still in its turn",
 }
+#: `fleet agent send`'s exit status for BUSY: nothing was typed, try again later.
+BUSY_EXIT = 3
 
 
 def send(agent: DesiredAgent, text: str, options: SendOptions,
-         warn: Callable[[str], None] | None = None, msg_id: str | None = None) -> SendResult:
-    """Type one message into the agent's pane, press Enter, and optionally wait for its ack.
+         warn: Callable[[str], None] | None = None, note: Callable[[str], None] | None = None,
+         msg_id: str | None = None) -> SendResult:
+    """Type one message into the agent's pane once it is between turns, press Enter, and
+    optionally wait for its ack.
+
+    Unless `options.now`, it first waits (up to `options.wait` seconds) until the agent's
+    heartbeat says idle and the last message typed to it is acked (core/messages.py), so
+    a message never lands in the middle of a turn; still busy then, nothing is typed
+    (BUSY). With `options.retry_id` it retries that earlier message and first checks it
+    was not taken (`messages.retry_step`), so a retry never makes a second copy.
 
     Refused (Refused, exit 1) when the pane is in copy mode or a client that can type is
     attached, unless `options.force`; forcing first cancels copy mode, which would
     otherwise swallow the Enter. Every attempt past the message check is audited: its
-    id and size (never its text), and whether it was sent, refused or failed. `msg_id`:
-    the id to use (the lane dispatcher records it before it sends); default, a fresh one.
+    id and size (never its text), and whether it was sent, refused or failed. `note`
+    hears, once, that the send waits and why. `msg_id`: the id to use (the lane dispatcher
+    records it before it sends); default, a fresh one.
     """
     check_message(text)
-    msg_id = msg_id or new_message_id()  # the dispatcher names its own, recorded before the send
+    if options.retry_id is not None and not messages.MESSAGE_ID.fullmatch(options.retry_id):
+        raise UserError(f"--id {options.retry_id!r} is not a message id; give the id `fleet agent send` printed "
+                        "(msg- and 8 hex digits)")
+    msg_id = options.retry_id or msg_id or new_message_id()
     why = f"`fleet agent send`: message {msg_id}, {len(text.encode())} bytes (text not logged)"
+    if options.retry_id:
+        why += " (a retry)"
     attrs = {**agent_attrs(agent.tenant, agent.host, agent.name, agent.model), "fleet.message.id": msg_id,
              "fleet.message.bytes": len(text.encode()), "fleet.send.verify": options.verify}
     with telemetry.span("fleet agent send", attrs) as span:  # its child: "verify" (docs/surfaces.md, "Traces")
         try:
-            result = _send(agent, text, options, msg_id)
+            result = _send(agent, text, options, msg_id, warn, note)
         except Refused as exc:
             audit_verb(agent, "send", why, "skipped", str(exc), warn)
             span.set({"fleet.send.status": "refused"})
@@ -396,12 +500,13 @@ def send(agent: DesiredAgent, text: str, options: SendOptions,
             raise
         span.set({"fleet.send.status": result.status.value})
     ok = result.status in {SendStatus.SENT, SendStatus.VERIFIED}
-    audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "failed",
-               "" if ok else result.detail, warn)
+    audit_verb(agent, "send", f"{why}; {result.status.value}", "ok" if ok else "skipped" if
+               result.status == SendStatus.BUSY else "failed", "" if ok else result.detail, warn)
     return result
 
 
-def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> SendResult:
+def _checked(agent: DesiredAgent, options: SendOptions) -> ObservedSession:
+    """The agent's session, alive and safe to type into (or forced); else UserError/Refused."""
     session = locate(agent)
     if session.pane_dead:
         raise UserError(f"{agent.tenant}/{agent.name}: its pane has exited, so nothing would read the message; "
@@ -409,23 +514,98 @@ def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str) -> 
     reasons = refusals(session, writers(agent))
     if reasons and not options.force:
         raise Refused(f"not sending to {agent.tenant}/{agent.name}: " + "; ".join(reasons))
-    # The session checked above, by its id: if the agent was restarted since, tmux refuses
-    # rather than typing into a process nobody checked.
-    target = f"{session.session_id}:"
-    if session.in_mode:
-        _tmux(agent, "copy-mode", "-q", "-t", target)
-    _paste(agent, message_line(text, msg_id), msg_id, target)
-    _tmux(agent, "send-keys", "-t", target, "Enter")
+    return session
+
+
+def _send(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str,
+          warn: Callable[[str], None] | None, note: Callable[[str], None] | None) -> SendResult:
+    """Wait for the turn to end (unlocked), then check again and type under the agent's
+    outbox lock, so two sends to one agent never both find it idle and both type: the
+    second finds the first's id in the outbox, not yet acked, and waits for it."""
+    session = _checked(agent, options)
+    layout = StateLayout(_state_dir(agent, options.state_dir))
+    beats, outbox = layout.heartbeat(agent.tenant, agent.name), layout.outbox(agent.tenant, agent.name)
+    created = session.created
+
+    def check() -> messages.Readiness:
+        if options.now:
+            return messages.Readiness(True, "--now")
+        beat, failed_at = _beat_now(agent, beats)
+        return messages.readiness(beat, _read_outbox(outbox), session_created=created, now=datetime.now(UTC),
+                                  failed_at=failed_at)
+
+    told: list[bool] = []
+
+    def waiting(answer: messages.Readiness) -> None:
+        if note is not None and not told:
+            told.append(True)
+            note(f"waiting up to {options.wait:.0f} s for {agent.tenant}/{agent.name} to finish its turn: "
+                 f"{answer.reason} (--now types at once)")
+
+    start = time.monotonic()
+    while True:
+        left = max(0.0, options.wait - (time.monotonic() - start))
+        answer, _ = wait_until_ready(check, left, on_wait=waiting)
+        waited = time.monotonic() - start
+        if not answer.ready:
+            return _busy(msg_id, f"after {waited:.0f} s {answer.reason}")
+        try:
+            with hold_lock(layout.outbox_lock(agent.tenant, agent.name), timeout=max(left, 1.0)):
+                if check().ready:  # still, now that no other send can type
+                    if waited >= READY_POLL_S:
+                        session = _checked(agent, options)  # the pane as it is now, after the wait
+                    done = _type(agent, text, options, msg_id, session, beats, outbox, warn)
+                    break
+        except LockBusy:
+            return _busy(msg_id, f"another `fleet agent send` to this agent held it for {options.wait:.0f} s")
+    if isinstance(done, SendResult):
+        return done
+    target, extra = done
+    if waited >= 1:
+        extra = f"; waited {waited:.0f} s for the agent to finish its turn{extra}"
     if not options.verify:
-        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT])
-    beats = StateLayout(_state_dir(agent, options.state_dir)).heartbeat(agent.tenant, agent.name)
+        return SendResult(msg_id, SendStatus.SENT, _DETAIL[SendStatus.SENT] + extra)
     with telemetry.span("verify", {**agent_attrs(agent.tenant, agent.host, agent.name), "fleet.message.id": msg_id,
                                    "fleet.send.timeout_s": options.timeout}) as span:
-        status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else delivery(agent, msg_id)
+        status = SendStatus.VERIFIED if wait_for_ack(beats, msg_id, options.timeout) else \
+            delivery(agent, msg_id, target)
         span.set({"fleet.send.status": status.value})
         if status != SendStatus.VERIFIED:
             span.fail(_DETAIL[status])
-    return SendResult(msg_id, status, _DETAIL[status])
+    return SendResult(msg_id, status, _DETAIL[status] + extra)
+
+
+def _busy(msg_id: str, why: str) -> SendResult:
+    return SendResult(msg_id, SendStatus.BUSY, f"nothing typed: {why} (send again later, raise --wait, "
+                                               "or --now to type into the turn)")
+
+
+def _type(agent: DesiredAgent, text: str, options: SendOptions, msg_id: str, session: ObservedSession,
+          beats: Path, outbox: Path, warn: Callable[[str], None] | None) -> SendResult | tuple[str, str]:
+    """Type the message into the agent's pane (a retry: only what is left to do) and add
+    its id to the outbox: the pane's target and a note, or the result when nothing was typed."""
+    # The pane checked before, by its id: if the agent was restarted since, tmux refuses
+    # rather than typing into a process nobody checked.
+    target = pane_target(session)
+    before = _read_beat(beats)
+    step = messages.RetryStep.RETYPE
+    if options.retry_id:
+        on_line = delivery(agent, msg_id, target) == SendStatus.TYPED_NOT_SUBMITTED
+        step = messages.retry_step(before, _read_outbox(outbox), msg_id, on_line=on_line)
+        if step == messages.RetryStep.ACKED:
+            return SendResult(msg_id, SendStatus.VERIFIED, "already acked by the agent: nothing typed again")
+        if step == messages.RetryStep.UNKNOWN:
+            raise Refused(f"not retrying {msg_id} to {agent.tenant}/{agent.name}: a message typed after it is "
+                          "acked, and the heartbeat does not reach back far enough to show whether this one was "
+                          "taken; look at the agent (`fleet agent watch`) before sending it again without --id")
+    if session.in_mode:
+        _tmux(agent, "copy-mode", "-q", "-t", target)
+    if step == messages.RetryStep.RETYPE:
+        _paste(agent, message_line(text, msg_id), msg_id, target)
+    _tmux(agent, "send-keys", "-t", target, "Enter")
+    _remember(outbox, messages.Typed(msg_id, datetime.now(UTC), before.seq if before else None), warn)
+    return target, "; it was still on the input line, so only Enter was pressed" if \
+        step == messages.RetryStep.PRESS_ENTER else ""
 
 
 def load_desired(repo: Path, host: str, state_dir: Path) -> DesiredFleet:

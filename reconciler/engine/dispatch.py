@@ -54,10 +54,14 @@ def deliver(tick: Tick, dispatches: Iterable[Dispatch]) -> list[str]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(path, render_brief(d.tenant, d.agent, d.lane, mission, task), mode=0o600)
-            agent_verbs.send(agent, brief_line(task.id, task.title, str(path)),
-                             agent_verbs.SendOptions(state_dir=tick.inputs.state_dir), msg_id=d.message)
+            sent = agent_verbs.send(agent, brief_line(task.id, task.title, str(path)),
+                                    agent_verbs.SendOptions(state_dir=tick.inputs.state_dir), msg_id=d.message)
         except (UserError, OSError) as exc:
             problems.append(f"{d.tenant}/{d.agent}: brief {d.message} of task {d.task} not typed ({exc}); "
+                            "the next run types it again")
+            continue
+        if sent.status == agent_verbs.SendStatus.BUSY:  # mid-turn, or an earlier line not yet taken: not typed
+            problems.append(f"{d.tenant}/{d.agent}: brief {d.message} of task {d.task} not typed ({sent.detail}); "
                             "the next run types it again")
             continue
         memory[d.tenant] = typed(memory[d.tenant], {d.task: d.message}, datetime.now(UTC))

@@ -25,9 +25,13 @@ def observe_view(request: RunRequest) -> tuple[RunResult, FleetView]:
 
 
 def capture_screen(socket: SocketKey, session: str) -> list[str] | None:
-    """The visible text of a session's active pane (`capture-pane -p`: text only, never
-    keys); None when tmux could not capture it (the session is gone)."""
-    done = tmux.run_tmux(socket, ["capture-pane", "-p", "-t", f"={tmux.check_name(session)}:"])
+    """The visible text of the agent's own pane (`capture-pane -p`: text only, never
+    keys): the session's `@fleet-pane`, else its active pane (a session started before
+    the mark); None when tmux could not capture it (the session is gone)."""
+    target = f"={tmux.check_name(session)}:"
+    marked = tmux.run_tmux(socket, ["display-message", "-p", "-t", target, "#{@fleet-pane}"])
+    pane = marked.stdout.strip() if marked.returncode == 0 else ""
+    done = tmux.run_tmux(socket, ["capture-pane", "-p", "-t", pane if pane.startswith("%") else target])
     if done.returncode != 0:
         return None
     return done.stdout.rstrip("\n").split("\n")

@@ -116,16 +116,22 @@ def observe_codex_failures(heartbeats: Mapping[tuple[str, str], Heartbeat],
         beat = heartbeats.get((tenant, agent))
         if beat is None or beat.event is None or not users.is_me(user):
             continue
-        try:
-            cwd = '"cwd":' + json.dumps(str(Path(workdir).expanduser()), ensure_ascii=False)
-        except RuntimeError:  # no home to expand `~` against
-            continue
-        since = (beat.event_ts or beat.ts).timestamp()
-        tail = next((t for t in host.codex_rollout_tails(codex_home, since) if cwd in t), None)
-        held = held_by_failure(beat, turn_failure(tail) if tail is not None else None)
+        held = held_by_failure(beat, codex_turn_failure(codex_home, workdir, beat))
         if held is not beat:
             found[(tenant, agent)] = held
     return found
+
+
+def codex_turn_failure(codex_home: str, workdir: str, beat: Heartbeat) -> tuple[str, str, str] | None:
+    """The failed turn (runtimes/codex.py `turn_failure`) in the newest rollout of
+    `workdir` changed since the agent's last event, if the last turn there failed."""
+    try:
+        cwd = '"cwd":' + json.dumps(str(Path(workdir).expanduser()), ensure_ascii=False)
+    except RuntimeError:  # no home to expand `~` against
+        return None
+    since = (beat.event_ts or beat.ts).timestamp()
+    tail = next((t for t in host.codex_rollout_tails(codex_home, since) if cwd in t), None)
+    return turn_failure(tail) if tail is not None else None
 
 
 #: What host_facts said of the last desired fleet asked about: a resident loop gets the
@@ -193,13 +199,15 @@ def observe(
     )
 
 
-def observe_screens(panes: Iterable[tuple[str, str, SocketKey]]) -> dict[tuple[str, str], str]:
+def observe_screens(panes: Iterable[tuple[str, str, SocketKey]], observed: ObservedFleet) -> dict[tuple[str, str], str]:
     """The visible text of each (tenant, agent, socket) pane the planner asked for
-    (core/planner.py `unhealthy_panes`): one tmux call each; one that cannot be read is
-    left out (the agent is then judged without it)."""
+    (core/planner.py `unhealthy_panes`): one tmux call each, on the agent's own pane as
+    `observed` saw it (never a pane a person split off); one that cannot be read is left
+    out (the agent is then judged without it)."""
     found = {}
     for tenant, agent, socket in panes:
-        text = tmux.capture_pane(socket, agent)
+        session = observed.session(socket, agent)
+        text = tmux.capture_pane(socket, agent, session.pane_id if session else "")
         if text is not None:
             found[(tenant, agent)] = text
     return found

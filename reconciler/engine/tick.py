@@ -93,7 +93,7 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
     desired = with_workers(desired, lanes)
     if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
-        observed = replace(observed, screens=observe_screens(panes))
+        observed = replace(observed, screens=observe_screens(panes, observed))
     held = {(t, a.agent): task for t, tl in lanes.tenants.items() for task, a in tl.memory.assignments.items()}
     budget = _budget(repo, desired, observed, stored, at, budgeted, held)
     lanes = settle(lanes, budget)

@@ -46,6 +46,9 @@ _THREAD = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 #: conversation, Codex 0.169.0 runs a short side thread per turn (the session's title),
 #: which also calls `notify`; the observe step keeps the one with a rollout file.
 MAX_THREADS = 8
+#: How many acked ids a record keeps in `acks` (newest last): a retry can tell a message
+#: taken before a later one from a message never taken.
+ACKS_KEEP = 16
 #: Claude Code notification types that mean a person must answer before work goes on.
 WAITING_NOTIFICATIONS = frozenset({"permission_prompt", "elicitation_dialog"})
 
@@ -91,6 +94,31 @@ def message_id(text: object) -> str | None:
     """
     found = _TRAILER.findall(text) if isinstance(text, str) else []
     return found[-1] if found else None
+
+
+def acked_ids(source: str, event: Mapping[str, object]) -> list[str]:
+    """Every message id one event acks, in order: the submitted prompt's, or each of the
+    completed Codex turn's `input-messages` (two messages typed into one turn are both
+    taken, though `ack` can name only the last).
+
+    >>> acked_ids("codex-notify", {"type": "agent-turn-complete", "input-messages": ["a [fleet:msg-1]", "b [fleet:msg-2]"]})
+    ['msg-1', 'msg-2']
+    >>> acked_ids("claude", {"hook_event_name": "UserPromptSubmit", "prompt": "hi [fleet:msg-3]"})
+    ['msg-3']
+    >>> acked_ids("claude", {"hook_event_name": "Stop"})
+    []
+    """
+    if source == "codex-notify" and event.get("type") == "agent-turn-complete":
+        return _TRAILER.findall(_codex_prompts(event))
+    _, acked = transition(source, event)
+    return [acked] if acked else []
+
+
+def _merge_acks(previous: object, new: Sequence[str]) -> list[str]:
+    """The record's `acks` after an event: the previous ones, then the new, no repeats."""
+    acks = [a for a in previous if isinstance(a, str)] if isinstance(previous, list) else []
+    acks += [a for a in dict.fromkeys(new) if a not in acks]
+    return acks[-ACKS_KEEP:]
 
 
 def _codex_prompts(event: Mapping[str, object]) -> str:
@@ -181,7 +209,8 @@ def next_heartbeat(
 ) -> dict[str, object]:
     """The record to write after `event`, from the previous one (None: the first).
 
-    `seq` counts up, `ack` and `usage` carry forward until replaced, `state` keeps its
+    `seq` counts up, `ack` and `usage` carry forward until replaced (`acks` keeps the
+    last ACKS_KEEP acked ids), `state` keeps its
     value on a tick, `since` is when the current state began (a tick keeps it) and
     `event_ts` when the runtime last sent an event that was not a tick, so a reader can
     tell "working for 20 minutes without an event" from "working, just ticked".
@@ -191,8 +220,8 @@ def next_heartbeat(
     >>> ident = {"FLEET_TENANT": "t", "FLEET_AGENT": "a", "FLEET_HOST": "h", "FLEET_MODEL": "opus"}
     >>> first = next_heartbeat(None, "claude", {"hook_event_name": "UserPromptSubmit",
     ...                        "prompt": "go [fleet:msg-1f]"}, ident, 42, 0.0)
-    >>> first["seq"], first["state"], first["ack"], first["ts"], first["pid"]
-    (1, 'working', 'msg-1f', '1970-01-01T00:00:00Z', 42)
+    >>> first["seq"], first["state"], first["ack"], first["acks"], first["ts"], first["pid"]
+    (1, 'working', 'msg-1f', ['msg-1f'], '1970-01-01T00:00:00Z', 42)
     >>> tick = next_heartbeat(first, "statusline", {}, ident, 42, 60.0)
     >>> tick["seq"], tick["state"], tick["ack"], tick["since"], tick["ts"], tick["event_ts"]
     (2, 'working', 'msg-1f', '1970-01-01T00:00:00Z', '1970-01-01T00:01:00Z', '1970-01-01T00:00:00Z')
@@ -224,6 +253,7 @@ def next_heartbeat(
         "ts": ts, "pid": pid, "state": new_state,
         "model": identity.get("FLEET_MODEL") or prev.get("model") or "unknown",
         "ack": acked or prev.get("ack"),
+        "acks": _merge_acks(prev.get("acks"), acked_ids(source, event)),
         "usage": usage if isinstance(usage, dict) else {},
         "since": since, "event": source if source != "claude" else str(event.get("hook_event_name") or "claude"),
         "event_ts": ts if source != "statusline" or not isinstance(prev.get("event_ts"), str) else prev["event_ts"],

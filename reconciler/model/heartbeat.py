@@ -52,12 +52,18 @@ def parse_heartbeat(text: str) -> Heartbeat:
         held=_optional_str(record.get("held")) if record["state"] == "waiting" else None,
         reason=_optional_str(record.get("reason")),
         threads=_threads(record.get("threads")),
+        acks=_acks(record.get("acks")),
     )
 
 
 def _threads(value: object) -> tuple[str, ...]:
     """The record's Codex thread ids (strings only; anything else reads as none)."""
     return tuple(t for t in value if isinstance(t, str) and t)[-16:] if isinstance(value, list) else ()
+
+
+def _acks(value: object) -> tuple[str, ...]:
+    """fleet-hook's `acks`: a list of ids; anything else (or any other entry) is left out."""
+    return tuple(a for a in value if isinstance(a, str) and a) if isinstance(value, list) else ()
 
 
 def _optional_str(value: object) -> str | None:

@@ -50,6 +50,8 @@ class StateLayout:
         Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
+        Entry("outbox", "<tenant>/outbox/<agent>.json", "ids and times of the messages `fleet agent send` typed (no text)"),
+        Entry("outbox_lock", "<tenant>/outbox/<agent>.lock", "held by `fleet agent send` while it checks and types"),
         Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
         Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
         Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
@@ -100,6 +102,14 @@ class StateLayout:
     def conversation(self, tenant: str, agent: str) -> Path:
         """The agent's conversation (session) id, one UUID: `--session-id`, then `--resume`."""
         return self.tenant(tenant) / "conversations" / agent
+
+    def outbox(self, tenant: str, agent: str) -> Path:
+        """The last messages `send` typed to the agent (core/messages.py): held until acked."""
+        return self.tenant(tenant) / "outbox" / f"{agent}.json"
+
+    def outbox_lock(self, tenant: str, agent: str) -> Path:
+        """Held while one `send` checks the agent is idle and types: two sends never both type."""
+        return self.tenant(tenant) / "outbox" / f"{agent}.lock"
 
     def lanes(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lanes.json"

@@ -25,7 +25,10 @@ OPT_SPEC_HASH = "@fleet-spec-hash"
 OPT_MODEL = "@fleet-model"
 #: The FLEET_STATE_DIR the agent was started with: where it writes its heartbeats.
 OPT_STATE_DIR = "@fleet-state-dir"
-FLEET_OPTIONS = (OPT_TENANT, OPT_AGENT, OPT_HOST, OPT_SPEC_HASH, OPT_MODEL, OPT_STATE_DIR)
+#: The agent's own pane (`%N`, tmux's pane id), recorded in the spawn's chain: a pane a
+#: person splits off or a window they add is never mistaken for the agent.
+OPT_PANE = "@fleet-pane"
+FLEET_OPTIONS = (OPT_TENANT, OPT_AGENT, OPT_HOST, OPT_SPEC_HASH, OPT_MODEL, OPT_STATE_DIR, OPT_PANE)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -53,6 +56,7 @@ class Marks:
     spec_hash: str = ""
     model: str = ""
     state_dir: str = ""  # empty for a session started before the mark existed
+    pane: str = ""  # the agent's pane id; empty for a session started before the mark existed
 
     @property
     def owned(self) -> bool:
@@ -62,7 +66,13 @@ class Marks:
 
 @dataclass(frozen=True, slots=True)
 class ObservedSession:
-    """One tmux session as seen in a single `list-panes -a` (its first pane)."""
+    """One tmux session as seen in a single `list-panes -a`, by the agent's own pane.
+
+    The pane is the one the session's `@fleet-pane` mark names (its first pane when
+    unmarked: a foreign session, or one started before the mark). When the marked pane
+    is gone from the session (a person closed it, and a pane they split off remains),
+    the session is seen with that pane dead, `pane_missing` True and no pid.
+    """
 
     name: str
     session_id: str
@@ -75,6 +85,8 @@ class ObservedSession:
     current_command: str
     in_mode: bool
     marks: Marks = field(default_factory=Marks)
+    pane_id: str = ""  # `%N`: what the agent verbs address (send, capture, watch)
+    pane_missing: bool = False  # the marked pane is no longer in the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +161,9 @@ class Heartbeat:
     #: Codex thread ids the runtime named in its `notify` events, oldest first (fleet-hook
     #: keeps the last few): the observe step reads its conversation back from them.
     threads: tuple[str, ...] = ()
+    #: `fleet-hook`'s last acked ids, newest last (`ack` is the last of them); () for an
+    #: agent that writes only `ack`.
+    acks: tuple[str, ...] = ()
 
 
 #: What a workdir that does not exist on this host becomes: the user's home.

@@ -90,7 +90,12 @@ class Launch:
 
 
 class Deliver(enum.Enum):
-    """How a message reaches the runtime and how its acceptance shows."""
+    """How a message reaches the runtime and how its acceptance shows.
+
+    Either way `fleet agent send` types only between turns (core/messages.py): Claude
+    Code's record says `working` from the submit to `Stop`; Codex says nothing until a
+    turn ends, so there the id `send` typed and not yet acked stands for the turn.
+    """
 
     PASTE_ACK_ON_SUBMIT = "paste+enter, acked when the prompt is submitted"  # Claude Code
     PASTE_ACK_ON_TURN_END = "paste+enter, acked when the turn completes"  # Codex

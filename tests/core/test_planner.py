@@ -96,6 +96,17 @@ def test_dead_pane_restarts() -> None:
     assert p.actions[0].reason.rule == "health-dead"
 
 
+def test_the_agents_pane_gone_beside_a_split_restarts_saying_so() -> None:
+    """tmux lists the session by a person's split only: the marked pane is gone (parse.py)."""
+    fleet = desired("minimal", "demo")
+    orch, enh = fleet.tenants["demo"].agents
+    gone = replace(running(orch), pane_id="%7", pane_missing=True, pane_dead=True, pane_pid=None)
+    p = plan(fleet, observed({orch.launch.socket: [gone, running(enh)]}, [beat(orch), beat(enh)]), NOW)
+    assert kinds(p) == [("restart", "demo", orch.name)]
+    assert p.actions[0].reason.rule == "health-dead"
+    assert "the agent's pane %7 is gone from its session" in p.actions[0].reason.message
+
+
 def test_stale_heartbeat_restarts_after_grace_only() -> None:
     fleet = desired("minimal", "demo")
     orch, enh = fleet.tenants["demo"].agents

@@ -125,8 +125,8 @@ def wait_for_json(path: Path) -> dict[str, object]:
 
 def test_a_line_listed_again_is_the_known_session_and_a_changed_one_is_parsed() -> None:
     key = SocketKey(None, "fleet")
-    fields = ["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "", "sleep", "0", "t", "coder", "h", "ab12", "m",
-              "/srv/state"]
+    fields = ["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "", "sleep", "0", "%1", "t", "coder", "h", "ab12",
+              "m", "/srv/state", "%1"]
     line = tmux_parse.SEP.join(fields)
     seen: dict[str, ObservedSession] = {}
     first = tmux_parse.parse_snapshot(key, 0, line + "\n", "", None, seen)
@@ -154,9 +154,10 @@ def line(
     is_dead: str = "0",
     status: str = "",
     activity: str = "1795608060",
-    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state"),
+    pane: str = "%1",
+    marks: Sequence[str] = ("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state", "%1"),
 ) -> str:
-    fields = [name, "$3", "1795608000", activity, "1", pid, is_dead, status, "claude", "0"]
+    fields = [name, "$3", "1795608000", activity, "1", pid, is_dead, status, "claude", "0", pane]
     return SEP.join([*fields, *marks])
 
 
@@ -166,20 +167,36 @@ class ParseCase(NamedTuple):
     expected: dict[str, tuple[int | None, bool, int | None, Marks]]  # pid, dead, status, marks
 
 
-OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state")
+OWNED = Marks("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state", "%1")
+UNMARKED_PANE = ("jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state", "")
 PARSE_CASES = [
     ParseCase("empty", "", {}),
     ParseCase("owned", line() + "\n", {"coder": (4242, False, None, OWNED)}),
     ParseCase("dead-pane", line(is_dead="1", status="3"), {"coder": (4242, True, 3, OWNED)}),
     ParseCase(
         "foreign-unmarked",
-        line("shell", marks=("", "", "", "", "", "")),
+        line("shell", marks=("", "", "", "", "", "", "")),
         {"shell": (4242, False, None, Marks())},
     ),
     ParseCase(
-        "first-pane-wins",
-        line(pid="1") + "\n" + line(pid="2") + "\n",
+        "unmarked-first-pane-wins",
+        line(pid="1", marks=UNMARKED_PANE) + "\n" + line(pid="2", pane="%2", marks=UNMARKED_PANE) + "\n",
+        {"coder": (1, False, None, Marks(*UNMARKED_PANE))},
+    ),
+    ParseCase(
+        "marked-pane-wins-over-a-split-listed-first",
+        line(pid="9", pane="%2") + "\n" + line(pid="1") + "\n",
         {"coder": (1, False, None, OWNED)},
+    ),
+    ParseCase(
+        "marked-pane-dead-split-alive",
+        line(pid="9", pane="%2") + "\n" + line(pid="1", is_dead="1", status="0") + "\n",
+        {"coder": (1, True, 0, OWNED)},
+    ),
+    ParseCase(
+        "marked-pane-gone-split-alive",
+        line(pid="9", pane="%2") + "\n" + line(pid="8", pane="%3") + "\n",
+        {"coder": (None, True, None, OWNED)},
     ),
     ParseCase(
         "malformed-line-skipped",
@@ -188,8 +205,8 @@ PARSE_CASES = [
     ),
     ParseCase(
         "unicode-and-spaces",
-        line("ünï code", marks=("t", "a", "h", "s", "m ü", "/ä b")),
-        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü", "/ä b"))},
+        line("ünï code", marks=("t", "a", "h", "s", "m ü", "/ä b", "%1")),
+        {"ünï code": (4242, False, None, Marks("t", "a", "h", "s", "m ü", "/ä b", "%1"))},
     ),
     ParseCase(
         "no-pid-no-activity",
@@ -278,7 +295,8 @@ def test_spawn_then_observe_round_trip(tmux_socket: SocketKey) -> None:
     assert sorted(snapshot.sessions) == sorted(names)
     for name in names:
         observed = snapshot.sessions[name]
-        assert observed.marks == Marks("jarvis", name, "w-jarvis", f"h-{name}", f"m-{name}")
+        assert observed.pane_id.startswith("%")
+        assert observed.marks == Marks("jarvis", name, "w-jarvis", f"h-{name}", f"m-{name}", pane=observed.pane_id)
         assert observed.marks.owned
         assert observed.pane_pid and not observed.pane_dead
         assert observed.session_id.startswith("$")

@@ -306,7 +306,7 @@ def test_send_never_types_into_an_agent_restarted_after_it_was_checked(
     running.tmux("new-session", "-d", "-s", "orchestrator", "sleep 600")  # the same name, another process
     monkeypatch.setattr(agent_verbs, "locate", lambda _agent: checked)
 
-    with pytest.raises(UserError, match="can't find session"):
+    with pytest.raises(UserError, match="can't find pane"):  # its pane id, recorded at its spawn
         agent_verbs.send(agent, "for the process that was checked", agent_verbs.SendOptions(state_dir=running.state_dir))
     assert "for the process that was checked" not in "".join(running.screen("orchestrator"))
 

@@ -5,7 +5,9 @@ Codex speaks OpenAI's Responses API (`POST /v1/responses`, SSE). Each fake liste
 127.0.0.1 at a free port, answers every turn with one short text, and records every
 request (model, system prompt or instructions, messages) so a test can assert what the
 runtime really sent: the persona, the model after a switch. Switches make it answer 401
-or a rate-limit error, and `headers` are added to every answer (rate-limit headers).
+or a rate-limit error, `delay` holds each turn's answer that many seconds (a long turn,
+so a test can act while the agent works), and `headers` are added to every answer
+(rate-limit headers).
 Nothing here leaves the machine.
 """
 
@@ -38,6 +40,7 @@ class Recorded:
     messages: list[Any]  # Anthropic `messages` or OpenAI `input`
     body: dict[str, Any]
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds), to order it against answers
 
     def text(self) -> str:
         """Everything the model was shown, as one string (system prompt and messages)."""
@@ -51,8 +54,10 @@ class FakeProvider:
     kind: str  # "anthropic" | "openai"
     reply: str = REPLY
     fail: int | None = None  # 401 or 429: every model request answers this
+    delay: float = 0.0  # seconds each turn waits before it is answered: the agent is working
     headers: dict[str, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    answered: dict[int, float] = field(default_factory=dict)  # request index -> when its answer was sent (epoch s)
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -64,6 +69,11 @@ class FakeProvider:
         """The model requests (not token counts or model lists), oldest first."""
         with self.lock:
             return [r for r in self.requests if r.method == "POST" and r.path.split("?")[0] in TURN_PATHS]
+
+    def answered_at(self, request: Recorded) -> float | None:
+        """When the answer to `request` was sent (epoch seconds), None while it waits."""
+        with self.lock:
+            return next((self.answered.get(i) for i, r in enumerate(self.requests) if r is request), None)
 
 
 TURN_PATHS = ("/v1/messages", "/v1/responses")
@@ -154,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = {}
-        self._record(body if isinstance(body, dict) else {})
+        index = self._record(body if isinstance(body, dict) else {})
         fake = self.server.fake
         path = self.path.split("?")[0]
         model = str(body.get("model") or "fake-model")
@@ -167,10 +177,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif fake.kind == "anthropic" and not body.get("stream"):
             self._json(200, anthropic_message(model, fake.reply))
         else:
+            if fake.delay:
+                time.sleep(fake.delay)
             stream = anthropic_stream if fake.kind == "anthropic" else openai_stream
             self._send(200, stream(model, fake.reply), "text/event-stream")
+            with fake.lock:
+                fake.answered[index] = time.time()
 
-    def _record(self, body: dict[str, Any]) -> None:
+    def _record(self, body: dict[str, Any]) -> int:
         fake = self.server.fake
         system = _system_text(body.get("system")) if fake.kind == "anthropic" else str(body.get("instructions") or "")
         messages = body.get("messages") if fake.kind == "anthropic" else body.get("input")
@@ -178,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
                          messages if isinstance(messages, list) else [], body, dict(self.headers.items()))
         with fake.lock:
             fake.requests.append(entry)
+            return len(fake.requests) - 1
 
     def _json(self, status: int, doc: object, extra: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json", extra)

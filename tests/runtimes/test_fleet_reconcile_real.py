@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,76 @@ def test_a_401_holds_the_codex_agent_read_from_its_rollout(world: World) -> None
     world.openai.fail = None  # type: ignore[attr-defined]
     _send(world, "enhancer", "Review the plan again")
     assert retry_until(lambda: _ps(world)["enhancer"]["health"] == "healthy", UP_S, 0.5), _ps(world)["enhancer"]
+
+
+#: Both runtimes ask their provider for a title for each new prompt, in a request of its
+#: own that quotes the prompt (measured with Claude Code 2.1.328 and Codex 0.169.0); it is
+#: not a turn of the conversation.
+TITLE_REQUESTS = ("Write the title in the predominant language of the session",  # Claude Code
+                  "Generate a concise, single-line task title")  # Codex
+
+
+def _conversation_turns(fake: Any, marker: str) -> list[Any]:
+    """The provider's requests of the agent's conversation that hold `marker`."""
+    return [t for t in fake.turns()
+            if marker in json.dumps(t.messages) and not any(title in t.text() for title in TITLE_REQUESTS)]
+
+
+def test_a_message_to_a_working_agent_waits_for_its_turn_and_arrives_once_and_a_split_changes_nothing(
+    world: World,
+) -> None:
+    """Both runtimes, one slow turn each (the fakes hold every answer 8 s): a second
+    message sent meanwhile is typed only after the turn ended and reaches the provider in
+    exactly one request. Before that, a person splits each agent's window (the new pane
+    listed first) and adds a window: reconcile plans nothing and the sends still reach the
+    agents' own panes."""
+    done = world.reconcile()
+    assert done.returncode == 0, done.stdout + done.stderr
+    world.wait_beat("orchestrator", "from Claude Code", lambda b: b.event in ("SessionStart", "statusline"))
+    world.wait_beat("enhancer", "from fleet-hook launch")
+    assert retry_until(lambda: "? for shortcuts" in world.screen("enhancer"), UP_S), world.screen("enhancer")
+    for agent in ("orchestrator", "enhancer"):
+        world.tmux("split-window", "-b", "-t", f"={agent}:", "sleep", "600")
+        world.tmux("new-window", "-t", f"={agent}", "sleep", "600")
+        assert world.pane(agent, "#{pane_id}") != world.pane(agent, "#{@fleet-pane}")
+    steady = world.reconcile("--dry-run", "--detailed-exitcode")
+    assert steady.returncode == 0, steady.stdout + steady.stderr
+
+    for agent, fake in (("orchestrator", world.anthropic), ("enhancer", world.openai)):  # type: ignore[attr-defined]
+        fake.delay = 8.0
+        first = world.fleet("agent", "send", str(world.repo), agent, "First task TASK-A", "--host", HOST,
+                            "--state-dir", str(world.state), "--output", "json")
+        assert first.returncode == 0, first.stdout + first.stderr
+        first_id = json.loads(first.stdout)["id"]
+        assert retry_until(lambda f=fake, i=first_id: bool(_conversation_turns(f, i)), UP_S), world.screen(agent)
+        second = world.fleet("agent", "send", str(world.repo), agent, "Second task TASK-B", "--verify", "--timeout",
+                             str(UP_S), "--host", HOST, "--state-dir", str(world.state), "--output", "json")
+        assert second.returncode == 0, f"{agent}: {second.stdout} {second.stderr}\n{world.screen(agent)}"
+        assert json.loads(second.stdout)["status"] == "verified" and "waited" in second.stderr, second.stderr
+        second_id = json.loads(second.stdout)["id"]
+        fake.delay = 0.0
+        # Claude Code acks at the submit: count once its turn is over, as Codex's ack is
+        world.wait_beat(agent, "after the second turn", lambda b, i=second_id: b.state == "idle" and b.ack == i)
+        assert retry_until(lambda f=fake, i=second_id: bool(_conversation_turns(f, i)), UP_S)
+
+        turn_a = _conversation_turns(fake, first_id)[0]
+        with_b = _conversation_turns(fake, second_id)
+        assert len(with_b) == 1, f"{agent}: the second message reached the provider {len(with_b)} times"
+        answered_a = fake.answered_at(turn_a)
+        typed = {t["id"]: datetime.fromisoformat(t["at"]).timestamp() for t in json.loads(
+            (world.state / TENANT / "outbox" / f"{agent}.json").read_text())["typed"]}
+        assert answered_a is not None and typed[second_id] > answered_a and with_b[0].at > answered_a, \
+            f"{agent}: the second message was typed into the first turn"
+        print(f"\n{agent}: the second message arrived {with_b[0].at - answered_a:.2f} s after the first turn's answer")
+    assert world.reconcile().returncode == 0
+    assert _health(world) == {"orchestrator": "healthy", "enhancer": "healthy"}
+
+    # The runtime's own pane dies while the person's split lives on: dead, restarted.
+    pane = world.pane("enhancer", "#{@fleet-pane}")
+    pid = int(world.tmux("display-message", "-p", "-t", pane, "#{pane_pid}").strip())
+    os.killpg(pid, signal.SIGKILL)
+    assert retry_until(lambda: world.tmux("display-message", "-p", "-t", pane, "#{pane_dead}").strip() == "1", 30)
+    done = world.reconcile()
+    assert done.returncode == 0 and "1 to restart" in done.stdout, done.stdout + done.stderr
+    world.wait_beat("enhancer", "from the respawned Codex", lambda b: b.pid != pid and _alive(b.pid))
+    assert world.pane("enhancer", "#{@fleet-pane}") != pane

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.layout import STATE_DIR_ENV
-from reconciler.model.observed import FLEET_OPTIONS, SocketKey
+from reconciler.model.observed import FLEET_OPTIONS, OPT_PANE, SocketKey
 
 #: Bytes of packed arguments per invocation; tmux 3.3a refuses more than 16364.
 CHAIN_BYTES = 16_000
@@ -134,7 +134,12 @@ def spawn_args(launch: LaunchSpec, home: str) -> tuple[Command, ...]:
 
     They run in one chain: tmux stops a chain at its first failure, so a duplicate name
     never gets marked (the foreign session stays foreign) and a created session is marked
-    before tmux reads anything else.
+    before tmux reads anything else. The last mark, `@fleet-pane`, is the id of the pane
+    just created (`-F` expands `#{pane_id}` there, the only value expanded: the session
+    has one pane at that point), so a person's split never stands in for the agent.
+
+    >>> spawn_args(LaunchSpec("t", "a", "h", SocketKey(None, "s"), ("x",), (), None, "m", "h1"), "/root")[-1]
+    ('set-option', '-F', '-t', '=a:', '@fleet-pane', '#{pane_id}')
     """
     name = check_name(launch.agent)
     target = f"={name}:"
@@ -155,8 +160,9 @@ def spawn_args(launch: LaunchSpec, home: str) -> tuple[Command, ...]:
         ("set-option", "-w", "-t", target, "remain-on-exit", "on"),
         *(
             ("set-option", "-t", target, option, value)
-            for option, value in zip(FLEET_OPTIONS, values, strict=True)
+            for option, value in zip(FLEET_OPTIONS[:-1], values, strict=True)
         ),
+        ("set-option", "-F", "-t", target, OPT_PANE, "#{pane_id}"),
     )
 
 

@@ -259,12 +259,13 @@ def kill_sessions(key: SocketKey, names: Iterable[str]) -> None:
 
 
 
-def capture_pane(key: SocketKey, name: str) -> str | None:
-    """The visible text of session `name`'s active pane (`capture-pane -p`), or None when
-    tmux cannot give it. Only for agents already unhealthy (engine/observe.py): one call
-    per such agent, none in a healthy fleet."""
+def capture_pane(key: SocketKey, name: str, pane: str = "") -> str | None:
+    """The visible text of the agent's pane (`capture-pane -p`): `pane`, its `%N` as
+    observed (`@fleet-pane`), else session `name`'s active pane; None when tmux cannot
+    give it. Only for agents already unhealthy (engine/observe.py): one call per such
+    agent, none in a healthy fleet."""
     try:
-        done = run_tmux(key, ["capture-pane", "-p", "-t", f"={check_name(name)}:"])
+        done = run_tmux(key, ["capture-pane", "-p", "-t", pane or f"={check_name(name)}:"])
     except TMUX_FAILURES:
         return None
     return done.stdout if done.returncode == 0 else None

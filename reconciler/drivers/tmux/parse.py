@@ -7,6 +7,7 @@ client.py runs it. Doctested.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from reconciler.model.observed import FLEET_OPTIONS, Marks, ObservedSession, SocketKey, SocketSnapshot
@@ -24,6 +25,7 @@ _FIELDS = (
     "pane_dead_status",
     "pane_current_command",
     "pane_in_mode",
+    "pane_id",
     *FLEET_OPTIONS,
 )
 #: The `list-panes -a -F` format: one line per pane, every field observe needs.
@@ -79,7 +81,8 @@ def parse_pane_line(line: str) -> ObservedSession:
         dead_status=_int_or_none(fields[7]),
         current_command=fields[8],
         in_mode=fields[9] == "1",
-        marks=Marks(*fields[10:]),
+        pane_id=fields[10],
+        marks=Marks(*fields[11:]),
     )
 
 
@@ -101,28 +104,45 @@ def _parse(text: str, known: Mapping[str, ObservedSession] | None = None,
                 continue
         if seen is not None:
             seen[line] = session
-        sessions.setdefault(session.name, session)
+        first = sessions.setdefault(session.name, session)
+        if session.marks.pane and session.pane_id == session.marks.pane:
+            sessions[session.name] = session  # the agent's own pane, wherever it stands
+        elif first is session and session.marks.pane:
+            sessions[session.name] = _missing(session)  # until the marked pane is listed
     return sessions, bad
+
+
+def _missing(session: ObservedSession) -> ObservedSession:
+    """The session whose marked pane is not (yet) listed: seen as that pane, dead."""
+    return replace(session, pane_id=session.marks.pane, pane_pid=None, pane_dead=True, dead_status=None,
+                   current_command="", in_mode=False, pane_missing=True)
 
 
 def parse_list_panes(text: str, key: SocketKey) -> dict[str, ObservedSession]:
     """Sessions by name from `list-panes -a -F LIST_FORMAT` output on socket `key`.
 
     tmux lists panes session by session in window and pane index order; each session is
-    represented by its first pane. Unreadable lines are skipped (`parse_snapshot` reports
-    them), so one odd foreign session cannot blind the reconciler to the rest.
+    represented by the pane its `@fleet-pane` mark names, else by its first pane, so a
+    pane a person splits off (or a window they add) never stands in for the agent. A
+    marked pane that is not listed is seen dead (`pane_missing`). Unreadable lines are
+    skipped (`parse_snapshot` reports them), so one odd foreign session cannot blind the
+    reconciler to the rest.
 
-    >>> line = SEP.join(["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "",
-    ...                  "claude", "0", "jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state"])
-    >>> dead = SEP.join(["coder", "$3", "1795608000", "", "0", "4243", "1", "3",
-    ...                  "", "0", "", "", "", "", "", ""])
-    >>> s = parse_list_panes(line + "\\n" + dead + "\\n", SocketKey(None, "fleet"))["coder"]
-    >>> s.created.isoformat(), s.activity.minute, s.pane_pid, s.pane_dead, s.dead_status
-    ('2026-11-25T12:00:00+00:00', 1, 4242, False, None)
+    >>> marks = ["jarvis", "coder", "w-jarvis", "ab12", "opus", "/srv/state", "%7"]
+    >>> split = SEP.join(["coder", "$3", "1795608000", "", "0", "4243", "0", "", "bash", "1", "%6", *marks])
+    >>> agent = SEP.join(["coder", "$3", "1795608000", "1795608060", "0", "4242", "0", "",
+    ...                   "claude", "0", "%7", *marks])
+    >>> s = parse_list_panes(split + "\\n" + agent + "\\n", SocketKey(None, "fleet"))["coder"]
+    >>> s.created.isoformat(), s.activity.minute, s.pane_id, s.pane_pid, s.pane_dead, s.in_mode
+    ('2026-11-25T12:00:00+00:00', 1, '%7', 4242, False, False)
     >>> s.marks.owned, s.marks.model, s.marks.state_dir
     (True, 'opus', '/srv/state')
-    >>> parse_pane_line(dead).pane_dead, parse_pane_line(dead).dead_status
-    (True, 3)
+    >>> gone = parse_list_panes(split + "\\n", SocketKey(None, "fleet"))["coder"]
+    >>> gone.pane_id, gone.pane_dead, gone.pane_missing, gone.pane_pid
+    ('%7', True, True, None)
+    >>> dead = SEP.join(["shell", "$4", "1795608000", "", "0", "4244", "1", "3", "", "0", "%9", *[""] * 7])
+    >>> parse_pane_line(dead).pane_dead, parse_pane_line(dead).dead_status, parse_pane_line(dead).marks.owned
+    (True, 3, False)
     >>> parse_list_panes("garbage\\n", SocketKey(None, "fleet"))
     {}
     """
@@ -140,7 +160,7 @@ def parse_snapshot(key: SocketKey, returncode: int, stdout: str, stderr: str,
     >>> parse_snapshot(SocketKey(None, "x"), 1, "", "access not allowed\\n").error
     'tmux x: access not allowed'
     >>> parse_snapshot(SocketKey(None, "x"), 0, "junk\\n", "").error
-    "tmux x: skipped 1 unreadable line(s): expected 16 fields, got 1: 'junk'"
+    "tmux x: skipped 1 unreadable line(s): expected 18 fields, got 1: 'junk'"
 
     `known` maps lines of an earlier listing to their sessions: such a line is not parsed
     again (a resident loop lists the same panes every tick); every line read this time is
