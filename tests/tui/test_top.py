@@ -40,7 +40,7 @@ class Calls:
 def table_rows(app: FleetTop) -> list[tuple[str, ...]]:
     from textual.widgets import DataTable  # noqa: PLC0415
 
-    table = app.query_one(DataTable)
+    table = app.query_one("#fleet", DataTable)
     return [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
 
 
