@@ -16,7 +16,7 @@ import httpx
 
 from reconciler.core.fleetview import lane_cells, task_cells
 from reconciler.core.ps import render_table, table_cells
-from reconciler.tui.app import Confirm, FleetTop, Prompt, Verbs
+from reconciler.tui.app import Confirm, FleetTop, Prompt, Verbs, detail_text
 from reconciler.web.app import make_app
 from tests.web.serving import uvicorn_thread
 from tests.web.test_http import SCREEN, Source, capture, lane_observation, observation
@@ -107,6 +107,7 @@ def test_the_three_surfaces_show_the_same_lanes_and_tasks() -> None:
 
     tui_lanes, tui_tasks, shown = asyncio.run(tui())
     assert (tui_lanes, tui_tasks, shown) == (lanes, tasks, "tasks-view")
+    assert "task: T1 assigned (lane api): Paginate the list endpoint" in detail_text(view.agents["shop/coder0-0"])
     assert ("T3", "shop", "api", "done", "coder0-1", "60s", "merged as PR 9", "Rate-limit the list endpoint") in tasks
 
 
