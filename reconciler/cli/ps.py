@@ -59,7 +59,7 @@ def ps_command(
         relay_users(out, err, result.users, True, doc)
         print(to_json(doc))
         raise typer.Exit(result.users_code)
-    notes = list(view.notes)
+    notes = [*view.notes, *view.lane_lines()]
     if not rows:
         hosts = ", ".join(sorted(tick.desired.hosts())) or "none"
         notes.append(f"no agent runs on host {tick.inputs.host} (hosts in the repository: {hosts}); pass --host to see another")

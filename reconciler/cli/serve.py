@@ -41,7 +41,7 @@ def serve_command(
     interval: Annotated[float, typer.Option("--interval", metavar="SECONDS",
                                             help="How often the fleet is observed for every open page.")] = 2.0,
 ) -> None:
-    """A live, read-only web view: the fleet table, each agent's detail and screen, budgets and pace.
+    """A live, read-only web view: the fleet table, each agent's detail and screen, lanes and tasks, budgets and pace.
 
     One observer loop feeds every open page; no route changes the fleet (only GET and HEAD).
 

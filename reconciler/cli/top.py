@@ -29,7 +29,8 @@ def top_command(
 ) -> None:
     """A live table of this host's agents; Enter/arrows select one to see its detail and screen.
 
-    Keys: w watch (read-only), a attach (asks first), s send --verify (asks for the text), r refresh, q quit.
+    Keys: w watch (read-only), a attach (asks first), s send --verify (asks for the text), t lanes and tasks,
+    r refresh, q quit.
 
     Example: fleet top examples/fleets/minimal --host demo
     """

@@ -1,9 +1,11 @@
 """One view of the fleet, built once from one observation, that every surface renders.
 
-`fleet ps` (cli/ps.py), `fleet serve` (reconciler/web) and whatever comes next read the
-same `FleetView`: the ps rows (core/ps.py, unchanged), each agent's detail (conditions
-with their reasons, last heartbeat, desired against running model, budget rung,
-restarts and backoff) and each budget account's pace (core/budget_view.py). Pure: it
+`fleet ps` (cli/ps.py), `fleet serve` (reconciler/web) and `fleet top` (reconciler/tui)
+read the same `FleetView`: the ps rows (core/ps.py, unchanged), each agent's detail
+(conditions with their reasons, last heartbeat, desired against running model, budget
+rung, restarts and backoff, the task it holds), each budget account's pace
+(core/budget_view.py), and the lanes (desired vs running workers, queue depth, why) with
+each lane task's fleet view (core/lanes.py). Pure: it
 reads what one tick produced and decides nothing, so the surfaces cannot disagree.
 """
 
@@ -17,14 +19,19 @@ from typing import Any
 from reconciler.core.budget_types import BudgetPlan, Decision
 from reconciler.core.budget_view import AccountView, account_views
 from reconciler.core.desired import DesiredFleet
+from reconciler.core.lanes import LanePlan, LaneView, TaskState, TaskView, ordered_tasks
 from reconciler.core.plan import Plan, Wait
-from reconciler.core.ps import PsRow, human_age, ps_notes, ps_rows, row_json
+from reconciler.core.ps import NONE, PsRow, human_age, ps_notes, ps_rows, row_json
 from reconciler.model.history import RestartRecord
 from reconciler.model.observed import Heartbeat, ObservedFleet
 from reconciler.spec.repo import FleetRepo
 
 #: Version of `view_json`'s document: bump it when a key changes meaning or goes away.
-FORMAT_VERSION = 1
+#: 2: lanes and tasks have their own keys; `notes` no longer carries the lane lines.
+FORMAT_VERSION = 2
+#: The columns of the lanes table and of the tasks table, on every surface.
+LANE_HEADERS = ("LANE", "TENANT", "HOST", "RUNNING", "DESIRED", "OPEN", "QUEUED", "WORKERS", "WHY")
+TASK_HEADERS = ("TASK", "TENANT", "LANE", "STATE", "AGENT", "SINCE", "NOTE", "TITLE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,19 @@ class Restarts:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One lane task as the surfaces show it: the fleet's view (core/lanes.py) and its title."""
+
+    view: TaskView
+    title: str
+    mission: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.view.tenant}/{self.view.task}"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentDetail:
     """What an agent's page shows beyond its row."""
 
@@ -73,6 +93,7 @@ class AgentDetail:
     rung: Rung | None
     restarts: Restarts
     planned_reason: str
+    task: TaskRow | None = None  # the lane task this worker holds (assigned or working)
 
     @property
     def key(self) -> str:
@@ -86,8 +107,14 @@ class FleetView:
     rows: tuple[PsRow, ...]
     agents: Mapping[str, AgentDetail]  # by "tenant/agent"
     accounts: tuple[AccountView, ...]
-    notes: tuple[str, ...]
+    notes: tuple[str, ...]  # what `fleet ps` prints under its table, before the lane lines
     problems: tuple[str, ...]
+    lanes: tuple[LaneView, ...] = ()  # this host's lanes, as the plan sized them
+    tasks: tuple[TaskRow, ...] = ()  # every lane task of the tenants in view, in file order
+
+    def lane_lines(self) -> tuple[str, ...]:
+        """One line per lane, as `fleet ps` prints them after its notes."""
+        return tuple(lane.summary() for lane in self.lanes)
 
     def summary(self) -> dict[str, int]:
         """How many agents are in each health, for a banner ("3 healthy, 1 dead")."""
@@ -101,9 +128,14 @@ def build_view(
     desired: DesiredFleet, observed: ObservedFleet, plan: Plan, now: datetime, *,
     repo: FleetRepo | None = None, budget: BudgetPlan | None = None,
     history: Mapping[tuple[str, str], RestartRecord] | None = None, problems: Sequence[str] = (),
+    lanes: LanePlan | None = None,
 ) -> FleetView:
-    """The whole view of one tick; `fleet ps` rows are exactly `ps_rows` of the same tick."""
+    """The whole view of one tick; `fleet ps` rows are exactly `ps_rows` of the same tick,
+    the lanes are the plan's and the tasks `lanes`' (the tick's lane plan after dispatch)."""
     rows = ps_rows(desired, observed, plan, now)
+    tasks = task_rows(repo, lanes)
+    held = {(t.view.tenant, t.view.agent): t for t in tasks
+            if t.view.agent and t.view.state in (TaskState.ASSIGNED, TaskState.WORKING)}
     decisions = {(d.tenant, d.agent): d for d in plan.budget}
     waits = {(w.tenant, w.agent): w for w in plan.waits}
     reasons = {(a.tenant, a.agent): a.reason.message for a in plan.actions}
@@ -112,17 +144,30 @@ def build_view(
         f"{row.tenant}/{row.agent}": _detail(
             row, observed.heartbeats.get((row.tenant, row.agent)), decisions.get((row.tenant, row.agent)),
             history.get((row.tenant, row.agent)), waits.get((row.tenant, row.agent)),
-            reasons.get((row.tenant, row.agent), ""))
+            reasons.get((row.tenant, row.agent), ""), held.get((row.tenant, row.agent)))
         for row in rows
     }
     accounts = tuple(account_views(repo, budget)) if repo is not None and budget is not None else ()
-    return FleetView(desired.host, now, tuple(rows), agents, accounts,
-                     (*ps_notes(desired, observed), *(lane.summary() for lane in plan.lanes)),
-                     tuple(problems))
+    return FleetView(desired.host, now, tuple(rows), agents, accounts, tuple(ps_notes(desired, observed)),
+                     tuple(problems), tuple(plan.lanes), tasks)
+
+
+def task_rows(repo: FleetRepo | None, lanes: LanePlan | None) -> tuple[TaskRow, ...]:
+    """Each lane task's fleet view with its title and mission, tenant by tenant."""
+    if lanes is None:
+        return ()
+    out: list[TaskRow] = []
+    for tenant in sorted(lanes.tenants):
+        spec = repo.tenants.get(tenant) if repo is not None else None
+        missions = {t.id: m for m in (spec.tasks.missions if spec and spec.tasks else ()) for t in m.tasks}
+        titles = {t.id: t.title for t in ordered_tasks(spec.tasks if spec else None)}
+        out += [TaskRow(v, titles.get(v.task, ""), missions[v.task].id if v.task in missions else "")
+                for v in lanes.tenants[tenant].tasks]
+    return tuple(out)
 
 
 def _detail(row: PsRow, beat: Heartbeat | None, decision: Decision | None, record: RestartRecord | None,
-            wait: Wait | None, planned_reason: str) -> AgentDetail:
+            wait: Wait | None, planned_reason: str, task: TaskRow | None) -> AgentDetail:
     rung = None if decision is None else Rung(
         decision.rung, decision.model, decision.runtime, decision.state.value, decision.account, decision.rule,
         decision.reason, tuple(r.label() for r in decision.rungs))
@@ -132,7 +177,7 @@ def _detail(row: PsRow, beat: Heartbeat | None, decision: Decision | None, recor
         backoff_until=wait.until if wait else None, stalled=wait.stalled if wait else False,
         message=wait.message if wait else "")
     return AgentDetail(row, _conditions(row, rung, restarts, planned_reason), beat, row.model, row.desired_model,
-                       None if rung is None else rung.model, rung, restarts, planned_reason)
+                       None if rung is None else rung.model, rung, restarts, planned_reason, task)
 
 
 def _conditions(row: PsRow, rung: Rung | None, restarts: Restarts, planned_reason: str) -> tuple[Condition, ...]:
@@ -185,6 +230,54 @@ class Filters:
                 and (not self.health or (row.health or "unknown") == self.health))
 
 
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    """The tasks page's filters; an empty field matches everything.
+
+    >>> TaskFilters.of({"lane": "api", "state": " done "})
+    TaskFilters(tenant='', lane='api', state='done')
+    """
+
+    tenant: str = ""
+    lane: str = ""
+    state: str = ""
+
+    @classmethod
+    def of(cls, params: Mapping[str, str]) -> TaskFilters:
+        return cls(**{k: params.get(k, "").strip() for k in ("tenant", "lane", "state")})
+
+    def matches_lane(self, lane: LaneView) -> bool:
+        return (not self.tenant or lane.tenant == self.tenant) and (not self.lane or lane.lane == self.lane)
+
+    def matches(self, task: TaskRow) -> bool:
+        v = task.view
+        return ((not self.tenant or v.tenant == self.tenant) and (not self.lane or (v.lane or "") == self.lane)
+                and (not self.state or v.state.value == self.state))
+
+
+def task_choices(view: FleetView) -> dict[str, list[str]]:
+    """The values each task filter can take in this view (every state, so a filter on
+    `done` stays selectable before any task is done)."""
+    return {
+        "tenant": sorted({t.view.tenant for t in view.tasks} | {lane.tenant for lane in view.lanes}),
+        "lane": sorted({t.view.lane or "" for t in view.tasks} | {lane.lane for lane in view.lanes}),
+        "state": [s.value for s in TaskState],
+    }
+
+
+def lane_cells(lane: LaneView) -> tuple[str, ...]:
+    """The lanes table's cells (LANE_HEADERS), the same on every surface."""
+    return (lane.lane, lane.tenant, lane.host, str(lane.running), str(lane.desired), str(lane.open),
+            str(lane.queued), ", ".join(lane.workers) or NONE, lane.detail())
+
+
+def task_cells(task: TaskRow, now: datetime) -> tuple[str, ...]:
+    """The tasks table's cells (TASK_HEADERS); SINCE is an age at the view's time."""
+    v = task.view
+    since = NONE if v.since is None else human_age(max(0, int((now - v.since).total_seconds())))
+    return (v.task, v.tenant, v.lane or NONE, v.state.value, v.agent or NONE, since, v.note or NONE, task.title or NONE)
+
+
 def choices(rows: Sequence[PsRow]) -> dict[str, list[str]]:
     """The values each filter can take on these rows, sorted."""
     return {
@@ -219,7 +312,20 @@ def detail_json(detail: AgentDetail) -> dict[str, Any]:
                      "last_reason": detail.restarts.last_reason, "backoff_until": _iso(detail.restarts.backoff_until),
                      "stalled": detail.restarts.stalled, "message": detail.restarts.message},
         "planned_reason": detail.planned_reason,
+        "task": None if detail.task is None else task_json(detail.task),
     }
+
+
+def lane_json(lane: LaneView) -> dict[str, Any]:
+    return {"tenant": lane.tenant, "lane": lane.lane, "host": lane.host, "desired": lane.desired,
+            "running": lane.running, "open": lane.open, "queued": lane.queued, "workers": list(lane.workers),
+            "reason": lane.detail(), "summary": lane.summary()}
+
+
+def task_json(task: TaskRow) -> dict[str, Any]:
+    v = task.view
+    return {"tenant": v.tenant, "task": v.task, "mission": task.mission, "title": task.title, "lane": v.lane,
+            "state": v.state.value, "agent": v.agent, "since": _iso(v.since), "note": v.note}
 
 
 def account_json(view: AccountView) -> dict[str, Any]:
@@ -238,5 +344,6 @@ def view_json(view: FleetView) -> dict[str, Any]:
         "summary": view.summary(), "rows": [row_json(r) for r in view.rows],
         "agents": {key: detail_json(d) for key, d in view.agents.items()},
         "accounts": [account_json(a) for a in view.accounts],
+        "lanes": [lane_json(lane) for lane in view.lanes], "tasks": [task_json(t) for t in view.tasks],
         "notes": list(view.notes), "problems": list(view.problems),
     }

@@ -15,7 +15,7 @@ def view_of(result: RunResult) -> FleetView:
     """The view of a run's tick (no new observation)."""
     tick = result.tick
     return build_view(tick.desired, tick.observed, tick.plan, tick.now, repo=result.repo, budget=tick.budget,
-                      history=tick.history, problems=(*tick.problems, *result.warnings))
+                      history=tick.history, problems=(*tick.problems, *result.warnings), lanes=tick.lanes)
 
 
 def observe_view(request: RunRequest) -> tuple[RunResult, FleetView]:

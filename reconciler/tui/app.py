@@ -1,4 +1,5 @@
-"""The Textual app of `fleet top`: a table, a detail pane, a screen pane and four keys.
+"""The Textual app of `fleet top`: a table, a detail pane, a screen pane and four keys;
+`t` switches to the lanes and tasks (the web view's /tasks page, the same cells).
 
 Observation and capture run in worker threads (the engine's run blocks); the table is
 rebuilt from each new view with the same cells `fleet ps` prints (core/ps.py
@@ -17,9 +18,16 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Button, ContentSwitcher, DataTable, Footer, Header, Input, Label, Static
 
-from reconciler.core.fleetview import AgentDetail, FleetView
+from reconciler.core.fleetview import (
+    LANE_HEADERS,
+    TASK_HEADERS,
+    AgentDetail,
+    FleetView,
+    lane_cells,
+    task_cells,
+)
 from reconciler.core.ps import HEADERS, NONE, human_age, table_cells
 from reconciler.web.observer import Capture, Observation
 
@@ -47,6 +55,10 @@ def detail_text(detail: AgentDetail) -> str:
         lines.append(f"budget rung {detail.rung.index}: {' → '.join(detail.rung.ladder)} ({detail.rung.state})")
     lines.append(f"restarts: {detail.restarts.attempts}"
                  + (f", backing off until {detail.restarts.backoff_until:%H:%M:%S}" if detail.restarts.backoff_until else ""))
+    if detail.task:
+        task = detail.task.view
+        lines.append(f"task: {task.task} {task.state.value}" + (f" (lane {task.lane})" if task.lane else "")
+                     + (f": {detail.task.title}" if detail.task.title else ""))
     if row.planned:
         lines.append(f"next: {row.planned}")
     return "\n".join(lines)
@@ -104,7 +116,10 @@ class FleetTop(App[None]):
 
     TITLE = "fleet top"
     CSS = """
+    #agents, #tasks-view { height: 1fr; }
     #fleet { height: 1fr; }
+    #lanes { height: auto; max-height: 40%; }
+    #tasks { height: 1fr; }
     #below { height: 1fr; }
     #detail { width: 1fr; border: round $primary; padding: 0 1; }
     #screen { width: 1fr; border: round $secondary; padding: 0 1; }
@@ -113,7 +128,7 @@ class FleetTop(App[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"), Binding("r", "observe", "Refresh"), Binding("w", "watch", "Watch"),
-        Binding("a", "attach", "Attach"), Binding("s", "send", "Send"),
+        Binding("a", "attach", "Attach"), Binding("s", "send", "Send"), Binding("t", "tasks", "Agents/Tasks"),
     ]
 
     def __init__(self, observe: Callable[[], Observation], capture: Capture, verbs: Verbs, *,
@@ -129,14 +144,21 @@ class FleetTop(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
-        with Horizontal(id="below"):
-            yield Static("select an agent", id="detail")
-            yield Static("", id="screen")
+        with ContentSwitcher(initial="agents"):
+            with Vertical(id="agents"):
+                yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
+                with Horizontal(id="below"):
+                    yield Static("select an agent", id="detail")
+                    yield Static("", id="screen")
+            with Vertical(id="tasks-view"):
+                yield DataTable(id="lanes", cursor_type="row", zebra_stripes=True)
+                yield DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*HEADERS)
+        self.query_one("#fleet", DataTable).add_columns(*HEADERS)
+        self.query_one("#lanes", DataTable).add_columns(*LANE_HEADERS)
+        self.query_one("#tasks", DataTable).add_columns(*TASK_HEADERS)
         self.action_observe()
         self.set_interval(self.interval, self.action_observe)
         self.set_interval(self.screen_interval, self.capture_screen)
@@ -154,7 +176,8 @@ class FleetTop(App[None]):
 
     def show(self, observation: Observation) -> None:
         self.observation = observation
-        table = self.query_one(DataTable)
+        self.show_tasks(observation.view)
+        table = self.query_one("#fleet", DataTable)
         keep = self.selected
         table.clear()
         for row in observation.view.rows:
@@ -165,7 +188,24 @@ class FleetTop(App[None]):
         self.sub_title = ", ".join(f"{n} {h}" for h, n in observation.view.summary().items())
         self.show_detail()
 
+    def show_tasks(self, view: FleetView) -> None:
+        lanes = self.query_one("#lanes", DataTable)
+        lanes.clear()
+        for lane in view.lanes:
+            lanes.add_row(*lane_cells(lane), key=f"{lane.tenant}/{lane.lane}")
+        tasks = self.query_one("#tasks", DataTable)
+        tasks.clear()
+        for task in view.tasks:
+            tasks.add_row(*task_cells(task, view.taken_at), key=task.key)
+
+    def action_tasks(self) -> None:
+        """Switch between the agents and the lanes and tasks."""
+        switcher = self.query_one(ContentSwitcher)
+        switcher.current = "tasks-view" if switcher.current == "agents" else "agents"
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id != "fleet":
+            return
         self.selected = str(event.row_key.value) if event.row_key is not None else None
         self.show_detail()
         self.capture_screen()

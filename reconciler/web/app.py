@@ -1,8 +1,9 @@
 """The web view's routes: pages from templates/, fragments pushed by server-sent events.
 
 Pages: `/` the fleet table (filters tenant, host, health, drift as query parameters),
-`/agents/{tenant}/{agent}` one agent's detail and live screen, `/budget` each account's
-pace with its chart; `/api/fleet` the whole view as JSON (core/fleetview.py's
+`/agents/{tenant}/{agent}` one agent's detail (with the task it holds) and live screen,
+`/tasks` the lanes and each lane task's fleet view (filters tenant, lane, state),
+`/budget` each account's pace with its chart; `/api/fleet` the whole view as JSON (core/fleetview.py's
 `view_json`). Each page has an event stream that sends a fragment whenever the observer
 publishes (every fragment rendered once per observation, whoever watches). Nothing here
 writes: auth.py's Guard answers 405 to every method but GET and HEAD.
@@ -26,7 +27,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reconciler.core.budget_view import bar
-from reconciler.core.fleetview import AgentDetail, Filters, FleetView, choices, view_json
+from reconciler.core.fleetview import (
+    LANE_HEADERS,
+    TASK_HEADERS,
+    AgentDetail,
+    Filters,
+    FleetView,
+    TaskFilters,
+    choices,
+    lane_cells,
+    task_cells,
+    task_choices,
+    view_json,
+)
 from reconciler.core.ps import HEADERS, NONE, human_age, table_cells
 from reconciler.web.auth import Guard
 from reconciler.web.chart import pace_chart
@@ -41,7 +54,8 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(HEADERS=HEADERS, NONE=NONE, table_cells=table_cells, human_age=human_age, bar=bar,
-                       pace_chart=pace_chart)
+                       pace_chart=pace_chart, LANE_HEADERS=LANE_HEADERS, TASK_HEADERS=TASK_HEADERS,
+                       lane_cells=lane_cells, task_cells=task_cells)
     return env
 
 
@@ -87,6 +101,15 @@ class WebView:
         view = published.observation.view if published.observation else None
         return str(published.fragment("budget", "", lambda: self.render("accounts.html.j2", view=view)))
 
+    def lanes_html(self, published: Published, filters: TaskFilters) -> str:
+        def render() -> str:
+            view = published.observation.view if published.observation else None
+            return self.render("lanes.html.j2", view=view, filtered=filters != TaskFilters(),
+                               lanes=[v for v in view.lanes if filters.matches_lane(v)] if view else [],
+                               tasks=[t for t in view.tasks if filters.matches(t)] if view else [])
+
+        return str(published.fragment("lanes", repr(filters), render))
+
     # --- pages -------------------------------------------------------------------------
 
     async def _current(self) -> Published:
@@ -116,6 +139,15 @@ class WebView:
         published = await self._current()
         return HTMLResponse(self.render("budget.html.j2", title="Budgets", published=published,
                                         accounts=self.budget_html(published), events="/budget/events"))
+
+    async def tasks_page(self, request: Request) -> Response:
+        published = await self._current()
+        filters = TaskFilters.of(request.query_params)
+        view = published.observation.view if published.observation else None
+        options = task_choices(view) if view else {"tenant": [], "lane": [], "state": []}
+        return HTMLResponse(self.render(
+            "tasks.html.j2", title="Tasks", published=published, filters=filters, choices=options,
+            lanes=self.lanes_html(published, filters), events="/tasks/events?" + str(request.query_params)))
 
     async def api_fleet(self, request: Request) -> Response:
         published = await self._current()
@@ -151,6 +183,18 @@ class WebView:
 
     def _budget_event(self, published: Published) -> bytes:
         return sse("budget", {"version": published.version, "accounts": self.budget_html(published)})
+
+    def _tasks_event(self, published: Published, filters: TaskFilters) -> bytes:
+        return sse("tasks", {"version": published.version, "lanes": self.lanes_html(published, filters)})
+
+    async def tasks_events(self, request: Request) -> Response:
+        filters = TaskFilters.of(request.query_params)
+
+        async def events() -> AsyncIterator[bytes]:
+            async for published in self._published():
+                yield published.fragment("sse-tasks", repr(filters), partial(self._tasks_event, published, filters))
+
+        return self._stream(events)
 
     async def fleet_events(self, request: Request) -> Response:
         filters = Filters.of(request.query_params)
@@ -215,6 +259,7 @@ class WebView:
             Route("/", self.fleet_page), Route("/events", self.fleet_events),
             Route("/agents/{tenant}/{agent}", self.agent_page),
             Route("/agents/{tenant}/{agent}/events", self.agent_events),
+            Route("/tasks", self.tasks_page), Route("/tasks/events", self.tasks_events),
             Route("/budget", self.budget_page), Route("/budget/events", self.budget_events),
             Route("/api/fleet", self.api_fleet),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

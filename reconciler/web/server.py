@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 
 import uvicorn
 
@@ -14,9 +15,13 @@ from reconciler.web.observer import Observation
 
 
 def observer_for(request: RunRequest) -> Observation:
-    """One read-only engine run as the web view's observation."""
+    """One read-only engine run as the web view's observation; as root, a note for each
+    tenant that runs as its own user, whose agents this view does not show."""
     result, view = observe_view(request)
-    return Observation(view, sockets_of(result))
+    away = tuple(f"tenant {', '.join(run.tenants)} runs as user {run.user}: not in this view (a server run by "
+                 f"root shows the tenants without user:); run fleet serve as {run.user} to see it"
+                 for run in result.users)
+    return Observation(replace(view, notes=(*view.notes, *away)) if away else view, sockets_of(result))
 
 
 def server(request: RunRequest, *, token: str | None, interval: float, screen_interval: float = 1.0,

@@ -14,11 +14,12 @@ import re
 
 import httpx
 
+from reconciler.core.fleetview import lane_cells, task_cells
 from reconciler.core.ps import render_table, table_cells
-from reconciler.tui.app import Confirm, FleetTop, Prompt, Verbs
+from reconciler.tui.app import Confirm, FleetTop, Prompt, Verbs, detail_text
 from reconciler.web.app import make_app
 from tests.web.serving import uvicorn_thread
-from tests.web.test_http import SCREEN, Source, capture, observation
+from tests.web.test_http import SCREEN, Source, capture, lane_observation, observation
 
 
 class Calls:
@@ -37,10 +38,10 @@ class Calls:
         return self._made("send", key, text), "verified"
 
 
-def table_rows(app: FleetTop) -> list[tuple[str, ...]]:
+def table_rows(app: FleetTop, table_id: str = "fleet") -> list[tuple[str, ...]]:
     from textual.widgets import DataTable  # noqa: PLC0415
 
-    table = app.query_one(DataTable)
+    table = app.query_one(f"#{table_id}", DataTable)
     return [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
 
 
@@ -67,6 +68,47 @@ def test_the_three_surfaces_show_the_same_rows() -> None:
             return table_rows(top)
 
     assert asyncio.run(tui()) == cli_cells
+
+
+def _cells(page: str, attribute: str) -> list[tuple[str, ...]]:
+    return [tuple(html.unescape(re.sub(r"<[^>]+>", "", td)) for td in re.findall(r"<td[^>]*>(.*?)</td>", tr))
+            for tr in re.findall(rf"<tr {attribute}=.*?</tr>", page, flags=re.DOTALL)]
+
+
+def test_the_three_surfaces_show_the_same_lanes_and_tasks() -> None:
+    """`fleet ps`'s lane lines, the web view's /tasks and `fleet top`'s tasks view: one view."""
+    observed = lane_observation()
+    view = observed.view
+    assert view.lanes and view.tasks
+    cli = render_table(view.rows, [*view.notes, *view.lane_lines()]).splitlines()
+    assert [line for line in cli if line.startswith("lane ")] == [
+        "lane shop/api: 0 running, 2 desired, 1 task queued (2 open tasks)"]
+    lanes = [lane_cells(v) for v in view.lanes]
+    tasks = [task_cells(t, view.taken_at) for t in view.tasks]
+
+    app, _web = make_app(Source(observed), capture)
+    with uvicorn_thread(app) as url:
+        page = httpx.get(url + "/tasks").text
+    assert _cells(page, "data-lane") == lanes
+    assert _cells(page, "data-task") == tasks
+    titles = [html.unescape(t) for t in re.findall(r'<tr data-lane="[^"]*" title="([^"]*)"', page)]
+    assert titles == [line for line in cli if line.startswith("lane ")], "the web's lane line is ps's"
+
+    async def tui() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], str]:
+        top = FleetTop(Source(observed), capture, Calls().verbs(), interval=3600)
+        async with top.run_test(size=(200, 50)) as pilot:
+            await _settled(pilot, top)
+            await pilot.press("t")
+            await pilot.pause()
+            from textual.widgets import ContentSwitcher  # noqa: PLC0415
+
+            shown = str(top.query_one(ContentSwitcher).current)
+            return table_rows(top, "lanes"), table_rows(top, "tasks"), shown
+
+    tui_lanes, tui_tasks, shown = asyncio.run(tui())
+    assert (tui_lanes, tui_tasks, shown) == (lanes, tasks, "tasks-view")
+    assert "task: T1 assigned (lane api): Paginate the list endpoint" in detail_text(view.agents["shop/coder0-0"])
+    assert ("T3", "shop", "api", "done", "coder0-1", "60s", "merged as PR 9", "Rate-limit the list endpoint") in tasks
 
 
 async def _settled(pilot, top: FleetTop) -> None:  # type: ignore[no-untyped-def]

@@ -59,9 +59,9 @@ def read_events(response: httpx.Response, count: int) -> list[tuple[str, dict[st
 
 
 @contextmanager
-def fleet_serve(repo: Path, state_dir: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+def fleet_serve(repo: Path, state_dir: Path, env: dict[str, str], *args: str, host: str = "demo") -> Iterator[str]:
     """`fleet serve REPO --port 0` as a subprocess; yields the URL it prints."""
-    argv = [sys.executable, "-m", "reconciler.cli", "serve", str(repo), "--host", "demo", "--state-dir",
+    argv = [sys.executable, "-m", "reconciler.cli", "serve", str(repo), "--host", host, "--state-dir",
             str(state_dir), "--port", "0", *args]
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -8,9 +8,12 @@ test_browser.py shows a real agent's real screen.
 
 from __future__ import annotations
 
+import html
+import re
 import socket
 import stat
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -19,13 +22,16 @@ from typer.testing import CliRunner
 
 from reconciler.cli.app import app as fleet_app
 from reconciler.core.fleetview import build_view
-from reconciler.core.planner import plan
+from reconciler.core.lanes import Assignment, LaneMemory, scale_lanes, with_workers
+from reconciler.core.planner import PlanOptions, plan
 from reconciler.errors import UserError
 from reconciler.model.observed import SocketKey
+from reconciler.model.task_report import TaskReport
+from reconciler.spec.load import load_repo
 from reconciler.web.app import make_app
 from reconciler.web.auth import check_bind, read_token
 from reconciler.web.observer import Observation
-from tests.core.factories import NOW, desired, healthy, running
+from tests.core.factories import EXAMPLES, NOW, desired, healthy, nothing_running, running
 from tests.web.serving import read_events, uvicorn_thread
 
 FLEET = desired("minimal", "demo")
@@ -41,6 +47,22 @@ def observation(dead: bool = False) -> Observation:
         obs = replace(obs, sockets={key: replace(obs.sockets[key], sessions={
             **obs.sockets[key].sessions, "enhancer": running(agent, dead=True)})})
     view = build_view(FLEET, obs, plan(FLEET, obs, NOW), NOW)
+    return Observation(view, {k.label(): k for k in obs.sockets})
+
+
+def lane_observation() -> Observation:
+    """The lanes example (shop: lane api, max 2) planned by the real core: T1 held by
+    coder0-0, T3 reported done by coder0-1, T5 queued, T2 waiting on T1, T4 cancelled."""
+    repo = load_repo(EXAMPLES / "lanes")
+    fleet = desired("lanes", "shop-1")
+    obs = nothing_running(fleet)
+    memory = {"shop": LaneMemory(assignments={"T1": Assignment("coder0-0", NOW - timedelta(minutes=3))})}
+    reports = {"shop": [TaskReport("coder0-1", "T3", "done", "merged as PR 9", NOW - timedelta(minutes=1))]}
+    lanes = scale_lanes(repo, fleet, obs, memory, reports, NOW)
+    fleet = with_workers(fleet, lanes)
+    planned = plan(fleet, obs, NOW, PlanOptions(lanes=lanes))
+    planned = replace(planned, lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
+    view = build_view(fleet, obs, planned, NOW, repo=repo, lanes=lanes)
     return Observation(view, {k.label(): k for k in obs.sockets})
 
 
@@ -87,11 +109,43 @@ def test_pages_show_the_view() -> None:
         assert httpx.head(url + "/").status_code == 200
 
 
+def test_the_tasks_page_shows_lanes_and_each_task_with_filters() -> None:
+    server, _web = serve(Source(lane_observation()))
+    with server as url:
+        page = httpx.get(url + "/tasks")
+        assert page.status_code == 200 and '<a href="/tasks">Tasks</a>' in page.text
+        states = dict(re.findall(r'data-task="shop/(T\d)" data-state="(\w+)"', page.text))
+        assert states == {"T1": "assigned", "T2": "waiting", "T3": "done", "T4": "cancelled", "T5": "queued"}
+        lane = re.search(r'<tr data-lane="shop/api".*?</tr>', page.text, flags=re.DOTALL)
+        assert lane is not None
+        assert [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", lane.group(0))] == [
+            "api", "shop", "shop-1", "0", "2", "2", "1", "coder0-0, coder0-1", "2 open tasks"]
+        assert "merged as PR 9" in page.text and "Rate-limit the list endpoint" in page.text
+        done = httpx.get(url + "/tasks", params={"state": "done"}).text
+        assert re.findall(r'data-task="shop/(T\d)"', done) == ["T3"]
+        assert "data-lane=\"shop/api\"" in done, "the lane stays: the state filter is on tasks"
+        assert "No lane task matches" in httpx.get(url + "/tasks", params={"lane": "web"}).text
+        assert "No lane on host shop-1 matches" in httpx.get(url + "/tasks", params={"tenant": "other"}).text
+        agent = httpx.get(url + "/agents/shop/coder0-0").text
+        assert 'data-task="shop/T1" data-state="assigned"' in agent and "Paginate the list endpoint" in agent
+        assert '<dd id="task">none</dd>' in httpx.get(url + "/agents/shop/orchestrator").text
+        doc = httpx.get(url + "/api/fleet").json()
+        assert doc["lanes"][0]["summary"] == "lane shop/api: 0 running, 2 desired, 1 task queued (2 open tasks)"
+        assert doc["agents"]["shop/coder0-0"]["task"]["task"] == "T1"
+        assert not any(n.startswith("lane ") for n in doc["notes"]), "lane lines have their own key"
+        assert "lane shop/api: 0 running" in httpx.get(url + "/").text, "and the fleet page's banner shows them"
+        with httpx.Client(base_url=url, timeout=20) as client, \
+                client.stream("GET", "/tasks/events", params={"state": "queued"}) as response:
+            [(name, data)] = read_events(response, 1)
+            assert name == "tasks" and re.findall(r'data-task="shop/(T\d)"', data["lanes"]) == ["T5"]
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_no_route_accepts_a_write(method: str) -> None:
     server, _web = serve(Source(observation()))
     with server as url:
-        for path in ("/", "/api/fleet", "/agents/demo/enhancer", "/events", "/static/fleet.js"):
+        for path in ("/", "/api/fleet", "/agents/demo/enhancer", "/events", "/tasks", "/tasks/events",
+                     "/static/fleet.js"):
             answer = httpx.request(method, url + path)
             assert answer.status_code == 405, path
             assert answer.headers["allow"] == "GET, HEAD"
