@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.systemd_user",
     "tests.plugins.git_remote",
     "tests.plugins.linux_users",
+    "tests.plugins.postgres",
 ]

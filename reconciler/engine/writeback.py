@@ -50,6 +50,7 @@ _RENDERED: dict[Path, tuple[str, object]] = {}
 class WriteResult:
     written: tuple[str, ...]  # repository-relative paths whose bytes changed
     problems: tuple[str, ...]
+    statuses: tuple[TenantStatus, ...] = ()  # this host's status of each tenant it ran (for the register)
 
 
 def status_path(repo: Path, host: str, tenant: str) -> Path:
@@ -151,7 +152,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         if _write(repo / TASKS_FILE, rendered(repo / TASKS_FILE, inputs, lambda _: render_tasks(tick.repo, statuses, revision)),
                   problems):
             written.append(TASKS_FILE)
-    return WriteResult(tuple(written), tuple(problems))
+    return WriteResult(tuple(written), tuple(problems), tuple(mine))
 
 
 def rendered(path: Path, inputs: D, render: Callable[[D], str]) -> str:
