@@ -148,11 +148,12 @@ END $$;
 CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON fleet.ledger
   FOR EACH ROW EXECUTE FUNCTION fleet.ledger_append_only();
 
--- Who may see a tenant's rows: the operator's roles, and the tenant's own role.
-CREATE FUNCTION fleet.visible(tenant text) RETURNS boolean
+-- Who may see a tenant's rows: the operator's roles, and the tenant's own role. The policy
+-- passes the caller's role: inside this SECURITY DEFINER function current_user is its owner.
+CREATE FUNCTION fleet.visible(tenant text, who name) RETURNS boolean
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, fleet AS $$
-  SELECT pg_has_role(current_user, 'fleet_operator', 'MEMBER')
-      OR EXISTS (SELECT 1 FROM fleet.tenant_roles r WHERE r.role = current_user AND r.tenant_id = tenant)
+  SELECT pg_has_role(who, 'fleet_operator', 'MEMBER')
+      OR EXISTS (SELECT 1 FROM fleet.tenant_roles r WHERE r.role = who AND r.tenant_id = tenant)
 $$;
 
 DO $$
@@ -160,8 +161,8 @@ DECLARE t text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['hosts', 'agents', 'heartbeats', 'runs', 'tasks', 'assignments', 'usage', 'ledger'] LOOP
     EXECUTE format('ALTER TABLE fleet.%I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('CREATE POLICY tenant_rows ON fleet.%I USING (fleet.visible(tenant_id)) '
-                   'WITH CHECK (fleet.visible(tenant_id))', t);
+    EXECUTE format('CREATE POLICY tenant_rows ON fleet.%I USING (fleet.visible(tenant_id, current_user)) '
+                   'WITH CHECK (fleet.visible(tenant_id, current_user))', t);
   END LOOP;
 END $$;
 
