@@ -12,7 +12,7 @@ run says so once (a warning), and the next run replays the spool in order first.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from reconciler.drivers import register as pg
@@ -21,16 +21,16 @@ from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.engine.writeback import run_record
 from reconciler.model.layout import StateLayout
+from reconciler.model.observed import Heartbeat
 from reconciler.model.status import TenantStatus
 from reconciler.register.rows import Row, plan_batch
-from reconciler.spec.models import Register
+from reconciler.spec.models import Register, UrlFrom
 
 
-def kept_rows(tick: Tick, statuses: Sequence[TenantStatus]) -> list[Row]:
+def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], Heartbeat]) -> list[Row]:
     """The rows this host keeps in the register for the tenants it ran: agents, their
     latest heartbeats, the tenants' usage readings."""
     rows: list[Row] = []
-    beats = tick.observed.heartbeats
     for status in statuses:
         for agent in status.agents:
             rows.append(Row("agents", status.tenant, agent.name, {
@@ -69,23 +69,29 @@ def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcome
          revision: str, finished: datetime) -> tuple[str, ...]:
     """Write (or spool) this run's batch after replaying the spool; returns warning lines
     (at most one about the register itself)."""
-    layout = StateLayout(tick.inputs.state_dir)
-    previous = spool.read_digest(layout)
-    tenants = [s.tenant for s in statuses]
-    seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
+    return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
+                      tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
+                      runs=run_rows(tick, statuses, outcomes, run_id, revision, finished), run_id=run_id,
+                      finished=finished)
+
+
+def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
+               runs: Sequence[Row], run_id: str, finished: datetime) -> tuple[str, ...]:
+    """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
+    one batch behind the spooled ones; written in order, or spooled. Returns warnings."""
+    previous = spool.read_digest(layout)
+    seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
-    batch, digest = plan_batch(
-        previous, kept_rows(tick, statuses), [*run_rows(tick, statuses, outcomes, run_id, revision, finished), *ledger],
-        tenants=tenants, host=tick.inputs.host, run_id=run_id, at=finished.isoformat(), seq=seq,
-        now=finished.timestamp(), ledger=offsets)
+    batch, digest = plan_batch(previous, kept, [*runs, *ledger], tenants=tenants, host=host, run_id=run_id,
+                               at=finished.isoformat(), seq=seq, now=finished.timestamp(), ledger=offsets)
     pending, damaged = spool.read_spool(layout)
     problems += damaged
     queue = [*pending, batch]
     done = 0
     trouble: str | None = None
     try:
-        url = pg.read_url(config.url_from)
+        url = pg.read_url(url_from)
         with pg.connect(url) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
             for item in queue:
@@ -97,8 +103,10 @@ def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcome
         trouble = f"the register is unreachable ({exc})"
     left = [b for b in queue[done:] if b.changed or b is not batch]
     try:
-        spool.write_spool(layout, left)
-        spool.write_digest(layout, digest)
+        if left or pending or damaged:
+            spool.write_spool(layout, left)
+        if previous is None or batch.changed or digest.ledger != previous.ledger:  # a no-op keeps it as it is
+            spool.write_digest(layout, digest)
     except OSError as exc:
         problems.append(f"{spool.spool_path(layout)}: cannot keep the register spool ({exc.strerror or exc}); "
                         "the next run writes everything again")
