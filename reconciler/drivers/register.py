@@ -199,11 +199,11 @@ def write_batch(conn: psycopg.Connection[Any], batch: Batch) -> bool:
         row = cur.fetchone()
         if row and int(row[0]) >= batch.seq:
             return False
-        for tenant in batch.prune:
-            for table, key in KEPT.items():
-                keep = [r.key for r in batch.upserts if r.table == table and r.tenant == tenant]
-                cur.execute(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s AND NOT ({} = ANY(%s))")
-                            .format(ident(table), ident(key)), (tenant, batch.host, keep))
+        for pair in batch.prune:
+            table, tenant = pair.split("/", 1)
+            keep = [r.key for r in batch.upserts if r.table == table and r.tenant == tenant]
+            cur.execute(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s AND NOT ({} = ANY(%s))")
+                        .format(ident(table), ident(KEPT[table])), (tenant, batch.host, keep))
         for table in KEPT:
             gone = [(r.tenant, batch.host, r.key) for r in batch.deletes if r.table == table]
             if gone:

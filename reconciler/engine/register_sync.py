@@ -12,7 +12,7 @@ run says so once (a warning), and the next run replays the spool in order first.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from reconciler.drivers import register as pg
@@ -70,21 +70,25 @@ def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcome
     """Write (or spool) this run's batch after replaying the spool; returns warning lines
     (at most one about the register itself)."""
     run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
+    ran = [s for s in statuses if s.tenant in tick.desired.tenants]
+    unseen = {("heartbeats", s.tenant) for s in statuses if s.tenant not in tick.desired.tenants}
     return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
                       tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
-                      runs=run_rows(tick, statuses, outcomes, run_id, revision, finished), run_id=run_id,
-                      finished=finished)
+                      runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
+                      finished=finished, unseen=unseen)
 
 
 def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
-               runs: Sequence[Row], run_id: str, finished: datetime) -> tuple[str, ...]:
+               runs: Sequence[Row], run_id: str, finished: datetime,
+               unseen: Collection[tuple[str, str]] = ()) -> tuple[str, ...]:
     """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
     one batch behind the spooled ones; written in order, or spooled. Returns warnings."""
     previous = spool.read_digest(layout)
     seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
     batch, digest = plan_batch(previous, kept, [*runs, *ledger], tenants=tenants, host=host, run_id=run_id,
-                               at=finished.isoformat(), seq=seq, now=finished.timestamp(), ledger=offsets)
+                               at=finished.isoformat(), seq=seq, now=finished.timestamp(), ledger=offsets,
+                               unseen=unseen)
     pending, damaged = spool.read_spool(layout)
     problems += damaged
     queue = [*pending, batch]

@@ -81,8 +81,8 @@ class Batch:
     """One run's write for one host, applied in one transaction.
 
     `tenants` get their `hosts` row touched (last_seen, last_batch); `prune` names
-    tenants whose kept rows not in `upserts` are deleted (the digest was lost, so what
-    is gone is not known row by row). A batch whose `seq` is not above the host's
+    `table/tenant` pairs whose rows not in `upserts` are deleted (the digest was lost, so
+    what is gone is not known row by row). A batch whose `seq` is not above the host's
     `last_batch` was applied before and is skipped whole: a replay writes nothing twice.
     """
 
@@ -129,17 +129,19 @@ class Batch:
 
 
 def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[Row], *, tenants: Collection[str],
-               host: str, run_id: str, at: str, seq: int, now: float,
-               ledger: Mapping[str, int]) -> tuple[Batch, Digest]:
+               host: str, run_id: str, at: str, seq: int, now: float, ledger: Mapping[str, int],
+               unseen: Collection[tuple[str, str]] = ()) -> tuple[Batch, Digest]:
     """The batch of what changed since `previous` (None: nothing is known, write all and
     prune), and the digest after it. `kept` are every current kept row of `tenants`;
-    `appended` the new runs and ledger lines; `ledger` the ledger offsets after them.
+    `appended` the new runs and ledger lines; `ledger` the ledger offsets after them;
+    `unseen` (table, tenant) pairs this run did not look at (a tenant's heartbeats when
+    another user runs it): their rows are neither written nor deleted.
 
     >>> row = Row("agents", "t", "a", {"health": "healthy"})
     >>> first, digest = plan_batch(None, [row], [], tenants=["t"], host="h", run_id="r1", at="", seq=1, now=0,
     ...                            ledger={})
     >>> len(first.upserts), first.prune
-    (1, ('t',))
+    (1, ('agents/t', 'heartbeats/t', 'usage/t'))
     >>> again, _ = plan_batch(digest, [row], [], tenants=["t"], host="h", run_id="r2", at="", seq=2, now=1, ledger={})
     >>> again.changed, again.tenants
     (False, ('t',))
@@ -148,12 +150,19 @@ def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[
     (['agents/t/a'], {})
     """
     scope = set(tenants)
-    rows = {k: v for k, v in (previous.rows if previous else {}).items() if k.split("/", 2)[1] not in scope}
-    beats = {k: v for k, v in (previous.beats if previous else {}).items() if k.split("/", 2)[1] not in scope}
+    blind = {f"{table}/{tenant}/" for table, tenant in unseen}
+
+    def carried(ident: str) -> bool:
+        return ident.split("/", 2)[1] not in scope or any(ident.startswith(b) for b in blind)
+
+    rows = {k: v for k, v in (previous.rows if previous else {}).items() if carried(k)}
+    beats = {k: v for k, v in (previous.beats if previous else {}).items() if carried(k)}
     before = previous.rows if previous else {}
     upserts: list[Row] = []
     current: set[str] = set()
     for row in kept:
+        if (row.table, row.tenant) in unseen:
+            continue
         ident, digest = row.ident, row.digest()
         current.add(ident)
         rows[ident] = digest
@@ -164,9 +173,10 @@ def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[
                 beats[ident] = now
         elif row.table == "heartbeats" and previous is not None:
             beats[ident] = previous.beats.get(ident, now)
-    deletes = tuple(Row(table, tenant, key) for ident in sorted(before) if ident not in current
-                    for table, tenant, key in [ident.split("/", 2)] if tenant in scope)
+    deletes = tuple(Row(table, tenant, key) for ident in sorted(before) if ident not in current and not carried(ident)
+                    for table, tenant, key in [ident.split("/", 2)])
     batch = Batch(seq, host, run_id, at, tuple(sorted(scope)), tuple(upserts), deletes, tuple(appended),
-                  prune=tuple(sorted(scope)) if previous is None else ())
+                  prune=() if previous is not None else tuple(
+                      f"{table}/{tenant}" for tenant in sorted(scope) for table in KEPT if (table, tenant) not in unseen))
     offsets = {**(previous.ledger if previous else {}), **ledger}
     return batch, Digest(seq, rows, beats, offsets)
