@@ -22,6 +22,7 @@ import stat
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,9 +188,11 @@ def _grouped(rows: Sequence[Row]) -> dict[tuple[str, tuple[str, ...]], list[Row]
     return groups
 
 
-def write_batch(conn: psycopg.Connection[Any], batch: Batch) -> bool:
+def write_batch(conn: psycopg.Connection[Any], batch: Batch, *, fresh: bool = False) -> bool:
     """Apply `batch` in one transaction and notify the channel; False when the register
-    already holds it (its seq is not above the host's last batch), and nothing is written."""
+    already holds it (its seq is not above the host's last batch), and nothing is written.
+    A `fresh` batch (this run's own, never spooled) is never taken for a replay: behind
+    the register's number (this host's clock went back), it is written after it."""
     from psycopg import sql  # noqa: PLC0415
 
     ident = sql.Identifier
@@ -197,8 +200,11 @@ def write_batch(conn: psycopg.Connection[Any], batch: Batch) -> bool:
         cur.execute("SELECT coalesce(max(last_batch), 0) FROM fleet.hosts WHERE host = %s AND tenant_id = ANY(%s)",
                     (batch.host, list(batch.tenants)))
         row = cur.fetchone()
-        if row and int(row[0]) >= batch.seq:
-            return False
+        last = int(row[0]) if row else 0
+        if last >= batch.seq:
+            if not fresh:
+                return False
+            batch = replace(batch, seq=last + 1)
         for pair in batch.prune:
             table, tenant = pair.split("/", 1)
             keep = [r.key for r in batch.upserts if r.table == table and r.tenant == tenant]

@@ -99,7 +99,7 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
         with pg.connect(url) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
             for item in queue:
-                pg.write_batch(conn, item)
+                pg.write_batch(conn, item, fresh=item is batch)
                 done += 1
     except pg.SchemaMismatch as exc:
         trouble = f"the register is not written: {exc}"

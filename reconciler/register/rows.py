@@ -120,12 +120,24 @@ class Batch:
         """
         doc = json.loads(text)
 
-        def rows(items: Sequence[Any]) -> tuple[Row, ...]:
-            return tuple(Row(str(t), str(n), str(k), dict(v)) for t, n, k, v in items)
+        def rows(items: Sequence[Any], tables: Collection[str]) -> tuple[Row, ...]:
+            out = tuple(Row(str(t), str(n), str(k), dict(v)) for t, n, k, v in items)
+            unknown = sorted({r.table for r in out} - set(tables))
+            if unknown:
+                raise ValueError(f"unknown table {unknown[0]!r}")
+            return out
 
         return cls(int(doc["seq"]), str(doc["host"]), str(doc["run_id"]), str(doc["at"]),
-                   tuple(str(t) for t in doc["tenants"]), rows(doc["upserts"]), rows(doc["deletes"]),
-                   rows(doc["inserts"]), tuple(str(t) for t in doc["prune"]))
+                   tuple(str(t) for t in doc["tenants"]), rows(doc["upserts"], KEPT), rows(doc["deletes"], KEPT),
+                   rows(doc["inserts"], APPENDED), tuple(_pair(p) for p in doc["prune"]))
+
+
+def _pair(text: object) -> str:
+    """A `table/tenant` pair of a spooled batch's prune, checked."""
+    table, _, tenant = str(text).partition("/")
+    if table not in KEPT or not tenant:
+        raise ValueError(f"bad prune entry {text!r}")
+    return str(text)
 
 
 def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[Row], *, tenants: Collection[str],
