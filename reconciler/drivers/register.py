@@ -261,3 +261,25 @@ def read_agents(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
         rows = cur.fetchall()
     conn.rollback()
     return [dict(zip(AGENT_COLUMNS, row, strict=True)) for row in rows]
+
+
+#: What `fleet budget show --all-hosts` reads: every account's latest reading, with the ledger's sums.
+USAGE_QUERY = """
+SELECT u.host, u.tenant_id, u.account, u.runtime, u.regime, u.state, u.used_pct, u.allowed_pct, u.reset_at,
+       u.exhausts, u.confidence, u.source, u.updated_at,
+       (SELECT coalesce(sum(l.tokens), 0)::bigint FROM fleet.ledger l
+         WHERE l.tenant_id = u.tenant_id AND l.host = u.host AND l.account = u.account) AS tokens
+  FROM fleet.usage u
+ ORDER BY u.host, u.tenant_id, u.account
+"""
+USAGE_COLUMNS = ("host", "tenant", "account", "runtime", "regime", "state", "used_pct", "allowed_pct", "reset",
+                 "exhausts", "confidence", "source", "updated_at", "ledger_tokens")
+
+
+def read_usage(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Every usage row the connected role may see, with the tokens its host's ledger gives the account."""
+    with conn.cursor() as cur:
+        cur.execute(USAGE_QUERY)
+        rows = cur.fetchall()
+    conn.rollback()
+    return [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows]

@@ -7,6 +7,7 @@ string never appears in what they raise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,19 @@ def migrate(repo: Path) -> tuple[int, list[Migration]]:
 
 def all_agents(repo: Path) -> list[dict[str, Any]]:
     """Every agent row the caller's database role may see, on every host."""
+    return _read(repo, pg.read_agents)
+
+
+def all_usage(repo: Path) -> list[dict[str, Any]]:
+    """Every budget account's reading the caller's database role may see, on every host."""
+    return _read(repo, pg.read_usage)
+
+
+def _read(repo: Path, read: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     config = register_of(repo)
     try:
         with pg.connect(pg.read_url(config.url_from)) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
-            return pg.read_agents(conn)
+            return read(conn)
     except pg.RegisterError as exc:
         raise UserError(f"register: {exc}") from None

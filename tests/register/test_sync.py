@@ -189,3 +189,34 @@ def test_a_fleet_without_register_never_imports_psycopg(tmp_path: Path, tmux_soc
             "print(r.exit_code, 'psycopg' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert done.stdout.split() == ["0", "False"], done.stderr
+
+
+BUDGET = """\
+apiVersion: fleet.mosaicstack.dev/v1
+kind: Budget
+tenant: demo
+accounts:
+  - name: stub-plan
+    provider: local
+    runtime: stub
+    regime: subscription
+    window: 7d
+"""
+
+
+def test_usage_readings_and_spend_reach_budget_show_all_hosts(repo: Path, tmp_path: Path, pg_url: str) -> None:
+    import json  # noqa: PLC0415
+
+    state = tmp_path / "state"
+    write(repo, "tenants/demo/budget.yaml", BUDGET)
+    set_usage = fleet("budget", "set-usage", str(repo), "demo", "stub-plan", "--used", "0.42", "--state-dir", str(state),
+                      url=pg_url)
+    assert set_usage.returncode == 0, set_usage.stderr
+    reconcile(repo, state)
+    assert query(pg_url, "SELECT tenant_id, host, account, used_pct FROM fleet.usage") == [("demo", "demo", "stub-plan", 42)]
+    shown = fleet("budget", "show", str(repo), "--all-hosts", "--output", "json", url=pg_url)
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)
+    assert (row["host"], row["tenant"], row["account"], row["used_pct"]) == ("demo", "demo", "stub-plan", 42)
+    text = fleet("budget", "show", str(repo), "--all-hosts", url=pg_url)
+    assert text.stdout.splitlines()[1].split()[:3] == ["demo", "demo", "stub-plan"]

@@ -21,6 +21,12 @@ def agent(tenant: str, name: str) -> Row:
                                         "running_model": "m", "health": "healthy", "tokens": 0, "conditions": []})
 
 
+def usage(tenant: str) -> Row:
+    return Row("usage", tenant, "plan", {"runtime": "stub", "regime": "subscription", "state": "on-pace",
+                                         "used_pct": 10, "allowed_pct": 20, "reset_at": None, "exhausts": None,
+                                         "confidence": "user", "source": "set-usage"})
+
+
 def ledger(tenant: str, key: str) -> Row:
     return Row("ledger", tenant, key, {"ts": "2026-12-01T00:00:00+00:00", "agent": "a", "role": "coder", "task": None,
                                        "account": None, "model": "m", "source": "heartbeat", "stream": "s",
@@ -36,7 +42,7 @@ def register(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> dict[str, str]
     with pg.connect(pg_url) as conn:
         for seq, (tenant, host) in enumerate((("alpha", "w1"), ("beta", "w2")), start=1):
             pg.write_batch(conn, Batch(seq, host, f"r{seq}", "2026-12-01T00:00:00+00:00", (tenant,),
-                                       upserts=(agent(tenant, "a"), agent(tenant, "b")),
+                                       upserts=(agent(tenant, "a"), agent(tenant, "b"), usage(tenant)),
                                        inserts=(ledger(tenant, f"k-{tenant}"),)))
     suffix = uuid.uuid4().hex[:8]
     roles = {"alpha": f"ra_{suffix}", "beta": f"rb_{suffix}", "operator": f"rop_{suffix}"}
@@ -98,6 +104,11 @@ def test_ps_all_hosts_shows_what_the_role_may_see(tmp_path: Path, register: dict
         seen[who] = {(r["host"], r["tenant"], r["agent"]) for r in json.loads(done.stdout)}
     assert seen["alpha"] == {("w1", "alpha", "a"), ("w1", "alpha", "b")}
     assert seen["operator"] == seen["alpha"] | {("w2", "beta", "a"), ("w2", "beta", "b")}
+    budgets = {who: {(r["host"], r["tenant"], r["ledger_tokens"]) for r in json.loads(
+        fleet("budget", "show", str(repo), "--all-hosts", "--output", "json", url=register[who]).stdout)}
+        for who in ("beta", "operator")}
+    assert budgets["beta"] == {("w2", "beta", 0)}
+    assert budgets["operator"] == {("w1", "alpha", 0), ("w2", "beta", 0)}
     text = fleet("ps", str(repo), "--all-hosts", url=register["operator"])
     assert text.returncode == 0 and text.stdout.splitlines()[0].split()[:3] == ["HOST", "TENANT", "AGENT"]
     assert len(text.stdout.splitlines()) == 5
