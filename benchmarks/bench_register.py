@@ -11,6 +11,9 @@ the digest), timed from the outside, median of --runs:
 - all changed: every agent changed;
 - no-op: nothing changed (the one write is the host's touch).
 
+Then the change feed: from the start of a batch's write on one connection to its
+NOTIFY arriving on another that LISTENs (what a watching host would wake on).
+
     python benchmarks/bench_register.py [--runs 15]
 """
 
@@ -88,6 +91,29 @@ def tick(layout: StateLayout, agents: int, generation: int, changed: int, noop: 
     return took
 
 
+def wake_latency(cluster: Cluster, runs: int) -> list[float]:
+    """Seconds from writing a one-row batch to its notification on a listening connection."""
+    import psycopg  # noqa: PLC0415
+
+    from reconciler.register.rows import Batch  # noqa: PLC0415
+
+    url = cluster.url(cluster.new_database())
+    with pg.connect(url) as conn:
+        pg.migrate(conn, pg.migrations())
+    samples = []
+    with psycopg.connect(url, autocommit=True) as listener, pg.connect(url) as writer:
+        listener.execute(f"LISTEN {pg.CHANNEL}")
+        for n in range(1, runs + 1):
+            batch = Batch(n, "bench", f"r{n}", datetime.now(UTC).isoformat(), ("t0",),
+                          upserts=tuple(rows(1, n, 1)[:1]))
+            start = time.perf_counter()
+            pg.write_batch(writer, batch)
+            for _note in listener.notifies(timeout=5, stop_after=1):
+                samples.append(time.perf_counter() - start)
+    assert len(samples) == runs, samples
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
@@ -112,6 +138,7 @@ def main() -> None:
                     samples.append(tick(layout, agents, generation, changed or agents, noop=not changed))
                 print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed:>17}")
             shutil.rmtree(state, ignore_errors=True)
+        print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
