@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.plugins.git_remote",
     "tests.plugins.linux_users",
     "tests.plugins.otlp_receiver",
+    "tests.plugins.postgres",
 ]

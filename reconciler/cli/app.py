@@ -18,7 +18,19 @@ import typer.main
 from typer.main import get_command_name
 from typer.models import DefaultPlaceholder, TyperInfo
 
-from reconciler.cli import agent, budget, install, ps, reconcile, serve, simulate, task, top, validate
+from reconciler.cli import (
+    agent,
+    budget,
+    install,
+    ps,
+    reconcile,
+    register,
+    serve,
+    simulate,
+    task,
+    top,
+    validate,
+)
 from reconciler.cli.common import FleetGroup, command
 
 #: The root app's settings, shared by the partial roots FleetApp builds.
@@ -119,6 +131,7 @@ for group in (validate.app, reconcile.app, ps.app, serve.app, top.app, install.a
 app.add_typer(agent.app, name="agent")
 app.add_typer(budget.app, name="budget")
 app.add_typer(task.app, name="task")
+app.add_typer(register.app, name="register")
 
 
 def main() -> None:

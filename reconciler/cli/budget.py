@@ -250,12 +250,18 @@ def show_command(
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.TEXT,
+    all_hosts: Annotated[bool, typer.Option(
+        "--all-hosts", help="Every host's accounts, read from the register (fleet.yaml `register:`): "
+        "every tenant your database role may see, with what each host's ledger spent.")] = False,
 ) -> None:
     """Per account: used against the even pace, the window as a bar, when it would run out,
     and what the ladder does next (for this host's view of the fleet).
 
     Example: fleet budget show examples/fleets/spec-reference --host w-jarvis
     """
+    if all_hosts:
+        _show_all_hosts(repo, host, tenant, output == Output.JSON)
+        return
     from reconciler.core.budget_view import account_views, render  # noqa: PLC0415
 
     result = observe_run(request_for(repo, host, tenant, state_dir, json_output=output == Output.JSON,
@@ -272,3 +278,16 @@ def show_command(
         print(render(accounts))
     relay_users(out, err, result.users, False, None)
     raise typer.Exit(result.users_code)
+
+
+def _show_all_hosts(repo: Path, host: str | None, tenants: list[str] | None, json_output: bool) -> None:
+    """`--all-hosts`: the register's usage rows, narrowed by --host and --tenant when given."""
+    from reconciler.engine.register_admin import all_usage  # noqa: PLC0415  (only with a register)
+    from reconciler.views.register import as_json, render_usage  # noqa: PLC0415
+
+    rows = [r for r in all_usage(check_repo(repo))
+            if (host is None or r["host"] == host) and (not tenants or r["tenant"] in tenants)]
+    if json_output:
+        print(to_json(as_json(rows)))
+        return
+    print(render_usage(rows))

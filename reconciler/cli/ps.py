@@ -7,6 +7,9 @@ It observes and plans exactly like `fleet reconcile --dry-run` (engine/run.py's
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from reconciler.cli.common import (
@@ -37,14 +40,21 @@ def ps_command(
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.TEXT,
+    all_hosts: Annotated[bool, typer.Option(
+        "--all-hosts", help="Every host's agents, read from the register (fleet.yaml `register:`): "
+        "every tenant your database role may see.")] = False,
 ) -> None:
     """One table of this host's agents: tmux, systemd, pid, idle, heartbeat, model, health, drift.
 
     Read-only: it observes and plans like `fleet reconcile --dry-run`, and changes nothing.
+    With --all-hosts it reads the register instead, and observes nothing.
 
     Example: fleet ps examples/fleets/minimal --host demo --output json
     """
     json_output = output == Output.JSON
+    if all_hosts:
+        _all_hosts(repo, host, tenant, json_output)
+        return
     result, view = observe_view(request_for(repo, host, tenant, state_dir, json_output=json_output, user_verb=("ps",)))
     tick = result.tick
     for line in result.notes:
@@ -68,3 +78,21 @@ def ps_command(
     relay_users(out, err, result.users, False, None)
     raise typer.Exit(result.users_code)
 
+
+
+def _all_hosts(repo: Path, host: str | None, tenants: list[str] | None, json_output: bool) -> None:
+    """`--all-hosts`: the register's rows (what the caller's role may see), narrowed by
+    --host and --tenant when given."""
+    from reconciler.engine.register_admin import all_agents  # noqa: PLC0415  (only with a register)
+    from reconciler.engine.run import check_repo  # noqa: PLC0415
+    from reconciler.views.register import as_json, render  # noqa: PLC0415
+
+    rows = [r for r in all_agents(check_repo(repo))
+            if (host is None or r["host"] == host) and (not tenants or r["tenant"] in tenants)]
+    if json_output:
+        print(to_json(as_json(rows)))
+        return
+    print(render(rows))
+    if not rows:
+        err.print("note: the register holds no agent you may see (has a host with `register:` reconciled yet?)",
+                  highlight=False, markup=False)

@@ -17,6 +17,7 @@ from reconciler.engine import gitops
 from reconciler.engine.apply import ApplyReport, Outcome, apply_plan
 from reconciler.engine.tick import Tick
 from reconciler.engine.writeback import write_back
+from reconciler.model.status import TenantStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,26 @@ def spec_revision(repo: Path, checkout: git.Checkout | None) -> str:
 
 def write_back_and_publish(tick: Tick, outcomes: Sequence[Outcome], checkout: git.Checkout | None) -> tuple[str, ...]:
     revision = tick.inputs.revision or spec_revision(tick.inputs.repo, checkout)
+    finished = datetime.now(UTC)
     try:
-        written = write_back(tick, outcomes, revision=revision, finished=datetime.now(UTC))
+        written = write_back(tick, outcomes, revision=revision, finished=finished)
     except OSError as exc:
         return (f"could not write status into {tick.inputs.repo}: {exc}",)
     published = gitops.publish(checkout, tick.inputs.repo, tick.inputs.host, revision)
-    return (*written.problems, *(f"{p}; the host is reconciled, the next run retries" for p in published.problems))
+    registered = _register(tick, written.statuses, outcomes, revision, finished)
+    return (*written.problems, *(f"{p}; the host is reconciled, the next run retries" for p in published.problems),
+            *registered)
+
+
+def _register(tick: Tick, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], revision: str,
+              finished: datetime) -> tuple[str, ...]:
+    """With fleet.yaml `register:`, what this run changed goes to Postgres too (docs/register.md);
+    without it nothing is imported (psycopg stays unloaded). A tenant user's run (root's
+    copy of the specs, `revision` given) has no URL of its own: root's run registers its
+    tenant from the status file it adopts."""
+    config = tick.repo.fleet.register if tick.repo.fleet is not None else None
+    if config is None or tick.inputs.revision is not None:  # a tenant user's run: root's run tells the register
+        return ()
+    from reconciler.engine.register_sync import sync  # noqa: PLC0415  (only with a register)
+
+    return sync(tick, config, statuses, outcomes, revision=revision, finished=finished)

@@ -50,6 +50,9 @@ _RENDERED: dict[Path, tuple[str, object]] = {}
 class WriteResult:
     written: tuple[str, ...]  # repository-relative paths whose bytes changed
     problems: tuple[str, ...]
+    #: This host's status of every tenant it has one of (this run's, then the files of tenants it did not
+    #: run: left out by --tenant, or run by their own users): what the register is told.
+    statuses: tuple[TenantStatus, ...] = ()
 
 
 def status_path(repo: Path, host: str, tenant: str) -> Path:
@@ -144,14 +147,15 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         if _write(path, rendered(path, status, render_status), problems):
             written.append(str(path.relative_to(repo)))
     others, read_problems = read_all_statuses(repo, skip_host=host)
-    statuses = [*others, *mine, *_untouched(repo, host, {s.tenant for s in mine}, problems)]
+    untouched = _untouched(repo, host, {s.tenant for s in mine}, problems)
+    statuses = [*others, *mine, *untouched]
     problems += read_problems
     if tick.repo.fleet is not None:
         inputs = (revision, tuple((n, t.roster, t.tasks) for n, t in sorted(tick.repo.tenants.items())), tuple(statuses))
         if _write(repo / TASKS_FILE, rendered(repo / TASKS_FILE, inputs, lambda _: render_tasks(tick.repo, statuses, revision)),
                   problems):
             written.append(TASKS_FILE)
-    return WriteResult(tuple(written), tuple(problems))
+    return WriteResult(tuple(written), tuple(problems), (*mine, *untouched))
 
 
 def rendered(path: Path, inputs: D, render: Callable[[D], str]) -> str:

@@ -57,6 +57,8 @@ class StateLayout:
         Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
+        Entry("register_digest", "_register/digest.json", "what this host last wrote to the register (docs/register.md)"),
+        Entry("register_spool", "_register/spool.jsonl", "batches the register could not take yet, replayed in order"),
     )
 
     def tenant(self, tenant: str) -> Path:
@@ -128,3 +130,9 @@ class StateLayout:
 
     def run_lock(self) -> Path:
         return self.root / "reconcile.lock"
+
+    def register_digest(self) -> Path:
+        return self.root / "_register" / "digest.json"
+
+    def register_spool(self) -> Path:
+        return self.root / "_register" / "spool.jsonl"

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import SpecError
 from reconciler.spec.cache import BytesCache
+from reconciler.spec.dsn import MESSAGE as DSN_MESSAGE
+from reconciler.spec.dsn import find_connection_strings
 from reconciler.spec.messages import describe
 from reconciler.spec.models import API_VERSION, Budget, Document, Fleet, Role, Roster, Tasks
 from reconciler.spec.repo import FleetRepo, TenantSpec
@@ -103,6 +105,9 @@ def _parse_one(raw: bytes, display: str, model: type[M], tenant: str | None) -> 
     source = parse_source(raw, display)
     if isinstance(source, SpecError):
         return None, None, (SpecError(source.path, source.line, source.col, source.message, tenant),)
+    leaked = [SpecError(display, line, col, DSN_MESSAGE, tenant) for line, col in find_connection_strings(source.text)]
+    if leaked:  # nothing is applied from a file that holds a connection string
+        return None, source, tuple(leaked)
     result = parse_document(source, model, tenant)
     if isinstance(result, list):
         return None, source, tuple(result)

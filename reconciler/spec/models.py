@@ -12,6 +12,7 @@ import functools
 import re
 import shlex
 import string
+import warnings
 from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -153,6 +154,14 @@ def _rooted(path: str) -> str:
                      "write an absolute path, or one under ~/ (the tenant user's home)")
 
 
+def _absolute(path: str) -> str:
+    """A file the reconciler itself reads: an absolute path, the same on every run."""
+    if path.startswith("/"):
+        return path
+    raise ValueError("write an absolute path (the reconciling user reads it, wherever it runs), "
+                     "e.g. /etc/mosaic-fleet/register.url")
+
+
 #: A workdir or a secret's file, as the agent's user sees it.
 AgentPath = Annotated[PathText, AfterValidator(_rooted)]
 
@@ -247,12 +256,43 @@ class FleetDefaults(Strict):
     model: ModelName
 
 
-class Fleet(Document):
-    kind: Literal["Fleet"]
-    name: Name
-    defaults: FleetDefaults
-    runtimes: dict[Name, Runtime] = Field(min_length=1)
-    downgrade: list[Name] = Field(default_factory=list, description="Runtimes to fall back on, in order.")
+class UrlFrom(Strict):
+    """Where the register's connection string is read, by the reconciling user, at run time:
+    never the string itself, which would then be in Git."""
+
+    env: EnvName | None = Field(default=None, description="Read from this variable of the reconciler's environment.")
+    file: Annotated[PathText, AfterValidator(_absolute)] | None = Field(
+        default=None, description="Read from this file (absolute path), which only the reconciling user may read "
+        "(mode 0600 or 0400); one trailing newline is dropped.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UrlFrom:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("`url_from` needs exactly one of `env:` (a variable name) or `file:` (an absolute path)")
+        return self
+
+
+class Register(Strict):
+    """The optional Postgres register (docs/register.md): every host's agents, runs and spend in one place."""
+
+    url_from: UrlFrom = Field(description="Where the connection string comes from (`env:` or `file:`); "
+                              "a connection string written in any spec file is an error.")
+
+
+# `register` is also ABCMeta.register on the model's metaclass (never on an instance):
+# pydantic warns that the field shadows it, which is harmless here and would print on every start.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class Fleet(Document):
+        kind: Literal["Fleet"]
+        name: Name
+        defaults: FleetDefaults
+        runtimes: dict[Name, Runtime] = Field(min_length=1)
+        downgrade: list[Name] = Field(default_factory=list, description="Runtimes to fall back on, in order.")
+        register: Register | None = Field(
+            default=None, description="The Postgres register (docs/register.md); absent: none, the fleet keeps its "
+            "record in Git and the state directory only.")
 
 
 # --- roles/<role>.yaml ------------------------------------------------------------------

@@ -103,6 +103,7 @@ FULL: dict[str, dict[str, Any]] = {
             "alt": {"command": "alt-agent --model {model} --agent {agent}", "ladder": ["alt-1"]},
         },
         "downgrade": ["alt"],
+        "register": {"url_from": {"file": "/etc/mosaic-fleet/register.url"}},
     },
     "roles/enhancer.yaml": {
         "apiVersion": V1, "kind": "Role", "name": "enhancer", "persona": "You improve the fleet.",
@@ -148,6 +149,13 @@ FULL: dict[str, dict[str, Any]] = {
              "depends_on": ["T1"], "projected_tokens": 2000},
         ]}],
     },
+}
+
+
+#: FULL sets one key of an exclusive pair inside an object; the other is attacked in a copy
+#: of its file with the object at (file, path) replaced by this one.
+ALTERNATES: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
+    ("fleet.yaml", ("register", "url_from")): {"env": "FLEET_REGISTER_URL"},
 }
 
 
@@ -249,9 +257,24 @@ def spec_fields() -> list[Field]:
     ]
 
 
-def with_value(field: Field, value: Any) -> dict[str, Any]:
-    """A copy of `field`'s document from FULL with `value` put at the field."""
+def base_document(field: Field) -> dict[str, Any]:
+    """A copy of `field`'s document from FULL, or of its variant in ALTERNATES when FULL
+    sets the field's exclusive partner instead of the field."""
     doc = copy.deepcopy(FULL[field.file])
+    for (file, path), replacement in ALTERNATES.items():
+        steps = field.steps
+        if file == field.file and steps[: len(path)] == path and len(steps) == len(path) + 1:
+            node: Any = doc
+            for step in path[:-1]:
+                node = node[step]
+            if steps[-1] not in node[path[-1]] and not isinstance(steps[-1], _Step):
+                node[path[-1]] = copy.deepcopy(replacement)
+    return doc
+
+
+def with_value(field: Field, value: Any) -> dict[str, Any]:
+    """A copy of `field`'s document (base_document) with `value` put at the field."""
+    doc = base_document(field)
     node: Any = doc
     *head, last = field.steps
     if last is KEY:

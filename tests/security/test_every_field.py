@@ -31,6 +31,7 @@ from tests.security.hostile import (
     FULL,
     Field,
     Hostile,
+    base_document,
     dump,
     field_text,
     hostile_values,
@@ -53,11 +54,13 @@ LAUNCHER = "one fleet-env-exec argument, --file NAME=PATH"
 TASKS_MD = "status and TASKS.md text"
 REASON = "the text of a budget decision's reason"
 SPEC_ONLY = "nowhere: read by no code yet"
+READ = "a file the reconciler itself reads (the register's connection string); passed to no process"
 
 #: Every field that accepts some hostile value, and where that value goes. A field that
 #: starts accepting hostile text without an entry here fails the test below.
 SINKS: dict[str, str] = {
     "Fleet.runtimes.stub.command": ARGV,
+    "Fleet.register.url_from.file": READ,
     "Role.persona": SPEC_ONLY,
     "Role.skills[]": SPEC_ONLY,
     "Role.defaults.workdir": WORKDIR,
@@ -154,7 +157,7 @@ def test_full_repo_is_valid_and_sets_every_field(full_repo: Path) -> None:
     assert repo.ok, [str(e) for e in repo.errors]
     for field in FIELDS:
         if not field.is_key:
-            assert value_at(FULL[field.file], field) is not None, f"FULL does not set {field}"
+            assert value_at(base_document(field), field) is not None, f"FULL does not set {field}"
     assert not set(SINKS) - {str(f) for f in FIELDS}, "SINKS names a field the models no longer have"
 
 

@@ -1,0 +1,148 @@
+"""Issue 14: what the register costs one host per tick, at 100 and 1,000 agents.
+
+A throwaway Postgres cluster (Debian's server, a Unix socket in a temporary folder, as
+tests/plugins/postgres.py starts it), migrated; then the host's register step as an
+applying run takes it (engine/register_sync.py `write_rows`: read the digest and the
+ledger's tail, plan the batch, connect, check the schema, write one transaction, save
+the digest), timed from the outside, median of --runs:
+
+- first: nothing written yet (every row, and the prune of what is not there);
+- 10% changed: a tenth of the agents changed health, their heartbeats too, and one run;
+- all changed: every agent changed;
+- no-op: nothing changed (the one write is the host's touch).
+
+Then the change feed: from the start of a batch's write on one connection to its
+NOTIFY arriving on another that LISTENs (what a watching host would wake on).
+
+    python benchmarks/bench_register.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reconciler.drivers import register as pg
+from reconciler.engine.register_sync import write_rows
+from reconciler.model.layout import StateLayout
+from reconciler.register.rows import Row
+from reconciler.spec.models import UrlFrom
+from tests.plugins.postgres import Cluster, _bindir
+
+TENANTS = 10
+ENV = "FLEET_BENCH_REGISTER_URL"
+
+
+def start_cluster() -> Cluster:
+    import pwd  # noqa: PLC0415
+
+    bindir = _bindir()
+    if bindir is None:
+        sys.exit("no Postgres server binaries: run ./dev setup")
+    owner = "postgres" if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="fleet-bench-pg-"))
+    (root / "sock").mkdir()
+    if owner:
+        account = pwd.getpwnam(owner)
+        for path in (root, root / "sock"):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    cluster = Cluster(bindir, root, owner, owner or pwd.getpwuid(os.geteuid()).pw_name)
+    done = cluster._run(["initdb", "-D", str(cluster.data), "-U", cluster.superuser, "--auth=trust", "--no-sync"])
+    assert done.returncode == 0, done.stderr
+    cluster.start()
+    return cluster
+
+
+def rows(agents: int, generation: int, changed: int) -> list[Row]:
+    """The kept rows of `agents` agents over TENANTS tenants; the first `changed` of them
+    show `generation` in their health message and heartbeat state."""
+    out = []
+    for n in range(agents):
+        tenant, gen = f"t{n % TENANTS}", generation if n < changed else 0
+        out.append(Row("agents", tenant, f"a{n}", {
+            "role": "coder", "alias": None, "lifecycle": "ephemeral", "desired_model": "opus",
+            "running_model": "opus", "health": "healthy", "tokens": 1000 + gen,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Running", "message": f"up ({gen})",
+                            "since": "2026-12-01T00:00:00+00:00"}]}))
+        out.append(Row("heartbeats", tenant, f"a{n}", {"seq": generation, "ts": datetime.now(UTC).isoformat(),
+                                                        "state": "working" if gen % 2 else "idle", "model": "opus",
+                                                        "pid": 1000 + n, "ack": None}))
+    return out
+
+
+def tick(layout: StateLayout, agents: int, generation: int, changed: int, noop: bool = False) -> float:
+    kept = rows(agents, generation, changed)
+    runs = [] if noop else [Row("runs", "t0", f"run{generation}", {
+        "revision": "abc", "at": datetime.now(UTC).isoformat(), "duration_ms": 5, "actions": ["restart a0"], "failed": 0})]
+    start = time.perf_counter()
+    problems = write_rows(layout, UrlFrom(env=ENV), host="bench", tenants=[f"t{i}" for i in range(TENANTS)],
+                          kept=kept, runs=runs, run_id=f"run{generation}", finished=datetime.now(UTC))
+    took = time.perf_counter() - start
+    assert not problems, problems
+    return took
+
+
+def wake_latency(cluster: Cluster, runs: int) -> list[float]:
+    """Seconds from writing a one-row batch to its notification on a listening connection."""
+    import psycopg  # noqa: PLC0415
+
+    from reconciler.register.rows import Batch  # noqa: PLC0415
+
+    url = cluster.url(cluster.new_database())
+    with pg.connect(url) as conn:
+        pg.migrate(conn, pg.migrations())
+    samples = []
+    with psycopg.connect(url, autocommit=True) as listener, pg.connect(url) as writer:
+        listener.execute(f"LISTEN {pg.CHANNEL}")
+        for n in range(1, runs + 1):
+            batch = Batch(n, "bench", f"r{n}", datetime.now(UTC).isoformat(), ("t0",),
+                          upserts=tuple(rows(1, n, 1)[:1]))
+            start = time.perf_counter()
+            pg.write_batch(writer, batch)
+            for _note in listener.notifies(timeout=5, stop_after=1):
+                samples.append(time.perf_counter() - start)
+    assert len(samples) == runs, samples
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    runs = parser.parse_args().runs
+    cluster = start_cluster()
+    try:
+        print(f"{'agents':>6}  {'case':<12} {'median ms':>9}  {'rows in the batch':>17}")
+        for agents in (100, 1000):
+            dbname = cluster.new_database()
+            os.environ[ENV] = cluster.url(dbname)
+            with pg.connect(os.environ[ENV]) as conn:
+                pg.migrate(conn, pg.migrations())
+            state = Path(tempfile.mkdtemp(prefix="fleet-bench-state-"))
+            layout = StateLayout(state)
+            generation = 1
+            first = tick(layout, agents, generation, agents)
+            print(f"{agents:>6}  {'first':<12} {first * 1000:>9.1f}  {2 * agents:>17}")
+            for case, changed in (("10% changed", agents // 10), ("all changed", agents), ("no-op", 0)):
+                samples = []
+                for _ in range(runs):
+                    generation += 1 if changed else 0  # no-op: the very rows of the tick before
+                    samples.append(tick(layout, agents, generation, changed or agents, noop=not changed))
+                print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed:>17}")
+            shutil.rmtree(state, ignore_errors=True)
+        print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

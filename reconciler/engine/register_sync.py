@@ -1,0 +1,121 @@
+"""After write-back: this run's changes to the Postgres register, or to the spool when it is away.
+
+The last step of an applying run with fleet.yaml `register:` (engine/reconcile.py calls
+it after status and Git). The host's status of each tenant it ran, their heartbeats,
+the runs that changed something and the new ledger lines become rows
+(reconciler/register/rows.py); only what differs from the digest of the last write is
+sent, as one batch in one transaction. The register being unreachable, restarted or at
+another schema never fails the run: the batch is spooled under the state directory, the
+run says so once (a warning), and the next run replays the spool in order first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+
+from reconciler.drivers import register as pg
+from reconciler.drivers import register_spool as spool
+from reconciler.engine.apply import Outcome
+from reconciler.engine.tick import Tick
+from reconciler.engine.writeback import run_record
+from reconciler.model.layout import StateLayout
+from reconciler.model.observed import Heartbeat
+from reconciler.model.status import TenantStatus
+from reconciler.register.rows import Row, plan_batch
+from reconciler.spec.models import Register, UrlFrom
+
+
+def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], Heartbeat]) -> list[Row]:
+    """The rows this host keeps in the register for the tenants it ran: agents, their
+    latest heartbeats, the tenants' usage readings."""
+    rows: list[Row] = []
+    for status in statuses:
+        for agent in status.agents:
+            rows.append(Row("agents", status.tenant, agent.name, {
+                "role": agent.role, "alias": agent.alias, "lifecycle": agent.lifecycle,
+                "desired_model": agent.desired_model, "running_model": agent.running_model,
+                "health": agent.health, "tokens": agent.tokens,
+                "conditions": [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message,
+                                "since": c.since} for c in agent.conditions]}))
+            beat = beats.get((status.tenant, agent.name))
+            if beat is not None:
+                rows.append(Row("heartbeats", status.tenant, agent.name, {
+                    "seq": beat.seq, "ts": beat.ts.isoformat(), "state": beat.state, "model": beat.model,
+                    "pid": beat.pid, "ack": beat.ack}))
+        for account in status.accounts:
+            rows.append(Row("usage", status.tenant, account.account, {
+                "runtime": account.runtime, "regime": account.regime, "state": account.state,
+                "used_pct": account.used_pct, "allowed_pct": account.allowed_pct, "reset_at": account.reset,
+                "exhausts": account.exhausts, "confidence": account.confidence, "source": account.source}))
+    return rows
+
+
+def run_rows(tick: Tick, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], run_id: str,
+             revision: str, finished: datetime) -> list[Row]:
+    """One `runs` row per tenant this run changed something for."""
+    rows = []
+    for status in statuses:
+        record = run_record(tick, outcomes, status.tenant, revision, finished)
+        if record is not None:
+            rows.append(Row("runs", status.tenant, run_id, {
+                "revision": record.revision, "at": record.at, "duration_ms": record.duration_ms,
+                "actions": list(record.actions), "failed": record.failed}))
+    return rows
+
+
+def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], *,
+         revision: str, finished: datetime) -> tuple[str, ...]:
+    """Write (or spool) this run's batch after replaying the spool; returns warning lines
+    (at most one about the register itself)."""
+    run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
+    ran = [s for s in statuses if s.tenant in tick.desired.tenants]
+    unseen = {("heartbeats", s.tenant) for s in statuses if s.tenant not in tick.desired.tenants}
+    return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
+                      tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
+                      runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
+                      finished=finished, unseen=unseen)
+
+
+def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
+               runs: Sequence[Row], run_id: str, finished: datetime,
+               unseen: Collection[tuple[str, str]] = ()) -> tuple[str, ...]:
+    """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
+    one batch behind the spooled ones; written in order, or spooled. Returns warnings."""
+    previous = spool.read_digest(layout)
+    seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
+    ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
+    batch, digest = plan_batch(previous, kept, [*runs, *ledger], tenants=tenants, host=host, run_id=run_id,
+                               at=finished.isoformat(), seq=seq, now=finished.timestamp(), ledger=offsets,
+                               unseen=unseen)
+    pending, damaged = spool.read_spool(layout)
+    problems += damaged
+    queue = [*pending, batch]
+    done = 0
+    trouble: str | None = None
+    try:
+        url = pg.read_url(url_from)
+        with pg.connect(url) as conn:
+            pg.check_schema(conn, pg.migrations()[-1].version)
+            for item in queue:
+                pg.write_batch(conn, item, fresh=item is batch)
+                done += 1
+    except pg.SchemaMismatch as exc:
+        trouble = f"the register is not written: {exc}"
+    except pg.RegisterError as exc:
+        trouble = f"the register is unreachable ({exc})"
+    left = [b for b in queue[done:] if b.changed or b is not batch]
+    try:
+        if left or pending or damaged:
+            spool.write_spool(layout, left)
+        if previous is None or batch.changed or digest.ledger != previous.ledger:  # a no-op keeps it as it is
+            spool.write_digest(layout, digest)
+    except OSError as exc:
+        problems.append(f"{spool.spool_path(layout)}: cannot keep the register spool ({exc.strerror or exc}); "
+                        "the next run writes everything again")
+        layout.register_digest().unlink(missing_ok=True)
+    if trouble:
+        problems.append(f"{trouble}; this host reconciled from Git and its state directory; {len(left)} batch(es) "
+                        f"kept in {spool.spool_path(layout)}, replayed in order when it is back")
+    return tuple(problems)

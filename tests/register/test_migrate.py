@@ -1,0 +1,67 @@
+"""`fleet register migrate` against a real Postgres (tests/plugins/postgres.py): from an
+empty database, again (nothing changes), and a register newer than the code refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.drivers import register as pg
+from tests.register.support import fleet, query, register_repo
+
+TABLES = {"schema_migrations", "tenant_roles", "hosts", "agents", "heartbeats", "runs", "tasks", "assignments",
+          "usage", "ledger"}
+
+
+def test_migrate_from_empty_then_again(tmp_path: Path, pg_url: str) -> None:
+    repo = register_repo(tmp_path)
+    first = fleet("register", "migrate", str(repo), url=pg_url)
+    assert first.returncode == 0, first.stderr
+    latest = pg.migrations()[-1].version
+    assert f"schema 0 -> {latest}" in first.stdout
+    tables = {r[0] for r in query(pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'fleet'")}
+    assert tables == TABLES
+    rls = {r[0] for r in query(pg_url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                       "WHERE n.nspname = 'fleet' AND c.relrowsecurity")}
+    assert rls == TABLES - {"schema_migrations", "tenant_roles"}, "every tenant table has row-level security"
+    again = fleet("register", "migrate", str(repo), url=pg_url)
+    assert again.returncode == 0, again.stderr
+    assert f"schema at version {latest}, up to date" in again.stdout
+    assert query(pg_url, "SELECT version FROM fleet.schema_migrations") == [(v,) for v in range(1, latest + 1)]
+
+
+def test_every_migration_applies_in_order(pg_url: str) -> None:
+    """From each earlier version to the latest (one step at a time, as hosts upgrade)."""
+    shipped = pg.migrations()
+    with pg.connect(pg_url) as conn:
+        for upto in range(1, len(shipped) + 1):
+            found, applied = pg.migrate(conn, shipped[:upto])
+            assert (found, [m.version for m in applied]) == (upto - 1, [upto])
+        assert pg.schema_version(conn) == len(shipped)
+
+
+def test_newer_schema_is_refused(tmp_path: Path, pg_url: str) -> None:
+    repo = register_repo(tmp_path)
+    assert fleet("register", "migrate", str(repo), url=pg_url).returncode == 0
+    query(pg_url, "INSERT INTO fleet.schema_migrations (version, name) VALUES (999, 'from_the_future')")
+    done = fleet("register", "migrate", str(repo), url=pg_url)
+    assert done.returncode == 1
+    assert "the register's schema is at version 999, newer than this fleet knows" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert query(pg_url, "SELECT max(version) FROM fleet.schema_migrations") == [(999,)]
+
+
+def test_migrate_without_register_or_url(tmp_path: Path, pg_url: str) -> None:
+    from tests.spec.support import build_repo  # noqa: PLC0415
+
+    plain = build_repo(tmp_path / "plain")
+    done = fleet("register", "migrate", str(plain), url=pg_url)
+    assert done.returncode == 1 and "has no `register:`" in done.stderr
+    unset = fleet("register", "migrate", str(register_repo(tmp_path / "r")), url=None)
+    assert unset.returncode == 1 and "$FLEET_REGISTER_URL is not set" in unset.stderr
+
+
+def test_unreachable_register_names_no_password(tmp_path: Path) -> None:
+    url = f"postgresql://ops:hunter2@/fleet?host={tmp_path}/nowhere"
+    done = fleet("register", "migrate", str(register_repo(tmp_path)), url=url)
+    assert done.returncode == 1, done.stdout
+    assert "register:" in done.stderr and "hunter2" not in done.stderr + done.stdout

@@ -1,0 +1,116 @@
+"""Row-level security on tenant_id in a real register: a tenant's role reads and writes only
+its own rows, SQL aimed at another tenant's rows is refused or touches nothing, and the
+operator's role sees every host and tenant (`fleet ps --all-hosts` included)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reconciler.drivers import register as pg
+from reconciler.register.rows import Batch, Row
+from tests.plugins.postgres import Cluster
+from tests.register.support import fleet, query, register_repo
+
+
+def agent(tenant: str, name: str) -> Row:
+    return Row("agents", tenant, name, {"role": "coder", "alias": None, "lifecycle": "core", "desired_model": "m",
+                                        "running_model": "m", "health": "healthy", "tokens": 0, "conditions": []})
+
+
+def usage(tenant: str) -> Row:
+    return Row("usage", tenant, "plan", {"runtime": "stub", "regime": "subscription", "state": "on-pace",
+                                         "used_pct": 10, "allowed_pct": 20, "reset_at": None, "exhausts": None,
+                                         "confidence": "user", "source": "set-usage"})
+
+
+def ledger(tenant: str, key: str) -> Row:
+    return Row("ledger", tenant, key, {"ts": "2026-12-01T00:00:00+00:00", "agent": "a", "role": "coder", "task": None,
+                                       "account": None, "model": "m", "source": "heartbeat", "stream": "s",
+                                       "tokens": 5, "dollars": None, "total_tokens": 5, "total_usd": None,
+                                       "confidence": "estimated"})
+
+
+@pytest.fixture
+def register(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> dict[str, str]:
+    """A migrated register with tenants alpha (host w1) and beta (host w2), and a role each
+    plus an operator's; returns the URL per role."""
+    assert fleet("register", "migrate", str(register_repo(tmp_path)), url=pg_url).returncode == 0
+    with pg.connect(pg_url) as conn:
+        for seq, (tenant, host) in enumerate((("alpha", "w1"), ("beta", "w2")), start=1):
+            pg.write_batch(conn, Batch(seq, host, f"r{seq}", "2026-12-01T00:00:00+00:00", (tenant,),
+                                       upserts=(agent(tenant, "a"), agent(tenant, "b"), usage(tenant)),
+                                       inserts=(ledger(tenant, f"k-{tenant}"),)))
+    suffix = uuid.uuid4().hex[:8]
+    roles = {"alpha": f"ra_{suffix}", "beta": f"rb_{suffix}", "operator": f"rop_{suffix}"}
+    dbname = pg_url.split("///", 1)[1].split("?", 1)[0]
+    for tenant in ("alpha", "beta"):
+        pg_cluster.sql(f"CREATE ROLE {roles[tenant]} LOGIN IN ROLE fleet_tenant", dbname)
+        query(pg_url, "INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES (%s, %s)", (roles[tenant], tenant))
+    pg_cluster.sql(f"CREATE ROLE {roles['operator']} LOGIN IN ROLE fleet_operator", dbname)
+    return {who: pg_cluster.url(dbname, role) for who, role in roles.items()}
+
+
+def test_a_tenant_sees_only_its_rows(register: dict[str, str]) -> None:
+    alpha = register["alpha"]
+    assert {r[0] for r in query(alpha, "SELECT tenant_id FROM fleet.agents")} == {"alpha"}
+    assert {r[0] for r in query(alpha, "SELECT tenant_id FROM fleet.ledger")} == {"alpha"}
+    assert {r[0] for r in query(alpha, "SELECT host FROM fleet.hosts")} == {"w1"}
+    assert {r[0] for r in query(register["operator"], "SELECT tenant_id FROM fleet.agents")} == {"alpha", "beta"}
+
+
+def test_cross_tenant_sql_is_refused(register: dict[str, str], pg_url: str) -> None:
+    import psycopg  # noqa: PLC0415
+
+    alpha = register["alpha"]
+    for statement in (
+        "INSERT INTO fleet.agents (tenant_id, host, agent, role, lifecycle, desired_model, health) "
+        "VALUES ('beta', 'w2', 'planted', 'coder', 'core', 'm', 'healthy')",
+        "INSERT INTO fleet.ledger (tenant_id, host, idempotency_key, ts, model, source, stream, tokens, total_tokens, "
+        "confidence) VALUES ('beta', 'w2', 'x', now(), 'm', 's', 's', 1, 1, 'user')",
+        "UPDATE fleet.agents SET tenant_id = 'beta' WHERE tenant_id = 'alpha'",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            query(alpha, statement)
+    with psycopg.connect(alpha, autocommit=True) as conn:  # beta's rows are not there to touch
+        assert conn.execute("UPDATE fleet.agents SET health = 'gone' WHERE tenant_id = 'beta'").rowcount == 0
+        assert conn.execute("DELETE FROM fleet.agents WHERE tenant_id = 'beta'").rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(alpha, "SELECT * FROM fleet.tenant_roles")  # who maps to whom is the operator's
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        query(pg_url, "DELETE FROM fleet.ledger")
+    assert query(pg_url, "SELECT tenant_id, count(*) FROM fleet.agents GROUP BY 1 ORDER BY 1") == [("alpha", 2), ("beta", 2)]
+
+
+def test_a_tenant_role_writes_its_own_batches(register: dict[str, str], pg_url: str) -> None:
+    with pg.connect(register["alpha"]) as conn:
+        assert pg.write_batch(conn, Batch(10, "w1", "r10", "2026-12-01T00:00:00+00:00", ("alpha",),
+                                          upserts=(agent("alpha", "c"),)))
+    with pytest.raises(pg.RegisterError, match="row-level security"), pg.connect(register["alpha"]) as conn:
+        pg.write_batch(conn, Batch(11, "w1", "r11", "2026-12-01T00:00:00+00:00", ("beta",),
+                                   upserts=(agent("beta", "c"),)))
+    assert query(pg_url, "SELECT count(*) FROM fleet.agents WHERE tenant_id = 'beta'") == [(2,)]
+
+
+def test_ps_all_hosts_shows_what_the_role_may_see(tmp_path: Path, register: dict[str, str]) -> None:
+    repo = register_repo(tmp_path / "ps")
+    seen = {}
+    for who in ("alpha", "operator"):
+        done = fleet("ps", str(repo), "--all-hosts", "--output", "json", url=register[who])
+        assert done.returncode == 0, done.stderr
+        seen[who] = {(r["host"], r["tenant"], r["agent"]) for r in json.loads(done.stdout)}
+    assert seen["alpha"] == {("w1", "alpha", "a"), ("w1", "alpha", "b")}
+    assert seen["operator"] == seen["alpha"] | {("w2", "beta", "a"), ("w2", "beta", "b")}
+    budgets = {who: {(r["host"], r["tenant"], r["ledger_tokens"]) for r in json.loads(
+        fleet("budget", "show", str(repo), "--all-hosts", "--output", "json", url=register[who]).stdout)}
+        for who in ("beta", "operator")}
+    assert budgets["beta"] == {("w2", "beta", 0)}
+    assert budgets["operator"] == {("w1", "alpha", 0), ("w2", "beta", 0)}
+    text = fleet("ps", str(repo), "--all-hosts", url=register["operator"])
+    assert text.returncode == 0 and text.stdout.splitlines()[0].split()[:3] == ["HOST", "TENANT", "AGENT"]
+    assert len(text.stdout.splitlines()) == 5
+    one = fleet("ps", str(repo), "--all-hosts", "--host", "w2", "--output", "json", url=register["operator"])
+    assert {r["host"] for r in json.loads(one.stdout)} == {"w2"}
