@@ -224,7 +224,12 @@ class FleetTop(App[None]):
         # Only a session the fleet created (tmux running or dead), never a foreign one.
         lines = self.capture(socket, detail.row.agent) if socket and detail.row.tmux.value in {"running", "dead"} else None
         text = "\n".join(lines) if lines is not None else "(no screen)"
-        self.call_from_thread(self.query_one("#screen", Static).update, text)
+        self.call_from_thread(self.show_screen, text)
+
+    def show_screen(self, text: str) -> None:
+        """On the app's thread: a capture that finishes as the app shuts down finds no widget."""
+        for pane in self.query("#screen").results(Static):
+            pane.update(text)
 
     # --- handing over to the verbs -----------------------------------------------------------
 

@@ -140,6 +140,9 @@ def test_selection_shows_detail_and_screen_and_attach_asks_first() -> None:
             await pilot.press("a")
             await pilot.pause()
             assert isinstance(top.screen, Confirm)
+            top.action_observe()  # the live refreshes go on under the modal, into the app's own screen
+            await pilot.pause(0.3)
+            assert isinstance(top.screen, Confirm)
             await pilot.press("escape")
             await pilot.pause()
             assert not isinstance(top.screen, Confirm)
