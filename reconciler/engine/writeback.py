@@ -138,7 +138,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
-            index=index, lanes=tick.lanes.tenants.get(name),
+            index=index, lanes=tick.lanes.tenants.get(name), task_states=_task_states(tick, name),
         )
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):
@@ -152,6 +152,14 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
                   problems):
             written.append(TASKS_FILE)
     return WriteResult(tuple(written), tuple(problems))
+
+
+def _task_states(tick: Tick, tenant: str) -> dict[str, str] | None:
+    """The state people set on each task of the tenant's tasks.yaml (None: it has none)."""
+    spec = tick.repo.tenants.get(tenant)
+    if spec is None or spec.tasks is None:
+        return None
+    return {t.id: t.state for m in spec.tasks.missions for t in m.tasks}
 
 
 def rendered(path: Path, inputs: D, render: Callable[[D], str]) -> str:
