@@ -50,7 +50,7 @@ class StateLayout:
         Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
         Entry("conversation", "<tenant>/conversations/<agent>", "a Claude agent's conversation id, resumed on a restart"),
-        Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task, closed assignment windows"),
+        Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
         Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
         Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
