@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from reconciler.core.lanes import Assignment, LaneMemory
+from reconciler.core.lanes import Assignment, LaneMemory, Window
 
 
 def lanes_json(memory: LaneMemory) -> str:
@@ -20,6 +20,9 @@ def lanes_json(memory: LaneMemory) -> str:
                                "acked": a.acked}
                         for task, a in sorted(memory.assignments.items())},
     }
+    if memory.closed:  # a memory without history keeps the bytes it always had
+        doc["closed"] = [{"task": w.task, "agent": w.agent, "since": w.since.isoformat(),
+                          "until": w.until.isoformat() if w.until else None} for w in memory.closed]
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -31,6 +34,10 @@ def parse_lanes(text: str) -> LaneMemory:
     >>> m = LaneMemory({"coder0-0": t}, {"T1": Assignment("coder0-0", t, "msg-0a0b0c0d", t, 1, True)})
     >>> parse_lanes(lanes_json(m)) == m
     True
+    >>> from dataclasses import replace
+    >>> m = replace(m, closed=(Window("coder0-1", t, t, "T0"),))
+    >>> parse_lanes(lanes_json(m)) == m
+    True
     """
     raw = json.loads(text)
     if not isinstance(raw, dict):
@@ -40,7 +47,9 @@ def parse_lanes(text: str) -> LaneMemory:
                                   _when(a["sent_at"]) if a.get("sent_at") else None, int(a.get("attempts") or 0),
                                   bool(a.get("acked")))
             for task, a in dict(raw.get("assignments", {})).items()}
-    return LaneMemory(last, held)
+    closed = tuple(Window(str(w["agent"]), _when(w["since"]), _when(w["until"]), str(w["task"]))
+                   for w in list(raw.get("closed") or []))
+    return LaneMemory(last, held, closed)
 
 
 def _when(value: object) -> datetime:

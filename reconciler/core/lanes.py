@@ -77,12 +77,56 @@ class Assignment:
     acked: bool = False  # the worker's heartbeat acked `message`
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Window:
+    """A task held by one worker from `since` (exclusive) to `until` (inclusive; None: still
+    held): the spend the worker's ledger entries record in it is the task's (core/task_spend.py)."""
+
+    agent: str
+    since: datetime
+    until: datetime | None
+    task: str
+
+
+#: Closed assignment windows kept in the lane memory, the most recent; older ones are
+#: forgotten (their tasks' spend is then no longer attributed).
+MAX_CLOSED_WINDOWS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class LaneMemory:
     """What the lanes of one tenant keep between ticks (`<tenant>/lanes.json`)."""
 
     last_active: Mapping[str, datetime] = field(default_factory=dict)  # worker -> its last activity
     assignments: Mapping[str, Assignment] = field(default_factory=dict)  # task id -> its holder
+    closed: tuple[Window, ...] = ()  # assignments that ended: who held which task, from when to when
+
+    def windows(self) -> tuple[Window, ...]:
+        """Every assignment window, closed and still open."""
+        held = (Window(a.agent, a.since, None, task) for task, a in sorted(self.assignments.items()))
+        return (*self.closed, *held)
+
+
+def close_windows(before: LaneMemory, after: LaneMemory, now: datetime) -> LaneMemory:
+    """`after` with each assignment of `before` it no longer has (the task was reported,
+    finished, given back or given to another worker) kept as a window closed at `now`.
+
+    `now` is when the fleet let go of the task, not when the agent reported: an agent
+    still writes its last words after `fleet task done`, and its next task starts later.
+
+    >>> from datetime import UTC
+    >>> t0, t1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    >>> held = LaneMemory({}, {"T1": Assignment("coder0-0", t0)})
+    >>> close_windows(held, LaneMemory(), t1).closed == (Window("coder0-0", t0, t1, "T1"),)
+    True
+    >>> close_windows(held, held, t1) is held
+    True
+    """
+    ended = tuple(Window(a.agent, a.since, now, task) for task, a in sorted(before.assignments.items())
+                  if (still := after.assignments.get(task)) is None or (still.agent, still.since) != (a.agent, a.since))
+    if not ended:
+        return after
+    return replace(after, closed=(*after.closed, *ended)[-MAX_CLOSED_WINDOWS:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +310,8 @@ def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Ta
             live[view.task] = replace(held, acked=confirmed)
     views = [replace(v, note="") if v.task in live and live[v.task].acked and v.note.startswith("brief ") else v
              for v in views]
-    kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live)
+    kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live,
+                             memory.closed)
     workers = tuple(w for v in lane_views for w in v.workers)
     return TenantLanes(tuple(lane_views), tuple(views), workers, retire, kept_memory)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from reconciler.model.ledger import LearnedSpend, median_p90
 from reconciler.model.status import (
     AccountStatus,
     AgentStatus,
@@ -29,7 +30,7 @@ from reconciler.model.status import (
     TenantStatus,
 )
 from reconciler.spec.models import Mission, Task
-from reconciler.spec.repo import FleetRepo
+from reconciler.spec.repo import FleetRepo, TenantSpec
 
 STATUS_HEADER = "# Written by `fleet reconcile`; do not edit: every run on this host rewrites it.\n"
 
@@ -185,35 +186,100 @@ class _AgentRow:
     tokens: int
 
 
-def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: str) -> str:
-    """TASKS.md for every valid tenant, joining tasks.yaml with every host's status."""
-    by_agent: dict[tuple[str, str], tuple[str, AgentStatus]] = {}
-    accounts: dict[str, dict[str, AccountStatus]] = {}
-    queues: dict[str, dict[str, QueuedAgent]] = {}
-    task_tokens: dict[tuple[str, str], int] = {}
-    learned: dict[tuple[str, str, str], LearnedHint] = {}
-    lanes: dict[str, list[tuple[str, LaneStatus]]] = {}
-    views: dict[tuple[str, str], TaskStatus] = {}
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    """What every host's status says, keyed by tenant: the data of TASKS.md and MISSION-MANIFEST.md."""
+
+    by_agent: dict[tuple[str, str], tuple[str, AgentStatus]]
+    accounts: dict[str, dict[str, AccountStatus]]
+    queues: dict[str, dict[str, QueuedAgent]]
+    task_tokens: dict[tuple[str, str], int]
+    lanes: dict[str, list[tuple[str, LaneStatus]]]
+    views: dict[tuple[str, str], TaskStatus]
+
+
+def _join(statuses: Iterable[TenantStatus]) -> _Joined:
+    joined = _Joined({}, {}, {}, {}, {}, {})
     for status in sorted(statuses, key=lambda s: (s.tenant, s.host)):
         for reported in status.agents:
-            by_agent[(status.tenant, reported.name)] = (status.host, reported)
+            joined.by_agent[(status.tenant, reported.name)] = (status.host, reported)
         for account in status.accounts:  # every host sees the same signals: the first one says it
-            accounts.setdefault(status.tenant, {}).setdefault(account.account, account)
+            joined.accounts.setdefault(status.tenant, {}).setdefault(account.account, account)
         for queued in status.queue:
-            queues.setdefault(status.tenant, {})[queued.agent] = queued
-        for spent in status.spend:  # each host's ledger holds its own spend: the hosts add up
+            joined.queues.setdefault(status.tenant, {})[queued.agent] = queued
+        for spent in status.spend:  # each host's ledger holds its own spend: the hosts and agents add up
             key = (status.tenant, spent.task)
-            task_tokens[key] = task_tokens.get(key, 0) + spent.tokens
-        for hint in status.learned:  # medians do not add up: the first host (by name) says it
-            learned.setdefault((status.tenant, hint.role, hint.model), hint)
-        lanes.setdefault(status.tenant, []).extend((status.host, lane) for lane in status.lanes)
+            joined.task_tokens[key] = joined.task_tokens.get(key, 0) + spent.tokens
+        joined.lanes.setdefault(status.tenant, []).extend((status.host, lane) for lane in status.lanes)
         for view in status.tasks:  # a lane runs on one host: its status says it
-            views.setdefault((status.tenant, view.task), view)
+            joined.views.setdefault((status.tenant, view.task), view)
+    return joined
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One task as TASKS.md and MISSION-MANIFEST.md show it."""
+
+    id: str
+    title: str
+    lane: str
+    state: str  # the fleet's view (queued, working, blocked, ...) or the state people set
+    since: str | None
+    agent: str
+    urgency: str
+    projected: int | None
+    actual: int | None  # tokens spent on it, every agent and host
+    learned: LearnedSpend | None  # finished tasks of its lane (or of the tenant, for a task without a lane)
+    note: str
+
+    @property
+    def over(self) -> bool:
+        """It has cost more than it was projected to."""
+        return self.projected is not None and self.actual is not None and self.actual > self.projected
+
+    def cells(self) -> dict[str, str]:
+        actual = _n(self.actual)
+        if self.over and self.projected:
+            actual += f" (over by {(self.actual or 0) * 100 // self.projected - 100}%)"
+        state = f"{self.state} since {self.since}" if self.since else self.state
+        learned = "" if self.learned is None else f"{int(self.learned.median):,} / {int(self.learned.p90):,}"
+        return {"id": self.id, "title": self.title, "lane": self.lane, "state": state, "agent": self.agent,
+                "urgency": self.urgency, "projected": _n(self.projected), "actual": actual, "learned": learned,
+                "note": self.note}
+
+
+def task_rows(name: str, spec: TenantSpec, joined: _Joined) -> list[tuple[Mission, list[TaskRow]]]:
+    """Each mission of the tenant with its tasks' rows, learned spend included."""
+    rows = [(m, [_row(name, t, joined) for t in m.tasks]) for m in (spec.tasks.missions if spec.tasks else [])]
+    finished: dict[str, list[int]] = {}
+    for _, tasks in rows:
+        for row in tasks:
+            if row.state == "done" and row.actual:
+                finished.setdefault(row.lane, []).append(row.actual)
+    every = sorted(v for values in finished.values() for v in values)
+    return [(m, [replace(r, learned=_learned(finished.get(r.lane) if r.lane else every)) for r in tasks])
+            for m, tasks in rows]
+
+
+def _learned(values: list[int] | None) -> LearnedSpend | None:
+    return median_p90(values) if values else None
+
+
+def _row(tenant: str, task: Task, joined: _Joined) -> TaskRow:
+    view = joined.views.get((tenant, task.id))
+    state, since = (view.state, view.since) if view is not None else (task.state, None)
+    return TaskRow(task.id, task.title, task.lane or "", state, since, _task_agent(task.agent, view), task.urgency,
+                   task.projected_tokens, joined.task_tokens.get((tenant, task.id)), None, view.note if view else "")
+
+
+def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: str) -> str:
+    """TASKS.md for every valid tenant, joining tasks.yaml with every host's status."""
+    joined = _join(statuses)
     tenants = []
     for name, spec in sorted(repo.tenants.items()):
         rows = []
         for agent in spec.roster.agents:
-            found = by_agent.get((name, agent.name))
+            found = joined.by_agent.get((name, agent.name))
             host, st = found if found else (agent.host or spec.roster.host, None)
             rows.append(_AgentRow(
                 agent.name, agent.role, agent.alias, host,
@@ -221,47 +287,58 @@ def render_tasks(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: st
                 st.tokens if st else 0,
             ))
         for worker in (w for names in spec.roster.lane_workers().values() for w in names):
-            if (found := by_agent.get((name, worker))) is not None:  # a lane's worker that runs now
+            if (found := joined.by_agent.get((name, worker))) is not None:  # a lane's worker that runs now
                 host, st = found
                 rows.append(_AgentRow(worker, st.role, st.alias, host, st.health, st.running_model or st.desired_model,
                                       st.tokens))
-        tokens = {r.name: r.tokens for r in rows}
-        hint_of = {r.name: learned.get((name, r.role, r.model)) for r in rows}
-        missions = [
-            {
-                "id": m.id, "title": m.title,
-                "tasks": [
-                    {"id": t.id, "title": t.title, "agent": _task_agent(t.agent, views.get((name, t.id))),
-                     "lane": t.lane or "", "state": _task_state(t.state, views.get((name, t.id))),
-                     "note": views[(name, t.id)].note if (name, t.id) in views else "", "urgency": t.urgency,
-                     "projected": _n(t.projected_tokens), "spent": _n(task_tokens.get((name, t.id))),
-                     "learned": _hint(hint_of.get(t.agent or "")),
-                     "actual": _n(tokens.get(t.agent or "")) if t.agent else ""}
-                    for t in m.tasks
-                ],
-            }
-            for m in (spec.tasks.missions if spec.tasks else [])
-        ]
+        missions = [{"id": m.id, "title": m.title, "tasks": [r.cells() for r in tasks]}
+                    for m, tasks in task_rows(name, spec, joined)]
         tenants.append({
             "name": name, "agents": rows, "missions": missions,
-            "accounts": [_account_row(a) for _, a in sorted(accounts.get(name, {}).items())],
-            "queue": [_queue_row(q) for _, q in sorted(queues.get(name, {}).items())],
+            "accounts": [_account_row(a) for _, a in sorted(joined.accounts.get(name, {}).items())],
+            "queue": [_queue_row(q) for _, q in sorted(joined.queues.get(name, {}).items())],
             "lanes": [{"lane": v.lane, "host": host, "workers": ", ".join(v.workers) or "none",
                        "counts": f"{v.running} / {v.desired}", "open": v.open, "queued": v.queued, "why": v.reason}
-                      for host, v in sorted(lanes.get(name, []), key=lambda hv: (hv[1].lane, hv[0]))],
+                      for host, v in sorted(joined.lanes.get(name, []), key=lambda hv: (hv[1].lane, hv[0]))],
         })
     return _env().get_template("TASKS.md.j2").render(tenants=tenants, revision=revision)
 
 
+#: The fleet views of a task that is being worked on.
+_AT_WORK = frozenset({"assigned", "working"})
+
+
+def render_manifest(repo: FleetRepo, statuses: Iterable[TenantStatus], revision: str) -> str:
+    """MISSION-MANIFEST.md: per mission its tasks done of all, projected against actual
+    spend, the lanes and agents at work on it and its blocked tasks with their notes;
+    from the same data as TASKS.md, so deterministic in the same way."""
+    joined = _join(statuses)
+    tenants = []
+    for name, spec in sorted(repo.tenants.items()):
+        missions = []
+        for mission, rows in task_rows(name, spec, joined):
+            counted = [r for r in rows if r.state != "cancelled"]
+            working = [r for r in counted if r.state in _AT_WORK or (not r.lane and r.state == "open" and r.agent)]
+            projected = [r.projected for r in counted if r.projected is not None]
+            over = [r.id for r in rows if r.over]
+            missions.append({
+                "id": mission.id, "title": mission.title,
+                "done": sum(1 for r in counted if r.state == "done"), "total": len(counted),
+                "cancelled": len(rows) - len(counted),
+                "projected": _n(sum(projected)) if projected else "not projected",
+                "actual": _n(sum(r.actual or 0 for r in rows)),
+                "over": ", ".join(over),
+                "lanes": ", ".join(sorted({r.lane for r in working if r.lane})) or "none",
+                "agents": ", ".join(sorted({r.agent for r in working if r.agent})) or "none",
+                "blocked": [{"id": r.id, "title": r.title, "agent": r.agent, "note": r.note or "(no note)"}
+                            for r in rows if r.state == "blocked"],
+            })
+        tenants.append({"name": name, "missions": missions})
+    return _env().get_template("MISSION-MANIFEST.md.j2").render(tenants=tenants, revision=revision)
+
+
 def _task_agent(named: str | None, view: TaskStatus | None) -> str:
     return named or (view.agent if view is not None and view.agent else "")
-
-
-def _task_state(state: str, view: TaskStatus | None) -> str:
-    """The fleet's view of a lane task (with since when), else the state people set."""
-    if view is None:
-        return state
-    return f"{view.state} since {view.since}" if view.since else view.state
 
 
 def _account_row(a: AccountStatus) -> dict[str, str]:
@@ -280,10 +357,6 @@ def _queue_row(q: QueuedAgent) -> dict[str, str]:
     else:
         until = "a concurrency slot frees" if q.rule == "concurrency" else f"account {q.account} is back under pace"
     return {"agent": q.agent, "account": q.account or "", "rule": q.rule, "until": until}
-
-
-def _hint(hint: LearnedHint | None) -> str:
-    return "" if hint is None else f"{hint.median:,} / {hint.p90:,} ({hint.model})"
 
 
 def _n(value: int | None) -> str:

@@ -7,16 +7,16 @@ renders the same bytes and nothing is committed.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TypeVar
 
 from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
-from reconciler.core.lanes import TenantLanes
+from reconciler.core.lanes import TaskState, TenantLanes, Window
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait
+from reconciler.core.task_spend import attribute, task_tokens
 from reconciler.model.ledger import LedgerEntry, learned_spend
 from reconciler.model.observed import ObservedFleet
 from reconciler.model.status import (
@@ -283,9 +283,11 @@ def tenant_status(
     ledger: Iterable[LedgerEntry] = (),
     index: PlanIndex | None = None,
     lanes: TenantLanes | None = None,
+    task_states: Mapping[str, str] | None = None,
 ) -> TenantStatus:
     """One tenant's status on `host` after this tick (`index`: the plan's PlanIndex, when
-    the caller reports several tenants of one plan)."""
+    the caller reports several tenants of one plan; `task_states`: the state people set
+    on each task in tasks.yaml, so the learned spend counts only finished tasks)."""
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
     index = index or PlanIndex(plan)
@@ -316,7 +318,8 @@ def tenant_status(
         QueuedAgent(d.agent, d.account, d.rule, d.until.isoformat() if d.until else None)
         for d in plan.budget if d.tenant == tenant.name and d.state is State.QUEUED
     )
-    spend, learned = ledger_summary(tenant.name, host, ledger)
+    final, done = finished_tasks(task_states, lanes)
+    spend, learned = ledger_summary(tenant.name, host, ledger, lanes.memory.windows() if lanes else (), final, done)
     lane_rows, task_rows = lane_status(lanes) if lanes is not None else ((), ())
     return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes, accounts, queue, spend, learned,
                         lane_rows, task_rows)
@@ -331,17 +334,35 @@ def lane_status(lanes: TenantLanes) -> tuple[tuple[LaneStatus, ...], tuple[TaskS
     return rows, tasks
 
 
-def ledger_summary(tenant: str, host: str, ledger: Iterable[LedgerEntry]) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:
-    """This host's spend per (task, agent) and the learned spend per (role, model), to the
-    thousand so a working agent does not rewrite the status every tick."""
-    mine = [e for e in ledger if e.tenant == tenant and e.host == host]
-    per_task: dict[tuple[str, str], int] = defaultdict(int)
-    for entry in mine:
-        if entry.task is not None and entry.agent is not None:
-            per_task[(entry.task, entry.agent)] += entry.tokens
-    spend = tuple(TaskSpend(task, agent, _rounded(tokens)) for (task, agent), tokens in sorted(per_task.items()))
+def finished_tasks(task_states: Mapping[str, str] | None, lanes: TenantLanes | None,
+                   ) -> tuple[frozenset[str], frozenset[str] | None]:
+    """The tasks whose spend no longer grows (done, cancelled or reported blocked) and the
+    done ones (None when neither tasks.yaml nor the lanes say: every task teaches)."""
+    if task_states is None and lanes is None:
+        return frozenset(), None
+    people = task_states or {}
+    views = lanes.tasks if lanes else ()
+    done = {t for t, state in people.items() if state == "done"} | {v.task for v in views if v.state is TaskState.DONE}
+    final = done | {t for t, state in people.items() if state == "cancelled"} | {
+        v.task for v in views if v.state in (TaskState.CANCELLED, TaskState.BLOCKED)}
+    return frozenset(final), frozenset(done)
+
+
+def ledger_summary(tenant: str, host: str, ledger: Iterable[LedgerEntry], windows: Iterable[Window] = (),
+                   final: Collection[str] = (), done: Collection[str] | None = None,
+                   ) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:
+    """This host's spend per (task, agent), each entry booked to the task its agent held
+    then (`windows`, core/task_spend.py), and the learned spend per (role, model) of the
+    `done` tasks (None: of every task with spend).
+
+    A `final` task's spend is exact (it no longer grows); an open task's is to the
+    thousand, so a working agent does not rewrite the status every tick."""
+    mine = attribute((e for e in ledger if e.tenant == tenant and e.host == host), windows)
+    spend = tuple(TaskSpend(task, agent, tokens if task in final else _rounded(tokens))
+                  for (task, agent), tokens in task_tokens(mine, ()).items())
+    finished = mine if done is None else [e for e in mine if e.task in done]
     learned = tuple(LearnedHint(role, model, _rounded(int(s.median)), _rounded(int(s.p90)))
-                    for (role, model), s in learned_spend(mine).items())
+                    for (role, model), s in learned_spend(finished).items())
     return spend, learned
 
 

@@ -93,7 +93,7 @@ def _check_empty(dest: Path) -> bool:
 
 def _fill(dest: Path, source: Path, example: str, host: str, starter: Path | None) -> Report:
     report = Report()
-    shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("status", "TASKS.md", "__pycache__"))
+    shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("status", "TASKS.md", "MISSION-MANIFEST.md", "__pycache__"))
     report.done.append(f"copied the {example} example into {dest}")
     if starter is not None and starter.is_dir() and not (dest / "roles").exists():
         shutil.copytree(starter, dest / "roles")

@@ -1,8 +1,9 @@
 """The Git ends of a tick: pull before the specs are read, commit and push what was written.
 
-Only the reconciler's own files are committed (`status/<host>/` and TASKS.md), only
-when their bytes changed, authored as the host. A failing remote never fails the
-tick: the host is reconciled from the specs it has, and the failure is reported.
+Only the reconciler's own files are committed (`status/<host>/`, TASKS.md and
+MISSION-MANIFEST.md), only when their bytes changed, authored as the host. A failing
+remote never fails the tick: the host is reconciled from the specs it has, and the
+failure is reported.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.core.render import render_tasks
+from reconciler.core.render import render_manifest, render_tasks
 from reconciler.drivers import git
 from reconciler.drivers.files import write_if_changed
-from reconciler.engine.writeback import STATUS_DIR, TASKS_FILE, read_all_statuses
+from reconciler.engine.writeback import MANIFEST_FILE, STATUS_DIR, TASKS_FILE, read_all_statuses
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import SPEC_PATHS
 
@@ -69,20 +70,21 @@ def spec_revision(checkout: git.Checkout | None) -> str:
 
 
 def rerender_tasks(repo: Path, revision_of: git.Checkout | None) -> Sequence[str]:
-    """TASKS.md again from the merged status files (after a rebase onto another host)."""
+    """TASKS.md and MISSION-MANIFEST.md again from the merged status files (after a rebase onto another host)."""
     loaded = load_repo(repo)
     if loaded.fleet is None:
         return []
     statuses, _ = read_all_statuses(repo)
-    text = render_tasks(loaded, statuses, spec_revision(revision_of))
-    return [TASKS_FILE] if write_if_changed(repo / TASKS_FILE, text) else []
+    revision = spec_revision(revision_of)
+    return [name for name, render in ((TASKS_FILE, render_tasks), (MANIFEST_FILE, render_manifest))
+            if write_if_changed(repo / name, render(loaded, statuses, revision))]
 
 
 def publish(checkout: git.Checkout | None, repo: Path, host: str, revision: str) -> GitReport:
-    """Commit this host's status and TASKS.md if they changed, then push with rebase-and-retry."""
+    """Commit this host's status, TASKS.md and MISSION-MANIFEST.md if they changed, then push with rebase-and-retry."""
     if checkout is None:
         return GitReport()
-    paths = [f"{STATUS_DIR}/{host}", TASKS_FILE]
+    paths = [f"{STATUS_DIR}/{host}", TASKS_FILE, MANIFEST_FILE]
     try:
         sha = git.commit_if_changed(checkout, paths, f"fleet status from {host} at {revision}", host, f"fleet@{host}")
     except git.GitError as exc:

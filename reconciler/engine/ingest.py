@@ -44,7 +44,7 @@ from reconciler.model.observed import Heartbeat
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.models import Account, Fleet, Role, format_duration
 from reconciler.spec.repo import FleetRepo, TenantSpec
-from reconciler.spec.resolve import resolve_agent
+from reconciler.spec.resolve import lane_agent, resolve_agent
 
 CODEX, CLAUDE = "codex", "claude"
 SOURCE_CODEX, SOURCE_STATUSLINE = "codex-rollout", "claude-statusline"
@@ -161,7 +161,9 @@ class TenantView:
         view = cls(spec, fleet)
         tasks = _single_tasks(spec)
         agents = {}
-        for agent in spec.roster.agents:
+        names = spec.roster.lane_workers()
+        workers = [lane_agent(lane, name) for lane in spec.roster.lanes for name in names.get(lane.name, ())]
+        for agent in (*spec.roster.agents, *workers):  # a lane's worker has no task of its own: its windows say
             res = resolve_agent(agent, fleet, dict(roles))
             agents[agent.name] = AgentInfo(agent.name, agent.role, res.runtime, view.kind_of(res.runtime),
                                            expand_home(res.workdir, spec.roster.user), tasks.get(agent.name))

@@ -21,7 +21,7 @@ from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.dispatch import plan_dispatch
 from reconciler.core.health import Health
-from reconciler.core.lanes import LanePlan, scale_lanes, settle, with_workers
+from reconciler.core.lanes import LaneMemory, LanePlan, close_windows, scale_lanes, settle, with_workers
 from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
 from reconciler.core.traces import scope_attrs
@@ -104,6 +104,8 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         health = {(h.tenant, h.agent): h.health for h in result.health}
         sockets = {n: t.socket for n, t in desired.tenants.items()}
         lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
+        lanes = LanePlan({t: replace(tl, memory=close_windows(stored.lanes.get(t, LaneMemory()), tl.memory, at))
+                          for t, tl in lanes.tenants.items()})  # per-task spend needs every window (core/task_spend.py)
         result = replace(result, dispatches=dispatches,
                          lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
     step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})

@@ -1,8 +1,9 @@
-"""Write back: status per host and tenant, and TASKS.md, into the fleet repository.
+"""Write back: status per host and tenant, TASKS.md and MISSION-MANIFEST.md, into the fleet repository.
 
 The last step of a tick. Files are written only when their bytes change (atomically),
 so a run that changed nothing leaves the work tree clean and Git commits nothing.
-TASKS.md is rendered from the specs and every host's status files, never merged. A
+TASKS.md and MISSION-MANIFEST.md (the projections) are rendered from the specs and every
+host's status files, never merged. A
 status file that cannot be read (damaged, huge, not a file) is reported and rewritten.
 
 A resident `--watch` loop does not redo what did not change: a status file whose text
@@ -13,16 +14,17 @@ file edited meanwhile is rewritten).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from ruamel.yaml.error import YAMLError
 
 from reconciler.core.plan import ActionKind
-from reconciler.core.render import parse_status, render_status, render_tasks
+from reconciler.core.render import parse_status, render_manifest, render_status, render_tasks
 from reconciler.core.status import PlanIndex, tenant_status
 from reconciler.drivers.audit import redact
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
@@ -31,9 +33,13 @@ from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.model.status import RunRecord, TenantStatus
 from reconciler.spec.cache import BytesCache
+from reconciler.spec.repo import FleetRepo
 
 STATUS_DIR = "status"
 TASKS_FILE = "TASKS.md"
+MANIFEST_FILE = "MISSION-MANIFEST.md"
+#: The projections rendered from the specs and every host's status, never merged.
+PROJECTIONS = (TASKS_FILE, MANIFEST_FILE)
 #: A 100-agent status is about 40 KB; a status file over this is not one we wrote.
 MAX_STATUS_BYTES = 16 << 20
 #: What parsing a damaged status file raises (YAML for files written by hand or by old versions).
@@ -141,7 +147,7 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
             run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
-            index=index, lanes=tick.lanes.tenants.get(name),
+            index=index, lanes=tick.lanes.tenants.get(name), task_states=_task_states(tick, name),
         )
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):
@@ -152,10 +158,24 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
     problems += read_problems
     if tick.repo.fleet is not None:
         inputs = (revision, tuple((n, t.roster, t.tasks) for n, t in sorted(tick.repo.tenants.items())), tuple(statuses))
-        if _write(repo / TASKS_FILE, rendered(repo / TASKS_FILE, inputs, lambda _: render_tasks(tick.repo, statuses, revision)),
-                  problems):
-            written.append(TASKS_FILE)
+        for name, render in ((TASKS_FILE, render_tasks), (MANIFEST_FILE, render_manifest)):
+            text = rendered(repo / name, inputs, partial(_project, render, tick.repo, statuses, revision))
+            if _write(repo / name, text, problems):
+                written.append(name)
     return WriteResult(tuple(written), tuple(problems), (*mine, *untouched))
+
+
+def _project(render: Callable[[FleetRepo, Sequence[TenantStatus], str], str], repo: FleetRepo,
+             statuses: Sequence[TenantStatus], revision: str, _inputs: object) -> str:
+    return render(repo, statuses, revision)
+
+
+def _task_states(tick: Tick, tenant: str) -> dict[str, str] | None:
+    """The state people set on each task of the tenant's tasks.yaml (None: it has none)."""
+    spec = tick.repo.tenants.get(tenant)
+    if spec is None or spec.tasks is None:
+        return None
+    return {t.id: t.state for m in spec.tasks.missions for t in m.tasks}
 
 
 def rendered(path: Path, inputs: D, render: Callable[[D], str]) -> str:

@@ -80,8 +80,16 @@ def learned_spend(entries: Iterable[LedgerEntry]) -> dict[tuple[str, str], Learn
     samples: dict[tuple[str, str], list[int]] = defaultdict(list)
     for (role, model, _, _), tokens in sorted(per_task.items()):
         samples[(role, model)].append(tokens)
-    return {key: LearnedSpend(statistics.median(values), _nearest_rank(values, 0.9))
-            for key, values in sorted(samples.items())}
+    return {key: median_p90(values) for key, values in sorted(samples.items())}
+
+
+def median_p90(values: list[int]) -> LearnedSpend:
+    """The median and the nearest-rank 90th percentile of some tasks' tokens (not empty).
+
+    >>> median_p90([400, 100, 200])
+    LearnedSpend(median=200, p90=400)
+    """
+    return LearnedSpend(statistics.median(values), _nearest_rank(values, 0.9))
 
 
 def _nearest_rank(values: list[int], fraction: float) -> int:

@@ -236,7 +236,7 @@ def test_status_and_tasks_md_show_each_lane_tasks_fleet_view(snapshot_md: Snapsh
     assert parse_status(render_status(status)) == status
     text = render_tasks(load(world), [status], "abc1234")
     assert "| api | shop-1 | coder0-0 | 2 / 1 | 1 | 0 | 1 open task |" in text  # coder0-1 blocked 10m ago: retired
-    assert "| T3 | Rate-limit the list endpoint | coder0-1 |" in text and "needs the \\| staging key |" in text
+    assert "| T3 | Rate-limit the list endpoint | api | blocked since" in text and "| coder0-1 |" in text and "needs the \\| staging key |" in text
     assert text == snapshot_md
 
 

@@ -606,3 +606,37 @@ def test_stress_three_hosts_ten_rounds_concurrently(clone: Callable[[str], Path]
         assert_clean_checkout(repo)
         assert git(repo, "status", "--porcelain") == ""
     assert max(attempts) > 1, "the hosts really raced"
+
+
+def test_a_mission_manifest_conflict_is_re_rendered_like_tasks_md(clone: Callable[[str], Path], bare_remote: Path) -> None:
+    """MISSION-MANIFEST.md is the second projection: when both hosts changed it, the rebase
+    takes the remote's copy and `rerender()` writes it again from the merged status files."""
+    def manifest(repo: Path) -> str:
+        return render_tasks(repo).replace("# TASKS", "# MANIFEST")
+
+    def both(repo: Path, host: str, text: str) -> None:
+        write_atomic(repo / "status" / host / "jarvis.yaml", text)
+        write_atomic(repo / "TASKS.md", render_tasks(repo))
+        write_atomic(repo / "MISSION-MANIFEST.md", manifest(repo))
+        commit_if_changed(checkout_of(repo), [f"status/{host}/", "TASKS.md", "MISSION-MANIFEST.md"], f"status: {host}",
+                          host, f"fleet@{host}")
+
+    def rerender(repo: Path) -> Callable[[], list[str]]:
+        def again() -> list[str]:
+            write_atomic(repo / "TASKS.md", render_tasks(repo))
+            write_atomic(repo / "MISSION-MANIFEST.md", manifest(repo))
+            return ["TASKS.md", "MISSION-MANIFEST.md"]
+        return again
+
+    a, b = clone("host-a"), clone("host-b")
+    both(a, "host-a", "a: ready\n")
+    both(b, "host-b", "b: ready\n")
+    assert push_with_retry(checkout_of(a), rerender(a)).outcome is SyncOutcome.UPDATED
+
+    result = push_with_retry(checkout_of(b), rerender(b), sleep=lambda _: None)
+
+    assert (result.outcome, result.attempts) == (SyncOutcome.UPDATED, 2), result
+    tree = remote_tree(bare_remote)
+    assert tree["MISSION-MANIFEST.md"] == manifest(b) == (b / "MISSION-MANIFEST.md").read_text()
+    assert "a: ready" in tree["MISSION-MANIFEST.md"] and "b: ready" in tree["MISSION-MANIFEST.md"]
+    assert not any(marker in text for text in tree.values() for marker in MARKERS)

@@ -112,9 +112,11 @@ def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
     assert "state: done" not in (shop.repo / "tenants" / "shop" / "tasks.yaml").read_text().split("id: T2")[1], \
         "never in the spec files"
     tasks_md = (shop.repo / "TASKS.md").read_text()
-    assert f"| api | done since {report.ts.isoformat()} | documented in README |" in tasks_md, tasks_md
+    assert f"| api | done since {report.ts.isoformat()} | coder0-0 |" in tasks_md, tasks_md
+    assert "| documented in README |" in tasks_md, tasks_md
     memory = json.loads(StateLayout(shop.state).lanes("shop").read_text())
-    assert memory == {"assignments": {}, "last_active": {}}, "a retired worker leaves nothing behind"
+    assert (memory["assignments"], memory["last_active"]) == ({}, {}), "a retired worker leaves nothing behind"
+    assert [(w["task"], w["agent"]) for w in memory["closed"]] == [("T2", "coder0-0")], "but its task's window"
 
 
 def test_a_worker_gets_its_brief_acks_it_and_reports_done_from_its_environment(

@@ -53,6 +53,7 @@ from reconciler.drivers.git.parse import (
 from reconciler.drivers.git.plumbing import (
     NETWORK_TIMEOUT_S,
     PROJECTION,
+    PROJECTIONS,
     SHORT_SHA,
     Checkout,
     GitError,
@@ -73,6 +74,7 @@ __all__ = [
     "COMMIT_FORMAT",
     "NETWORK_TIMEOUT_S",
     "PROJECTION",
+    "PROJECTIONS",
     "SHORT_SHA",
     "TEMP_GLOB",
     "Checkout",

@@ -33,7 +33,7 @@ from reconciler.drivers.git.plumbing import (
     is_ancestor,
     land,
     ok,
-    projection_path,
+    projection_paths,
     refuse_if_busy,
     run,
     safe_head,
@@ -195,8 +195,8 @@ def _replay(checkout: Checkout, head: str, onto: str) -> str:
     so nothing is checked out and the checkout is never mid-rebase, even if this
     process is killed. As with `git rebase`, a commit keeps its author, date and
     message, and one that ends up empty is dropped. Unlike it, nothing is merged line
-    by line: a file changed on both sides is a conflict, except TASKS.md, which takes
-    the remote's copy (the caller re-renders it). The reconciler's own commits touch
+    by line: a file changed on both sides is a conflict, except TASKS.md and
+    MISSION-MANIFEST.md, which take the remote's copy (the caller re-renders them). The reconciler's own commits touch
     only `status/<host>/` and TASKS.md, so only a person's local commits can conflict.
     """
     tip = onto
@@ -213,19 +213,19 @@ def _replay(checkout: Checkout, head: str, onto: str) -> str:
 
 def _replay_one(checkout: Checkout, commit: CommitFacts, onto: str) -> str:
     """`commit` applied on top of `onto`: a new commit, or `onto` itself if nothing is left."""
-    projection = projection_path(checkout)
+    projections = projection_paths(checkout)
     with temporary_index() as env:
         ok(checkout, "read-tree", "-m", "-i", "--aggressive", commit.parents[0], onto, commit.sha, env=env)
         unmerged = parse_unmerged(ok(checkout, "ls-files", "--unmerged", "-z", env=env))
-        others = [path for path in unmerged if path != projection]
+        others = [path for path in unmerged if path not in projections]
         if others:
             raise GitError(
                 f"the unpushed commit {commit.sha[:SHORT_SHA]} and {onto[:SHORT_SHA]} both change "
                 f"{', '.join(others)}; nothing was changed: resolve it by hand "
                 "(`git pull --rebase`, fix the files, `git rebase --continue`)"
             )
-        if unmerged:
-            ok(checkout, "reset", "--quiet", onto, "--", projection, env=env)
+        if theirs := [path for path in unmerged if path in projections]:
+            ok(checkout, "reset", "--quiet", onto, "--", *theirs, env=env)
         tree = ok(checkout, "write-tree", env=env)
     if tree == ok(checkout, "rev-parse", f"{onto}^{{tree}}"):
         return onto
@@ -234,10 +234,11 @@ def _replay_one(checkout: Checkout, commit: CommitFacts, onto: str) -> str:
 
 
 def _discard_projection(checkout: Checkout) -> None:
-    """Drop uncommitted changes to TASKS.md, which would block the move and is re-rendered anyway."""
-    path = projection_path(checkout)
-    if not run(checkout, "status", "--porcelain", "--", path).out:
-        return
-    if run(checkout, "checkout", "HEAD", "--", path).status != 0:
-        run(checkout, "rm", "--quiet", "--cached", "--ignore-unmatch", "--", path)
-        (checkout.root / path).unlink(missing_ok=True)
+    """Drop uncommitted changes to TASKS.md and MISSION-MANIFEST.md, which would block the
+    move and are re-rendered anyway."""
+    for path in projection_paths(checkout):
+        if not run(checkout, "status", "--porcelain", "--", path).out:
+            continue
+        if run(checkout, "checkout", "HEAD", "--", path).status != 0:
+            run(checkout, "rm", "--quiet", "--cached", "--ignore-unmatch", "--", path)
+            (checkout.root / path).unlink(missing_ok=True)

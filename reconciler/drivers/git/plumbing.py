@@ -28,8 +28,9 @@ from reconciler.drivers.git.parse import (
     parse_current_branch,
 )
 
-#: The projection that is re-rendered, never merged, when hosts' commits meet.
-PROJECTION = "TASKS.md"
+#: The projections that are re-rendered, never merged, when hosts' commits meet.
+PROJECTIONS = ("TASKS.md", "MISSION-MANIFEST.md")
+PROJECTION = PROJECTIONS[0]
 #: Seconds a fetch, push or ls-remote may take before it counts as unreachable.
 NETWORK_TIMEOUT_S = 60.0
 #: Characters of a sha in `Revision.short`: fixed, so rendered status never changes
@@ -276,8 +277,13 @@ def empty_tree(checkout: Checkout) -> str:
     return ok(checkout, "hash-object", "-t", "tree", "/dev/null")
 
 
-def projection_path(checkout: Checkout) -> str:
-    return str(PurePosixPath(checkout.prefix) / PROJECTION) if checkout.prefix else PROJECTION
+def projection_path(checkout: Checkout, name: str = PROJECTION) -> str:
+    return str(PurePosixPath(checkout.prefix) / name) if checkout.prefix else name
+
+
+def projection_paths(checkout: Checkout) -> list[str]:
+    """Every projection's path in the checkout (TASKS.md, MISSION-MANIFEST.md)."""
+    return [projection_path(checkout, name) for name in PROJECTIONS]
 
 
 def refuse_if_busy(checkout: Checkout) -> None:
