@@ -87,6 +87,17 @@ def _yaml(typ: str = "rt") -> YAML:
     return yaml
 
 
+def editor_yaml() -> YAML:
+    """The round-trip YAML of spec/edit.py: the loader's settings (pure, duplicate keys
+    refused), plus what writing a file back needs: quotes as written, no re-wrapping of
+    long lines, timestamps as ruamel's own type so they are written back as they were."""
+    yaml = YAML(typ="rt", pure=True)
+    yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
 def _timestamp_as_text(constructor: Any, node: Any) -> Any:
     return constructor.construct_scalar(node)
 
