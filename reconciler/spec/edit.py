@@ -18,8 +18,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import LiteralScalarString
+from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from reconciler.errors import UserError
@@ -28,6 +28,7 @@ from reconciler.spec.yamlsource import editor_yaml
 
 #: (mapping, sequence, offset) indentations tried, the project's own style first.
 INDENTS = ((2, 4, 2), (2, 2, 0), (4, 4, 2), (4, 6, 4), (4, 4, 0), (4, 2, 0), (3, 3, 0))
+_BLOCK = (LiteralScalarString, FoldedScalarString)
 #: Task ids fleet generates: tasks.yaml's id rule (letters, digits, '.', '_', '-'; 40 at most).
 MAX_ID = 40
 
@@ -295,8 +296,9 @@ def remove(seq: CommentedSeq, index: int) -> None:
         _give_tail(before, tail)
 
 
-def _last_holder(node: Any) -> tuple[Any, Any] | None:
-    """The comment slot after `node`'s last scalar: (its `ca.items`, key), or None."""
+def _last_holder(node: Any) -> tuple[Any, Any, bool] | None:
+    """The comment slot after `node`'s last scalar: (its `ca.items`, key, whether that
+    scalar is a block scalar), or None."""
     while True:
         if isinstance(node, CommentedMap) and node and not node.fa.flow_style():
             key = list(node.keys())[-1]
@@ -304,13 +306,13 @@ def _last_holder(node: Any) -> tuple[Any, Any] | None:
             if isinstance(child, CommentedMap | CommentedSeq) and child and not child.fa.flow_style():
                 node = child
                 continue
-            return node.ca.items, key
+            return node.ca.items, key, isinstance(child, _BLOCK)
         if isinstance(node, CommentedSeq) and node and not node.fa.flow_style():
             child = node[-1]
             if isinstance(child, CommentedMap | CommentedSeq) and child and not child.fa.flow_style():
                 node = child
                 continue
-            return node.ca.items, len(node) - 1
+            return node.ca.items, len(node) - 1, isinstance(child, _BLOCK)
         return None
 
 
@@ -320,11 +322,16 @@ def _take_tail(node: Any) -> str:
     holder = _last_holder(node)
     if holder is None:
         return ""
-    items, key = holder
+    items, key, block = holder
     entry = items.get(key)
     slot = 0 if isinstance(key, int) else 2
     token = entry[slot] if entry and len(entry) > slot else None
-    if not isinstance(token, CommentToken) or "\n" not in token.value:
+    if not isinstance(token, CommentToken):
+        return ""
+    if block:  # a block scalar ends with its own line end: all of the token follows it
+        entry[slot] = None
+        return str(token.value)
+    if "\n" not in token.value:
         return ""
     head, tail = token.value.split("\n", 1)
     token.value = head + "\n"
@@ -335,20 +342,14 @@ def _give_tail(node: Any, tail: str) -> None:
     holder = _last_holder(node)
     if holder is None:
         return
-    items, key = holder
+    items, key, block = holder
     slot = 0 if isinstance(key, int) else 2
     entry = items.setdefault(key, [None, None, None, None])
     token = entry[slot]
-    if isinstance(token, CommentToken):
+    if isinstance(token, CommentToken) and not block:
         token.value = token.value.split("\n", 1)[0] + "\n" + tail
     else:
-        entry[slot] = CommentToken("\n" + tail, _mark(), None)
-
-
-def _mark() -> Any:
-    from ruamel.yaml.error import CommentMark  # noqa: PLC0415
-
-    return CommentMark(0)
+        entry[slot] = CommentToken(tail if block else "\n" + tail, CommentMark(0), None)
 
 
 def _missions(tree: Any) -> list[Any]:
