@@ -173,3 +173,12 @@ def test_tasks_added_one_after_another_keep_the_comments_below_them() -> None:
     text, _ = edit.set_task_state(text, "b", "done")
     assert "          brief b\n        state: done\n\n  # a mission of its own\n  - id: M2\n" in text
     assert text.endswith("    tasks: []\n# end of file\n")
+
+
+def test_timestamps_are_written_back_as_they_were_after_the_loader_ran() -> None:
+    from reconciler.spec.yamlsource import parse_source  # noqa: PLC0415
+
+    text = "apiVersion: x\nreset_at: 2026-01-05T09:00:00Z\nagents: []\n"
+    source = parse_source(text.encode(), "t.yaml")
+    assert not isinstance(source, Exception) and source.tree is not None  # the loader's round trip has run
+    assert edit.load(text).drift == 0
