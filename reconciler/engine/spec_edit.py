@@ -60,6 +60,8 @@ def edit(request: EditRequest) -> EditResult:
     if request.push and not request.commit:
         raise UserError("--push pushes the commit; it cannot be used with --no-commit")
     rel = f"tenants/{request.tenant}/{request.file}"
+    if (request.repo / rel).is_symlink():
+        raise UserError(f"{request.repo / rel} is a symbolic link; edit the file it points to instead")
     checkout = _checkout(request, rel)
     with tempfile.TemporaryDirectory(prefix="fleet-edit-") as tmp:
         copy = Path(tmp) / "fleet"

@@ -139,6 +139,25 @@ def test_agent_add_then_remove_commits_each_and_restores_the_bytes(shop: Path) -
         "fleet agent remove: shop/reviewer", "fleet agent add: shop/reviewer (role coder)"]
 
 
+def test_push_sends_a_commit_on_the_current_branch_to_origin(shop: Path, tmp_path: Path) -> None:
+    done = fleet("task", "add", str(shop), "--tenant", "shop", "--lane", "api", "--title", "Add ETags", "--id", "T9",
+                 "--brief-file", str(brief(tmp_path)), "--push")
+    assert done.returncode == 0, done.stderr
+    assert "pushed " in done.stderr and "to origin/main" in done.stderr, done.stderr
+    assert git(shop, "rev-parse", "HEAD") == git(tmp_path / "remote.git", "rev-parse", "main")
+    assert "      - id: T9\n" in remote_tree(tmp_path / "remote.git")[TASKS]
+
+
+def test_a_linked_spec_file_is_not_replaced(shop: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "tasks-elsewhere.yaml"
+    elsewhere.write_bytes((shop / TASKS).read_bytes())
+    (shop / TASKS).unlink()
+    (shop / TASKS).symlink_to(elsewhere)
+    refused = fleet("task", "set-state", str(shop), "T1", "done", "--tenant", "shop", "--no-commit")
+    assert refused.returncode == 1 and "is a symbolic link; edit the file it points to instead" in refused.stderr
+    assert (shop / TASKS).is_symlink()
+
+
 def test_outside_git_the_edit_needs_no_commit(tmp_path: Path) -> None:
     repo = example_repo(tmp_path, "lanes", None)
     refused = fleet("task", "set-state", str(repo), "T1", "done")
