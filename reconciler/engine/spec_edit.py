@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.drivers import git
 from reconciler.drivers.files import write_atomic
 from reconciler.drivers.git import branch as git_branch
+from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.errors import SpecError, UserError
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import SPEC_PATHS
@@ -63,21 +65,40 @@ def edit(request: EditRequest) -> EditResult:
     if (request.repo / rel).is_symlink():
         raise UserError(f"{request.repo / rel} is a symbolic link; edit the file it points to instead")
     checkout = _checkout(request, rel)
-    with tempfile.TemporaryDirectory(prefix="fleet-edit-") as tmp:
-        copy = Path(tmp) / "fleet"
-        _copy_specs(request, checkout, copy)
-        if not (copy / "tenants" / request.tenant / "roster.yaml").is_file():
-            raise UserError(_no_tenant(copy, request.tenant))
-        target = copy / rel
-        before = target.read_text(encoding="utf-8") if target.is_file() else None
-        after, summary = request.change(before)
-        if after == before:
-            return EditResult(summary, False, ("nothing to change",))
-        target.write_text(after, encoding="utf-8")
-        errors = load_repo(copy).errors
-        if errors:
-            raise InvalidEdit(tuple(_relocated(e, str(copy), str(request.repo)) for e in errors))
-    return _write_and_commit(request, checkout, rel, after, summary)
+    with _one_edit_at_a_time(checkout):
+        if checkout is not None and git_branch.uncommitted(checkout, rel):
+            raise UserError(f"{request.repo / rel} has uncommitted changes; commit or stash them first "
+                            "(or use --no-commit to edit the file as it is, without a commit)")
+        with tempfile.TemporaryDirectory(prefix="fleet-edit-") as tmp:
+            copy = Path(tmp) / "fleet"
+            _copy_specs(request, checkout, copy)
+            if not (copy / "tenants" / request.tenant / "roster.yaml").is_file():
+                raise UserError(_no_tenant(copy, request.tenant))
+            target = copy / rel
+            before = target.read_text(encoding="utf-8") if target.is_file() else None
+            after, summary = request.change(before)
+            if after == before:
+                return EditResult(summary, False, ("nothing to change",))
+            target.write_text(after, encoding="utf-8")
+            errors = load_repo(copy).errors
+            if errors:
+                raise InvalidEdit(tuple(_relocated(e, str(copy), str(request.repo)) for e in errors))
+        return _write_and_commit(request, checkout, rel, after, summary)
+
+
+@contextmanager
+def _one_edit_at_a_time(checkout: git.Checkout | None) -> Iterator[None]:
+    """Two edits of one checkout at once (two agents' `fleet task add`) take turns, so
+    neither writes over the other's file between its read and its commit."""
+    if checkout is None:
+        yield
+        return
+    try:
+        with hold_lock(git_branch.edit_lock_path(checkout), timeout=30.0):
+            yield
+    except LockBusy:
+        raise UserError(f"another fleet edit of {checkout.root} has held its lock for 30 s; "
+                        "try again when it is done") from None
 
 
 def _checkout(request: EditRequest, rel: str) -> git.Checkout | None:
@@ -93,9 +114,6 @@ def _checkout(request: EditRequest, rel: str) -> git.Checkout | None:
     if checkout is None:
         raise UserError(f"{request.repo} is not in a Git checkout, so the edit cannot be committed; "
                         "use --no-commit to only edit the file")
-    if git_branch.uncommitted(checkout, rel):
-        raise UserError(f"{request.repo / rel} has uncommitted changes; commit or stash them first "
-                        "(or use --no-commit to edit the file as it is, without a commit)")
     if request.branch and (why := git_branch.check_branch_name(checkout, request.branch)):
         raise UserError(why)
     return checkout

@@ -148,6 +148,22 @@ def test_push_sends_a_commit_on_the_current_branch_to_origin(shop: Path, tmp_pat
     assert "      - id: T9\n" in remote_tree(tmp_path / "remote.git")[TASKS]
 
 
+def test_edits_at_once_take_turns_and_all_land(shop: Path, tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    path = brief(tmp_path)
+    runs = [subprocess.Popen([sys.executable, "-m", "reconciler.cli", "task", "add", str(shop), "--tenant", "shop",
+                              "--lane", "api", "--title", f"Task {n}", "--brief-file", str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base)
+            for n in range(3)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+    text = (shop / TASKS).read_text()
+    assert all(f"      - id: task-{n}\n" in text for n in range(3)), text
+    assert len(git(shop, "log", "--format=%s", "main~3..main").splitlines()) == 3
+    assert git(shop, "status", "--porcelain") == ""
+
+
 def test_a_linked_spec_file_is_not_replaced(shop: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "tasks-elsewhere.yaml"
     elsewhere.write_bytes((shop / TASKS).read_bytes())

@@ -35,6 +35,12 @@ def uncommitted(checkout: Checkout, path: str) -> bool:
     return done.status != 0 or bool(done.out)
 
 
+def edit_lock_path(checkout: Checkout) -> Path:
+    """The flock that makes spec edits of one checkout take turns: in its git dir, so it
+    is never in the work tree (nor committed)."""
+    return Path(checkout.repo.git_dir) / "fleet-edit.lock"
+
+
 def check_branch_name(checkout: Checkout, name: str) -> str | None:
     """Why `name` cannot be a new branch here, or None."""
     if run(checkout, "check-ref-format", "--branch", name).status != 0 or name.startswith("-"):
