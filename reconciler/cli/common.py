@@ -144,14 +144,17 @@ def run_edit(repo: Path, tenant: str, file: str, change: Any, *, branch: str | N
              no_commit: bool) -> None:
     """Apply one spec edit through engine/spec_edit.py and say what was done; an edit that
     does not validate prints every error as file:line:col, writes nothing and exits 1."""
+    import os  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
     from reconciler.engine.run import check_repo  # noqa: PLC0415
     from reconciler.engine.spec_edit import EditRequest, InvalidEdit, edit  # noqa: PLC0415
     from reconciler.views.plan import print_errors  # noqa: PLC0415
 
+    agent = os.environ.get("FLEET_AGENT", "")
+    by = f"{os.environ.get('FLEET_TENANT', '')}/{agent}" if agent and os.environ.get("FLEET_TENANT") else ""
     request = EditRequest(check_repo(repo), tenant, file, change, socket.gethostname(), commit=not no_commit,
-                          branch=branch, push=push)
+                          branch=branch, push=push, requested_by=by)
     try:
         result = edit(request)
     except InvalidEdit as exc:

@@ -38,6 +38,8 @@ class EditRequest:
     commit: bool = True
     branch: str | None = None
     push: bool = False
+    #: The agent that asked (`tenant/agent` from its pane's FLEET_* environment), as a commit trailer.
+    requested_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,10 +159,11 @@ def _write_and_commit(request: EditRequest, checkout: git.Checkout | None, rel: 
     if checkout is None:
         _write(path, text)
         return EditResult(summary, True, (f"wrote {path} (not committed)",))
-    name, email = identity(checkout, request.host)
+    name, email = request.host, f"fleet@{request.host}"  # as the reconciler's own commits (engine/gitops.py)
+    message = f"{summary}\n\nRequested-by: {request.requested_by}" if request.requested_by else summary
     try:
         if request.branch:
-            made = git_branch.commit_to_new_branch(checkout, request.branch, {rel: text.encode()}, summary, name,
+            made = git_branch.commit_to_new_branch(checkout, request.branch, {rel: text.encode()}, message, name,
                                                    email)
             lines = [f"committed {made[: git.SHORT_SHA]} on new branch {request.branch} by {name} <{email}>; "
                      f"{path} and the current branch are unchanged"]
@@ -171,7 +174,7 @@ def _write_and_commit(request: EditRequest, checkout: git.Checkout | None, rel: 
                 lines.append(f"pushed {request.branch} to origin; open a pull request from it")
             return EditResult(summary, True, tuple(lines))
         _write(path, text)
-        sha = git.commit_if_changed(checkout, [rel], summary, name, email)
+        sha = git.commit_if_changed(checkout, [rel], message, name, email)
     except git.GitError as exc:
         raise UserError(f"{exc}{'' if request.branch else f'; {path} is written but not committed'}") from None
     lines = [f"wrote {path}", f"committed {(sha or '')[: git.SHORT_SHA]} by {name} <{email}>"]
@@ -186,10 +189,3 @@ def _write_and_commit(request: EditRequest, checkout: git.Checkout | None, rel: 
 def _write(path: Path, text: str) -> None:
     mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
     write_atomic(path, text, mode)
-
-
-def identity(checkout: git.Checkout, host: str) -> tuple[str, str]:
-    """Who the commit is by: the identity `git commit` would use here, else the host, as
-    the reconciler's status commits are (`HOST <fleet@HOST>`)."""
-    return (git.config_value(checkout, "user.name") or host,
-            git.config_value(checkout, "user.email") or f"fleet@{host}")

@@ -129,7 +129,7 @@ def test_a_persons_uncommitted_edit_of_the_file_is_refused(shop: Path) -> None:
 def test_agent_add_then_remove_commits_each_and_restores_the_bytes(shop: Path) -> None:
     before = (shop / ROSTER).read_bytes()
     added = fleet("agent", "add", str(shop), "reviewer", "--role", "coder", "--model", "stub-small",
-                  FLEET_TENANT="shop")
+                  FLEET_TENANT="shop", FLEET_AGENT="orchestrator")  # as the orchestrator runs it in its pane
     assert added.returncode == 0, added.stderr
     assert b"  - name: reviewer\n    role: coder\n    model: stub-small\n" in (shop / ROSTER).read_bytes()
     removed = fleet("agent", "remove", str(shop), "reviewer", "--tenant", "shop")
@@ -137,6 +137,8 @@ def test_agent_add_then_remove_commits_each_and_restores_the_bytes(shop: Path) -
     assert (shop / ROSTER).read_bytes() == before
     assert git(shop, "log", "-2", "--format=%s").splitlines() == [
         "fleet agent remove: shop/reviewer", "fleet agent add: shop/reviewer (role coder)"]
+    assert git(shop, "log", "-1", "--format=%b", "HEAD~1") == "Requested-by: shop/orchestrator"
+    assert git(shop, "log", "-1", "--format=%b", "HEAD") == "", "a person's edit has no trailer"
 
 
 def test_push_sends_a_commit_on_the_current_branch_to_origin(shop: Path, tmp_path: Path) -> None:
