@@ -1,4 +1,5 @@
-"""`fleet agent watch|attach|send`: one agent at a time, through engine/agent_verbs.py.
+"""`fleet agent watch|attach|send`: one agent at a time, through engine/agent_verbs.py;
+`fleet agent add|remove`: a roster.yaml edit, validated and committed (engine/spec_edit.py).
 
 Watch is read-only, attach is the explicit takeover, send types a message and, with
 --verify, waits for the agent's heartbeat to ack it. Another user's agent is handed to
@@ -17,15 +18,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from reconciler.cli.common import (
+    BranchOpt,
+    EditTenantOpt,
     HostOpt,
+    NoCommitOpt,
     Output,
     OutputOpt,
+    PushOpt,
     RepoArg,
     StateDirOpt,
     as_tenant_user,
     command,
+    edit_tenant,
     err,
     group,
+    run_edit,
 )
 from reconciler.engine.run import check_repo
 from reconciler.errors import UserError
@@ -40,7 +47,8 @@ if TYPE_CHECKING:
 AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="The agent: NAME, or TENANT/NAME when several tenants have one.",
                                          show_default=False)]
 
-app = group("One agent at a time: watch it (read-only), take it over, or send it a message.\n\n"
+app = group("One agent at a time: watch it (read-only), take it over, or send it a message; add one to the "
+            "roster or remove it (a commit to roster.yaml).\n\n"
             "Example: fleet agent send examples/fleets/minimal orchestrator 'status?' --verify")
 
 
@@ -199,3 +207,62 @@ def _message_text(message: str | None, path: Path | None) -> str:
         raise UserError(f"--message-file {path}: {exc.strerror or exc}") from None
     return text.removesuffix("\n").removesuffix("\r")
 
+
+
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The agent's name (its tmux session).", show_default=False)]
+
+
+@command(app, "add")
+def add_command(
+    repo: RepoArg,
+    name: NameArg,
+    role: Annotated[str, typer.Option("--role", metavar="ROLE", help="A role of roles/.", show_default=False)],
+    tenant: EditTenantOpt = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", metavar="NAME", help="Default: the role's.",
+                                                show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Default: the role's.",
+                                              show_default=False)] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", metavar="DIR", help="Default: the role's.",
+                                                show_default=False)] = None,
+    branch: BranchOpt = None,
+    push: PushOpt = False,
+    no_commit: NoCommitOpt = False,
+) -> None:
+    """Add an agent to a tenant's roster: roster.yaml edited (comments kept), validated, committed.
+
+    Example: fleet agent add ~/fleet reviewer --tenant shop --role code-review --branch fleet/add-reviewer
+    """
+    from reconciler.spec import edit  # noqa: PLC0415
+
+    who = edit_tenant(tenant)
+    new = edit.NewAgent(name, role, runtime, model, workdir)
+
+    def change(text: str | None) -> tuple[str, str]:
+        assert text is not None  # the tenant's roster.yaml exists (engine/spec_edit.py checks)
+        return edit.add_agent(text, new), f"fleet agent add: {who}/{name} (role {role})"
+
+    run_edit(repo, who, "roster.yaml", change, branch=branch, push=push, no_commit=no_commit)
+
+
+@command(app, "remove")
+def remove_command(
+    repo: RepoArg,
+    name: NameArg,
+    tenant: EditTenantOpt = None,
+    branch: BranchOpt = None,
+    push: PushOpt = False,
+    no_commit: NoCommitOpt = False,
+) -> None:
+    """Remove an agent from a tenant's roster (once merged, the reconciler stops it), and commit.
+
+    Example: fleet agent remove ~/fleet reviewer --tenant shop --branch fleet/drop-reviewer
+    """
+    from reconciler.spec import edit  # noqa: PLC0415
+
+    who = edit_tenant(tenant)
+
+    def change(text: str | None) -> tuple[str, str]:
+        assert text is not None  # the tenant's roster.yaml exists (engine/spec_edit.py checks)
+        return edit.remove_agent(text, name), f"fleet agent remove: {who}/{name}"
+
+    run_edit(repo, who, "roster.yaml", change, branch=branch, push=push, no_commit=no_commit)

@@ -127,3 +127,54 @@ def as_tenant_user(repo: Path, user: str | None, tenant: str, args: Callable[[Pa
     from reconciler.engine.delegate import hand_over  # noqa: PLC0415
 
     raise typer.Exit(hand_over(repo, str(user), tenant, args, interactive=interactive, stdin=stdin))
+
+
+# --- spec edits: `fleet task add|set-state`, `fleet agent add|remove` --------------------
+
+BranchOpt = Annotated[str | None, typer.Option(
+    "--branch", metavar="NAME", help="Commit on this new branch (for a pull request) instead of the current one; "
+    "the work tree and the current branch stay as they are.", show_default=False)]
+PushOpt = Annotated[bool, typer.Option("--push", help="Push the commit to origin (with --branch: that branch).")]
+NoCommitOpt = Annotated[bool, typer.Option("--no-commit", help="Only edit the file; commit nothing.")]
+EditTenantOpt = Annotated[str | None, typer.Option(
+    "--tenant", metavar="NAME", help="The tenant whose file is edited. Default: $FLEET_TENANT.", show_default=False)]
+
+
+def run_edit(repo: Path, tenant: str, file: str, change: Any, *, branch: str | None, push: bool,
+             no_commit: bool) -> None:
+    """Apply one spec edit through engine/spec_edit.py and say what was done; an edit that
+    does not validate prints every error as file:line:col, writes nothing and exits 1."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    from reconciler.engine.run import check_repo  # noqa: PLC0415
+    from reconciler.engine.spec_edit import EditRequest, InvalidEdit, edit  # noqa: PLC0415
+    from reconciler.views.plan import print_errors  # noqa: PLC0415
+
+    agent = os.environ.get("FLEET_AGENT", "")
+    by = f"{os.environ.get('FLEET_TENANT', '')}/{agent}" if agent and os.environ.get("FLEET_TENANT") else ""
+    request = EditRequest(check_repo(repo), tenant, file, change, socket.gethostname(), commit=not no_commit,
+                          branch=branch, push=push, requested_by=by)
+    try:
+        result = edit(request)
+    except InvalidEdit as exc:
+        print_errors(err, exc.errors)
+        raise UserError(f"the edit would leave the fleet invalid ({len(exc.errors)} error(s) above); "
+                        "nothing was written") from None
+    out.print(result.summary, highlight=False, markup=False)
+    for line in result.lines:
+        note(line)
+
+
+def edit_tenant(tenant: str | None) -> str:
+    """--tenant, else $FLEET_TENANT (an agent's own tenant), else a clear error."""
+    import os  # noqa: PLC0415
+
+    from reconciler.spec.models import NAME_PATTERN  # noqa: PLC0415
+
+    value = tenant or os.environ.get("FLEET_TENANT", "")
+    if not value:
+        raise UserError("no tenant: pass --tenant NAME (inside an agent's pane $FLEET_TENANT is the default)")
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise UserError(f"tenant {value!r} is not a fleet name (lower-case letters, digits and '-')")
+    return value

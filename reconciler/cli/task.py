@@ -1,4 +1,8 @@
-"""`fleet task done|blocked`: an agent reports on its task from inside its pane.
+"""`fleet task add|set-state`: the orchestrator's hands on tasks.yaml; `fleet task
+done|blocked`: an agent reports on its task from inside its pane.
+
+add and set-state edit tasks.yaml round-trip and commit it (engine/spec_edit.py), so a
+task is delegated through the repository like any reviewed change (docs/lanes.md).
 
 The agent's FLEET_* environment (docs/reference.md, "Runtime contract") says who it is
 and where its state directory is; the report lands in its own reports file
@@ -16,14 +20,26 @@ from typing import Annotated
 
 import typer
 
-from reconciler.cli.common import command, group, out
-from reconciler.errors import UserError
+from reconciler.cli.common import (
+    BranchOpt,
+    EditTenantOpt,
+    NoCommitOpt,
+    PushOpt,
+    RepoArg,
+    command,
+    edit_tenant,
+    group,
+    out,
+    run_edit,
+)
+from reconciler.errors import SpecError, UserError
 from reconciler.model.layout import STATE_DIR_ENV, StateLayout
 from reconciler.spec.models import NAME_PATTERN
 
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
 
-app = group("Tasks: an agent reports on its task from inside its pane.\n\n"
+app = group("Tasks: add one or set its state (a commit to tasks.yaml); an agent reports on its task.\n\n"
+            "Example: fleet task add REPO --tenant shop --lane api --title \"Paginate\" --brief-file brief.md\n\n"
             "Example: fleet task done T7 --note \"pagination merged as PR 42\"")
 
 TaskArg = Annotated[str, typer.Argument(metavar="ID", help="The task's id in tasks.yaml, e.g. T7.", show_default=False)]
@@ -92,3 +108,114 @@ def _named(what: str, value: str, env: str) -> str:
     if not re.fullmatch(NAME_PATTERN, value):
         raise UserError(f"{what} {value!r} is not a fleet name (lower-case letters, digits and '-')")
     return value
+
+
+@command(app, "add")
+def add_command(
+    repo: RepoArg,
+    lane: Annotated[str, typer.Option("--lane", metavar="LANE", help="The lane whose workers take the task.",
+                                      show_default=False)],
+    title: Annotated[str, typer.Option("--title", metavar="TEXT", help="One line.", show_default=False)],
+    brief_file: Annotated[Path, typer.Option("--brief-file", metavar="FILE", help="What the worker is told "
+                                             "(- reads standard input).", show_default=False)],
+    tenant: EditTenantOpt = None,
+    projected_tokens: Annotated[int | None, typer.Option("--projected-tokens", metavar="N", min=0,
+                                                         help="Tokens the task is expected to take.",
+                                                         show_default=False)] = None,
+    urgency: Annotated[str | None, typer.Option("--urgency", metavar="normal|high|critical",
+                                                help="Default: normal.", show_default=False)] = None,
+    task_id: Annotated[str | None, typer.Option("--id", metavar="ID", help="Default: made from the title "
+                                                "(its words joined by '-'; -2, -3... when taken).",
+                                                show_default=False)] = None,
+    mission: Annotated[str | None, typer.Option("--mission", metavar="ID", help="The mission to add it to (a new "
+                                                "one if no mission has that id). Default: the file's only mission.",
+                                                show_default=False)] = None,
+    depends_on: Annotated[list[str] | None, typer.Option("--depends-on", metavar="ID", help="A task that must be "
+                                                         "done first (repeatable).", show_default=False)] = None,
+    branch: BranchOpt = None,
+    push: PushOpt = False,
+    no_commit: NoCommitOpt = False,
+) -> None:
+    """Add an open task to a lane: tasks.yaml edited (comments kept), validated, committed.
+
+    Example: fleet task add ~/fleet --tenant shop --lane api --title "Add ETags" --brief-file etag.md --branch fleet/etags --push
+    """
+    from reconciler.spec import edit  # noqa: PLC0415
+
+    who = edit_tenant(tenant)
+    if urgency is not None and urgency not in {"normal", "high", "critical"}:
+        raise UserError(f"--urgency {urgency!r}: use normal, high or critical")
+    if task_id is not None and not re.fullmatch(TASK_ID, task_id):
+        raise UserError(f"--id {task_id!r} is not a task id (letters, digits, '.', '_' and '-'; at most 40)")
+    new = edit.NewTask(title=title, lane=lane, brief=_brief_text(brief_file), id=task_id or "",
+                       mission=mission or "", projected_tokens=projected_tokens, urgency=urgency,
+                       depends_on=tuple(depends_on or ()))
+
+    def change(text: str | None) -> tuple[str, str]:
+        after, added = edit.add_task(text if text is not None else edit.new_tasks_file(who), new)
+        return after, f"fleet task add: {who}/{added} on lane {lane}: {title}"
+
+    run_edit(repo, who, "tasks.yaml", change, branch=branch, push=push, no_commit=no_commit)
+
+
+@command(app, "set-state")
+def set_state_command(
+    repo: RepoArg,
+    task: TaskArg,
+    state: Annotated[str, typer.Argument(metavar="done|cancelled|open", help="The state people set.",
+                                         show_default=False)],
+    tenant: Annotated[str | None, typer.Option("--tenant", metavar="NAME", help="Default: the one tenant whose "
+                                               "tasks.yaml has the task.", show_default=False)] = None,
+    branch: BranchOpt = None,
+    push: PushOpt = False,
+    no_commit: NoCommitOpt = False,
+) -> None:
+    """Set a task's `state:` in tasks.yaml (done, cancelled, or open again), and commit it.
+
+    Example: fleet task set-state ~/fleet T7 cancelled --tenant shop
+    """
+    from reconciler.spec import edit  # noqa: PLC0415
+    from reconciler.spec.models import TASK_STATES  # noqa: PLC0415
+
+    if state not in TASK_STATES:
+        raise UserError(f"state {state!r}: use {', '.join(TASK_STATES)} (the fleet's own view is in status)")
+    who = edit_tenant(tenant) if tenant else _tenant_of(repo, task)
+
+    def change(text: str | None) -> tuple[str, str]:
+        if text is None:
+            raise UserError(f"tenant {who} has no tasks.yaml, so it has no task {task}")
+        after, old = edit.set_task_state(text, task, state)
+        return after, f"fleet task set-state: {who}/{task} {old} -> {state}"
+
+    run_edit(repo, who, "tasks.yaml", change, branch=branch, push=push, no_commit=no_commit)
+
+
+def _tenant_of(repo: Path, task: str) -> str:
+    """The one tenant whose tasks.yaml names `task`."""
+    from reconciler.spec import edit  # noqa: PLC0415
+    from reconciler.spec.yamlsource import read_source  # noqa: PLC0415
+
+    found = []
+    for path in sorted((repo / "tenants").glob("*/tasks.yaml")):
+        source = read_source(path, str(path))
+        if not isinstance(source, SpecError) and task in edit.task_ids(source.data):
+            found.append(path.parent.name)
+    if len(found) != 1:
+        where = f"tenants {', '.join(found)} all have it" if found else "no tenant's tasks.yaml has it"
+        raise UserError(f"task {task}: {where}; pass --tenant NAME")
+    return found[0]
+
+
+def _brief_text(path: Path) -> str:
+    import sys  # noqa: PLC0415
+
+    from reconciler.drivers.files import read_capped  # noqa: PLC0415
+
+    try:
+        if str(path) == "-":
+            return sys.stdin.read()
+        return read_capped(path, 1 << 20)
+    except UnicodeDecodeError:
+        raise UserError(f"--brief-file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"--brief-file {path}: {exc.strerror or exc}") from None

@@ -19,6 +19,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
@@ -84,6 +85,26 @@ def _yaml(typ: str = "rt") -> YAML:
     # Timestamps stay text: pydantic parses them, so an impossible date is a located
     # field error instead of a parser crash.
     yaml.constructor.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+    return yaml
+
+
+class _EditConstructor(RoundTripConstructor):
+    """ruamel's round-trip constructor with its own timestamps: `_yaml()` registers the
+    text one on the class ruamel shares, so this subclass registers the original back."""
+
+
+_EditConstructor.add_constructor("tag:yaml.org,2002:timestamp", RoundTripConstructor.construct_yaml_timestamp)
+
+
+def editor_yaml() -> YAML:
+    """The round-trip YAML of spec/edit.py: the loader's settings (pure, duplicate keys
+    refused), plus what writing a file back needs: quotes as written, no re-wrapping of
+    long lines, timestamps as ruamel's own type so they are written back as they were."""
+    yaml = YAML(typ="rt", pure=True)
+    yaml.Constructor = _EditConstructor
+    yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
+    yaml.width = 4096
     return yaml
 
 

@@ -47,6 +47,9 @@ ALLOWED = {
     ("drivers/audit.py", "_append_lines"): "append-only log: one write per record",
     ("drivers/ingest_cursors.py", "append_keys"): "append-only index: one write of whole lines",
     ("engine/delegate.py", "staged_specs"): "copies into a fresh private temp folder, removed after the run",
+    ("engine/spec_edit.py", "edit"): "the edited file in a fresh temp copy of the specs, validated, then removed",
+    ("engine/spec_edit.py", "_copy_specs"): "copies into a fresh temp folder, removed after the edit",
+    ("drivers/git/branch.py", "commit_to_new_branch"): "a blob's bytes in a fresh temp folder, for git hash-object",
 }
 #: Not atomic yet: none left.
 PENDING: dict[tuple[str, str], str] = {}
