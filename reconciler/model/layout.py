@@ -113,6 +113,10 @@ class StateLayout:
     def brief(self, tenant: str, task: str) -> Path:
         return self.tenant(tenant) / "briefs" / f"{task}.md"
 
+    def worktree(self, tenant: str, agent: str) -> Path:
+        """A lane worker's own git worktree (`worktree:` of its lane), its workdir for life."""
+        return self.tenant(tenant) / "worktrees" / agent
+
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"
 
