@@ -70,5 +70,5 @@ def task_branch(agent: DesiredAgent, lane: str, task: str) -> str | None:
     if tree is None:
         return None
     branch = tree.task_branch(agent.name, task, lane)
-    lane_worktree.start_task_branch(Path(tree.repo).expanduser(), Path(tree.path), branch)
+    lane_worktree.start_task_branch(Path(tree.repo).expanduser(), Path(tree.path), branch, agent.name)
     return branch

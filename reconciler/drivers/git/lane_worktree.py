@@ -5,7 +5,7 @@ path of the state directory (`<state>/<tenant>/worktrees/<agent>`, model/layout.
 its workdir, and its spec hash, never change. Apply makes the worktree (detached, at
 the repository's base commit) before the worker's pane starts in it; dispatch moves it
 to the task's own branch before the brief is typed (a new task: a new branch, in the
-same worktree); a worker that stops for good has its worktree removed, its branches
+same worktree, what the last task left uncommitted stashed first); a worker that stops for good has its worktree removed, its branches
 kept (uncommitted changes are stashed in the repository first, never thrown away).
 Two workers never share a working tree: the path is the worker's, and git refuses to
 check one branch out in two worktrees.
@@ -83,15 +83,28 @@ def current_branch(path: Path) -> str:
     return done.out if done.status == 0 else ""
 
 
-def start_task_branch(repo: Path, path: Path, branch: str) -> bool:
+def stash_changes(path: Path, why: str) -> bool:
+    """Stash every uncommitted change at `path` (untracked files too) in the repository,
+    as "fleet: WHY"; True when there was something to stash."""
+    tree = _open(path)
+    if not _git(tree, "status", "--porcelain", "--untracked-files=all"):
+        return False
+    _git(tree, "stash", "push", "--quiet", "--include-untracked", "--message", f"fleet: {why}")
+    return True
+
+
+def start_task_branch(repo: Path, path: Path, branch: str, agent: str = "") -> bool:
     """Check out the task's `branch` in the worker's worktree: the branch itself when it
     exists (the same task again, after a restart), else a new one from `base_commit`.
-    True when the worktree moved. Git refuses when uncommitted changes would be lost, or
-    when another worktree has the branch: the brief is then not typed (GitError)."""
+    True when the worktree moved. What the last task left uncommitted is stashed first, so
+    no task starts on another's changes and nothing is lost. Git refuses a branch another
+    worktree has checked out: the brief is then not typed (GitError)."""
     ensure_worktree(repo, path)
     tree = _open(path)
-    if current_branch(path) == branch:
+    now = current_branch(path)
+    if now == branch:
         return False
+    stash_changes(path, f"{agent or path.name} left uncommitted changes on {now or 'a detached HEAD'} before {branch}")
     if run(tree, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").status == 0:
         _git(tree, "switch", "--quiet", branch)
     else:
@@ -108,10 +121,7 @@ def remove_worktree(path: Path, agent: str) -> str:
     tree = _open(path)
     common = Path(_git(tree, "rev-parse", "--path-format=absolute", "--git-common-dir"))
     said = ""
-    if _git(tree, "status", "--porcelain", "--untracked-files=all"):
-        branch = current_branch(path) or "a detached HEAD"
-        _git(tree, "stash", "push", "--quiet", "--include-untracked", "--message",
-             f"fleet: {agent} retired on {branch} with uncommitted changes")
+    if stash_changes(path, f"{agent} retired on {current_branch(path) or 'a detached HEAD'} with uncommitted changes"):
         said = f"uncommitted changes of {agent} stashed in {common.parent} (git stash list)"
     _git(_open(common.parent if common.name == ".git" else common), "worktree", "remove", "--force", str(path))
     return said
