@@ -5,6 +5,7 @@ remote (docs/lanes.md, "Lanes on several hosts")."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,8 +94,6 @@ class Host:
         path = StateLayout(self.state).lanes("shop")
         if not path.exists():
             return {}
-        import json  # noqa: PLC0415
-
         return {t: a["agent"] for t, a in json.loads(path.read_text())["assignments"].items() if a["acked"]}
 
 
