@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,9 +94,15 @@ def test_two_workers_get_two_worktrees_on_their_task_branches_and_keep_the_branc
     person_commit(trees[committer], {"pagination.py": "PAGE = 50\n"}, "Paginate")
     work = git(trees[committer], "rev-parse", "HEAD")
     (trees[other] / "notes.txt").write_text("half a thought\n")
-    for task, worker in held.items():
-        shop.tmux("send-keys", "-t", f"={worker}:", "-l", f"/done {task} PR opened")
-        shop.tmux("send-keys", "-t", f"={worker}:", "Enter")
+    # One reports as a real runtime would: `fleet`, found on its pane's PATH, in its pane's environment.
+    pane_env = dict(line.split("=", 1) for line in shop.tmux("show-environment", "-t", f"={committer}").splitlines()
+                    if line.startswith(("FLEET_", "PATH=")))
+    done = subprocess.run(["fleet", "task", "done", "T2", "--note", "PR opened"], capture_output=True, text=True,
+                          timeout=60, check=False, env={**{k: v for k, v in shop.env.items()
+                                                           if not k.startswith("FLEET_")}, **pane_env})
+    assert done.returncode == 0, done.stderr
+    shop.tmux("send-keys", "-t", f"={other}:", "-l", "/done T3 PR opened")  # the other as the stub does
+    shop.tmux("send-keys", "-t", f"={other}:", "Enter")
 
     def drained() -> bool:
         runs.append(shop.reconcile().stdout)
