@@ -21,11 +21,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from reconciler.model.launch import ENV_EXEC, LaunchSpec
-from reconciler.model.layout import STATE_DIR_ENV
+from reconciler.model.layout import STATE_DIR_ENV, StateLayout
 from reconciler.model.observed import HOME_WORKDIR, Conversation, Resolved, SocketKey, program_positions
 from reconciler.runtimes import ADAPTERS
 from reconciler.runtimes.base import AgentRun, RuntimePaths
-from reconciler.spec.models import Agent, Fleet, Role, command_argv
+from reconciler.spec.models import Agent, Fleet, Lane, Role, command_argv
 from reconciler.spec.repo import FleetRepo, TenantSpec
 from reconciler.spec.resolve import lane_agent, resolve_agent
 
@@ -55,6 +55,7 @@ class LaunchRecipe:
     adapters: tuple[tuple[str, str], ...] = ()  # (runtime, adapter) from fleet.yaml; absent: `command`
     persona: str | None = None  # the role's persona: adapters deliver it to the runtime
     trust_workdir: bool = True
+    lane: str | None = None  # a lane worker's lane: `FLEET_LANE`, and `fleet` on the pane's PATH
     #: This host's facts (observed), applied to every launch built from the recipe.
     resolved: Resolved = field(default_factory=Resolved, compare=False, hash=False)
 
@@ -81,6 +82,24 @@ class LaunchRecipe:
 
 
 @dataclass(frozen=True, slots=True)
+class Worktree:
+    """A lane worker's own git worktree: of `repo` (as the roster spells it), at `path` (its
+    workdir for life, in the state directory), on a branch per task from `branch`."""
+
+    repo: str
+    path: str
+    branch: str  # the lane's template: {agent}, {task}, {lane}
+
+    def task_branch(self, agent: str, task: str, lane: str) -> str:
+        """The branch of one task.
+
+        >>> Worktree("~/api", "/s/t/worktrees/coder0-0", "fleet/{agent}/{task}").task_branch("coder0-0", "T7", "api")
+        'fleet/coder0-0/T7'
+        """
+        return self.branch.format(agent=agent, task=task, lane=lane)
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredAgent:
     tenant: str
     name: str
@@ -97,6 +116,7 @@ class DesiredAgent:
     launch: LaunchSpec
     recipe: LaunchRecipe
     working_timeout: timedelta = timedelta(minutes=30)  # event-driven runtimes (core/health.py)
+    worktree: Worktree | None = None  # a lane worker's own git worktree (its workdir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +219,27 @@ def desired_tenant(
     names = roster.lane_workers()
     lanes = tuple(
         DesiredLane(lane.name, lane.role, lane.host or roster.host, lane.min, lane.max, lane.cooldown, tuple(
-            desired_agent(spec.name, lane_agent(lane, name), roster.host, socket, fleet, roles, state_dir, command_override)
+            lane_worker(spec.name, lane, name, roster.host, socket, fleet, roles, state_dir, command_override)
             for name in names[lane.name]), lane.reuse)
         for lane in roster.lanes
     )
     return DesiredTenant(spec.name, roster.user, socket, agents, lanes=lanes)
+
+
+def lane_worker(tenant: str, lane: Lane, name: str, default_host: str, socket: SocketKey, fleet: Fleet,
+                roles: Mapping[str, Role], state_dir: str, command_override: str | None) -> DesiredAgent:
+    """One worker of `lane`: a named agent with the lane's fields and `FLEET_LANE`; with
+    `worktree:`, its workdir is its own worktree in the state directory (the same path
+    for its whole life, so its spec hash never moves from task to task)."""
+    agent = lane_agent(lane, name)
+    tree = None
+    if lane.worktree is not None:
+        path = str(StateLayout(Path(state_dir)).worktree(tenant, name))
+        tree = Worktree(lane.worktree.repo, path, lane.worktree.branch)
+        agent = agent.model_copy(update={"workdir": path})
+    worker = desired_agent(tenant, agent, default_host, socket, fleet, roles, state_dir, command_override)
+    recipe = replace(worker.recipe, lane=lane.name)
+    return replace(worker, worktree=tree, recipe=recipe, launch=build_launch(recipe, worker.runtime, worker.model))
 
 
 def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | None = None) -> LaunchSpec:
@@ -233,6 +269,7 @@ def build_launch(recipe: LaunchRecipe, runtime: str, model: str, account: str | 
         *((("FLEET_ACCOUNT", account),) if account else ()),
         ("FLEET_AGENT", recipe.agent),
         ("FLEET_HOST", recipe.host),
+        *((("FLEET_LANE", recipe.lane),) if recipe.lane else ()),
         ("FLEET_MODEL", model),
         (STATE_DIR_ENV, recipe.state_dir),
         ("FLEET_TENANT", recipe.tenant),
@@ -324,7 +361,7 @@ def host_facts(desired: DesiredFleet) -> tuple[frozenset[str], frozenset[tuple[s
                 programs.update(launch.argv[at] for at in program_positions(launch.argv))
                 if launch.adapter is not None:
                     programs.add(launch.hook)
-            if bare.workdir is not None:
+            if bare.workdir is not None and agent.worktree is None:  # a worktree is made by apply, before the start
                 workdirs.add((bare.socket.user, bare.workdir))
     return frozenset(programs), frozenset(workdirs)
 

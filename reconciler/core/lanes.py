@@ -313,6 +313,10 @@ def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Ta
     kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live,
                              memory.closed)
     workers = tuple(w for v in lane_views for w in v.workers)
+    # A lane runs on one host, and only that host hears its workers: another host's lane's
+    # tasks are left to that host's status (TASKS.md joins them), never reported queued here.
+    local = {lane.name for lane in lanes}
+    views = [v for v in views if v.lane in local]
     return TenantLanes(tuple(lane_views), tuple(views), workers, retire, kept_memory)
 
 

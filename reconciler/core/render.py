@@ -384,10 +384,12 @@ def markdown_cell(value: object) -> str:
 
 
 
-def render_brief(tenant: str, agent: str, lane: str, mission: Mission, task: Task) -> str:
-    """The brief a worker is given for `task` (templates/brief.md.j2): plain text, not a table."""
+def render_brief(tenant: str, agent: str, lane: str, mission: Mission, task: Task, *,
+                 branch: str | None = None, worktree: str | None = None) -> str:
+    """The brief a worker is given for `task` (templates/brief.md.j2): plain text, not a table.
+    `branch`, `worktree`: the task's branch, checked out in the worker's own worktree."""
     projected = f"{task.projected_tokens:,} tokens" if task.projected_tokens is not None else "not projected"
     env = Environment(loader=PackageLoader("reconciler", "templates"), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=False)
     return env.get_template("brief.md.j2").render(tenant=tenant, agent=agent, lane=lane, mission=mission, task=task,
-                                                  projected=projected)
+                                                  projected=projected, branch=branch, worktree=worktree)

@@ -8,6 +8,7 @@ way in the pane. Standard library only: the launcher imports it on every start.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -26,6 +27,22 @@ def program_path(program: str) -> str:
         return str(Path(found).absolute())
     beside = Path(sys.executable).parent / program
     return str(beside) if beside.is_file() else program
+
+
+def pane_path(environ_path: str) -> str:
+    """The PATH for a lane worker's pane: the folder of this host's `fleet` first, then
+    `environ_path` (the reconciler's own); "" when `fleet` is nowhere to be found.
+
+    >>> import os
+    >>> pane_path("/usr/bin").endswith(":/usr/bin") or pane_path("/usr/bin") == ""
+    True
+    """
+    found = program_path("fleet")
+    if "/" not in found:
+        return ""
+    folder = str(Path(found).parent)
+    rest = [p for p in environ_path.split(os.pathsep) if p and p != folder]
+    return os.pathsep.join([folder, *rest])
 
 
 def program_found(program: str) -> bool:

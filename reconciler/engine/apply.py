@@ -20,14 +20,14 @@ converges from whatever is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from reconciler.core.budget_memory import memory_json
-from reconciler.core.desired import adapter_run
+from reconciler.core.desired import Worktree, adapter_run
 from reconciler.core.health import Health
 from reconciler.core.history import advance
 from reconciler.core.plan import Action, ActionKind
@@ -36,6 +36,7 @@ from reconciler.drivers.audit import AuditRecord, AuditResult, Who, append_recor
 from reconciler.drivers.files import write_if_changed
 from reconciler.drivers.lock import LockBusy, hold_lock
 from reconciler.drivers.runtime_config import RuntimeConfigError, write_configs
+from reconciler.engine import worktrees
 from reconciler.engine.state import write_history, write_lane_memory
 from reconciler.engine.systemd_apply import GroupUnits, apply_units, group_units
 from reconciler.engine.tick import Tick
@@ -87,7 +88,9 @@ def apply_plan(tick: Tick, *, lock_timeout: float = 30.0) -> ApplyReport:
         spans = ActionSpans(actions, tick.observed.heartbeats)  # engine/tracing.py: no-ops while traces are off
         try:
             with hold_lock(layout.lock(tenant), timeout=lock_timeout):
-                done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket), spans.dress)
+                done, notes = _apply_group(socket, actions, group_units(tick, tenant, socket), spans.dress,
+                                           worktrees.of_tenant(tick.desired, tenant))
+                notes += _remove_worktrees(tick, done)
                 spans.finish(done)
                 outcomes += done
                 problems += notes
@@ -149,7 +152,8 @@ def _as_is(launch: LaunchSpec) -> LaunchSpec:
 
 
 def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits | None,
-                 dress: Callable[[LaunchSpec], LaunchSpec] = _as_is) -> tuple[list[Outcome], list[str]]:
+                 dress: Callable[[LaunchSpec], LaunchSpec] = _as_is,
+                 trees: Mapping[str, Worktree] | None = None) -> tuple[list[Outcome], list[str]]:
     """One tenant's actions on one socket: re-check, kill, start, then read back.
 
     With `systemd`, the units step runs between the kills and the direct spawns, so the
@@ -172,7 +176,8 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
             kills.append(action)
         if action.kind in STARTS:
             starts.append(action)
-    unprepared = _prepare(socket, starts)
+    unprepared = worktrees.make(starts, trees or {})  # a lane worker's pane starts in its own worktree
+    unprepared.update(_prepare(socket, [a for a in starts if a not in unprepared]))
     starts = [a for a in starts if a not in unprepared]
     errors: list[str] = []
     notes: list[str] = []
@@ -205,6 +210,12 @@ def _apply_group(socket: SocketKey, actions: list[Action], systemd: GroupUnits |
         for a in actions
     ]
     return outcomes, notes
+
+
+def _remove_worktrees(tick: Tick, done: list[Outcome]) -> list[str]:
+    """Remove the worktree of each worker whose stop went through (its branches stay)."""
+    ended = [(o.action.tenant, o.action.agent) for o in done if o.result == "done" and o.action.kind in worktrees.ENDS]
+    return worktrees.remove(tick.inputs.state_dir, ended) if ended else []
 
 
 def _prepare(socket: SocketKey, starts: list[Action]) -> dict[Action, str]:

@@ -18,20 +18,27 @@ from datetime import UTC, datetime
 from reconciler.core.dispatch import Dispatch, typed
 from reconciler.core.render import render_brief
 from reconciler.drivers.files import write_atomic
-from reconciler.engine import agent_verbs
+from reconciler.drivers.git.plumbing import GIT_FAILURES
+from reconciler.engine import agent_verbs, worktrees
 from reconciler.engine.state import write_lane_memory
 from reconciler.engine.tick import Tick
 from reconciler.errors import UserError
 from reconciler.model.layout import StateLayout
 
+#: A brief that cannot be typed: refused by the send path, or its worktree's branch by git (or the OS).
+_FAILURES: tuple[type[Exception], ...] = (UserError, *GIT_FAILURES)
 
-def brief_line(task: str, title: str, path: str) -> str:
+
+def brief_line(task: str, title: str, path: str, branch: str | None = None) -> str:
     """The one line typed to the worker (a newline would submit half of it).
 
     >>> brief_line("T7", "Paginate", "/s/shop/briefs/T7.md")
     'Task T7 (Paginate) is yours: read your brief in /s/shop/briefs/T7.md; when you stop, run `fleet task done T7 --note TEXT` or `fleet task blocked T7 --note WHY`.'
+    >>> brief_line("T7", "Paginate", "/b/T7.md", "fleet/coder0-0/T7")[:90]
+    'Task T7 (Paginate) is yours, on branch fleet/coder0-0/T7: read your brief in /b/T7.md; whe'
     """
-    return (f"Task {task} ({title}) is yours: read your brief in {path}; when you stop, run "
+    on = f", on branch {branch}" if branch else ""
+    return (f"Task {task} ({title}) is yours{on}: read your brief in {path}; when you stop, run "
             f"`fleet task done {task} --note TEXT` or `fleet task blocked {task} --note WHY`.")
 
 
@@ -52,11 +59,14 @@ def deliver(tick: Tick, dispatches: Iterable[Dispatch]) -> list[str]:
         mission, task = found[0]
         path = state.brief(d.tenant, d.task)
         try:
+            branch = worktrees.task_branch(agent, d.lane, d.task)  # before the brief that names it
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_atomic(path, render_brief(d.tenant, d.agent, d.lane, mission, task), mode=0o600)
-            sent = agent_verbs.send(agent, brief_line(task.id, task.title, str(path)),
+            text = render_brief(d.tenant, d.agent, d.lane, mission, task, branch=branch,
+                                worktree=agent.worktree.path if agent.worktree else None)
+            write_atomic(path, text, mode=0o600)
+            sent = agent_verbs.send(agent, brief_line(task.id, task.title, str(path), branch),
                                     agent_verbs.SendOptions(state_dir=tick.inputs.state_dir), msg_id=d.message)
-        except (UserError, OSError) as exc:
+        except _FAILURES as exc:
             problems.append(f"{d.tenant}/{d.agent}: brief {d.message} of task {d.task} not typed ({exc}); "
                             "the next run types it again")
             continue

@@ -281,7 +281,8 @@ def resolve_host(programs: Iterable[str], workdirs: Iterable[tuple[str | None, s
         for user, workdir in sorted(set(workdirs), key=lambda k: (k[0] or "", k[1]))
         if users.is_me(user)
     }
-    return Resolved({p: path for p, path in found.items() if path != p}, missing, usable)
+    return Resolved({p: path for p, path in found.items() if path != p}, missing, usable,
+                    pane_path=host.pane_path(os.environ.get("PATH", "")))
 
 
 @contextmanager

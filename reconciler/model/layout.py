@@ -55,6 +55,7 @@ class StateLayout:
         Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
         Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
         Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
+        Entry("worktree", "<tenant>/worktrees/<agent>", "a lane worker's own git worktree (`worktree:`), removed when it retires"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
         Entry("run_lock", "reconcile.lock", "held by an applying reconcile or down, observation to write-back"),
         Entry("register_digest", "_register/digest.json", "what this host last wrote to the register (docs/register.md)"),
@@ -124,6 +125,10 @@ class StateLayout:
 
     def brief(self, tenant: str, task: str) -> Path:
         return self.tenant(tenant) / "briefs" / f"{task}.md"
+
+    def worktree(self, tenant: str, agent: str) -> Path:
+        """A lane worker's own git worktree (`worktree:` of its lane), its workdir for life."""
+        return self.tenant(tenant) / "worktrees" / agent
 
     def lock(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lock"

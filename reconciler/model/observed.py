@@ -200,6 +200,9 @@ class Resolved:
     #: own (Codex: the agent's thread, whose rollout file names it and the agent's
     #: workdir); a start of that adapter resumes it. Absent: a new session.
     read_back: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    #: The PATH a lane worker's pane gets ("" to leave the tmux server's): the folder of
+    #: this host's `fleet` first, so a worker runs `fleet task done ID` (docs/lanes.md).
+    pane_path: str = ""
 
     def launch(self, launch: LaunchSpec) -> LaunchSpec:
         """`launch` as it runs on this host; the spec hash is left as it is.
@@ -216,7 +219,11 @@ class Resolved:
         workdir = launch.workdir
         if workdir is not None:
             workdir = self.workdirs.get((launch.socket.user, workdir), workdir)
-        return replace(launch, argv=tuple(argv), workdir=workdir, hook=self.programs.get(launch.hook, launch.hook))
+        env = launch.env
+        names = {name for name, _ in env}
+        if self.pane_path and "FLEET_LANE" in names and "PATH" not in names:
+            env = (*env, ("PATH", self.pane_path))
+        return replace(launch, argv=tuple(argv), workdir=workdir, env=env, hook=self.programs.get(launch.hook, launch.hook))
 
 
 #: The fleet's own launchers: each runs the program after its first `--`

@@ -404,7 +404,7 @@ def _check_branch(template: str) -> str:
 
 
 class LaneWorktree(Strict):
-    """A git worktree per task for each worker of the lane (not acted on yet: see docs/lanes.md)."""
+    """Each worker of the lane works in its own git worktree of `repo`, on a branch per task (docs/lanes.md)."""
 
     repo: AgentPath = Field(description="The lane's repository, whose worktrees the workers get.")
     branch: Annotated[str, Field(min_length=1, max_length=200, pattern=BRANCH_PATTERN),
@@ -435,7 +435,9 @@ class Lane(Strict):
     workdir: AgentPath | None = Field(default=None, description="As an agent's `workdir`.")
     host: HostName | None = Field(default=None, description="The host of the lane's workers; overrides the roster's `host`.")
     worktree: LaneWorktree | None = Field(
-        default=None, description="A git worktree per task (validated, not acted on yet: workers share `workdir`).")
+        default=None, description="Each worker gets its own git worktree of `repo` (its workdir, in the state "
+        "directory; `workdir` is then unused), on a branch per task checked out before its brief; removed when the "
+        "worker retires, its branches kept.")
     env: dict[AgentEnvName, EnvValue] = Field(
         default_factory=dict, max_length=64, description="As an agent's `env` (no secrets here).")
     env_from: list[EnvFrom] = Field(default_factory=list, max_length=64, description="As an agent's `env_from`.")

@@ -18,7 +18,7 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from reconciler.core.budget import decide_fleet
-from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired
+from reconciler.core.desired import DesiredAgent, DesiredFleet, build_desired, host_facts
 from reconciler.core.lanes import (
     Assignment,
     LaneMemory,
@@ -32,10 +32,11 @@ from reconciler.core.plan import plan_json
 from reconciler.core.planner import PlanOptions, plan
 from reconciler.core.render import parse_status, render_status, render_tasks
 from reconciler.core.status import lane_status
-from reconciler.model.observed import Heartbeat, ObservedFleet, ObservedSession
+from reconciler.model.observed import Heartbeat, ObservedFleet, ObservedSession, Resolved
 from reconciler.model.status import TenantStatus
 from reconciler.model.task_report import TaskReport
 from reconciler.spec.load import load_repo
+from reconciler.spec.models import LaneWorktree
 from reconciler.spec.repo import FleetRepo
 from tests.core.factories import EXAMPLES, NOW, STATE_DIR, beat, observed, running
 from tests.core.test_status_render import MarkdownSnapshot
@@ -249,3 +250,32 @@ def test_the_json_plan_carries_the_lanes() -> None:
     assert doc["lanes"] == [{"tenant": "shop", "lane": "api", "host": HOST, "desired": 2, "running": 0, "open": 3,
                              "queued": 3, "workers": ["coder0-0", "coder0-1"], "reason": "3 open tasks, max 2"}]
     assert [a["source"] for a in doc["actions"]] == ["tenants/shop/roster.yaml lanes[api]"] * 2
+
+
+def test_a_lane_with_a_worktree_gives_each_worker_its_own_stable_workdir() -> None:
+    repo = load(World())
+    spec = repo.tenants["shop"]
+    tree = LaneWorktree(repo="~/src/api", branch="fleet/{lane}/{agent}/{task}")
+    roster = spec.roster.model_copy(update={"lanes": [lane.model_copy(update={"worktree": tree})
+                                                      for lane in spec.roster.lanes]})
+    repo = replace(repo, tenants={"shop": replace(spec, roster=roster)})
+    fleet = build_desired(repo, host=HOST, state_dir=STATE_DIR)
+    workers = pool(fleet)
+    paths = {name: w.launch.workdir for name, w in workers.items()}
+    assert paths == {n: f"{STATE_DIR}/shop/worktrees/{n}" for n in ("coder0-0", "coder0-1")}, "one tree each"
+    again = pool(build_desired(repo, host=HOST, state_dir=STATE_DIR))
+    assert {n: w.launch.spec_hash for n, w in again.items()} == {n: w.launch.spec_hash for n, w in workers.items()}
+    assert workers["coder0-1"].worktree is not None
+    assert workers["coder0-1"].worktree.task_branch("coder0-1", "T7", "api") == "fleet/api/coder0-1/T7"
+    assert ("FLEET_LANE", "api") in workers["coder0-0"].launch.env
+    _, workdirs = host_facts(fleet)
+    assert not any("worktrees" in w for _, w in workdirs), "apply makes a worktree; it is not looked up (nor `~`)"
+
+
+def test_only_a_lane_workers_pane_gets_the_path_to_fleet() -> None:
+    fleet = build_desired(load(World()), host=HOST, state_dir=STATE_DIR)
+    resolved = Resolved(pane_path="/opt/fleet/bin:/usr/bin")
+    worker = resolved.launch(pool(fleet)["coder0-0"].launch)
+    named = resolved.launch(fleet.tenants["shop"].agents[0].launch)
+    assert ("PATH", "/opt/fleet/bin:/usr/bin") in worker.env and worker.spec_hash == pool(fleet)["coder0-0"].launch.spec_hash
+    assert "PATH" not in dict(named.env)

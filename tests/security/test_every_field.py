@@ -55,6 +55,7 @@ TASKS_MD = "status and TASKS.md text"
 REASON = "the text of a budget decision's reason"
 SPEC_ONLY = "nowhere: read by no code yet"
 READ = "a file the reconciler itself reads (the register's connection string); passed to no process"
+WORKTREE = "the lane's code repository, a path git opens (no shell), whose worktree is each worker's workdir"
 
 #: Every field that accepts some hostile value, and where that value goes. A field that
 #: starts accepting hostile text without an entry here fails the test below.
@@ -68,8 +69,10 @@ SINKS: dict[str, str] = {
     "Roster.agents[].workdir": WORKDIR,
     "Roster.agents[].env.LOG_LEVEL": ENV,
     "Roster.agents[].env_from[].file": LAUNCHER,
-    "Roster.lanes[].workdir": WORKDIR,
-    "Roster.lanes[].worktree.repo": SPEC_ONLY,  # validated, not acted on yet (docs/lanes.md)
+    # FULL's lane has `worktree:`, so its workers work in their worktrees and the lane's
+    # `workdir` is unused; without it, it is an agent's workdir (Roster.agents[].workdir).
+    "Roster.lanes[].workdir": SPEC_ONLY,
+    "Roster.lanes[].worktree.repo": WORKTREE,
     "Roster.lanes[].env.LANE": ENV,
     "Roster.lanes[].env_from[].file": LAUNCHER,
     "Budget.authorized_by": REASON,
@@ -116,6 +119,8 @@ def launch_problems(repo: FleetRepo, field: Field, value: str) -> list[str]:
     want: object
     if sink == WORKDIR:
         got, want = launch.workdir, value
+    elif sink == WORKTREE:
+        got, want = agent.worktree.repo if agent.worktree else None, value
     elif sink == ENV:
         got, want = [v for k, v in launch.env if k == var], [value]
     elif sink == LAUNCHER:

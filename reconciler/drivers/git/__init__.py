@@ -28,7 +28,9 @@ Hooks are off for the reconciler's own git calls (`core.hooksPath=/dev/null`): a
 person's pre-commit or pre-push hook is meant for their code, not for status files.
 Modules: parse.py (pure: git's text in, facts out), plumbing.py (`run()`, the one place
 a git runs, and GitPython, imported nowhere else), worktree.py (open a checkout, read
-revisions, `fleet init`), incoming.py (pull, remote check) and publish.py (commit, push).
+revisions, `fleet init`), incoming.py (pull, remote check), publish.py (commit, push)
+and lane_worktree.py (a lane worker's own worktree of its lane's code repository, not of
+the fleet's: engine/worktrees.py imports it by its own name).
 Callers use this package's names: `from reconciler.drivers import git; git.pull(...)`.
 """
 
