@@ -58,7 +58,8 @@ def reconcile(
                      "what runs now (a pull-request preview), e.g. --against origin/feature.", show_default=False),
     ] = None,
     watch: Annotated[
-        bool, typer.Option("--watch", help="Keep reconciling: on a spec change, a new remote revision, and every --interval.")
+        bool, typer.Option("--watch", help="Keep reconciling: on a spec change, a new remote revision, another host's write to the register, "
+                             "and every --interval.")
     ] = False,
     interval: Annotated[str, typer.Option("--interval", metavar="DURATION",
                                           help="With --watch: reconcile at least this often (e.g. 60s, 5m).")] = "60s",
@@ -86,18 +87,25 @@ def reconcile(
     except ValueError as exc:
         raise UserError(f"--interval/--fetch-every: {exc}") from None
     from reconciler.engine.loop import LoopSettings, run_loop  # noqa: PLC0415  (watchfiles: only here)
+    from reconciler.engine.register_wake import RegisterWake  # noqa: PLC0415
 
     waiting = [False]
+    register = RegisterWake()
 
     def one_tick(reason: str) -> int:
         err.print(f"[dim]tick: {reason}[/]", highlight=False)
         result = run(request, say=note)
         render_run(out, err, result, json_output=output == Output.JSON)
         waiting[0] = result.tick.briefs_waiting
+        fleet = result.tick.repo.fleet
+        register.follow(fleet.register if fleet is not None else None, result.tick.inputs.host)
         return result.exit_code
 
-    run_loop(request.repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git),
-             again_soon=lambda: waiting[0])
+    try:
+        run_loop(request.repo, one_tick, LoopSettings(interval=every, fetch_every=fetch, watch_remote=not no_git),
+                 again_soon=lambda: waiting[0], wake=register.reason)
+    finally:
+        register.close()
 
 
 @command(app)

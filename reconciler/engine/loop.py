@@ -3,8 +3,9 @@
 A tick runs on a spec change in the checkout (watchfiles; the reconciler's own writes
 to status/ and TASKS.md are ignored so it cannot trigger itself), on a new revision of
 the remote branch (one cheap `ls-remote` every few seconds), and every interval with
-jitter (sooner, while a lane's brief waits for a worker starting up). Each tick
-reconciles everything, whatever woke it. SIGTERM or SIGINT lets the
+jitter (sooner, while a lane's brief waits for a worker starting up), and on any
+`wake()` source the caller adds (another host's write to the register: engine/register_wake.py).
+Each tick reconciles everything, whatever woke it. SIGTERM or SIGINT lets the
 tick in progress finish, then the loop returns.
 """
 
@@ -55,10 +56,11 @@ class LoopSettings:
 
 
 def run_loop(repo: Path, tick: Callable[[str], int], settings: LoopSettings, stop: threading.Event | None = None,
-             again_soon: Callable[[], bool] | None = None) -> int:
+             again_soon: Callable[[], bool] | None = None, wake: Callable[[], str] | None = None) -> int:
     """Tick until stopped; returns the last tick's exit code. `tick(reason)` runs one reconcile;
     `again_soon()`, asked after each, True: tick again `settings.soon` later (a lane's brief
-    waits for its new worker's first heartbeat), not an interval later."""
+    waits for its new worker's first heartbeat), not an interval later. `wake()`, asked
+    every quarter second, a reason: tick now."""
     stop = stop or threading.Event()
     _stop_on_signals(stop)
     repo = repo.resolve()
@@ -72,7 +74,7 @@ def run_loop(repo: Path, tick: Callable[[str], int], settings: LoopSettings, sto
                          debounce=200, raise_interrupt=False):
         if stop.is_set():
             break
-        reason = _why(changes, checkout, next_tick, next_fetch)
+        reason = _why(changes, checkout, next_tick, next_fetch) or (wake() if wake is not None else "")
         if time.monotonic() >= next_fetch:
             next_fetch = time.monotonic() + settings.fetch_every
         if reason:
