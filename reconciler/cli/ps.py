@@ -25,7 +25,6 @@ from reconciler.cli.common import (
     out,
     warn,
 )
-from reconciler.engine.fleetview import observe_view
 from reconciler.engine.run import request_for
 from reconciler.views.plan import print_errors, to_json
 from reconciler.views.users import relay_users
@@ -55,6 +54,8 @@ def ps_command(
     if all_hosts:
         _all_hosts(repo, host, tenant, json_output)
         return
+    from reconciler.engine.fleetview import observe_view  # noqa: PLC0415  (kept out of reconcile's start-up)
+
     result, view = observe_view(request_for(repo, host, tenant, state_dir, json_output=json_output, user_verb=("ps",)))
     tick = result.tick
     for line in result.notes:

@@ -7,7 +7,6 @@ reads it. Nothing here prints a connection string.
 from __future__ import annotations
 
 from reconciler.cli.common import RepoArg, command, group, out
-from reconciler.engine.register_admin import migrate
 from reconciler.engine.run import check_repo
 
 app = group("The Postgres register: the fleet's record of every host (docs/register.md).\n\n"
@@ -23,6 +22,8 @@ def migrate_command(repo: RepoArg) -> None:
 
     Example: fleet register migrate ~/fleet   (with FLEET_REGISTER_URL set, as fleet.yaml says)
     """
+    from reconciler.engine.register_admin import migrate  # noqa: PLC0415  (kept out of reconcile's start-up)
+
     found, applied = migrate(check_repo(repo))
     if not applied:
         out.print(f"register: schema at version {found}, up to date", highlight=False)
