@@ -36,6 +36,7 @@ from reconciler.runtimes.claude import merge_claude_json
 from tests.plugins.tmux_server import kill_server, retry_until
 from tests.runtimes.fakes import FakeProvider, end_leftovers, serve
 from tests.runtimes.test_fleet_reconcile_real import BIN, CLI_S, HOST, KEY, TENANT, UP_S, VENV_BIN, World
+from tests.runtimes.test_fleet_reconcile_real import FLEET as REAL_FLEET
 
 STARTER_ROLES = Path(__file__).resolve().parents[2] / "examples" / "fleets" / "starter" / "roles"
 #: agent -> (role, runtime): the issue's four.
@@ -52,24 +53,7 @@ pytestmark = [
                        reason=f"claude and codex are not installed in {BIN.parent.parent}: run ./dev setup (needs npm)"),
 ]
 
-FLEET = """\
-apiVersion: fleet.mosaicstack.dev/v1
-kind: Fleet
-name: starter-real
-defaults:
-  socket_name: {socket}
-  heartbeat_timeout: 5s
-  startup_grace: 90s
-  runtime: claude
-  model: opus
-runtimes:
-  claude:
-    adapter: claude
-    ladder: [opus, sonnet]
-  codex:
-    adapter: codex
-    ladder: [gpt-5.5]
-"""
+FLEET = REAL_FLEET.replace("name: real\n", "name: starter-real\n")  # the same runtimes and defaults
 
 CLAUDE_AGENT = """\
   - name: {name}
