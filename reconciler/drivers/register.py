@@ -256,11 +256,7 @@ AGENT_COLUMNS = ("host", "tenant", "agent", "role", "lifecycle", "desired_model"
 
 def read_agents(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Every agent row the connected role may see (row-level security decides), as dicts."""
-    with conn.cursor() as cur:
-        cur.execute(AGENTS_QUERY)
-        rows = cur.fetchall()
-    conn.rollback()
-    return [dict(zip(AGENT_COLUMNS, row, strict=True)) for row in rows]
+    return _read(conn, AGENTS_QUERY, AGENT_COLUMNS)
 
 
 #: What `fleet budget show --all-hosts` reads: every account's latest reading, with the ledger's sums.
@@ -278,8 +274,13 @@ USAGE_COLUMNS = ("host", "tenant", "account", "runtime", "regime", "state", "use
 
 def read_usage(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Every usage row the connected role may see, with the tokens its host's ledger gives the account."""
+    return _read(conn, USAGE_QUERY, USAGE_COLUMNS)
+
+
+def _read(conn: psycopg.Connection[Any], query: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`query`'s rows as dicts keyed by `columns`; read-only, so its transaction is rolled back."""
     with conn.cursor() as cur:
-        cur.execute(USAGE_QUERY)
+        cur.execute(query)
         rows = cur.fetchall()
     conn.rollback()
-    return [dict(zip(USAGE_COLUMNS, row, strict=True)) for row in rows]
+    return [dict(zip(columns, row, strict=True)) for row in rows]

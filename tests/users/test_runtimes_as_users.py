@@ -22,6 +22,7 @@ from tests.e2e.repos import write
 from tests.plugins.linux_users import as_user
 from tests.plugins.tmux_server import retry_until
 from tests.runtimes.fakes import FakeProvider, end_leftovers, serve
+from tests.runtimes.test_fleet_reconcile_real import CODEX_CONFIG as REAL_CODEX_CONFIG
 
 BIN = Path(__file__).resolve().parents[2] / ".runtimes" / "node_modules" / ".bin"
 HOST = "w-users"
@@ -77,20 +78,8 @@ agents:
       FAKE_KEY: {key}
 """
 
-CODEX_CONFIG = """\
-# ada's own settings: her provider and a profile the fleet must keep
-model_provider = "fake"
-approval_policy = "never"
-
-[model_providers.fake]
-name = "fake"
-base_url = "{openai}/v1"
-wire_api = "responses"
-env_key = "FAKE_KEY"
-
-[profiles.mine]
-model = "gpt-5.5"
-"""
+#: The real-runtime test's provider settings, plus a profile the fleet must keep.
+CODEX_CONFIG = REAL_CODEX_CONFIG + '\n[profiles.mine]\nmodel = "gpt-5.5"\n'
 
 
 def _fleet(python: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -154,7 +143,7 @@ def test_root_starts_a_tenant_users_real_runtimes_with_that_users_own_config(
         assert doc["hasCompletedOnboarding"] is True
         assert doc["projects"][account.home]["hasTrustDialogAccepted"] is True
         codex_toml = (home / ".codex" / "config.toml").read_text()
-        assert "[profiles.mine]" in codex_toml and "# ada's own settings" in codex_toml
+        assert "[profiles.mine]" in codex_toml and "# the user's own settings" in codex_toml
         assert "codex-notify" in codex_toml
         for mine in (claude_json, home / ".codex" / "config.toml",
                      state / "runtimes" / "orchestrator" / "claude-settings.json"):
