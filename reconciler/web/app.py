@@ -54,6 +54,7 @@ from reconciler.web.register_feed import RegisterFeed
 HERE = Path(__file__).parent
 #: A comment line keeps proxies and browsers from closing a quiet stream.
 KEEPALIVE_S = 15.0
+_NOT_SENT = object()
 
 
 def environment() -> Environment:
@@ -222,7 +223,7 @@ class WebView:
         filters = HostFilters.of(request.query_params)
 
         async def events() -> AsyncIterator[bytes]:
-            sent: object = None
+            sent: object = _NOT_SENT
             async for published in self._published():
                 if published.register is sent:
                     continue  # a new observation of this host only: the register's rows did not change
