@@ -90,6 +90,7 @@ class Observer:
         self.latest: Broadcast[Published] = Broadcast(Published(0, None, "not observed yet"))
         self.observations = 0
         self.register: RegisterState | None = None
+        self._observing = False
 
     async def run(self) -> None:
         while True:
@@ -99,22 +100,27 @@ class Observer:
     async def once(self) -> Published:
         try:
             observation = await asyncio.to_thread(self.observe)
-            published = Published(self.latest.version + 1, observation, register=self.register)
         except Exception as exc:  # a failed observation is shown, and the loop goes on
             last = self.latest.value.observation
             published = Published(self.latest.version + 1, last, f"{type(exc).__name__}: {exc}",
-                                   register=self.register)
+                                  register=self.register)
+        else:
+            if self.after is not None:
+                self._observing = True  # what `after` changes rides with this observation
+                try:
+                    await self.after(observation)
+                finally:
+                    self._observing = False
+            published = Published(self.latest.version + 1, observation, register=self.register)
         self.observations += 1
         await self.latest.publish(published)
-        if self.after is not None and published.error == "" and published.observation is not None:
-            await self.after(published.observation)
         return published
 
     async def publish_register(self, state: RegisterState | None) -> None:
         """A new read of the register, published at once with the last observation."""
         self.register = state
-        if self.latest.version == 0:
-            return  # nothing observed yet: the first observation carries it
+        if self._observing or self.latest.version == 0:
+            return  # the observation being made carries it
         last = self.latest.value
         await self.latest.publish(Published(self.latest.version + 1, last.observation, last.error, register=state))
 

@@ -78,6 +78,7 @@ class RegisterFeed:
         # reconcile too) is news for the Hosts page.
         self._wake.follow(config, "")
         self.state = RegisterState(None, reason="fleet.yaml names a register")
+        await self.publish(self.state)  # the pages know of the register before its first read
         self._due.set()
 
     async def run(self) -> None:
