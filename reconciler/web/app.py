@@ -4,11 +4,12 @@ Pages: `/` the fleet table (filters tenant, host, health, drift as query paramet
 `/agents/{tenant}/{agent}` one agent's detail (with the task it holds) and live screen,
 `/tasks` the lanes and each lane task's fleet view (filters tenant, lane, state),
 `/budget` each account's pace with its chart; `/api/fleet` the whole view as JSON (core/fleetview.py's
-`view_json`). With fleet.yaml's `register:`, `/hosts` shows every host's agents and accounts as
-the register holds them (filters host, tenant, health; core/hostsview.py) and `/api/hosts` the
-same as JSON; they follow another host's write as soon as it is notified (web/register_feed.py). Each page has an event stream that sends a fragment whenever the observer
-publishes (every fragment rendered once per observation, whoever watches). Nothing here
-writes: auth.py's Guard answers 405 to every method but GET and HEAD.
+`view_json`). With fleet.yaml's `register:`, `/hosts` every host's agents and accounts as the
+register holds them (filters host, tenant, health; core/hostsview.py) and `/api/hosts` the same
+as JSON, following another host's write as soon as it is notified (web/register_feed.py).
+Each page has an event stream that sends a fragment whenever the observer publishes
+(every fragment rendered once per observation, whoever watches). Nothing here writes:
+auth.py's Guard answers 405 to every method but GET and HEAD.
 """
 
 from __future__ import annotations
