@@ -16,6 +16,12 @@ NOTIFY arriving on another that LISTENs, and to the same notification handed ove
 the watch loop's listener thread (drivers/register_listen.py; polled every millisecond
 here, where the loop asks every quarter second).
 
+Last, the same for `fleet serve`: from the start of another host's write to the All
+hosts page's server-sent event that shows it arriving at a client on 127.0.0.1 (the
+notification, the feed's re-read of the register, the board rendered, the event sent),
+with the register holding 20 and 1,000 agents (20 hosts); the re-read's share is timed
+inside the server.
+
     python benchmarks/bench_register.py [--runs 15]
 """
 
@@ -144,6 +150,61 @@ def listener_latency(cluster: Cluster, runs: int) -> list[float]:
     return samples
 
 
+def serve_latency(cluster: Cluster, runs: int, agents: int) -> tuple[list[float], list[float]]:
+    """Seconds from a write by host `a` to the /hosts/events event showing it, and the
+    re-read of the register inside each, with `agents` agents already registered."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from benchmarks.bench_serve import no_screen, observation, serving  # noqa: PLC0415
+    from reconciler.register.rows import Batch  # noqa: PLC0415
+    from reconciler.spec.models import Register  # noqa: PLC0415
+    from reconciler.web.app import make_app  # noqa: PLC0415
+    from reconciler.web.register_feed import read_register  # noqa: PLC0415
+    from tests.web.serving import iter_events  # noqa: PLC0415
+
+    url = cluster.url(cluster.new_database())
+    with pg.connect(url) as conn:
+        pg.migrate(conn, pg.migrations())
+        hosts = 20
+        for h in range(hosts):  # the register as 20 other hosts left it
+            seeded = [r for r in rows(agents // hosts, 1, 0) if r.table == "agents"]
+            pg.write_batch(conn, Batch(1, f"h{h}", "seed", datetime.now(UTC).isoformat(),
+                                       tuple(sorted({r.tenant for r in seeded})), upserts=tuple(seeded)))
+    os.environ[ENV] = url
+    observed = replace(observation(1, 5), register=Register(url_from=UrlFrom(env=ENV)))
+    app, web = make_app(lambda: observed, no_screen, interval=3600, register_fallback=3600)
+    reads: list[float] = []
+
+    def timed(config: Register) -> object:
+        start = time.perf_counter()
+        board = read_register(config)
+        reads.append(time.perf_counter() - start)
+        return board
+
+    assert web.feed is not None
+    web.feed.read = timed  # type: ignore[assignment]
+    samples = []
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as client, \
+            client.stream("GET", "/hosts/events") as response, pg.connect(url) as writer:
+        events = iter_events(response)
+        next(events)
+        while not writer.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'fleet-serve'").fetchall():
+            time.sleep(0.01)  # until the LISTEN connection is up
+        writer.rollback()
+        reads.clear()
+        for n in range(1, runs + 1):
+            batch = Batch(n, "a", f"r{n}", datetime.now(UTC).isoformat(), ("t0",),
+                          upserts=(Row("agents", "t0", f"new{n}", rows(1, n, 1)[0].values),))
+            start = time.perf_counter()
+            pg.write_batch(writer, batch)
+            while f'data-key="a/t0/new{n}"' not in next(events)[1]["board"]:
+                pass
+            samples.append(time.perf_counter() - start)
+    return samples, reads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
@@ -170,6 +231,11 @@ def main() -> None:
             shutil.rmtree(state, ignore_errors=True)
         print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
         print(f"change to the watch loop's listener: median {statistics.median(listener_latency(cluster, runs)) * 1000:.2f} ms")
+        for agents in (20, 1000):
+            samples, reads = serve_latency(cluster, runs, agents)
+            print(f"change to fleet serve's event ({agents} agents in the register): median "
+                  f"{statistics.median(samples) * 1000:.1f} ms (max {max(samples) * 1000:.1f}), of which the "
+                  f"re-read {statistics.median(reads) * 1000:.1f} ms")
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)

@@ -44,6 +44,7 @@ def serve_command(
     """A live, read-only web view: the fleet table, each agent's detail and screen, lanes and tasks, budgets and pace.
 
     One observer loop feeds every open page; no route changes the fleet (only GET and HEAD).
+    With fleet.yaml `register:`, /hosts shows every host from the register, live.
 
     Example: fleet serve examples/fleets/minimal --host demo --port 8470
     """

@@ -1,4 +1,4 @@
-"""LISTEN on the register's channel for `fleet reconcile --watch` (docs/register.md).
+"""LISTEN on the register's channel for `fleet reconcile --watch` and `fleet serve` (docs/register.md).
 
 A daemon thread holds one autocommit connection listening on `fleet_register` and
 collects the hosts whose committed batches were notified; the watch loop takes them
@@ -7,7 +7,9 @@ notifications are dropped (the loop's own writes must not wake it). The connecti
 lost or never made, the thread retries every `retry` seconds, saying nothing: the
 loop's interval stays the fallback. After a reconnect it reports a wake of its own,
 since notifications sent while it was away are gone. psycopg is imported in the
-thread only, and the connection string is read at each connect and never kept.
+thread only, and the connection string is read at each connect and never kept. A
+caller that waits rather than polls (`fleet serve`'s event loop) passes `on_note`,
+called from the thread whenever something was added.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.drivers.register import CHANNEL, CONNECT_TIMEOUT_S, _psycopg, read_url
@@ -44,8 +47,10 @@ def other_host(payload: str, own: str) -> str | None:
 class Listener:
     """The LISTEN thread; `take()` returns the other hosts notified since the last call."""
 
-    def __init__(self, url_from: UrlFrom, host: str, *, retry: float = 5.0, poll: float = 0.5) -> None:
+    def __init__(self, url_from: UrlFrom, host: str, *, retry: float = 5.0, poll: float = 0.5,
+                 application_name: str = "fleet-watch", on_note: Callable[[], None] | None = None) -> None:
         self.url_from, self.host, self.retry, self.poll = url_from, host, retry, poll
+        self.application_name, self.on_note = application_name, on_note
         self.connected = threading.Event()  # set while a LISTEN connection is up
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -67,6 +72,8 @@ class Listener:
     def _add(self, host: str) -> None:
         with self._lock:
             self._hosts.add(host)
+        if self.on_note is not None:
+            self.on_note()
 
     def _run(self) -> None:
         ever = False
@@ -80,7 +87,7 @@ class Listener:
     def _listen(self, *, reconnected: bool) -> None:
         psycopg = _psycopg()
         conn: Any = psycopg.connect(read_url(self.url_from), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                    application_name="fleet-watch", keepalives=1, keepalives_idle=30,
+                                    application_name=self.application_name, keepalives=1, keepalives_idle=30,
                                     keepalives_interval=10, keepalives_count=3)
         try:
             conn.execute(f"LISTEN {CHANNEL}")

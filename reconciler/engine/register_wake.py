@@ -5,10 +5,13 @@ this host's name. With a register, one LISTEN thread (drivers/register_listen.py
 beside the spec watcher, the remote poll and the interval; `reason()` turns what it
 heard into the next tick's reason. A register added, changed or removed in Git is
 followed at the next tick; without one nothing is started and psycopg is never loaded.
+`fleet serve` follows the register the same way (web/register_feed.py), waking on
+`on_note` instead of asking `reason()` every quarter second.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reconciler.drivers.register_listen import RECONNECTED, Listener  # psycopg: only once a listener starts
@@ -20,8 +23,9 @@ if TYPE_CHECKING:
 class RegisterWake:
     """The LISTEN thread matching the last tick's register and host (none without a register)."""
 
-    def __init__(self, retry: float = 5.0) -> None:
-        self.retry = retry
+    def __init__(self, retry: float = 5.0, *, application_name: str = "fleet-watch",
+                 on_note: Callable[[], None] | None = None) -> None:
+        self.retry, self.application_name, self.on_note = retry, application_name, on_note
         self._listener: Listener | None = None
         self._following: tuple[Register, str] | None = None
 
@@ -33,7 +37,8 @@ class RegisterWake:
         self.close()
         self._following = wanted
         if config is not None:
-            self._listener = Listener(config.url_from, host, retry=self.retry)
+            self._listener = Listener(config.url_from, host, retry=self.retry,
+                                      application_name=self.application_name, on_note=self.on_note)
             self._listener.start()
 
     def reason(self) -> str:
@@ -45,6 +50,11 @@ class RegisterWake:
         if others:
             return f"register change ({', '.join(others)})"
         return "register reconnected (changes meanwhile unheard)" if hosts else ""
+
+    @property
+    def listening(self) -> bool:
+        """Whether a LISTEN connection is up now."""
+        return self._listener is not None and self._listener.connected.is_set()
 
     def close(self) -> None:
         if self._listener is not None:

@@ -15,14 +15,14 @@ from reconciler.engine.untrusted import printable
 HEADERS = ("HOST", "TENANT", "AGENT", "ROLE", "MODEL", "HEALTH", "STATE", "HEARTBEAT", "LAST RUN")
 
 
-def _when(value: object) -> str:
+def when(value: object) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-"
 
 
 def cells(row: Mapping[str, Any]) -> tuple[str, ...]:
     model = row.get("running_model") or row.get("desired_model") or "-"
     raw = (row["host"], row["tenant"], row["agent"], row.get("role") or "-", model, row.get("health") or "-",
-           row.get("state") or "-", _when(row.get("heartbeat")), _when(row.get("last_seen")))
+           row.get("state") or "-", when(row.get("heartbeat")), when(row.get("last_seen")))
     return tuple(printable(str(c)).replace("\n", " ") for c in raw)
 
 
@@ -39,6 +39,14 @@ def _pct(value: object) -> str:
     return f"{value}%" if isinstance(value, int) else "-"
 
 
+def usage_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """An account row's cells, in USAGE_HEADERS order."""
+    raw = (row["host"], row["tenant"], row["account"], row.get("runtime") or "-", row.get("state") or "-",
+           _pct(row.get("used_pct")), _pct(row.get("allowed_pct")), row.get("reset") or "-",
+           row.get("exhausts") or "-", row.get("ledger_tokens", 0))
+    return tuple(printable(str(c)).replace("\n", " ") for c in raw)
+
+
 def render_usage(rows: Iterable[Mapping[str, Any]]) -> str:
     """One line per account and host.
 
@@ -47,13 +55,7 @@ def render_usage(rows: Iterable[Mapping[str, Any]]) -> str:
     HOST  TENANT  ACCOUNT  RUNTIME  STATE    USED  ALLOWED  RESET  EXHAUSTS  LEDGER TOKENS
     w1    a       max      claude   on-pace  42%   50%      -      -         1200
     """
-    lines = []
-    for r in rows:
-        raw = (r["host"], r["tenant"], r["account"], r.get("runtime") or "-", r.get("state") or "-",
-               _pct(r.get("used_pct")), _pct(r.get("allowed_pct")), r.get("reset") or "-", r.get("exhausts") or "-",
-               r.get("ledger_tokens", 0))
-        lines.append(tuple(printable(str(c)).replace("\n", " ") for c in raw))
-    return _table(USAGE_HEADERS, lines)
+    return _table(USAGE_HEADERS, [usage_cells(r) for r in rows])
 
 
 def render(rows: Iterable[Mapping[str, Any]]) -> str:

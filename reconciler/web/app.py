@@ -4,9 +4,12 @@ Pages: `/` the fleet table (filters tenant, host, health, drift as query paramet
 `/agents/{tenant}/{agent}` one agent's detail (with the task it holds) and live screen,
 `/tasks` the lanes and each lane task's fleet view (filters tenant, lane, state),
 `/budget` each account's pace with its chart; `/api/fleet` the whole view as JSON (core/fleetview.py's
-`view_json`). Each page has an event stream that sends a fragment whenever the observer
-publishes (every fragment rendered once per observation, whoever watches). Nothing here
-writes: auth.py's Guard answers 405 to every method but GET and HEAD.
+`view_json`). With fleet.yaml's `register:`, `/hosts` every host's agents and accounts as the
+register holds them (filters host, tenant, health; core/hostsview.py) and `/api/hosts` the same
+as JSON, following another host's write as soon as it is notified (web/register_feed.py).
+Each page has an event stream that sends a fragment whenever the observer publishes
+(every fragment rendered once per observation, whoever watches). Nothing here writes:
+auth.py's Guard answers 405 to every method but GET and HEAD.
 """
 
 from __future__ import annotations
@@ -40,14 +43,19 @@ from reconciler.core.fleetview import (
     task_choices,
     view_json,
 )
+from reconciler.core.hostsview import HostFilters, board_choices, board_json
 from reconciler.core.ps import HEADERS, NONE, human_age, table_cells
+from reconciler.views.register import HEADERS as REGISTER_HEADERS
+from reconciler.views.register import USAGE_HEADERS, cells, usage_cells, when
 from reconciler.web.auth import Guard
 from reconciler.web.chart import pace_chart
 from reconciler.web.observer import Capture, Observation, Observer, Published, ScreenHub
+from reconciler.web.register_feed import RegisterFeed
 
 HERE = Path(__file__).parent
 #: A comment line keeps proxies and browsers from closing a quiet stream.
 KEEPALIVE_S = 15.0
+_NOT_SENT = object()
 
 
 def environment() -> Environment:
@@ -55,7 +63,8 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(HEADERS=HEADERS, NONE=NONE, table_cells=table_cells, human_age=human_age, bar=bar,
                        pace_chart=pace_chart, LANE_HEADERS=LANE_HEADERS, TASK_HEADERS=TASK_HEADERS,
-                       lane_cells=lane_cells, task_cells=task_cells)
+                       lane_cells=lane_cells, task_cells=task_cells, REGISTER_HEADERS=REGISTER_HEADERS,
+                       USAGE_HEADERS=USAGE_HEADERS, register_cells=cells, usage_cells=usage_cells, when=when)
     return env
 
 
@@ -72,6 +81,7 @@ class WebView:
         self.screens = screens
         self.env = environment()
         self.events_sent = 0
+        self.feed: RegisterFeed | None = None
 
     # --- rendering (once per observation, via Published.fragment) --------------------
 
@@ -109,6 +119,10 @@ class WebView:
                                tasks=[t for t in view.tasks if filters.matches(t)] if view else [])
 
         return str(published.fragment("lanes", repr(filters), render))
+
+    def board_html(self, published: Published, filters: HostFilters) -> str:
+        return str(published.fragment("board", repr(filters), lambda: self.render(
+            "board.html.j2", state=published.register, filters=filters, here=_host(published))))
 
     # --- pages -------------------------------------------------------------------------
 
@@ -149,6 +163,25 @@ class WebView:
             "tasks.html.j2", title="Tasks", published=published, filters=filters, choices=options,
             lanes=self.lanes_html(published, filters), events="/tasks/events?" + str(request.query_params)))
 
+    async def hosts_page(self, request: Request) -> Response:
+        published = await self._current()
+        filters = HostFilters.of(request.query_params)
+        state = published.register
+        return HTMLResponse(self.render(
+            "hosts.html.j2", title="All hosts", published=published, filters=filters,
+            choices=board_choices(state.board if state else None), board=self.board_html(published, filters),
+            events="/hosts/events?" + str(request.query_params)), status_code=200 if state else 404)
+
+    async def api_hosts(self, request: Request) -> Response:
+        published = await self._current()
+        state = published.register
+        if state is None:
+            return JSONResponse({"error": "no register: fleet.yaml has no `register:` (docs/register.md)"},
+                                status_code=404)
+        doc = published.fragment("json-hosts", "", lambda: board_json(state.board) if state.board else {})
+        return JSONResponse({**doc, "version": published.version, "error": state.error, "listening": state.listening,
+                             "reason": state.reason})
+
     async def api_fleet(self, request: Request) -> Response:
         published = await self._current()
         if published.observation is None:
@@ -186,6 +219,22 @@ class WebView:
 
     def _tasks_event(self, published: Published, filters: TaskFilters) -> bytes:
         return sse("tasks", {"version": published.version, "lanes": self.lanes_html(published, filters)})
+
+    async def hosts_events(self, request: Request) -> Response:
+        filters = HostFilters.of(request.query_params)
+
+        async def events() -> AsyncIterator[bytes]:
+            sent: object = _NOT_SENT
+            async for published in self._published():
+                if published.register is sent:
+                    continue  # a new observation of this host only: the register's rows did not change
+                sent = published.register
+                yield published.fragment("sse-hosts", repr(filters), partial(self._hosts_event, published, filters))
+
+        return self._stream(events)
+
+    def _hosts_event(self, published: Published, filters: HostFilters) -> bytes:
+        return sse("hosts", {"version": published.version, "board": self.board_html(published, filters)})
 
     async def tasks_events(self, request: Request) -> Response:
         filters = TaskFilters.of(request.query_params)
@@ -261,26 +310,38 @@ class WebView:
             Route("/agents/{tenant}/{agent}/events", self.agent_events),
             Route("/tasks", self.tasks_page), Route("/tasks/events", self.tasks_events),
             Route("/budget", self.budget_page), Route("/budget/events", self.budget_events),
-            Route("/api/fleet", self.api_fleet),
+            Route("/hosts", self.hosts_page), Route("/hosts/events", self.hosts_events),
+            Route("/api/fleet", self.api_fleet), Route("/api/hosts", self.api_hosts),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
 
+def _host(published: Published) -> str:
+    return published.observation.view.host if published.observation else ""
+
+
 def make_app(observe: Callable[[], Observation], capture: Capture, *, token: str | None = None,
-             interval: float = 2.0, screen_interval: float = 1.0) -> tuple[Guard, WebView]:
-    """The guarded ASGI app and its WebView; the observer loop runs for the app's lifetime."""
+             interval: float = 2.0, screen_interval: float = 1.0, register_fallback: float = 60.0,
+             register_retry: float = 5.0) -> tuple[Guard, WebView]:
+    """The guarded ASGI app and its WebView; the observer loop (and, with a register, the
+    register feed) runs for the app's lifetime."""
     observer = Observer(observe, interval)
+    feed = RegisterFeed(observer.publish_register, fallback=register_fallback, retry=register_retry)
+    observer.after = lambda observation: feed.follow(observation.register)
     web = WebView(observer, ScreenHub(capture, screen_interval))
+    web.feed = feed
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        loop = asyncio.create_task(observer.run())
+        loops = [asyncio.create_task(observer.run()), asyncio.create_task(feed.run())]
         try:
             yield
         finally:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+            for loop in loops:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
+            await feed.close()
 
     app = Starlette(routes=web.routes(), lifespan=lifespan)
     return Guard(app, token), web

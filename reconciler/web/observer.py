@@ -5,37 +5,47 @@ publishes the view as a numbered `Published`; each page's event stream waits for
 number higher than the one it sent last. So observing costs the same for one viewer as
 for a hundred, and what a page shows is rendered once per observation (the fragment
 cache), not once per viewer. Screens work the same way: a `ScreenHub` captures a pane
-about once a second only while someone watches it, and shares each capture.
+about once a second only while someone watches it, and shares each capture. With a
+register, each `Published` also carries the register's last read (web/register_feed.py),
+which the feed publishes on its own when another host writes, between observations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from reconciler.core.fleetview import FleetView
 from reconciler.model.observed import SocketKey
 
+if TYPE_CHECKING:
+    from reconciler.spec.models import Register
+    from reconciler.web.register_feed import RegisterState
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One view, and where each row's session lives (its socket label's key)."""
+    """One view, where each row's session lives (its socket label's key), and fleet.yaml's
+    `register:` as the run read it (None: no register)."""
 
     view: FleetView
     sockets: Mapping[str, SocketKey]
+    register: Register | None = None
 
 
 @dataclass(slots=True)
 class Published:
-    """A numbered observation (or the reason the last one failed) and its rendered fragments."""
+    """A numbered observation (or the reason the last one failed), the register's last
+    read (None: no register), and its rendered fragments."""
 
     version: int
     observation: Observation | None
     error: str = ""
     fragments: dict[tuple[str, str], Any] = field(default_factory=dict)
+    register: RegisterState | None = None
 
     def fragment(self, kind: str, key: str, render: Callable[[], Any]) -> Any:
         """Rendered once per observation, whoever asks first."""
@@ -69,13 +79,18 @@ class Broadcast(Generic[T]):
 
 
 class Observer:
-    """Runs `observe` (blocking: a read-only engine run) every `interval` seconds."""
+    """Runs `observe` (blocking: a read-only engine run) every `interval` seconds; `after`
+    sees each observation (the register feed follows its fleet.yaml)."""
 
-    def __init__(self, observe: Callable[[], Observation], interval: float) -> None:
+    def __init__(self, observe: Callable[[], Observation], interval: float,
+                 after: Callable[[Observation], Awaitable[None]] | None = None) -> None:
         self.observe = observe
         self.interval = interval
+        self.after = after
         self.latest: Broadcast[Published] = Broadcast(Published(0, None, "not observed yet"))
         self.observations = 0
+        self.register: RegisterState | None = None
+        self._observing = False
 
     async def run(self) -> None:
         while True:
@@ -85,13 +100,29 @@ class Observer:
     async def once(self) -> Published:
         try:
             observation = await asyncio.to_thread(self.observe)
-            published = Published(self.latest.version + 1, observation)
         except Exception as exc:  # a failed observation is shown, and the loop goes on
             last = self.latest.value.observation
-            published = Published(self.latest.version + 1, last, f"{type(exc).__name__}: {exc}")
+            published = Published(self.latest.version + 1, last, f"{type(exc).__name__}: {exc}",
+                                  register=self.register)
+        else:
+            if self.after is not None:
+                self._observing = True  # what `after` changes rides with this observation
+                try:
+                    await self.after(observation)
+                finally:
+                    self._observing = False
+            published = Published(self.latest.version + 1, observation, register=self.register)
         self.observations += 1
         await self.latest.publish(published)
         return published
+
+    async def publish_register(self, state: RegisterState | None) -> None:
+        """A new read of the register, published at once with the last observation."""
+        self.register = state
+        if self._observing or self.latest.version == 0:
+            return  # the observation being made carries it
+        last = self.latest.value
+        await self.latest.publish(Published(self.latest.version + 1, last.observation, last.error, register=state))
 
 
 Capture = Callable[[SocketKey, str], "list[str] | None"]

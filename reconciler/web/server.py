@@ -21,7 +21,9 @@ def observer_for(request: RunRequest) -> Observation:
     away = tuple(f"tenant {', '.join(run.tenants)} runs as user {run.user}: not in this view (a server run by "
                  f"root shows the tenants without user:); run fleet serve as {run.user} to see it"
                  for run in result.users)
-    return Observation(replace(view, notes=(*view.notes, *away)) if away else view, sockets_of(result))
+    fleet = result.tick.repo.fleet
+    return Observation(replace(view, notes=(*view.notes, *away)) if away else view, sockets_of(result),
+                       fleet.register if fleet is not None else None)
 
 
 def server(request: RunRequest, *, token: str | None, interval: float, screen_interval: float = 1.0,

@@ -41,9 +41,9 @@ def uvicorn_thread(app: Any, sock: socket.socket | None = None) -> Iterator[str]
         sock.close()
 
 
-def read_events(response: httpx.Response, count: int) -> list[tuple[str, dict[str, Any]]]:
-    """The first `count` server-sent events of a streaming response, decoded."""
-    events: list[tuple[str, dict[str, Any]]] = []
+def iter_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The server-sent events of a streaming response, decoded, as they come (a response's
+    lines can be iterated once: keep this iterator to read more later)."""
     name, data = "", ""
     for line in response.iter_lines():
         if line.startswith("event: "):
@@ -51,10 +51,17 @@ def read_events(response: httpx.Response, count: int) -> list[tuple[str, dict[st
         elif line.startswith("data: "):
             data += line[6:]
         elif line == "" and name:
-            events.append((name, json.loads(data)))
+            yield name, json.loads(data)
             name, data = "", ""
-            if len(events) == count:
-                break
+
+
+def read_events(response: httpx.Response, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """The first `count` server-sent events of a streaming response, decoded."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for event in iter_events(response):
+        events.append(event)
+        if len(events) == count:
+            break
     return events
 
 

@@ -17,6 +17,10 @@
     var d = JSON.parse(e.data); put("accounts", d.accounts);
     document.body.setAttribute("data-version", d.version);
   });
+  source.addEventListener("hosts", function (e) {
+    var d = JSON.parse(e.data); put("board", d.board);
+    document.body.setAttribute("data-version", d.version);
+  });
   source.addEventListener("tasks", function (e) {
     var d = JSON.parse(e.data); put("lanes", d.lanes);
     document.body.setAttribute("data-version", d.version);
