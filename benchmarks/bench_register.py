@@ -87,7 +87,7 @@ def tick(layout: StateLayout, agents: int, generation: int, changed: int, noop: 
         "revision": "abc", "at": datetime.now(UTC).isoformat(), "duration_ms": 5, "actions": ["restart a0"], "failed": 0})]
     start = time.perf_counter()
     problems = write_rows(layout, UrlFrom(env=ENV), host="bench", tenants=[f"t{i}" for i in range(TENANTS)],
-                          kept=kept, runs=runs, run_id=f"run{generation}", finished=datetime.now(UTC))
+                          kept=kept, runs=runs, run_id=f"run{generation}", finished=datetime.now(UTC)).problems
     took = time.perf_counter() - start
     assert not problems, problems
     return took
