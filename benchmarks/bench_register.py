@@ -16,7 +16,15 @@ NOTIFY arriving on another that LISTENs, and to the same notification handed ove
 the watch loop's listener thread (drivers/register_listen.py; polled every millisecond
 here, where the loop asks every quarter second).
 
-    python benchmarks/bench_register.py [--runs 15]
+Then the projections: 10,000 agents across 20 hosts (10 tenants of 1,000 agents, each
+tenant's agents spread over the 20 hosts: 200 status documents of 50 agents). The lease
+holder's way, reading the 200 documents from the register on the run's open connection
+(engine/register_sync.py `documents`) and rendering TASKS.md and MISSION-MANIFEST.md,
+side by side with the way without a register, parsing the 200 status files
+(engine/writeback.py `read_all_statuses`, its parse cache emptied each time, as in a
+one-shot run) and rendering the same; both renderings are checked equal.
+
+    python benchmarks/bench_register.py [--runs 15] [--only projections]
 """
 
 from __future__ import annotations
@@ -33,10 +41,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reconciler.core.render import render_manifest, render_status, render_tasks
 from reconciler.drivers import register as pg
-from reconciler.engine.register_sync import write_rows
+from reconciler.engine import writeback
+from reconciler.engine.register_sync import documents, write_rows
 from reconciler.model.layout import StateLayout
-from reconciler.register.rows import Row
+from reconciler.model.status import AgentStatus, Condition, TenantStatus
+from reconciler.register.rows import DOC, Batch, Row
+from reconciler.spec.load import load_repo
 from reconciler.spec.models import UrlFrom
 from tests.plugins.postgres import Cluster, _bindir
 
@@ -144,11 +156,116 @@ def listener_latency(cluster: Cluster, runs: int) -> list[float]:
     return samples
 
 
+PROJECTION_HOSTS, PROJECTION_TENANTS, PROJECTION_AGENTS = 20, 10, 1000
+
+
+def role(n: int) -> str:
+    """Agent n's role: every tenant has its orchestrator and an enhancer, the rest code."""
+    return "orchestrator" if n == 0 else "enhancer" if n == 1 else "coder"
+
+
+def projection_fleet(root: Path) -> list[TenantStatus]:
+    """A repository of PROJECTION_TENANTS tenants whose agents spread over PROJECTION_HOSTS
+    hosts, with every host's status file of every tenant; returns the statuses."""
+    (root / "fleet.yaml").write_text(
+        "apiVersion: fleet.mosaicstack.dev/v1\nkind: Fleet\nname: bench\ndefaults:\n  runtime: stub\n"
+        "  model: stub-large\nruntimes:\n  stub:\n    command: fleet-stub-agent --model {model}\n"
+        "    ladder: [stub-large, stub-small]\n")
+    statuses = []
+    for t in range(PROJECTION_TENANTS):
+        tenant = f"t{t}"
+        lines = ["apiVersion: fleet.mosaicstack.dev/v1", "kind: Roster", f"tenant: {tenant}", "host: h0",
+                 f"socket_name: bench-{tenant}", "agents:"]
+        for n in range(PROJECTION_AGENTS):
+            lines += [f"  - name: a{n}", f"    role: {role(n)}", f"    host: h{n % PROJECTION_HOSTS}"]
+        (root / "tenants" / tenant).mkdir(parents=True)
+        (root / "tenants" / tenant / "roster.yaml").write_text("\n".join(lines) + "\n")
+        for h in range(PROJECTION_HOSTS):
+            agents = tuple(AgentStatus(f"a{n}", role(n), None, "core", "stub-large", "stub-large", "healthy", 1000 + n, (
+                Condition("Ready", "True", "Running", "session up, heartbeat 3s ago", "2026-12-01T00:00:00+00:00"),
+                Condition("Degraded", "False", "AsDesired", "runs its desired model", "2026-12-01T00:00:00+00:00")))
+                for n in range(h, PROJECTION_AGENTS, PROJECTION_HOSTS))
+            status = TenantStatus(tenant, f"h{h}", "abc1234", "", agents)
+            statuses.append(status)
+            path = writeback.status_path(root, f"h{h}", tenant)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_status(status))
+    return statuses
+
+
+def projections(cluster: Cluster, runs: int) -> None:
+    """Median ms of reading every host's status (register, or files) and of rendering both projections."""
+    from reconciler.core.render import status_document  # noqa: PLC0415
+
+    root = Path(tempfile.mkdtemp(prefix="fleet-bench-proj-"))
+    url = cluster.url(cluster.new_database())
+    try:
+        statuses = projection_fleet(root)
+        repo = load_repo(root)
+        tenants = sorted(repo.tenants)
+        with pg.connect(url) as conn:
+            pg.migrate(conn, pg.migrations())
+            for seq, h in enumerate(range(PROJECTION_HOSTS), start=1):
+                mine = [s for s in statuses if s.host == f"h{h}"]
+                pg.write_batch(conn, Batch(seq, f"h{h}", "r", datetime.now(UTC).isoformat(), tuple(tenants), upserts=tuple(
+                    Row("status_docs", s.tenant, DOC, {"doc": status_document(s)}) for s in mine)))
+
+        def render(read: list[TenantStatus]) -> tuple[str, str]:
+            return render_tasks(repo, read, "abc1234"), render_manifest(repo, read, "abc1234")
+
+        def from_files() -> list[TenantStatus]:
+            writeback._PARSED.clear()  # a one-shot run parses every file
+            read, problems = writeback.read_all_statuses(root)
+            assert not problems and len(read) == len(statuses)
+            return read
+
+        with pg.connect(url) as conn:
+            def from_register() -> list[TenantStatus]:
+                read, problems = documents(pg.read_status_docs(conn, tenants))
+                assert not problems and len(read) == len(statuses)
+                return read
+
+            assert render(from_register()) == render(from_files()), "the two ways render different bytes"
+            timings: dict[str, list[float]] = {k: [] for k in ("register", "files", "render")}
+            for _ in range(runs):
+                for name, read in (("register", from_register), ("files", from_files)):
+                    start = time.perf_counter()
+                    got = read()
+                    timings[name].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                render(got)
+                timings["render"].append(time.perf_counter() - start)
+        with pg.connect(url) as conn:
+            start = time.perf_counter()
+            pg.check_schema(conn, pg.migrations()[-1].version)
+            connect = time.perf_counter() - start
+        size = sum(len(render_status(s)) for s in statuses)
+        med = {k: statistics.median(v) * 1000 for k, v in timings.items()}
+        print(f"projections, {len(statuses)} status documents ({size / 1e6:.1f} MB of status "
+              f"files), {PROJECTION_TENANTS * PROJECTION_AGENTS} agents on {PROJECTION_HOSTS} hosts, median of {runs}:")
+        print(f"  read from the register: {med['register']:.0f} ms   read the status files: {med['files']:.0f} ms   "
+              f"render both: {med['render']:.0f} ms")
+        print(f"  register + render: {med['register'] + med['render']:.0f} ms   "
+              f"files + render: {med['files'] + med['render']:.0f} ms   (schema check on the open connection "
+              f"{connect * 1000:.1f} ms)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--only", choices=["projections"], default=None)
+    args = parser.parse_args()
+    runs = args.runs
     cluster = start_cluster()
+    if args.only == "projections":
+        try:
+            projections(cluster, runs)
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)
+        return
     try:
         print(f"{'agents':>6}  {'case':<12} {'median ms':>9}  {'rows in the batch':>17}")
         for agents in (100, 1000):
@@ -170,6 +287,7 @@ def main() -> None:
             shutil.rmtree(state, ignore_errors=True)
         print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
         print(f"change to the watch loop's listener: median {statistics.median(listener_latency(cluster, runs)) * 1000:.2f} ms")
+        projections(cluster, runs)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
