@@ -6,6 +6,9 @@ applying run takes it (engine/register_sync.py `write_rows`: read the digest and
 ledger's tail, plan the batch, connect, check the schema, write one transaction, save
 the digest), timed from the outside, median of --runs:
 
+Each tenant's status document (the whole status, for the projections) is a row too,
+rewritten when any of its agents changed.
+
 - first: nothing written yet (every row, and the prune of what is not there);
 - 10% changed: a tenth of the agents changed health, their heartbeats too, and one run;
 - all changed: every agent changed;
@@ -76,10 +79,14 @@ def start_cluster() -> Cluster:
     return cluster
 
 
-def rows(agents: int, generation: int, changed: int) -> list[Row]:
-    """The kept rows of `agents` agents over TENANTS tenants; the first `changed` of them
-    show `generation` in their health message and heartbeat state."""
+def rows(agents: int, generation: int, changed: int, docs: bool = True) -> list[Row]:
+    """The kept rows of `agents` agents over TENANTS tenants, with each tenant's status
+    document (as engine/register_sync.py `kept_rows` makes them); the first `changed` of
+    them show `generation` in their health message and heartbeat state."""
+    from reconciler.core.render import status_document  # noqa: PLC0415
+
     out = []
+    statuses: dict[str, list[AgentStatus]] = {}
     for n in range(agents):
         tenant, gen = f"t{n % TENANTS}", generation if n < changed else 0
         out.append(Row("agents", tenant, f"a{n}", {
@@ -90,6 +97,13 @@ def rows(agents: int, generation: int, changed: int) -> list[Row]:
         out.append(Row("heartbeats", tenant, f"a{n}", {"seq": generation, "ts": datetime.now(UTC).isoformat(),
                                                         "state": "working" if gen % 2 else "idle", "model": "opus",
                                                         "pid": 1000 + n, "ack": None}))
+        statuses.setdefault(tenant, []).append(AgentStatus(
+            f"a{n}", "coder", None, "ephemeral", "opus", "opus", "healthy", 1000 + gen,
+            (Condition("Ready", "True", "Running", f"up ({gen})", "2026-12-01T00:00:00+00:00"),)))
+    if docs:
+        out += [Row("status_docs", tenant, DOC, {"doc": status_document(TenantStatus(tenant, "bench", "abc", "",
+                                                                                     tuple(agents_)))})
+                for tenant, agents_ in sorted(statuses.items())]
     return out
 
 
@@ -119,7 +133,7 @@ def wake_latency(cluster: Cluster, runs: int) -> list[float]:
         listener.execute(f"LISTEN {pg.CHANNEL}")
         for n in range(1, runs + 1):
             batch = Batch(n, "bench", f"r{n}", datetime.now(UTC).isoformat(), ("t0",),
-                          upserts=tuple(rows(1, n, 1)[:1]))
+                          upserts=tuple(rows(1, n, 1, docs=False)[:1]))
             start = time.perf_counter()
             pg.write_batch(writer, batch)
             for _note in listener.notifies(timeout=5, stop_after=1):
@@ -144,7 +158,7 @@ def listener_latency(cluster: Cluster, runs: int) -> list[float]:
         assert listener.connected.wait(10)
         with pg.connect(url) as writer:
             for n in range(1, runs + 1):
-                batch = Batch(n, "a", f"r{n}", datetime.now(UTC).isoformat(), ("t0",), upserts=tuple(rows(1, n, 1)[:1]))
+                batch = Batch(n, "a", f"r{n}", datetime.now(UTC).isoformat(), ("t0",), upserts=tuple(rows(1, n, 1, docs=False)[:1]))
                 start = time.perf_counter()
                 pg.write_batch(writer, batch)
                 while not listener.take():
@@ -277,13 +291,14 @@ def main() -> None:
             layout = StateLayout(state)
             generation = 1
             first = tick(layout, agents, generation, agents)
-            print(f"{agents:>6}  {'first':<12} {first * 1000:>9.1f}  {2 * agents:>17}")
+            print(f"{agents:>6}  {'first':<12} {first * 1000:>9.1f}  {2 * agents + TENANTS:>17}")
             for case, changed in (("10% changed", agents // 10), ("all changed", agents), ("no-op", 0)):
                 samples = []
                 for _ in range(runs):
                     generation += 1 if changed else 0  # no-op: the very rows of the tick before
                     samples.append(tick(layout, agents, generation, changed or agents, noop=not changed))
-                print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed:>17}")
+                docs = min(changed, TENANTS)  # a tenant's document changes with any of its agents
+                print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed + docs:>17}")
             shutil.rmtree(state, ignore_errors=True)
         print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
         print(f"change to the watch loop's listener: median {statistics.median(listener_latency(cluster, runs)) * 1000:.2f} ms")
