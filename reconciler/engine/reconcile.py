@@ -118,5 +118,7 @@ def _register(tick: Tick, config: Register, statuses: Sequence[TenantStatus], ou
     from reconciler.engine.register_sync import Lease, sync  # noqa: PLC0415  (only with a register)
 
     scope = tick.repo.fleet.name if tick.repo.fleet is not None else ""
-    lease = Lease(scope, config.projection_lease.total_seconds(), tuple(sorted(tick.repo.tenants)))
+    # a tenant user's run asks for no lease: its copy of the specs is never committed
+    lease = (Lease(scope, config.projection_lease.total_seconds(), tuple(sorted(tick.repo.tenants)))
+             if tick.inputs.revision is None else None)
     return sync(tick, config, statuses, outcomes, revision=revision, finished=finished, lease=lease)

@@ -106,3 +106,18 @@ def test_without_the_register_every_host_renders_from_its_status_files(folders: 
     status = demo / "status" / "demo" / "demo.yaml"
     assert {n: (demo / n).read_text() for n in PROJECTIONS} == expected(demo, status)
     assert query(pg_url, "SELECT count(*) FROM fleet.leases") == [(0,)]
+
+
+def test_documents_from_the_register_are_checked() -> None:
+    """A document that is damaged, or names another tenant or host than its row, is left
+    out with a problem line; a good one comes back as the status it was written from."""
+    from reconciler.core.render import status_document  # noqa: PLC0415
+    from reconciler.engine.register_sync import documents  # noqa: PLC0415
+    from reconciler.model.status import TenantStatus  # noqa: PLC0415
+
+    good = TenantStatus("demo", "h1", "abc", "")
+    read, problems = documents([("demo", "h1", status_document(good)), ("demo", "h2", status_document(good)),
+                                ("demo", "h3", {"kind": "Status"})])
+    assert read == [good]
+    assert [p.split(" is ")[0].split(" names ")[0] for p in problems] == [
+        "the register's status of demo on h2", "the register's status of demo on h3"]
