@@ -1,7 +1,8 @@
 """The Git ends of a tick: pull before the specs are read, commit and push what was written.
 
 Only the reconciler's own files are committed (`status/<host>/`, TASKS.md and
-MISSION-MANIFEST.md), only when their bytes changed, authored as the host. A failing
+MISSION-MANIFEST.md; with a register, the two projections only by the lease holder),
+only when their bytes changed, authored as the host. A failing
 remote never fails the tick: the host is reconciled from the specs it has, and the
 failure is reported.
 """

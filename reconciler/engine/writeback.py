@@ -3,7 +3,8 @@
 The last step of a tick. Files are written only when their bytes change (atomically),
 so a run that changed nothing leaves the work tree clean and Git commits nothing.
 TASKS.md and MISSION-MANIFEST.md (the projections) are rendered from the specs and every
-host's status files, never merged. A
+host's status files, never merged (with a register, by the lease holder alone, from the
+register's copies of those files: engine/reconcile.py). A
 status file that cannot be read (damaged, huge, not a file) is reported and rewritten.
 
 A resident `--watch` loop does not redo what did not change: a status file whose text
