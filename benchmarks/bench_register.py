@@ -6,6 +6,9 @@ applying run takes it (engine/register_sync.py `write_rows`: read the digest and
 ledger's tail, plan the batch, connect, check the schema, write one transaction, save
 the digest), timed from the outside, median of --runs:
 
+Each tenant's status document (the whole status, for the projections) is a row too,
+rewritten when any of its agents changed.
+
 - first: nothing written yet (every row, and the prune of what is not there);
 - 10% changed: a tenth of the agents changed health, their heartbeats too, and one run;
 - all changed: every agent changed;
@@ -16,13 +19,21 @@ NOTIFY arriving on another that LISTENs, and to the same notification handed ove
 the watch loop's listener thread (drivers/register_listen.py; polled every millisecond
 here, where the loop asks every quarter second).
 
-Last, the same for `fleet serve`: from the start of another host's write to the All
+Then the projections: 10,000 agents across 20 hosts (10 tenants of 1,000 agents, each
+tenant's agents spread over the 20 hosts: 200 status documents of 50 agents). The lease
+holder's way, reading the 200 documents from the register on the run's open connection
+(engine/register_sync.py `documents`) and rendering TASKS.md and MISSION-MANIFEST.md,
+side by side with the way without a register, parsing the 200 status files
+(engine/writeback.py `read_all_statuses`, its parse cache emptied each time, as in a
+one-shot run) and rendering the same; both renderings are checked equal.
+
+Last, the change feed of `fleet serve`: from the start of another host's write to the All
 hosts page's server-sent event that shows it arriving at a client on 127.0.0.1 (the
 notification, the feed's re-read of the register, the board rendered, the event sent),
 with the register holding 20 and 1,000 agents (20 hosts); the re-read's share is timed
 inside the server.
 
-    python benchmarks/bench_register.py [--runs 15]
+    python benchmarks/bench_register.py [--runs 15] [--only projections]
 """
 
 from __future__ import annotations
@@ -39,10 +50,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reconciler.core.render import render_manifest, render_status, render_tasks
 from reconciler.drivers import register as pg
-from reconciler.engine.register_sync import write_rows
+from reconciler.engine import writeback
+from reconciler.engine.register_sync import documents, write_rows
 from reconciler.model.layout import StateLayout
-from reconciler.register.rows import Row
+from reconciler.model.status import AgentStatus, Condition, TenantStatus
+from reconciler.register.rows import DOC, Batch, Row
+from reconciler.spec.load import load_repo
 from reconciler.spec.models import UrlFrom
 from tests.plugins.postgres import Cluster, _bindir
 
@@ -70,10 +85,14 @@ def start_cluster() -> Cluster:
     return cluster
 
 
-def rows(agents: int, generation: int, changed: int) -> list[Row]:
-    """The kept rows of `agents` agents over TENANTS tenants; the first `changed` of them
-    show `generation` in their health message and heartbeat state."""
+def rows(agents: int, generation: int, changed: int, docs: bool = True) -> list[Row]:
+    """The kept rows of `agents` agents over TENANTS tenants, with each tenant's status
+    document (as engine/register_sync.py `kept_rows` makes them); the first `changed` of
+    them show `generation` in their health message and heartbeat state."""
+    from reconciler.core.render import status_document  # noqa: PLC0415
+
     out = []
+    statuses: dict[str, list[AgentStatus]] = {}
     for n in range(agents):
         tenant, gen = f"t{n % TENANTS}", generation if n < changed else 0
         out.append(Row("agents", tenant, f"a{n}", {
@@ -84,6 +103,13 @@ def rows(agents: int, generation: int, changed: int) -> list[Row]:
         out.append(Row("heartbeats", tenant, f"a{n}", {"seq": generation, "ts": datetime.now(UTC).isoformat(),
                                                         "state": "working" if gen % 2 else "idle", "model": "opus",
                                                         "pid": 1000 + n, "ack": None}))
+        statuses.setdefault(tenant, []).append(AgentStatus(
+            f"a{n}", "coder", None, "ephemeral", "opus", "opus", "healthy", 1000 + gen,
+            (Condition("Ready", "True", "Running", f"up ({gen})", "2026-12-01T00:00:00+00:00"),)))
+    if docs:
+        out += [Row("status_docs", tenant, DOC, {"doc": status_document(TenantStatus(tenant, "bench", "abc", "",
+                                                                                     tuple(agents_)))})
+                for tenant, agents_ in sorted(statuses.items())]
     return out
 
 
@@ -93,7 +119,7 @@ def tick(layout: StateLayout, agents: int, generation: int, changed: int, noop: 
         "revision": "abc", "at": datetime.now(UTC).isoformat(), "duration_ms": 5, "actions": ["restart a0"], "failed": 0})]
     start = time.perf_counter()
     problems = write_rows(layout, UrlFrom(env=ENV), host="bench", tenants=[f"t{i}" for i in range(TENANTS)],
-                          kept=kept, runs=runs, run_id=f"run{generation}", finished=datetime.now(UTC))
+                          kept=kept, runs=runs, run_id=f"run{generation}", finished=datetime.now(UTC)).problems
     took = time.perf_counter() - start
     assert not problems, problems
     return took
@@ -113,7 +139,7 @@ def wake_latency(cluster: Cluster, runs: int) -> list[float]:
         listener.execute(f"LISTEN {pg.CHANNEL}")
         for n in range(1, runs + 1):
             batch = Batch(n, "bench", f"r{n}", datetime.now(UTC).isoformat(), ("t0",),
-                          upserts=tuple(rows(1, n, 1)[:1]))
+                          upserts=tuple(rows(1, n, 1, docs=False)[:1]))
             start = time.perf_counter()
             pg.write_batch(writer, batch)
             for _note in listener.notifies(timeout=5, stop_after=1):
@@ -138,7 +164,7 @@ def listener_latency(cluster: Cluster, runs: int) -> list[float]:
         assert listener.connected.wait(10)
         with pg.connect(url) as writer:
             for n in range(1, runs + 1):
-                batch = Batch(n, "a", f"r{n}", datetime.now(UTC).isoformat(), ("t0",), upserts=tuple(rows(1, n, 1)[:1]))
+                batch = Batch(n, "a", f"r{n}", datetime.now(UTC).isoformat(), ("t0",), upserts=tuple(rows(1, n, 1, docs=False)[:1]))
                 start = time.perf_counter()
                 pg.write_batch(writer, batch)
                 while not listener.take():
@@ -205,11 +231,116 @@ def serve_latency(cluster: Cluster, runs: int, agents: int) -> tuple[list[float]
     return samples, reads
 
 
+PROJECTION_HOSTS, PROJECTION_TENANTS, PROJECTION_AGENTS = 20, 10, 1000
+
+
+def role(n: int) -> str:
+    """Agent n's role: every tenant has its orchestrator and an enhancer, the rest code."""
+    return "orchestrator" if n == 0 else "enhancer" if n == 1 else "coder"
+
+
+def projection_fleet(root: Path) -> list[TenantStatus]:
+    """A repository of PROJECTION_TENANTS tenants whose agents spread over PROJECTION_HOSTS
+    hosts, with every host's status file of every tenant; returns the statuses."""
+    (root / "fleet.yaml").write_text(
+        "apiVersion: fleet.mosaicstack.dev/v1\nkind: Fleet\nname: bench\ndefaults:\n  runtime: stub\n"
+        "  model: stub-large\nruntimes:\n  stub:\n    command: fleet-stub-agent --model {model}\n"
+        "    ladder: [stub-large, stub-small]\n")
+    statuses = []
+    for t in range(PROJECTION_TENANTS):
+        tenant = f"t{t}"
+        lines = ["apiVersion: fleet.mosaicstack.dev/v1", "kind: Roster", f"tenant: {tenant}", "host: h0",
+                 f"socket_name: bench-{tenant}", "agents:"]
+        for n in range(PROJECTION_AGENTS):
+            lines += [f"  - name: a{n}", f"    role: {role(n)}", f"    host: h{n % PROJECTION_HOSTS}"]
+        (root / "tenants" / tenant).mkdir(parents=True)
+        (root / "tenants" / tenant / "roster.yaml").write_text("\n".join(lines) + "\n")
+        for h in range(PROJECTION_HOSTS):
+            agents = tuple(AgentStatus(f"a{n}", role(n), None, "core", "stub-large", "stub-large", "healthy", 1000 + n, (
+                Condition("Ready", "True", "Running", "session up, heartbeat 3s ago", "2026-12-01T00:00:00+00:00"),
+                Condition("Degraded", "False", "AsDesired", "runs its desired model", "2026-12-01T00:00:00+00:00")))
+                for n in range(h, PROJECTION_AGENTS, PROJECTION_HOSTS))
+            status = TenantStatus(tenant, f"h{h}", "abc1234", "", agents)
+            statuses.append(status)
+            path = writeback.status_path(root, f"h{h}", tenant)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_status(status))
+    return statuses
+
+
+def projections(cluster: Cluster, runs: int) -> None:
+    """Median ms of reading every host's status (register, or files) and of rendering both projections."""
+    from reconciler.core.render import status_document  # noqa: PLC0415
+
+    root = Path(tempfile.mkdtemp(prefix="fleet-bench-proj-"))
+    url = cluster.url(cluster.new_database())
+    try:
+        statuses = projection_fleet(root)
+        repo = load_repo(root)
+        tenants = sorted(repo.tenants)
+        with pg.connect(url) as conn:
+            pg.migrate(conn, pg.migrations())
+            for seq, h in enumerate(range(PROJECTION_HOSTS), start=1):
+                mine = [s for s in statuses if s.host == f"h{h}"]
+                pg.write_batch(conn, Batch(seq, f"h{h}", "r", datetime.now(UTC).isoformat(), tuple(tenants), upserts=tuple(
+                    Row("status_docs", s.tenant, DOC, {"doc": status_document(s)}) for s in mine)))
+
+        def render(read: list[TenantStatus]) -> tuple[str, str]:
+            return render_tasks(repo, read, "abc1234"), render_manifest(repo, read, "abc1234")
+
+        def from_files() -> list[TenantStatus]:
+            writeback._PARSED.clear()  # a one-shot run parses every file
+            read, problems = writeback.read_all_statuses(root)
+            assert not problems and len(read) == len(statuses)
+            return read
+
+        with pg.connect(url) as conn:
+            def from_register() -> list[TenantStatus]:
+                read, problems = documents(pg.read_status_docs(conn, tenants))
+                assert not problems and len(read) == len(statuses)
+                return read
+
+            assert render(from_register()) == render(from_files()), "the two ways render different bytes"
+            timings: dict[str, list[float]] = {k: [] for k in ("register", "files", "render")}
+            for _ in range(runs):
+                for name, read in (("register", from_register), ("files", from_files)):
+                    start = time.perf_counter()
+                    got = read()
+                    timings[name].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                render(got)
+                timings["render"].append(time.perf_counter() - start)
+        with pg.connect(url) as conn:
+            start = time.perf_counter()
+            pg.check_schema(conn, pg.migrations()[-1].version)
+            connect = time.perf_counter() - start
+        size = sum(len(render_status(s)) for s in statuses)
+        med = {k: statistics.median(v) * 1000 for k, v in timings.items()}
+        print(f"projections, {len(statuses)} status documents ({size / 1e6:.1f} MB of status "
+              f"files), {PROJECTION_TENANTS * PROJECTION_AGENTS} agents on {PROJECTION_HOSTS} hosts, median of {runs}:")
+        print(f"  read from the register: {med['register']:.0f} ms   read the status files: {med['files']:.0f} ms   "
+              f"render both: {med['render']:.0f} ms")
+        print(f"  register + render: {med['register'] + med['render']:.0f} ms   "
+              f"files + render: {med['files'] + med['render']:.0f} ms   (schema check on the open connection "
+              f"{connect * 1000:.1f} ms)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
+    parser.add_argument("--only", choices=["projections"], default=None)
+    args = parser.parse_args()
+    runs = args.runs
     cluster = start_cluster()
+    if args.only == "projections":
+        try:
+            projections(cluster, runs)
+        finally:
+            cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)
+        return
     try:
         print(f"{'agents':>6}  {'case':<12} {'median ms':>9}  {'rows in the batch':>17}")
         for agents in (100, 1000):
@@ -221,13 +352,14 @@ def main() -> None:
             layout = StateLayout(state)
             generation = 1
             first = tick(layout, agents, generation, agents)
-            print(f"{agents:>6}  {'first':<12} {first * 1000:>9.1f}  {2 * agents:>17}")
+            print(f"{agents:>6}  {'first':<12} {first * 1000:>9.1f}  {2 * agents + TENANTS:>17}")
             for case, changed in (("10% changed", agents // 10), ("all changed", agents), ("no-op", 0)):
                 samples = []
                 for _ in range(runs):
                     generation += 1 if changed else 0  # no-op: the very rows of the tick before
                     samples.append(tick(layout, agents, generation, changed or agents, noop=not changed))
-                print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed:>17}")
+                docs = min(changed, TENANTS)  # a tenant's document changes with any of its agents
+                print(f"{agents:>6}  {case:<12} {statistics.median(samples) * 1000:>9.1f}  {2 * changed + docs:>17}")
             shutil.rmtree(state, ignore_errors=True)
         print(f"change to wake through NOTIFY: median {statistics.median(wake_latency(cluster, runs)) * 1000:.2f} ms")
         print(f"change to the watch loop's listener: median {statistics.median(listener_latency(cluster, runs)) * 1000:.2f} ms")
@@ -236,6 +368,7 @@ def main() -> None:
             print(f"change to fleet serve's event ({agents} agents in the register): median "
                   f"{statistics.median(samples) * 1000:.1f} ms (max {max(samples) * 1000:.1f}), of which the "
                   f"re-read {statistics.median(reads) * 1000:.1f} ms")
+        projections(cluster, runs)
     finally:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)

@@ -188,6 +188,11 @@ def _grouped(rows: Sequence[Row]) -> dict[tuple[str, tuple[str, ...]], list[Row]
     return groups
 
 
+def _key(table: str) -> list[str]:
+    """The primary key of a kept table: tenant, host and the table's own key column, if any."""
+    return ["tenant_id", "host", *([KEPT[table]] if KEPT[table] else [])]
+
+
 def write_batch(conn: psycopg.Connection[Any], batch: Batch, *, fresh: bool = False) -> bool:
     """Apply `batch` in one transaction and notify the channel; False when the register
     already holds it (its seq is not above the host's last batch), and nothing is written.
@@ -208,22 +213,28 @@ def write_batch(conn: psycopg.Connection[Any], batch: Batch, *, fresh: bool = Fa
         for pair in batch.prune:
             table, tenant = pair.split("/", 1)
             keep = [r.key for r in batch.upserts if r.table == table and r.tenant == tenant]
-            cur.execute(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s AND NOT ({} = ANY(%s))")
-                        .format(ident(table), ident(KEPT[table])), (tenant, batch.host, keep))
-        for table in KEPT:
-            gone = [(r.tenant, batch.host, r.key) for r in batch.deletes if r.table == table]
+            if KEPT[table]:
+                cur.execute(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s AND NOT ({} = ANY(%s))")
+                            .format(ident(table), ident(KEPT[table])), (tenant, batch.host, keep))
+            elif not keep:
+                cur.execute(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s").format(ident(table)),
+                            (tenant, batch.host))
+        for table, key in KEPT.items():
+            gone = [(r.tenant, batch.host, *([r.key] if key else [])) for r in batch.deletes if r.table == table]
             if gone:
-                cur.executemany(sql.SQL("DELETE FROM fleet.{} WHERE tenant_id = %s AND host = %s AND {} = %s")
-                                .format(ident(table), ident(KEPT[table])), gone)
+                cur.executemany(sql.SQL("DELETE FROM fleet.{} WHERE {}").format(
+                    ident(table), sql.SQL(" AND ").join(sql.SQL("{} = %s").format(ident(c)) for c in _key(table))), gone)
         for (table, columns), rows in _grouped(batch.upserts).items():
-            names = ["tenant_id", "host", KEPT[table], *columns]
+            names = [*_key(table), *columns]
             cur.executemany(
-                sql.SQL("INSERT INTO fleet.{t} ({cols}) VALUES ({vals}) ON CONFLICT (tenant_id, host, {k}) "
+                sql.SQL("INSERT INTO fleet.{t} ({cols}) VALUES ({vals}) ON CONFLICT ({k}) "
                         "DO UPDATE SET {sets}, updated_at = now()").format(
                     t=ident(table), cols=sql.SQL(", ").join(map(ident, names)),
-                    vals=sql.SQL(", ").join(sql.Placeholder() * len(names)), k=ident(KEPT[table]),
+                    vals=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                    k=sql.SQL(", ").join(map(ident, _key(table))),
                     sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in columns)),
-                [(r.tenant, batch.host, r.key, *(_value(r.values[c]) for c in columns)) for r in rows])
+                [(r.tenant, batch.host, *([r.key] if KEPT[table] else []), *(_value(r.values[c]) for c in columns))
+                 for r in rows])
         for (table, columns), rows in _grouped(batch.inserts).items():
             names = ["tenant_id", "host", APPENDED[table], *columns]
             cur.executemany(
@@ -284,3 +295,43 @@ def _read(conn: psycopg.Connection[Any], query: str, columns: tuple[str, ...]) -
         rows = cur.fetchall()
     conn.rollback()
     return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+#: The lease of the projections (TASKS.md, MISSION-MANIFEST.md): fleet.leases' `name`.
+PROJECTIONS_LEASE = "projections"
+
+#: Take the lease, or renew it, unless another holder's has not expired; returns the holder
+#: when this caller holds it afterwards, no row when another does. The database's clock decides.
+LEASE_SQL = """
+INSERT INTO fleet.leases AS l (scope, name, holder, acquired_at, expires_at)
+VALUES (%(scope)s, %(name)s, %(holder)s, now(), now() + %(ttl)s * interval '1 second')
+ON CONFLICT (scope, name) DO UPDATE
+   SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+       acquired_at = CASE WHEN l.holder = EXCLUDED.holder THEN l.acquired_at ELSE now() END
+ WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+RETURNING holder
+"""
+
+
+def take_lease(conn: psycopg.Connection[Any], scope: str, name: str, holder: str, ttl_s: float) -> str | None:
+    """Take or renew lease `name` of `scope` for `holder` for `ttl_s` seconds, in its own
+    transaction; returns who holds it now (`holder` itself when taken or renewed)."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(LEASE_SQL, {"scope": scope, "name": name, "holder": holder, "ttl": ttl_s})
+        row = cur.fetchone()
+        if row is not None:
+            return str(row[0])
+        cur.execute("SELECT holder FROM fleet.leases WHERE scope = %s AND name = %s", (scope, name))
+        other = cur.fetchone()
+    return str(other[0]) if other else None
+
+
+def read_status_docs(conn: psycopg.Connection[Any], tenants: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """(tenant, host, document) of every host's status of `tenants` the role may see, in
+    host and tenant order; the documents as psycopg parses jsonb (plain data)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT tenant_id, host, doc FROM fleet.status_docs WHERE tenant_id = ANY(%s) ORDER BY host, tenant_id",
+                    (list(tenants),))
+        rows = cur.fetchall()
+    conn.rollback()
+    return [(str(t), str(h), d) for t, h, d in rows]

@@ -1,14 +1,15 @@
 """The Git ends of a tick: pull before the specs are read, commit and push what was written.
 
 Only the reconciler's own files are committed (`status/<host>/`, TASKS.md and
-MISSION-MANIFEST.md), only when their bytes changed, authored as the host. A failing
+MISSION-MANIFEST.md; with a register, the two projections only by the lease holder),
+only when their bytes changed, authored as the host. A failing
 remote never fails the tick: the host is reconciled from the specs it has, and the
 failure is reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,15 +81,28 @@ def rerender_tasks(repo: Path, revision_of: git.Checkout | None) -> Sequence[str
             if write_if_changed(repo / name, render(loaded, statuses, revision))]
 
 
-def publish(checkout: git.Checkout | None, repo: Path, host: str, revision: str) -> GitReport:
-    """Commit this host's status, TASKS.md and MISSION-MANIFEST.md if they changed, then push with rebase-and-retry."""
+def restore(repo: Path, texts: Mapping[str, str]) -> Sequence[str]:
+    """The projections this run rendered from the register, written back after a rebase took
+    the remote's copy (another holder's, before the lease passed); nothing is rendered again."""
+    return [name for name, text in texts.items() if write_if_changed(repo / name, text)]
+
+
+def publish(checkout: git.Checkout | None, repo: Path, host: str, revision: str,
+            projections: Mapping[str, str] | None = None) -> GitReport:
+    """Commit this host's status, TASKS.md and MISSION-MANIFEST.md if they changed, then push with rebase-and-retry.
+
+    `projections` None: as without a register, TASKS.md and MISSION-MANIFEST.md are
+    committed and re-rendered from the merged status files after a rebase. Otherwise they
+    are the texts the register's lease holder rendered (empty for every other host):
+    only those files are committed with the status, and a rebase re-renders nothing."""
     if checkout is None:
         return GitReport()
-    paths = [f"{STATUS_DIR}/{host}", TASKS_FILE, MANIFEST_FILE]
+    paths = [f"{STATUS_DIR}/{host}", *((TASKS_FILE, MANIFEST_FILE) if projections is None else sorted(projections))]
     try:
         sha = git.commit_if_changed(checkout, paths, f"fleet status from {host} at {revision}", host, f"fleet@{host}")
     except git.GitError as exc:
         return GitReport(problems=(f"git commit: {exc}",))
-    push = git.push_with_retry(checkout, lambda: rerender_tasks(repo, checkout))
+    push = git.push_with_retry(checkout, (lambda: rerender_tasks(repo, checkout)) if projections is None
+                               else (lambda: restore(repo, projections)))
     problems = () if push.ok else (f"git push: {push.message}",)
     return GitReport(committed=sha, pushed=push.message, problems=problems)

@@ -1,20 +1,27 @@
-"""After write-back: this run's changes to the Postgres register, or to the spool when it is away.
+"""After status: this run's changes to the Postgres register, or to the spool when it is away.
 
-The last step of an applying run with fleet.yaml `register:` (engine/reconcile.py calls
-it after status and Git). The host's status of each tenant it ran, their heartbeats,
-the runs that changed something and the new ledger lines become rows
+A step of an applying run with fleet.yaml `register:` (engine/reconcile.py calls it after
+the status files are written, before the projections and Git). The host's status of
+each tenant it ran (its agents, their heartbeats, its usage readings and the whole status
+document), the runs that changed something and the new ledger lines become rows
 (reconciler/register/rows.py); only what differs from the digest of the last write is
-sent, as one batch in one transaction. The register being unreachable, restarted or at
-another schema never fails the run: the batch is spooled under the state directory, the
-run says so once (a warning), and the next run replays the spool in order first.
+sent, as one batch in one transaction. Then, on the same connection, the run takes or
+renews the projection lease; the holder reads back every host's status documents, from
+which it renders TASKS.md and MISSION-MANIFEST.md. The register being unreachable,
+restarted or at another schema never fails the run: the batch is spooled under the
+state directory, the run says so once (a warning), and the next run replays the spool
+in order first.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from reconciler.core.render import status_document, status_from_document
 from reconciler.drivers import register as pg
 from reconciler.drivers import register_spool as spool
 from reconciler.engine.apply import Outcome
@@ -23,15 +30,16 @@ from reconciler.engine.writeback import run_record
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import Heartbeat
 from reconciler.model.status import TenantStatus
-from reconciler.register.rows import Row, plan_batch
+from reconciler.register.rows import DOC, Row, plan_batch
 from reconciler.spec.models import Register, UrlFrom
 
 
 def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], Heartbeat]) -> list[Row]:
     """The rows this host keeps in the register for the tenants it ran: agents, their
-    latest heartbeats, the tenants' usage readings."""
+    latest heartbeats, the tenants' usage readings, and each status document whole."""
     rows: list[Row] = []
     for status in statuses:
+        rows.append(Row("status_docs", status.tenant, DOC, {"doc": status_document(status)}))
         for agent in status.agents:
             rows.append(Row("agents", status.tenant, agent.name, {
                 "role": agent.role, "alias": agent.alias, "lifecycle": agent.lifecycle,
@@ -65,24 +73,69 @@ def run_rows(tick: Tick, statuses: Sequence[TenantStatus], outcomes: Sequence[Ou
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Asking for the projection lease: of fleet `scope`, for `ttl_s` seconds; and the
+    tenants whose status documents the holder reads back (the repository's)."""
+
+    scope: str
+    ttl_s: float
+    tenants: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What the register step did: warnings (at most one about the register itself);
+    whether the register took the batch; who holds the projection lease (None: not
+    asked, or the register was not reached); and, for the holder, every host's status
+    documents of the lease's tenants."""
+
+    problems: tuple[str, ...] = ()
+    reached: bool = False
+    holder: str | None = None
+    docs: tuple[TenantStatus, ...] | None = None
+
+
+#: Added to the one warning of a run whose register step failed while it asked for the lease.
+FALLBACK = "TASKS.md and MISSION-MANIFEST.md were rendered from the status files, as without a register"
+
+
 def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], *,
-         revision: str, finished: datetime) -> tuple[str, ...]:
-    """Write (or spool) this run's batch after replaying the spool; returns warning lines
-    (at most one about the register itself)."""
+         revision: str, finished: datetime, lease: Lease | None = None) -> Synced:
+    """Write (or spool) this run's batch after replaying the spool, then (with `lease`)
+    take or renew the projection lease and, holding it, read every host's documents."""
     run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
     ran = [s for s in statuses if s.tenant in tick.desired.tenants]
     unseen = {("heartbeats", s.tenant) for s in statuses if s.tenant not in tick.desired.tenants}
     return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
                       tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
                       runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
-                      finished=finished, unseen=unseen)
+                      finished=finished, unseen=unseen, lease=lease)
+
+
+def documents(rows: Sequence[tuple[str, str, Any]]) -> tuple[list[TenantStatus], list[str]]:
+    """Status documents read from the register as statuses; a damaged one is a problem line."""
+    out, problems = [], []
+    for tenant, host, doc in rows:
+        try:
+            status = status_from_document(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"the register's status of {tenant} on {host} is damaged ({exc}); left out of TASKS.md")
+            continue
+        if (status.tenant, status.host) != (tenant, host):
+            problems.append(f"the register's status of {tenant} on {host} names {status.tenant} on {status.host}; "
+                            "left out of TASKS.md")
+            continue
+        out.append(status)
+    return out, problems
 
 
 def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
                runs: Sequence[Row], run_id: str, finished: datetime,
-               unseen: Collection[tuple[str, str]] = ()) -> tuple[str, ...]:
+               unseen: Collection[tuple[str, str]] = (), lease: Lease | None = None) -> Synced:
     """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
-    one batch behind the spooled ones; written in order, or spooled. Returns warnings."""
+    one batch behind the spooled ones; written in order, or spooled. With `lease`, then
+    the projection lease and (held) the documents, on the same connection."""
     previous = spool.read_digest(layout)
     seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
@@ -94,6 +147,8 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
     queue = [*pending, batch]
     done = 0
     trouble: str | None = None
+    holder: str | None = None
+    docs: tuple[TenantStatus, ...] | None = None
     try:
         url = pg.read_url(url_from)
         with pg.connect(url) as conn:
@@ -101,6 +156,12 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
             for item in queue:
                 pg.write_batch(conn, item, fresh=item is batch)
                 done += 1
+            if lease is not None:
+                holder = pg.take_lease(conn, lease.scope, pg.PROJECTIONS_LEASE, host, lease.ttl_s)
+                if holder == host:
+                    read, damaged_docs = documents(pg.read_status_docs(conn, lease.tenants))
+                    docs = tuple(read)
+                    problems += damaged_docs
     except pg.SchemaMismatch as exc:
         trouble = f"the register is not written: {exc}"
     except pg.RegisterError as exc:
@@ -117,5 +178,7 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
         layout.register_digest().unlink(missing_ok=True)
     if trouble:
         problems.append(f"{trouble}; this host reconciled from Git and its state directory; {len(left)} batch(es) "
-                        f"kept in {spool.spool_path(layout)}, replayed in order when it is back")
-    return tuple(problems)
+                        f"kept in {spool.spool_path(layout)}, replayed in order when it is back"
+                        + (f"; {FALLBACK}" if lease is not None else ""))
+        return Synced(tuple(problems))
+    return Synced(tuple(problems), True, holder, docs)

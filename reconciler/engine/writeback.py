@@ -3,7 +3,8 @@
 The last step of a tick. Files are written only when their bytes change (atomically),
 so a run that changed nothing leaves the work tree clean and Git commits nothing.
 TASKS.md and MISSION-MANIFEST.md (the projections) are rendered from the specs and every
-host's status files, never merged. A
+host's status files, never merged (with a register, by the lease holder alone, from the
+register's copies of those files: engine/reconcile.py). A
 status file that cannot be read (damaged, huge, not a file) is reported and rewritten.
 
 A resident `--watch` loop does not redo what did not change: a status file whose text
@@ -121,8 +122,11 @@ def run_record(tick: Tick, outcomes: Iterable[Outcome], tenant: str, revision: s
     )
 
 
-def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finished: datetime) -> WriteResult:
-    """Render this host's status for each tenant it runs, then TASKS.md from all hosts."""
+def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finished: datetime,
+               projections: bool = True) -> WriteResult:
+    """Render this host's status for each tenant it runs, then (unless `projections` is
+    False: the register's lease holder renders them, engine/reconcile.py) TASKS.md and
+    MISSION-MANIFEST.md from all hosts' status files."""
     listed = list(outcomes)
     repo = tick.inputs.repo
     host = tick.inputs.host
@@ -152,17 +156,38 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):
             written.append(str(path.relative_to(repo)))
-    others, read_problems = read_all_statuses(repo, skip_host=host)
     untouched = _untouched(repo, host, {s.tenant for s in mine}, problems)
-    statuses = [*others, *mine, *untouched]
-    problems += read_problems
-    if tick.repo.fleet is not None:
-        inputs = (revision, tuple((n, t.roster, t.tasks) for n, t in sorted(tick.repo.tenants.items())), tuple(statuses))
-        for name, render in ((TASKS_FILE, render_tasks), (MANIFEST_FILE, render_manifest)):
-            text = rendered(repo / name, inputs, partial(_project, render, tick.repo, statuses, revision))
-            if _write(repo / name, text, problems):
-                written.append(name)
+    if projections:
+        names, _texts = project_from_files(tick, [*mine, *untouched], revision, problems)
+        written += names
     return WriteResult(tuple(written), tuple(problems), (*mine, *untouched))
+
+
+def project_from_files(tick: Tick, own: Sequence[TenantStatus], revision: str,
+                       problems: list[str]) -> tuple[list[str], dict[str, str]]:
+    """TASKS.md and MISSION-MANIFEST.md from the other hosts' status files and this host's
+    `own` statuses (as without a register, or when it is away)."""
+    others, read_problems = read_all_statuses(tick.inputs.repo, skip_host=tick.inputs.host)
+    problems += read_problems
+    return write_projections(tick, [*others, *own], revision, problems)
+
+
+def write_projections(tick: Tick, statuses: Sequence[TenantStatus], revision: str,
+                      problems: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Render TASKS.md and MISSION-MANIFEST.md from `statuses` (every host's) and write
+    those whose bytes changed; returns their names and the text of each file rendered."""
+    repo = tick.inputs.repo
+    if tick.repo.fleet is None:
+        return [], {}
+    written: list[str] = []
+    texts: dict[str, str] = {}
+    listed = tuple(statuses)
+    inputs = (revision, tuple((n, t.roster, t.tasks) for n, t in sorted(tick.repo.tenants.items())), listed)
+    for name, render in ((TASKS_FILE, render_tasks), (MANIFEST_FILE, render_manifest)):
+        texts[name] = rendered(repo / name, inputs, partial(_project, render, tick.repo, listed, revision))
+        if _write(repo / name, texts[name], problems):
+            written.append(name)
+    return written, texts
 
 
 def _project(render: Callable[[FleetRepo, Sequence[TenantStatus], str], str], repo: FleetRepo,

@@ -16,8 +16,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Tables of kept rows (upserted while present, deleted when gone) and the column their key fills.
-KEPT = {"agents": "agent", "heartbeats": "agent", "usage": "account"}
+#: Tables of kept rows (upserted while present, deleted when gone) and the column their key fills;
+#: "" for a table of one row per tenant and host (the host's status document: key `DOC`).
+KEPT = {"agents": "agent", "heartbeats": "agent", "usage": "account", "status_docs": ""}
+#: The key of a `status_docs` row (the table has no key column beside tenant and host).
+DOC = "doc"
 #: Tables of appended rows, written once (ON CONFLICT DO NOTHING), and their key column.
 APPENDED = {"runs": "run_id", "ledger": "idempotency_key"}
 #: Fields that change on every beat and do not, alone, make a row worth writing.
@@ -153,7 +156,7 @@ def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[
     >>> first, digest = plan_batch(None, [row], [], tenants=["t"], host="h", run_id="r1", at="", seq=1, now=0,
     ...                            ledger={})
     >>> len(first.upserts), first.prune
-    (1, ('agents/t', 'heartbeats/t', 'usage/t'))
+    (1, ('agents/t', 'heartbeats/t', 'usage/t', 'status_docs/t'))
     >>> again, _ = plan_batch(digest, [row], [], tenants=["t"], host="h", run_id="r2", at="", seq=2, now=1, ledger={})
     >>> again.changed, again.tenants
     (False, ('t',))

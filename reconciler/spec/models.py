@@ -277,6 +277,11 @@ class Register(Strict):
 
     url_from: UrlFrom = Field(description="Where the connection string comes from (`env:` or `file:`); "
                               "a connection string written in any spec file is an error.")
+    projection_lease: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How long the host that renders TASKS.md and MISSION-MANIFEST.md from the register keeps "
+        "that job without renewing it (each of its runs renews it); make it longer than the hosts' reconcile "
+        "interval. When it lapses, the next host to run takes it over.")
 
 
 # `register` is also ABCMeta.register on the model's metaclass (never on an instance):

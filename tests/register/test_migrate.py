@@ -1,5 +1,6 @@
 """`fleet register migrate` against a real Postgres (tests/plugins/postgres.py): from an
-empty database, again (nothing changes), and a register newer than the code refused."""
+empty database, from each earlier version (0001 with rows in it), again (nothing
+changes), and a register newer than the code refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from reconciler.drivers import register as pg
 from tests.register.support import fleet, query, register_repo
 
 TABLES = {"schema_migrations", "tenant_roles", "hosts", "agents", "heartbeats", "runs", "tasks", "assignments",
-          "usage", "ledger"}
+          "usage", "ledger", "status_docs", "leases"}
+#: Tables that are not any tenant's rows, so without row-level security.
+UNTENANTED = {"schema_migrations", "tenant_roles", "leases"}
 
 
 def test_migrate_from_empty_then_again(tmp_path: Path, pg_url: str) -> None:
@@ -22,7 +25,7 @@ def test_migrate_from_empty_then_again(tmp_path: Path, pg_url: str) -> None:
     assert tables == TABLES
     rls = {r[0] for r in query(pg_url, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                                        "WHERE n.nspname = 'fleet' AND c.relrowsecurity")}
-    assert rls == TABLES - {"schema_migrations", "tenant_roles"}, "every tenant table has row-level security"
+    assert rls == TABLES - UNTENANTED, "every tenant table has row-level security"
     again = fleet("register", "migrate", str(repo), url=pg_url)
     assert again.returncode == 0, again.stderr
     assert f"schema at version {latest}, up to date" in again.stdout
@@ -37,6 +40,30 @@ def test_every_migration_applies_in_order(pg_url: str) -> None:
             found, applied = pg.migrate(conn, shipped[:upto])
             assert (found, [m.version for m in applied]) == (upto - 1, [upto])
         assert pg.schema_version(conn) == len(shipped)
+
+
+def test_migrate_from_0001_keeps_its_rows(tmp_path: Path, pg_url: str) -> None:
+    """A register at version 1 holding a host's rows: `fleet register migrate` brings it to the
+    latest, the rows stay, and a batch with a status document is then written."""
+    from reconciler.register.rows import DOC, Batch, Row  # noqa: PLC0415
+
+    shipped = pg.migrations()
+    assert [m.name for m in shipped[:2]] == ["initial", "projections"]
+    with pg.connect(pg_url) as conn:
+        pg.migrate(conn, shipped[:1])
+        pg.write_batch(conn, Batch(1, "w1", "r1", "2026-12-01T00:00:00+00:00", ("alpha",), upserts=(
+            Row("heartbeats", "alpha", "a", {"seq": 1, "ts": "2026-12-01T00:00:00+00:00", "state": "idle", "model": "m",
+                                             "pid": 1, "ack": None}),)))
+    done = fleet("register", "migrate", str(register_repo(tmp_path)), url=pg_url)
+    assert done.returncode == 0, done.stderr
+    assert f"schema 1 -> {shipped[-1].version}" in done.stdout
+    assert query(pg_url, "SELECT host, agent, state FROM fleet.heartbeats") == [("w1", "a", "idle")]
+    with pg.connect(pg_url) as conn:
+        pg.check_schema(conn, shipped[-1].version)
+        assert pg.write_batch(conn, Batch(2, "w1", "r2", "2026-12-01T00:01:00+00:00", ("alpha",), upserts=(
+            Row("status_docs", "alpha", DOC, {"doc": {"kind": "Status", "tenant": "alpha", "host": "w1"}}),)))
+        assert pg.read_status_docs(conn, ["alpha"]) == [("alpha", "w1", {"kind": "Status", "tenant": "alpha", "host": "w1"})]
+        assert pg.take_lease(conn, "fleet", pg.PROJECTIONS_LEASE, "w1", 60) == "w1"
 
 
 def test_newer_schema_is_refused(tmp_path: Path, pg_url: str) -> None:

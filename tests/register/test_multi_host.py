@@ -1,7 +1,9 @@
 """Three hosts, one repository, one register: the clones of tests/e2e/test_multi_host.py
 reconcile concurrently for 20 rounds while a person merges roster edits, each writing to
 the same Postgres; then the register holds exactly each host's agents of the final
-roster, as each host's status file says them."""
+roster, as each host's status file says them, and TASKS.md and MISSION-MANIFEST.md in
+the remote are what the status files render, committed only by the projection lease's
+holder, with no push re-rendering them after a rebase."""
 
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.render import parse_status
+from reconciler.core.render import parse_status, render_manifest, render_tasks
+from reconciler.drivers import git as git_driver
+from reconciler.engine.gitops import spec_revision
+from reconciler.engine.writeback import read_all_statuses
+from reconciler.spec.load import load_repo
 from tests.e2e.repos import example_repo
 from tests.e2e.test_multi_host import HOSTS, ROUNDS, reconcile, roster
 from tests.e2e.test_watch import push_as_a_person
@@ -80,3 +86,23 @@ def test_three_hosts_twenty_rounds_one_register(world: tuple[Path, Path, dict[st
     assert {h for (h,) in query(pg_url, "SELECT host FROM fleet.hosts")} == set(HOSTS)
     spools = list((tmp_path / "state").rglob("spool.jsonl"))
     assert spools == [], "every batch reached the register"
+    assert_projections(bare, person, clones, pg_url)
+
+
+def assert_projections(bare: Path, person: Path, clones: dict[str, Path], pg_url: str) -> None:
+    """The remote's projections equal a rendering from its status files; only the lease
+    holder committed them; no host amended a re-rendering into a rebased commit."""
+    git(person, "pull", "--quiet", "--rebase", "origin", "main")
+    assert git(person, "rev-parse", "HEAD") == git(bare, "rev-parse", "main")
+    repo = load_repo(person)
+    statuses, problems = read_all_statuses(person)
+    assert not problems and {s.host for s in statuses} == set(HOSTS)
+    revision = spec_revision(git_driver.open_checkout(person))
+    tree = remote_tree(bare)
+    assert tree["TASKS.md"] == render_tasks(repo, statuses, revision)
+    assert tree["MISSION-MANIFEST.md"] == render_manifest(repo, statuses, revision)
+    ((holder,),) = query(pg_url, "SELECT holder FROM fleet.leases WHERE name = 'projections'")
+    for name in ("TASKS.md", "MISSION-MANIFEST.md"):
+        assert set(git(person, "log", "--format=%an", "--", name).split()) == {holder}, name
+    for host, clone in clones.items():
+        assert "re-render after rebase" not in git(clone, "reflog", "--format=%gs"), host

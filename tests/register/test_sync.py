@@ -173,7 +173,7 @@ def test_schema_mismatch_stops_only_the_register(repo: Path, tmp_path: Path, pg_
     assert len(said) == 1 and "run `fleet register migrate REPO`" in said[0], said
     assert (repo / "status" / "demo" / "demo.yaml").is_file(), "the host still reconciled and wrote status"
     assert StateLayout(state).register_spool().is_file()
-    query(pg_url, "INSERT INTO fleet.schema_migrations (version, name) VALUES (1, 'initial')")
+    query(pg_url, "INSERT INTO fleet.schema_migrations (version, name) VALUES (1, 'initial'), (2, 'projections')")
     reconcile(repo, state)
     assert {r[0] for r in query(pg_url, "SELECT agent FROM fleet.agents")} == {"enhancer", "orchestrator"}
 

@@ -114,3 +114,26 @@ def test_ps_all_hosts_shows_what_the_role_may_see(tmp_path: Path, register: dict
     assert len(text.stdout.splitlines()) == 5
     one = fleet("ps", str(repo), "--all-hosts", "--host", "w2", "--output", "json", url=register["operator"])
     assert {r["host"] for r in json.loads(one.stdout)} == {"w2"}
+
+
+def test_a_tenant_reads_only_its_own_status_documents(register: dict[str, str], pg_url: str) -> None:
+    """The documents TASKS.md is rendered from follow row-level security like every tenant
+    table; the projection lease is the operator's to take, a tenant's role may only look."""
+    import psycopg  # noqa: PLC0415
+
+    from reconciler.register.rows import DOC  # noqa: PLC0415
+
+    with pg.connect(pg_url) as conn:
+        for seq, (tenant, host) in enumerate((("alpha", "w1"), ("beta", "w2")), start=20):
+            pg.write_batch(conn, Batch(seq, host, f"r{seq}", "2026-12-01T00:00:00+00:00", (tenant,), upserts=(
+                Row("status_docs", tenant, DOC, {"doc": {"kind": "Status", "tenant": tenant, "host": host}}),)))
+    with pg.connect(register["alpha"]) as conn:
+        assert [(t, h) for t, h, _ in pg.read_status_docs(conn, ["alpha", "beta"])] == [("alpha", "w1")]
+    with pg.connect(register["operator"]) as conn:
+        assert [(t, h) for t, h, _ in pg.read_status_docs(conn, ["alpha", "beta"])] == [("alpha", "w1"), ("beta", "w2")]
+        assert pg.take_lease(conn, "fleet", pg.PROJECTIONS_LEASE, "w1", 60) == "w1"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        query(register["alpha"], "INSERT INTO fleet.status_docs (tenant_id, host, doc) VALUES ('beta', 'w9', '{}')")
+    with pytest.raises(pg.RegisterError, match="permission denied"), pg.connect(register["alpha"]) as conn:
+        pg.take_lease(conn, "fleet", pg.PROJECTIONS_LEASE, "w1", 60)
+    assert query(register["beta"], "SELECT holder FROM fleet.leases") == [("w1",)]

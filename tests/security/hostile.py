@@ -103,7 +103,7 @@ FULL: dict[str, dict[str, Any]] = {
             "alt": {"command": "alt-agent --model {model} --agent {agent}", "ladder": ["alt-1"]},
         },
         "downgrade": ["alt"],
-        "register": {"url_from": {"file": "/etc/mosaic-fleet/register.url"}},
+        "register": {"url_from": {"file": "/etc/mosaic-fleet/register.url"}, "projection_lease": "10m"},
     },
     "roles/enhancer.yaml": {
         "apiVersion": V1, "kind": "Role", "name": "enhancer", "persona": "You improve the fleet.",
