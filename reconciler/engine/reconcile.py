@@ -75,11 +75,10 @@ def write_back_and_publish(tick: Tick, outcomes: Sequence[Outcome], checkout: gi
 def _register(tick: Tick, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], revision: str,
               finished: datetime) -> tuple[str, ...]:
     """With fleet.yaml `register:`, what this run changed goes to Postgres too (docs/register.md);
-    without it nothing is imported (psycopg stays unloaded). A tenant user's run (root's
-    copy of the specs, `revision` given) has no URL of its own: root's run registers its
-    tenant from the status file it adopts."""
+    without it nothing is imported (psycopg stays unloaded). A tenant user's run writes its
+    own tenants as the user's own role; root's run leaves them out (register_sync.py)."""
     config = tick.repo.fleet.register if tick.repo.fleet is not None else None
-    if config is None or tick.inputs.revision is not None:  # a tenant user's run: root's run tells the register
+    if config is None:
         return ()
     from reconciler.engine.register_sync import sync  # noqa: PLC0415  (only with a register)
 

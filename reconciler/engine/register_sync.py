@@ -7,13 +7,19 @@ the runs that changed something and the new ledger lines become rows
 sent, as one batch in one transaction. The register being unreachable, restarted or at
 another schema never fails the run: the batch is spooled under the state directory, the
 run says so once (a warning), and the next run replays the spool in order first.
+
+Tenancy: a tenant with `user:` is written by its own run (the one root starts as that
+Linux user), connected as the user's own database role, from its own state directory
+(digest, spool, heartbeats, ledger); root's run leaves such tenants out of its batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 from reconciler.drivers import register as pg
 from reconciler.drivers import register_spool as spool
@@ -68,21 +74,53 @@ def run_rows(tick: Tick, statuses: Sequence[TenantStatus], outcomes: Sequence[Ou
 def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], *,
          revision: str, finished: datetime) -> tuple[str, ...]:
     """Write (or spool) this run's batch after replaying the spool; returns warning lines
-    (at most one about the register itself)."""
+    (at most one about the register itself).
+
+    A tenant user's run (`revision` given by root, tick.inputs.revision) connects as the
+    user's own role (pg.tenant_url); root's run leaves out the tenants run by other users."""
     run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
+    as_tenant = tick.inputs.revision is not None
+    if not as_tenant:
+        statuses = [s for s in statuses if s.tenant not in run_by_others(tick)]
     ran = [s for s in statuses if s.tenant in tick.desired.tenants]
     unseen = {("heartbeats", s.tenant) for s in statuses if s.tenant not in tick.desired.tenants}
-    return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
-                      tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
+    names = [s.tenant for s in statuses]
+    source: UrlFrom | Callable[[], str] = config.url_from
+    refused = ""
+    if as_tenant:
+        source = partial(pg.tenant_url, Path.home())
+        refused = grant_hint(tick.inputs.repo, names)
+    return write_rows(StateLayout(tick.inputs.state_dir), source, host=tick.inputs.host,
+                      tenants=names, kept=kept_rows(statuses, tick.observed.heartbeats),
                       runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
-                      finished=finished, unseen=unseen)
+                      finished=finished, unseen=unseen, refused=refused)
 
 
-def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
-               runs: Sequence[Row], run_id: str, finished: datetime,
-               unseen: Collection[tuple[str, str]] = ()) -> tuple[str, ...]:
+def run_by_others(tick: Tick) -> frozenset[str]:
+    """Tenants whose `user:` is another Linux user than this run's: their own runs write them."""
+    from reconciler.drivers.users import current_user  # noqa: PLC0415
+
+    me = current_user()
+    return frozenset(name for name, spec in tick.repo.tenants.items()
+                     if spec.roster.user is not None and spec.roster.user != me)
+
+
+def grant_hint(repo: Path, tenants: Sequence[str]) -> str:
+    """What the operator does when the register refuses a tenant user's role."""
+    from reconciler.drivers.users import current_user  # noqa: PLC0415
+
+    flags = " ".join(f"--tenant {t}" for t in tenants)
+    return (f"as the register's operator, run `fleet register grant {repo} {flags}` (a role {current_user()} "
+            "for peer authentication, mapped to its tenant; docs/register.md \"Tenant roles\")")
+
+
+def write_rows(layout: StateLayout, url_from: UrlFrom | Callable[[], str], *, host: str, tenants: Sequence[str],
+               kept: Sequence[Row], runs: Sequence[Row], run_id: str, finished: datetime,
+               unseen: Collection[tuple[str, str]] = (), refused: str = "") -> tuple[str, ...]:
     """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
-    one batch behind the spooled ones; written in order, or spooled. Returns warnings."""
+    one batch behind the spooled ones; written in order, or spooled. `url_from` says where
+    the connection string is read (or reads it); `refused`, what to do when the register
+    refuses the role (a tenant user's run). Returns warnings."""
     previous = spool.read_digest(layout)
     seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
@@ -95,7 +133,7 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
     done = 0
     trouble: str | None = None
     try:
-        url = pg.read_url(url_from)
+        url = url_from() if callable(url_from) else pg.read_url(url_from)
         with pg.connect(url) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
             for item in queue:
@@ -103,6 +141,9 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
                 done += 1
     except pg.SchemaMismatch as exc:
         trouble = f"the register is not written: {exc}"
+    except pg.RoleRefused as exc:
+        trouble = f"the register refused this run's role ({exc}); {refused}" if refused else \
+            f"the register refused this run's role ({exc})"
     except pg.RegisterError as exc:
         trouble = f"the register is unreachable ({exc})"
     left = [b for b in queue[done:] if b.changed or b is not batch]
