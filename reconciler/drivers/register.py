@@ -65,7 +65,7 @@ USER_URL_FILE = Path(USER_URL_FILE_NAME)
 ADDRESS_KEYS = ("host", "hostaddr", "port", "dbname", "sslmode", "target_session_attrs", "connect_timeout")
 #: SQLSTATEs of a refused role: invalid authorization, invalid password, insufficient privilege.
 _REFUSED_STATES = frozenset({"28000", "28P01", "42501"})
-_REFUSED_WORDS = re.compile(r"(?i)role \S+ does not exist|authentication failed|row-level security|permission denied")
+_REFUSED_WORDS = re.compile(r"(?i)role \S+ does not exist|authentication failed|row-level security|permission denied (?:for|to)")
 
 
 _SECRETS = (re.compile(r"(?i)(postgres(?:ql)?://)[^\s'\"]*"), re.compile(r"(?i)(password\s*=\s*)\S+"))

@@ -132,6 +132,7 @@ def write_rows(layout: StateLayout, url_from: UrlFrom | Callable[[], str], *, ho
     queue = [*pending, batch]
     done = 0
     trouble: str | None = None
+    back = "when it is back"
     try:
         url = url_from() if callable(url_from) else pg.read_url(url_from)
         with pg.connect(url) as conn:
@@ -142,8 +143,8 @@ def write_rows(layout: StateLayout, url_from: UrlFrom | Callable[[], str], *, ho
     except pg.SchemaMismatch as exc:
         trouble = f"the register is not written: {exc}"
     except pg.RoleRefused as exc:
-        trouble = f"the register refused this run's role ({exc}); {refused}" if refused else \
-            f"the register refused this run's role ({exc})"
+        trouble = f"the register refused this run's role ({exc}){'; ' + refused if refused else ''}"
+        back = "once the role is in place"
     except pg.RegisterError as exc:
         trouble = f"the register is unreachable ({exc})"
     left = [b for b in queue[done:] if b.changed or b is not batch]
@@ -158,5 +159,5 @@ def write_rows(layout: StateLayout, url_from: UrlFrom | Callable[[], str], *, ho
         layout.register_digest().unlink(missing_ok=True)
     if trouble:
         problems.append(f"{trouble}; this host reconciled from Git and its state directory; {len(left)} batch(es) "
-                        f"kept in {spool.spool_path(layout)}, replayed in order when it is back")
+                        f"kept in {spool.spool_path(layout)}, replayed in order {back}")
     return tuple(problems)
