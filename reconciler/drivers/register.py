@@ -153,7 +153,7 @@ def address_of(url: str) -> str:
         parts = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error:
         raise RegisterError("the register's connection string cannot be parsed (fleet.yaml register.url_from)") from None
-    return str(psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items() if k in ADDRESS_KEYS}))
+    return str(psycopg.conninfo.make_conninfo(**{k: str(parts[k]) for k in ADDRESS_KEYS if k in parts}))
 
 
 def _psycopg() -> Any:

@@ -55,15 +55,17 @@ def register_secret(env: str | None, file: str | None, url_env: str | None, url_
     connection string, or None: the variable or file fleet.yaml's `url_from` names, the
     address root hands a tenant user's run, or a tenant user's own credentials file.
 
-    >>> register_secret("FLEET_REGISTER_URL", None, "FLEET_REGISTER_URL", None)  # doctest: +ELLIPSIS
-    '$FLEET_REGISTER_URL is the register...'
-    >>> register_secret(None, "~/.config/mosaic-fleet/register.url", None, None)  # doctest: +ELLIPSIS
-    '~/.config/mosaic-fleet/register.url is a tenant user...'
+    >>> print(register_secret("FLEET_REGISTER_URL", None, "FLEET_REGISTER_URL", None))
+    $FLEET_REGISTER_URL is the register's connection string (fleet.yaml register.url_from); an agent never gets it
+    >>> print(register_secret(None, "~/.config/mosaic-fleet/register.url", None, None))
+    ~/.config/mosaic-fleet/register.url is a tenant user's register credentials; an agent never reads it
     >>> register_secret("GH_TOKEN", "~/k", "FLEET_REGISTER_URL", "/etc/r.url") is None
     True
     """
-    if env is not None and env in {url_env, REGISTER_ADDRESS_ENV}:
+    if env is not None and env == url_env:
         return f"${env} is the register's connection string (fleet.yaml register.url_from); an agent never gets it"
+    if env == REGISTER_ADDRESS_ENV:
+        return f"${env} is the register's address, which root hands a tenant user's run; an agent never gets it"
     if file is not None and (file == url_file or file.rstrip("/").endswith(USER_URL_FILE)):
         what = "the register's connection string" if file == url_file else "a tenant user's register credentials"
         return f"{file} is {what}; an agent never reads it"
