@@ -52,7 +52,7 @@ def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str,
         argv = [*fleet_argv(), *verb, str(copy), "--host", host,
                 *(arg for t in tenants for arg in ("--tenant", t)), "--output", "json" if json_output else "text"]
         passed = {k: v for k, v in os.environ.items() if k != users.REGISTER_ADDRESS_ENV}
-        if revision and applying:
+        if revision and (applying or verb[0] == "down"):  # the runs that write status and the register
             argv += ["--spec-revision", revision]
             passed.update(register_address(repo))
         try:

@@ -135,6 +135,12 @@ def test_each_tenant_user_writes_its_own_rows_as_its_own_role(setup: tuple[Path,
     assert "register" not in said, said
     assert rows(url, "agents") == agents and digest_keys(tmp_path / "root-state") == set()
 
+    # `fleet down` as root: each user's run stops its agents and tells the register, as its role.
+    down = fleet("down", str(repo), "--host", "demo", "--no-git", "--state-dir", str(tmp_path / "root-state"))
+    assert down.returncode == 0 and "register" not in down.stdout + down.stderr, down.stdout + down.stderr
+    assert rows(url, "agents") == set()
+    assert rows(url, "hosts", "host") == {("alpha", "demo"), ("beta", "demo")}
+
 
 def test_a_missing_role_warns_once_and_spools_until_granted(setup: tuple[Path, str, str, Cluster, str, Fleet],
                                                              tmp_path: Path) -> None:
