@@ -47,6 +47,9 @@ def tenant_roles(repo: Path, only: Collection[str] | None) -> list[tuple[str, st
     for a tenant named that does not exist or has no `user:`, or a user of two tenants."""
     loaded = load_repo(repo)
     wanted = sorted(loaded.tenants) if only is None else sorted(set(only))
+    broken = [e for e in loaded.errors if only is None or e.tenant in only]
+    if broken:
+        raise UserError(f"{broken[0]} (fix the specs first: `fleet validate {repo}`)")
     pairs: list[tuple[str, str]] = []
     for name in wanted:
         spec = loaded.tenants.get(name)
