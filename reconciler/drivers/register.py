@@ -27,9 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.drivers.users import REGISTER_ADDRESS_ENV
 from reconciler.register.rows import APPENDED, KEPT, Batch, Row
 from reconciler.register.schema import Migration, parse_migrations, version_problem
+from reconciler.spec.dsn import REGISTER_ADDRESS_ENV
 from reconciler.spec.dsn import USER_URL_FILE as USER_URL_FILE_NAME
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from reconciler.drivers import register as pg
 from reconciler.drivers import register_spool as spool
+from reconciler.drivers.users import current_user
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.engine.writeback import run_record
@@ -98,8 +99,6 @@ def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcome
 
 def run_by_others(tick: Tick) -> frozenset[str]:
     """Tenants whose `user:` is another Linux user than this run's: their own runs write them."""
-    from reconciler.drivers.users import current_user  # noqa: PLC0415
-
     me = current_user()
     return frozenset(name for name, spec in tick.repo.tenants.items()
                      if spec.roster.user is not None and spec.roster.user != me)
@@ -107,8 +106,6 @@ def run_by_others(tick: Tick) -> frozenset[str]:
 
 def grant_hint(repo: Path, tenants: Sequence[str]) -> str:
     """What the operator does when the register refuses a tenant user's role."""
-    from reconciler.drivers.users import current_user  # noqa: PLC0415
-
     flags = " ".join(f"--tenant {t}" for t in tenants)
     return (f"as the register's operator, run `fleet register grant {repo} {flags}` (a role {current_user()} "
             "for peer authentication, mapped to its tenant; docs/register.md \"Tenant roles\")")
