@@ -118,6 +118,7 @@ def down(
     tenant: TenantOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.TEXT,
+    spec_revision: RevisionOpt = None,
 ) -> None:
     """Stop every agent the fleet runs on this host for REPO's tenants (and their units).
 
@@ -127,5 +128,5 @@ def down(
     Example: fleet down examples/fleets/minimal --host demo --tenant demo
     """
     request = request_for(repo, host, tenant, state_dir, down=True, use_git=not no_git,
-                          json_output=output == Output.JSON)
+                          json_output=output == Output.JSON, revision=spec_revision)
     raise typer.Exit(run_and_render(request, output))

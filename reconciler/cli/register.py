@@ -6,11 +6,12 @@ reads it. Nothing here prints a connection string.
 
 from __future__ import annotations
 
-from reconciler.cli.common import RepoArg, command, group, out
+from reconciler.cli.common import RepoArg, TenantOpt, command, group, out
 from reconciler.engine.run import check_repo
 
 app = group("The Postgres register: the fleet's record of every host (docs/register.md).\n\n"
-            "Example: fleet register migrate ~/fleet")
+            "Example: fleet register migrate ~/fleet\n\n"
+            "Example: fleet register grant ~/fleet --tenant jarvis")
 
 
 @command(app, "migrate")
@@ -30,3 +31,20 @@ def migrate_command(repo: RepoArg) -> None:
         return
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
     out.print(f"register: schema {found} -> {applied[-1].version} ({names})", highlight=False)
+
+
+@command(app, "grant")
+def grant_command(repo: RepoArg, tenant: TenantOpt = None) -> None:
+    """Give each tenant that runs as its own Linux user (`user:` in its roster) a register role.
+
+    Creates a LOGIN role named after the Linux user, in fleet_tenant, and maps it to the
+    tenant in fleet.tenant_roles, so that tenant's run connects as it (peer authentication
+    on the local socket) and sees only its tenant's rows. Idempotent; needs CREATEROLE.
+
+    Example: fleet register grant ~/fleet --tenant jarvis   (as the register's operator)
+    """
+    from reconciler.engine.register_admin import grant  # noqa: PLC0415  (kept out of reconcile's start-up)
+
+    for role, name, done in grant(check_repo(repo), tenant):
+        said = ", ".join(done) if done else "already in place"
+        out.print(f"register: role {role} for tenant {name}: {said}", highlight=False)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.register.rows import APPENDED, KEPT, Batch, Row
 from reconciler.register.schema import Migration, parse_migrations, version_problem
+from reconciler.spec.dsn import REGISTER_ADDRESS_ENV
+from reconciler.spec.dsn import USER_URL_FILE as USER_URL_FILE_NAME
 
 if TYPE_CHECKING:
     import psycopg
@@ -49,6 +51,21 @@ class RegisterError(Exception):
 
 class SchemaMismatch(RegisterError):
     """The register's schema is not the one this code writes (older: migrate; newer: upgrade)."""
+
+
+class RoleRefused(RegisterError):
+    """The register is up but refuses the connecting role: no such role, authentication
+    failed, or the role maps to no tenant (row-level security, permission denied)."""
+
+
+#: A tenant user's own connection string for a remote register, under its home (0600, its own).
+USER_URL_FILE = Path(USER_URL_FILE_NAME)
+#: What a connection string may keep when root hands it to a tenant user's run: where the
+#: register is, never who connects or how it proves it (user, password, passfile, keys).
+ADDRESS_KEYS = ("host", "hostaddr", "port", "dbname", "sslmode", "target_session_attrs", "connect_timeout")
+#: SQLSTATEs of a refused role: invalid authorization, invalid password, insufficient privilege.
+_REFUSED_STATES = frozenset({"28000", "28P01", "42501"})
+_REFUSED_WORDS = re.compile(r"(?i)role \S+ does not exist|authentication failed|row-level security|permission denied (?:for|to)")
 
 
 _SECRETS = (re.compile(r"(?i)(postgres(?:ql)?://)[^\s'\"]*"), re.compile(r"(?i)(password\s*=\s*)\S+"))
@@ -79,7 +96,12 @@ def read_url(url_from: UrlFrom, environ: dict[str, str] | None = None) -> str:
             raise RegisterError(f"${url_from.env} is not set in the reconciler's environment "
                                 "(fleet.yaml register.url_from.env)")
         return value
-    path = Path(str(url_from.file))
+    return _read_private(Path(str(url_from.file)), "(fleet.yaml register.url_from.file)")
+
+
+def _read_private(path: Path, where: str, owner: int | None = None) -> str:
+    """The first line of `path`, a regular file only its owner may read (and, with
+    `owner`, owned by that uid); RegisterError naming the fix otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -87,7 +109,10 @@ def read_url(url_from: UrlFrom, environ: dict[str, str] | None = None) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise RegisterError(f"{path}: not a regular file (fleet.yaml register.url_from.file)")
+            raise RegisterError(f"{path}: not a regular file {where}")
+        if owner is not None and info.st_uid != owner:
+            raise RegisterError(f"{path}: owned by uid {info.st_uid}, not by this user (uid {owner}); "
+                                f"chown it to this user, then it is used")
         if info.st_mode & 0o077:
             raise RegisterError(f"{path}: readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
                                 f"chmod 600 {path}, then it is used")
@@ -96,13 +121,45 @@ def read_url(url_from: UrlFrom, environ: dict[str, str] | None = None) -> str:
         os.close(fd)
     value = text.removesuffix("\n").strip()
     if not value:
-        raise RegisterError(f"{path}: empty (fleet.yaml register.url_from.file)")
+        raise RegisterError(f"{path}: empty {where}")
     return value
+
+
+def tenant_url(home: Path, environ: dict[str, str] | None = None) -> str:
+    """The connection string of a tenant user's run (root started it as the tenant's Linux
+    user): the user's own file (USER_URL_FILE under `home`) when there is one, for a
+    remote register; else the address root handed over in REGISTER_ADDRESS_ENV, with no
+    user or password, so libpq connects as the Linux user's own role (peer authentication
+    on a local socket, or the user's ~/.pgpass)."""
+    own = home / USER_URL_FILE
+    if os.path.lexists(own):
+        return _read_private(own, "(this tenant user's register connection string)", owner=os.geteuid())
+    address = (os.environ if environ is None else environ).get(REGISTER_ADDRESS_ENV, "").strip()
+    if not address:
+        raise RegisterError(f"root handed this run no register address (root's own connection string could not "
+                            f"be read), and there is no {own}")
+    return address
+
+
+def address_of(url: str) -> str:
+    """`url` reduced to where the register is (ADDRESS_KEYS), as libpq keyword/value pairs:
+    what a tenant user's run may be told, never a user name, password or key file.
+
+    >>> address_of("postgresql://ops:pw@/fleet?host=%2Frun%2Fpg&sslmode=disable&passfile=%2Froot%2Fp")
+    'host=/run/pg dbname=fleet sslmode=disable'
+    """
+    psycopg = _psycopg()
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        raise RegisterError("the register's connection string cannot be parsed (fleet.yaml register.url_from)") from None
+    return str(psycopg.conninfo.make_conninfo(**{k: str(parts[k]) for k in ADDRESS_KEYS if k in parts}))
 
 
 def _psycopg() -> Any:
     try:
         import psycopg  # noqa: PLC0415  (only with a register: it costs ~90 ms to import)
+        import psycopg.conninfo  # noqa: PLC0415
     except ImportError:
         raise RegisterError(INSTALL_HINT) from None
     return psycopg
@@ -115,13 +172,21 @@ def connect(url: str) -> Iterator[psycopg.Connection[Any]]:
     try:
         conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, application_name="fleet")
     except psycopg.Error as exc:
-        raise RegisterError(scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)) from None
+        raise _failure(exc, url) from None
     try:
         yield conn
     except psycopg.Error as exc:
-        raise RegisterError(scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)) from None
+        raise _failure(exc, url) from None
     finally:
         conn.close()
+
+
+def _failure(exc: Exception, url: str) -> RegisterError:
+    """`exc` as a RegisterError (RoleRefused when the register refused the role), scrubbed."""
+    said = str(exc).strip()
+    text = scrub(said.splitlines()[0] if said else type(exc).__name__, url)
+    refused = getattr(exc, "sqlstate", None) in _REFUSED_STATES or _REFUSED_WORDS.search(said)
+    return RoleRefused(text) if refused else RegisterError(text)
 
 
 def migrations() -> tuple[Migration, ...]:
@@ -171,6 +236,43 @@ def migrate(conn: psycopg.Connection[Any], shipped: Sequence[Migration]) -> tupl
             cur.execute("INSERT INTO fleet.schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name))
     return found, applied
+
+
+#: The group role of tenant roles (the first migration creates it; row-level security reads fleet.tenant_roles).
+TENANT_GROUP = "fleet_tenant"
+
+
+def grant_tenant_role(conn: psycopg.Connection[Any], role: str, tenant: str) -> list[str]:
+    """Make `role` a LOGIN role in fleet_tenant that fleet.tenant_roles maps to `tenant`, in
+    one transaction; returns what was done (empty: it already was). Idempotent. A role
+    that acts for another tenant is refused (RegisterError), not remapped."""
+    from psycopg import sql  # noqa: PLC0415
+
+    done: list[str] = []
+    who = sql.Identifier(role)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT rolcanlogin, pg_has_role(oid, %s, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+                    (TENANT_GROUP, role))
+        found = cur.fetchone()
+        if found is None:
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(who, sql.Identifier(TENANT_GROUP)))
+            done.append("created")
+        else:
+            if not found[0]:
+                cur.execute(sql.SQL("ALTER ROLE {} LOGIN").format(who))
+                done.append("may log in")
+            if not found[1]:
+                cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(TENANT_GROUP), who))
+                done.append(f"joined {TENANT_GROUP}")
+        cur.execute("SELECT tenant_id FROM fleet.tenant_roles WHERE role = %s", (role,))
+        mapped = cur.fetchone()
+        if mapped is not None and mapped[0] != tenant:
+            raise RegisterError(f"role {role} already acts for tenant {mapped[0]} (fleet.tenant_roles); a role acts "
+                                f"for one tenant: give tenant {tenant} another `user:`")
+        if mapped is None:
+            cur.execute("INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES (%s, %s)", (role, tenant))
+            done.append(f"mapped to tenant {tenant}")
+    return done
 
 
 def _value(value: Any) -> Any:

@@ -27,12 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.drivers.audit import RUN_BY
+from reconciler.spec import dsn
 
 #: A PATH a tenant user can use: fleet's own scripts first (the agent launchers), then
 #: the system's. The caller's PATH may name folders of root's that the user cannot read.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Where root tells a tenant user's run which register to connect to, as its own role:
+#: the address only (socket or host, port, database), never a user name or password.
+REGISTER_ADDRESS_ENV = dsn.REGISTER_ADDRESS_ENV
 #: Variables root hands to a tenant's run; everything else of root's environment stays.
-PASSED_THROUGH = ("MOSAIC_AGENT_COMMAND", "LANG", "LC_ALL", "TZ", RUN_BY)
+PASSED_THROUGH = ("MOSAIC_AGENT_COMMAND", "LANG", "LC_ALL", "TZ", RUN_BY, REGISTER_ADDRESS_ENV)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,10 +51,12 @@ def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str,
     with staged_specs(repo.root, tenants, host, account) as copy:
         argv = [*fleet_argv(), *verb, str(copy), "--host", host,
                 *(arg for t in tenants for arg in ("--tenant", t)), "--output", "json" if json_output else "text"]
-        if revision and applying:
+        passed = {k: v for k, v in os.environ.items() if k != users.REGISTER_ADDRESS_ENV}
+        if revision and (applying or verb[0] == "down"):  # the runs that write status and the register
             argv += ["--spec-revision", revision]
+            passed.update(register_address(repo))
         try:
-            done = users.run_as(account, argv, cwd=str(copy), passed=os.environ, timeout=RUN_TIMEOUT_S,
+            done = users.run_as(account, argv, cwd=str(copy), passed=passed, timeout=RUN_TIMEOUT_S,
                                 own_scope=applying and users.outlives_our_service(account))
         except OSError as exc:  # the interpreter cannot even be started as the user
             return UserRun(user, tuple(tenants), 1, "", "", problems=(_unreachable(user, str(exc)),))
@@ -69,6 +71,22 @@ def _run_for_user(repo: FleetRepo, user: str, tenants: Sequence[str], host: str,
     document = own_items(json_or_none(stdout), tenants) if json_output else None
     return UserRun(user, tuple(tenants), done.returncode, stdout, "\n".join([*notes, stderr]).strip(), document,
                    tuple(statuses), tuple(problems), revision)
+
+
+def register_address(repo: FleetRepo) -> dict[str, str]:
+    """With fleet.yaml `register:`, where the register is (drivers/register.py address_of:
+    no user, no password), for the tenant user's run to connect as its own role; handed
+    over in its environment, never argv (which every user can read). Nothing when root's
+    own connection string cannot be read: the user's run then says so, and spools."""
+    config = repo.fleet.register if repo.fleet is not None else None
+    if config is None:
+        return {}
+    from reconciler.drivers import register as pg  # noqa: PLC0415  (only with a register)
+
+    try:
+        return {users.REGISTER_ADDRESS_ENV: pg.address_of(pg.read_url(config.url_from))}
+    except pg.RegisterError:
+        return {}
 
 
 def fleet_argv() -> list[str]:

@@ -91,10 +91,9 @@ def write_back_and_publish(tick: Tick, outcomes: Sequence[Outcome], checkout: gi
 
 
 def _register_config(tick: Tick) -> Register | None:
-    """fleet.yaml's `register:`, except in a tenant user's run (root's copy of the specs,
-    `revision` given), which has no URL of its own: root's run tells the register."""
-    config = tick.repo.fleet.register if tick.repo.fleet is not None else None
-    return None if tick.inputs.revision is not None else config
+    """fleet.yaml's `register:`. A tenant user's run (root's copy of the specs, `revision`
+    given) writes its own tenants as the user's own role (register_sync.py)."""
+    return tick.repo.fleet.register if tick.repo.fleet is not None else None
 
 
 def _project(tick: Tick, own: Sequence[TenantStatus], synced: Synced, revision: str,

@@ -7,7 +7,7 @@ string never appears in what they raise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,56 @@ def migrate(repo: Path) -> tuple[int, list[Migration]]:
             return pg.migrate(conn, pg.migrations())
     except pg.RegisterError as exc:
         raise UserError(f"register: {exc}") from None
+
+
+def tenant_roles(repo: Path, only: Collection[str] | None) -> list[tuple[str, str]]:
+    """(Linux user, tenant) of each tenant with `user:` (of `only`, when given); UserError
+    for a tenant named that does not exist or has no `user:`, or a user of two tenants."""
+    loaded = load_repo(repo)
+    wanted = sorted(loaded.tenants) if only is None else sorted(set(only))
+    broken = [e for e in loaded.errors if only is None or e.tenant in only]
+    if broken:
+        raise UserError(f"{broken[0]} (fix the specs first: `fleet validate {repo}`)")
+    pairs: list[tuple[str, str]] = []
+    for name in wanted:
+        spec = loaded.tenants.get(name)
+        if spec is None:
+            raise UserError(f"tenant {name!r} is not in {repo}/tenants/; name one of: {', '.join(sorted(loaded.tenants))}")
+        if spec.roster.user is not None:
+            pairs.append((spec.roster.user, name))
+        elif only is not None:
+            raise UserError(f"tenant {name} has no `user:` in its roster: root's run writes it to the register as "
+                            "root's own role, so it needs no role of its own")
+    users = [u for u, _ in pairs]
+    shared = sorted({u for u in users if users.count(u) > 1})
+    if shared:
+        names = ", ".join(t for u, t in pairs if u == shared[0])
+        raise UserError(f"user {shared[0]} runs tenants {names}; the register maps a role to one tenant "
+                        "(fleet.tenant_roles): give each of these tenants its own `user:`")
+    return pairs
+
+
+def grant(repo: Path, only: Collection[str] | None) -> list[tuple[str, str, list[str]]]:
+    """For each tenant with `user:`, a LOGIN role named after its Linux user, in
+    fleet_tenant, mapped to it in fleet.tenant_roles; returns (role, tenant, what was done)."""
+    config = register_of(repo)
+    pairs = tenant_roles(repo, only)
+    if not pairs:
+        raise UserError(f"no tenant of {repo} has a `user:`; tenant roles are for tenants run as their own Linux users "
+                        "(docs/register.md)")
+    done = []
+    try:
+        with pg.connect(pg.read_url(config.url_from)) as conn:
+            pg.check_schema(conn, pg.migrations()[-1].version)
+            for role, tenant in pairs:
+                done.append((role, tenant, pg.grant_tenant_role(conn, role, tenant)))
+    except pg.RoleRefused as exc:
+        raise UserError(f"register: {exc}; granting tenant roles needs a role with CREATEROLE and admin of "
+                        f"{pg.TENANT_GROUP} (the register's owner, who ran `fleet register migrate`), or create them "
+                        "by hand (docs/register.md, \"Tenant roles\")") from None
+    except pg.RegisterError as exc:
+        raise UserError(f"register: {exc}") from None
+    return done
 
 
 def all_agents(repo: Path) -> list[dict[str, Any]]:

@@ -11,19 +11,26 @@ which it renders TASKS.md and MISSION-MANIFEST.md. The register being unreachabl
 restarted or at another schema never fails the run: the batch is spooled under the
 state directory, the run says so once (a warning), and the next run replays the spool
 in order first.
+
+Tenancy: a tenant with `user:` is written by its own run (the one root starts as that
+Linux user), connected as the user's own database role, from its own state directory
+(digest, spool, heartbeats, ledger); root's run leaves such tenants out of its batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from reconciler.core.render import status_document, status_from_document
 from reconciler.drivers import register as pg
 from reconciler.drivers import register_spool as spool
+from reconciler.drivers.users import current_user
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
 from reconciler.engine.writeback import run_record
@@ -103,14 +110,40 @@ FALLBACK = "TASKS.md and MISSION-MANIFEST.md were rendered from the status files
 def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcomes: Sequence[Outcome], *,
          revision: str, finished: datetime, lease: Lease | None = None) -> Synced:
     """Write (or spool) this run's batch after replaying the spool, then (with `lease`)
-    take or renew the projection lease and, holding it, read every host's documents."""
+    take or renew the projection lease and, holding it, read every host's documents.
+
+    A tenant user's run (`revision` given by root, tick.inputs.revision) connects as the
+    user's own role (pg.tenant_url); root's run leaves out the tenants run by other users."""
     run_id = tick.now.strftime("%Y%m%dT%H%M%S.%fZ")
+    as_tenant = tick.inputs.revision is not None
+    if not as_tenant:
+        statuses = [s for s in statuses if s.tenant not in run_by_others(tick)]
     ran = [s for s in statuses if s.tenant in tick.desired.tenants]
     unseen = {("heartbeats", s.tenant) for s in statuses if s.tenant not in tick.desired.tenants}
-    return write_rows(StateLayout(tick.inputs.state_dir), config.url_from, host=tick.inputs.host,
-                      tenants=[s.tenant for s in statuses], kept=kept_rows(statuses, tick.observed.heartbeats),
+    names = [s.tenant for s in statuses]
+    source: UrlFrom | Callable[[], str] = config.url_from
+    refused = ""
+    if as_tenant:
+        source = partial(pg.tenant_url, Path.home())
+        refused = grant_hint(tick.inputs.repo, names)
+    return write_rows(StateLayout(tick.inputs.state_dir), source, host=tick.inputs.host,
+                      tenants=names, kept=kept_rows(statuses, tick.observed.heartbeats),
                       runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
-                      finished=finished, unseen=unseen, lease=lease)
+                      finished=finished, unseen=unseen, lease=lease, refused=refused)
+
+
+def run_by_others(tick: Tick) -> frozenset[str]:
+    """Tenants whose `user:` is another Linux user than this run's: their own runs write them."""
+    me = current_user()
+    return frozenset(name for name, spec in tick.repo.tenants.items()
+                     if spec.roster.user is not None and spec.roster.user != me)
+
+
+def grant_hint(repo: Path, tenants: Sequence[str]) -> str:
+    """What the operator does when the register refuses a tenant user's role."""
+    flags = " ".join(f"--tenant {t}" for t in tenants)
+    return (f"as the register's operator, run `fleet register grant {repo} {flags}` (a role {current_user()} "
+            "for peer authentication, mapped to its tenant; docs/register.md \"Tenant roles\")")
 
 
 def documents(rows: Sequence[tuple[str, str, Any]]) -> tuple[list[TenantStatus], list[str]]:
@@ -130,12 +163,14 @@ def documents(rows: Sequence[tuple[str, str, Any]]) -> tuple[list[TenantStatus],
     return out, problems
 
 
-def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Sequence[str], kept: Sequence[Row],
-               runs: Sequence[Row], run_id: str, finished: datetime,
-               unseen: Collection[tuple[str, str]] = (), lease: Lease | None = None) -> Synced:
+def write_rows(layout: StateLayout, url_from: UrlFrom | Callable[[], str], *, host: str, tenants: Sequence[str],
+               kept: Sequence[Row], runs: Sequence[Row], run_id: str, finished: datetime,
+               unseen: Collection[tuple[str, str]] = (), lease: Lease | None = None, refused: str = "") -> Synced:
     """What changed among `kept` since the digest, the `runs` and the ledgers' new lines, as
-    one batch behind the spooled ones; written in order, or spooled. With `lease`, then
-    the projection lease and (held) the documents, on the same connection."""
+    one batch behind the spooled ones; written in order, or spooled. `url_from` says where
+    the connection string is read (or reads it); `refused`, what to do when the register
+    refuses the role (a tenant user's run). With `lease`, then the projection lease and
+    (held) the documents, on the same connection."""
     previous = spool.read_digest(layout)
     seq = max((previous.seq if previous else 0) + 1, time.time_ns() // 1000)
     ledger, offsets, problems = spool.ledger_tail(layout, tenants, dict(previous.ledger) if previous else {})
@@ -149,8 +184,9 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
     trouble: str | None = None
     holder: str | None = None
     docs: tuple[TenantStatus, ...] | None = None
+    back = "when it is back"
     try:
-        url = pg.read_url(url_from)
+        url = url_from() if callable(url_from) else pg.read_url(url_from)
         with pg.connect(url) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
             for item in queue:
@@ -164,6 +200,9 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
                     problems += damaged_docs
     except pg.SchemaMismatch as exc:
         trouble = f"the register is not written: {exc}"
+    except pg.RoleRefused as exc:
+        trouble = f"the register refused this run's role ({exc}){'; ' + refused if refused else ''}"
+        back = "once the role is in place"
     except pg.RegisterError as exc:
         trouble = f"the register is unreachable ({exc})"
     left = [b for b in queue[done:] if b.changed or b is not batch]
@@ -178,7 +217,7 @@ def write_rows(layout: StateLayout, url_from: UrlFrom, *, host: str, tenants: Se
         layout.register_digest().unlink(missing_ok=True)
     if trouble:
         problems.append(f"{trouble}; this host reconciled from Git and its state directory; {len(left)} batch(es) "
-                        f"kept in {spool.spool_path(layout)}, replayed in order when it is back"
+                        f"kept in {spool.spool_path(layout)}, replayed in order {back}"
                         + (f"; {FALLBACK}" if lease is not None else ""))
         return Synced(tuple(problems))
     return Synced(tuple(problems), True, holder, docs)

@@ -10,7 +10,8 @@ from collections import Counter
 from collections.abc import Iterable
 
 from reconciler.errors import SpecError
-from reconciler.spec.models import NAME_PATTERN, Fleet, Role
+from reconciler.spec.dsn import register_secret
+from reconciler.spec.models import NAME_PATTERN, EnvFrom, Fleet, Role
 from reconciler.spec.repo import TenantSpec
 from reconciler.spec.resolve import lane_agent, resolve_agent
 from reconciler.spec.yamlsource import Source
@@ -42,7 +43,28 @@ def check_tenant(spec: TenantSpec, fleet: Fleet, roles: dict[str, Role]) -> list
         *_check_lanes(spec, fleet, roles),
         *_check_budget(spec, fleet),
         *_check_tasks(spec),
+        *_check_register_secrets(spec, fleet),
     ]
+
+
+def _check_register_secrets(spec: TenantSpec, fleet: Fleet) -> list[SpecError]:
+    """No agent's or lane's `env_from` reads the register's connection string (docs/register.md)."""
+    if fleet.register is None:
+        return []
+    src = spec.sources["roster"]
+    url = fleet.register.url_from
+    owners: list[tuple[list[str | int], list[EnvFrom]]] = []
+    owners += [(["agents", i], a.env_from) for i, a in enumerate(spec.roster.agents)]
+    owners += [(["lanes", i], lane.env_from) for i, lane in enumerate(spec.roster.lanes)]
+    errors = []
+    for at, items in owners:
+        for j, item in enumerate(items):
+            why = register_secret(item.env, None if item.file is None else str(item.file), url.env,
+                                  None if url.file is None else str(url.file))
+            if why:
+                errors.append(src.error([*at, "env_from", j, "env" if item.env else "file"],
+                                        f"{why}: remove this env_from (a tenant's own run connects as its role)"))
+    return errors
 
 
 def _check_tenant_names(spec: TenantSpec) -> list[SpecError]:

@@ -93,7 +93,7 @@ def fleet_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         subprocess.run(["/usr/bin/python3", "-m", "venv", str(prefix)], check=True, capture_output=True)
         subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        str(ROOT)], check=True, capture_output=True, timeout=600)
+                        f"{ROOT}[register]"], check=True, capture_output=True, timeout=600)
         subprocess.run(["chmod", "-R", "a+rX", str(prefix)], check=True)
         yield str(prefix / "bin" / "python")
     finally:

@@ -6,6 +6,11 @@ pg_ctl refuse to run as root, so as root the cluster belongs to the `postgres` u
 that Debian's package creates (`runuser -u postgres`). Where the server binaries are
 missing the tests skip, except in CI (`CI` set), where they fail: `./dev setup`
 installs them.
+
+`make_peer_cluster` starts another cluster (per test) whose socket is open to every
+user and whose pg_hba.conf lets the given Linux users in by peer authentication (each
+as the role of its own name), while the superuser and every other role keep trust:
+the tenant-role tests need real peer authentication, the other tests must not.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -59,7 +64,7 @@ class Cluster:
 
     def start(self) -> None:
         done = self._run(["pg_ctl", "-D", str(self.data), "-w", "-l", str(self.root / "server.log"), "-o",
-                          f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off", "start"])
+                          f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c log_connections=on", "start"])
         assert done.returncode == 0, done.stdout + done.stderr + self.log()
 
     def stop(self) -> None:
@@ -84,7 +89,7 @@ class Cluster:
         return name
 
 
-def _make_cluster() -> Cluster:
+def _make_cluster(peer: Sequence[str] = ()) -> Cluster:
     bindir = _bindir()
     if bindir is None:
         message = "Postgres server binaries missing (initdb): ./dev setup installs Debian's postgresql"
@@ -109,8 +114,23 @@ def _make_cluster() -> Cluster:
     done = cluster._run(["initdb", "-D", str(cluster.data), "-U", cluster.superuser, "--auth=trust",
                          "--no-sync", "-E", "UTF8", "--locale=C"])
     assert done.returncode == 0, done.stdout + done.stderr
+    if peer:
+        _open_to_peers(cluster, peer)
     cluster.start()
     return cluster
+
+
+def _open_to_peers(cluster: Cluster, peer: Sequence[str]) -> None:
+    """pg_hba.conf: the superuser by trust, `peer` users by peer authentication (first
+    match wins), every other role by trust; the socket folder reachable by every user."""
+    lines = [f'local all "{cluster.superuser}" trust', *(f'local all "{user}" peer' for user in peer), "local all all trust"]
+    hba = cluster.data / "pg_hba.conf"
+    hba.write_text("\n".join(lines) + "\n")
+    if cluster.owner is not None:
+        account = pwd.getpwnam(cluster.owner)
+        os.chown(hba, account.pw_uid, account.pw_gid)
+    for path in (cluster.root, cluster.socket_dir):
+        path.chmod(0o755)
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +148,23 @@ def pg_cluster() -> Iterator[Cluster]:
 def pg_url(pg_cluster: Cluster) -> str:
     """A fresh, empty database's connection string (the cluster's superuser)."""
     return pg_cluster.url(pg_cluster.new_database())
+
+
+@pytest.fixture
+def make_peer_cluster() -> Iterator[Callable[[Sequence[str]], Cluster]]:
+    """A factory of clusters letting the given Linux users in by peer authentication
+    (see the module's docstring); each stopped and removed after the test."""
+    made: list[Cluster] = []
+
+    def make(peer: Sequence[str]) -> Cluster:
+        cluster = _make_cluster(peer)
+        made.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in made:
+            with contextlib.suppress(AssertionError):
+                cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)

@@ -78,3 +78,28 @@ def test_validate_cli_refuses_a_dsn(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"fleet.yaml:{FLEET_LINES + 1}:3: {DSN_HINT}" in done.stdout + done.stderr
     assert "hunter2" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+ENV_FROM = "role: orchestrator\n    env_from:\n      - {name: OK, env: GH_TOKEN}\n      - {name: DB, SOURCE}"
+
+
+@pytest.mark.parametrize(("register", "source", "expected"), [
+    ("env: FLEET_REGISTER_URL", "env: FLEET_REGISTER_URL", "$FLEET_REGISTER_URL is the register's connection"),
+    ("env: FLEET_REGISTER_URL", "env: FLEET_REGISTER_ADDRESS", "$FLEET_REGISTER_ADDRESS is the register's address"),
+    ("file: /etc/fleet/register.url", "file: /etc/fleet/register.url", "/etc/fleet/register.url is the "
+     "register's connection string; an agent never reads it"),
+    ("env: X", "file: ~/.config/mosaic-fleet/register.url", "~/.config/mosaic-fleet/register.url is a "
+     "tenant user's register credentials"),
+], ids=["url-env", "address-env", "url-file", "user-file"])
+def test_no_agent_reads_the_registers_connection_string(tmp_path: Path, register: str, source: str,
+                                                         expected: str) -> None:
+    """env_from naming where the register's URL is would hand it to a pane: an error at its line."""
+    roster = BASE_ROSTER.replace("role: orchestrator", ENV_FROM.replace("SOURCE", source), 1)
+    repo = load_repo(build_repo(tmp_path, {FLEET: with_register(f"register:\n  url_from:\n    {register}\n"),
+                                           ROSTER: roster}))
+    lines = error_lines(repo)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("tenants/demo/roster.yaml:10:"), lines[0]
+    assert expected in lines[0], lines[0]
+    without = load_repo(build_repo(tmp_path / "without", {ROSTER: roster}))
+    assert without.ok, error_lines(without)  # without a register the names mean nothing special

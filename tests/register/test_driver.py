@@ -58,3 +58,37 @@ def test_a_url_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> Non
     assert "postgresql" not in str(caught.value)
     path.chmod(0o600)
     assert pg.read_url(UrlFrom(file=str(path))) == "postgresql:///fleet"
+
+
+def test_a_tenant_users_url_is_its_own_file_else_the_address(tmp_path: Path) -> None:
+    """tenant_url: the user's 0600 file wins; a readable or foreign one is refused; else the
+    address root handed over; else a message naming both."""
+    import os  # noqa: PLC0415
+
+    env = {"FLEET_REGISTER_ADDRESS": "host=/run/pg dbname=fleet"}
+    assert pg.tenant_url(tmp_path, env) == "host=/run/pg dbname=fleet"
+    with pytest.raises(pg.RegisterError, match=r"no register address.*register\.url"):
+        pg.tenant_url(tmp_path, {})
+    own = tmp_path / ".config" / "mosaic-fleet" / "register.url"
+    own.parent.mkdir(parents=True)
+    own.write_text("postgresql://me:pw@db.example/fleet\n")
+    own.chmod(0o640)
+    with pytest.raises(pg.RegisterError, match=r"readable by others \(mode 0640\); chmod 600"):
+        pg.tenant_url(tmp_path, env)
+    own.chmod(0o600)
+    assert pg.tenant_url(tmp_path, env) == "postgresql://me:pw@db.example/fleet"
+    if os.geteuid() == 0:
+        os.chown(own, 65534, 65534)
+        with pytest.raises(pg.RegisterError, match="owned by uid 65534, not by this user"):
+            pg.tenant_url(tmp_path, env)
+
+
+def test_the_address_keeps_where_and_drops_who() -> None:
+    assert pg.address_of("postgresql://ops:pw@db1.example:6543/fleet?sslmode=verify-full&sslkey=/root/k"
+                         "&target_session_attrs=read-write") == (
+        "host=db1.example port=6543 dbname=fleet sslmode=verify-full target_session_attrs=read-write")
+    assert pg.address_of("host=/var/run/postgresql dbname=fleet user=ops password=pw passfile=/root/.pgpass") == (
+        "host=/var/run/postgresql dbname=fleet")
+    with pytest.raises(pg.RegisterError, match="cannot be parsed") as caught:
+        pg.address_of("postgresql://ops:pw@db/fleet?nonsense=1")
+    assert "pw" not in str(caught.value)

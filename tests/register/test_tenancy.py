@@ -89,7 +89,7 @@ def test_a_tenant_role_writes_its_own_batches(register: dict[str, str], pg_url: 
     with pg.connect(register["alpha"]) as conn:
         assert pg.write_batch(conn, Batch(10, "w1", "r10", "2026-12-01T00:00:00+00:00", ("alpha",),
                                           upserts=(agent("alpha", "c"),)))
-    with pytest.raises(pg.RegisterError, match="row-level security"), pg.connect(register["alpha"]) as conn:
+    with pytest.raises(pg.RoleRefused, match="row-level security"), pg.connect(register["alpha"]) as conn:
         pg.write_batch(conn, Batch(11, "w1", "r11", "2026-12-01T00:00:00+00:00", ("beta",),
                                    upserts=(agent("beta", "c"),)))
     assert query(pg_url, "SELECT count(*) FROM fleet.agents WHERE tenant_id = 'beta'") == [(2,)]

@@ -8,7 +8,8 @@ a JSON dry-run, a reconcile while Postgres is stopped (its warning, its spool) a
 after. Then every byte is searched for the password and the URL: the work tree and
 every Git object, the state directory (digest and spool included), every command's
 output, what tmux holds (start commands, global and session environments) and each
-agent process's own environment.
+agent process's own environment; with systemd --user (the `env-systemd` case), the
+agents' unit files, what the manager shows of them and of its own environment, and its log.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from reconciler.model.observed import SocketKey
 from tests.e2e.repos import example_repo
 from tests.plugins.git_remote import git, person_commit
 from tests.plugins.postgres import Cluster
+from tests.plugins.systemd_user import SystemdUser
 from tests.plugins.tmux_server import retry_until
 from tests.register.test_sync import ledger_lines
 from tests.security.test_secrets import files_under, git_objects
@@ -49,16 +51,17 @@ def tmux_and_processes(socket: SocketKey) -> list[tuple[str, bytes]]:
     return seen
 
 
-@pytest.mark.parametrize("source", ["env", "file"])
+@pytest.mark.parametrize("source", ["env", "file", "env-systemd"])
 def test_the_register_url_is_never_written(source: str, tmp_path: Path, tmux_socket: SocketKey, pg_cluster: Cluster,
-                                           git_isolated: None) -> None:
+                                           git_isolated: None, request: pytest.FixtureRequest) -> None:
     assert tmux_socket.name
+    systemd: SystemdUser | None = request.getfixturevalue("systemd_user") if source == "env-systemd" else None
     password = f"SECRET-{uuid.uuid4()}"
     dbname = pg_cluster.new_database()
     url = pg_cluster.url(dbname).replace("postgresql:///", f"postgresql://{pg_cluster.superuser}:{password}@/")
     repo = example_repo(tmp_path, "minimal", tmux_socket.name)
     env = {k: v for k, v in os.environ.items() if k != "FLEET_REGISTER_URL"}
-    if source == "env":
+    if source.startswith("env"):
         block = "register:\n  url_from:\n    env: FLEET_REGISTER_URL\n"
         env["FLEET_REGISTER_URL"] = url
     else:
@@ -105,6 +108,12 @@ def test_the_register_url_is_never_written(source: str, tmp_path: Path, tmux_soc
 
     sources = [*files_under(repo, state), ("git objects", git_objects(repo)), *outputs,
                *tmux_and_processes(tmux_socket)]
+    if systemd is not None:  # the agents' units, what the manager holds and logged
+        assert (systemd.unit_dir / "fleet-demo.orchestrator.service").is_file(), "no unit was written"
+        units = [f"fleet-demo.{a}.service" for a in AGENTS]
+        sources += [*files_under(systemd.config_home), ("manager log", systemd.log.read_bytes()),
+                    ("systemctl --user show", systemd.systemctl("show", *units, check=False).stdout.encode()),
+                    ("systemctl --user show-environment", systemd.systemctl("show-environment").stdout.encode())]
     forms = [password.encode(), base64.b64encode(password.encode()), password.split("-", 1)[1].encode(), url.encode()]
     leaks = [f"{where}: {form!r}" for where, data in sources for form in forms if form in data]
     assert leaks == []
