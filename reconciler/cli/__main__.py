@@ -1,5 +1,5 @@
 """`python -m reconciler.cli`: the `fleet` command."""
 
-from reconciler.cli.app import main
+from reconciler.cli.entry import main
 
 main()

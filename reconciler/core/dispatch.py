@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.core.budget_types import BudgetPlan, State
+from reconciler.core.lane_plan import LanePlan
 from reconciler.core.lanes import (
     Assignment,
     LaneMemory,
-    LanePlan,
     TaskState,
     TaskView,
     TenantLanes,

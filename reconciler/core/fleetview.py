@@ -19,7 +19,8 @@ from typing import Any
 from reconciler.core.budget_types import BudgetPlan, Decision
 from reconciler.core.budget_view import AccountView, account_views
 from reconciler.core.desired import DesiredFleet
-from reconciler.core.lanes import LanePlan, LaneView, TaskState, TaskView, ordered_tasks
+from reconciler.core.lane_plan import LanePlan
+from reconciler.core.lanes import LaneView, TaskState, TaskView, ordered_tasks
 from reconciler.core.plan import Plan, Wait
 from reconciler.core.ps import NONE, PsRow, human_age, ps_notes, ps_rows, row_json
 from reconciler.model.history import RestartRecord

@@ -36,6 +36,7 @@ from enum import StrEnum
 
 from reconciler.core.budget_types import BudgetPlan, State
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredLane, DesiredTenant
+from reconciler.core.lane_plan import LanePlan
 from reconciler.model.observed import ObservedFleet
 from reconciler.model.task_report import TaskReport
 from reconciler.spec.models import Task, Tasks, format_duration
@@ -43,8 +44,6 @@ from reconciler.spec.repo import FleetRepo
 
 #: The heartbeat states that mean a worker is at work, whatever it holds.
 BUSY_STATES = frozenset({"working", "waiting"})
-#: The rule of a lane's retirement stop (core/planner.py).
-RETIRE_RULE = "lane-retire"
 
 
 class TaskState(StrEnum):
@@ -176,20 +175,6 @@ class TenantLanes:
     workers: tuple[str, ...] = ()  # desired this tick, every lane of the tenant on this host
     retire: Mapping[str, str] = field(default_factory=dict)  # worker -> why it stops
     memory: LaneMemory = field(default_factory=LaneMemory)
-
-
-@dataclass(frozen=True, slots=True)
-class LanePlan:
-    tenants: Mapping[str, TenantLanes] = field(default_factory=dict)
-
-    def retire_reason(self, tenant: str, agent: str) -> str | None:
-        found = self.tenants.get(tenant)
-        return found.retire.get(agent) if found else None
-
-    def lane_of(self, tenant: str, agent: str) -> LaneView | None:
-        """The lane that wants `agent` as one of its workers this tick."""
-        found = self.tenants.get(tenant)
-        return next((v for v in found.lanes if agent in v.workers), None) if found else None
 
 
 def ordered_tasks(tasks: Tasks | None) -> list[Task]:

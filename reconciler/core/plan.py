@@ -14,14 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.budget_types import Decision
-from reconciler.core.dispatch import Dispatch
-from reconciler.core.lanes import LaneView
 from reconciler.core.pace import Pace
 from reconciler.model.launch import LaunchSpec
 from reconciler.model.observed import SocketKey
+
+if TYPE_CHECKING:  # only fleets with lanes have any (core/lane_plan.py: the lanes load only for them)
+    from reconciler.core.dispatch import Dispatch
+    from reconciler.core.lanes import LaneView
 
 FORMAT_VERSION = "1"
 

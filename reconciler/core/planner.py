@@ -23,7 +23,7 @@ from reconciler.core.budget_types import BudgetPlan, Decision, State, effective_
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredTenant
 from reconciler.core.health import STALL_AFTER, Verdict, assess, next_restart_at
 from reconciler.core.held import LOGIN_PACE_S, dialog_verdict, login_of, wants_screen
-from reconciler.core.lanes import RETIRE_RULE, LanePlan
+from reconciler.core.lane_plan import RETIRE_RULE, LanePlan
 from reconciler.core.pace import Pace
 from reconciler.core.plan import Action, ActionKind, AgentHealth, Conflict, Drift, Hold, Plan, Reason, Wait
 from reconciler.model.history import RestartRecord

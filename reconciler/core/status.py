@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
-from reconciler.core.lanes import TaskState, TenantLanes, Window
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait
 from reconciler.core.task_spend import attribute, task_tokens
@@ -31,6 +30,9 @@ from reconciler.model.status import (
     TaskStatus,
     TenantStatus,
 )
+
+if TYPE_CHECKING:  # only fleets with lanes have any (core/lane_plan.py)
+    from reconciler.core.lanes import TenantLanes, Window
 
 MAX_RUNS = 5
 
@@ -340,6 +342,8 @@ def finished_tasks(task_states: Mapping[str, str] | None, lanes: TenantLanes | N
     done ones (None when neither tasks.yaml nor the lanes say: every task teaches)."""
     if task_states is None and lanes is None:
         return frozenset(), None
+    from reconciler.core.lanes import TaskState  # noqa: PLC0415  (the lanes load only for fleets with lanes or tasks)
+
     people = task_states or {}
     views = lanes.tasks if lanes else ()
     done = {t for t, state in people.items() if state == "done"} | {v.task for v in views if v.state is TaskState.DONE}

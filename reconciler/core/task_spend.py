@@ -21,15 +21,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from reconciler.core.lanes import Window
 from reconciler.model.ledger import LedgerEntry
+
+if TYPE_CHECKING:  # status books spend with it for every fleet: the lanes load only for fleets with lanes
+    from reconciler.core.lanes import Window
 
 
 def attribute(entries: Iterable[LedgerEntry], windows: Iterable[Window]) -> list[LedgerEntry]:
     """The entries, each with the task its agent held at its time (unchanged when none did).
 
     >>> from datetime import UTC, datetime
+    >>> from reconciler.core.lanes import Window
     >>> def at(h): return datetime(2026, 1, 1, h, tzinfo=UTC)
     >>> def e(h): return LedgerEntry(at(h), "t", "h", "w", "coder", None, None, "m", "heartbeat", "w@1", 10,
     ...                              None, 10, None, "estimated")
@@ -64,6 +68,7 @@ def task_tokens(entries: Iterable[LedgerEntry], windows: Iterable[Window]) -> di
     """Tokens per (task, agent): what each agent spent on each task it held, sorted.
 
     >>> from datetime import UTC, datetime
+    >>> from reconciler.core.lanes import Window
     >>> def at(m): return datetime(2026, 1, 1, 12, m, tzinfo=UTC)
     >>> def e(m, n): return LedgerEntry(at(m), "t", "h", "w", "coder", None, None, "m", "heartbeat", "w@1", n,
     ...                                 None, n, None, "estimated")

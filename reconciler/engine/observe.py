@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.core.budget_types import AgentMemory
 from reconciler.core.desired import (
@@ -43,10 +43,8 @@ from reconciler.core.desired import (
 )
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.core.held import held_by_failure
-from reconciler.core.lanes import LaneMemory
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
-from reconciler.drivers.reports import read_reports
 from reconciler.engine.memo import LastResult
 from reconciler.engine.state import read_budget_memory, read_history, read_lane_memory
 from reconciler.model.history import RestartRecord
@@ -61,9 +59,12 @@ from reconciler.model.observed import (
     SocketSnapshot,
     SystemdSnapshot,
 )
-from reconciler.model.task_report import TaskReport
 from reconciler.model.usage import UsageSignal
 from reconciler.runtimes.codex import turn_failure
+
+if TYPE_CHECKING:  # lane memory and task reports: only tenants with lanes have them (core/lane_plan.py)
+    from reconciler.core.lanes import LaneMemory
+    from reconciler.model.task_report import TaskReport
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -155,6 +156,8 @@ def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collect
     lanes, lane_problems = read_lane_memory(state.root, [t for t in tenants if t in laned])
     reports: dict[str, tuple[TaskReport, ...]] = {}
     report_problems: list[str] = []
+    if laned:
+        from reconciler.drivers.reports import read_reports  # noqa: PLC0415  (only for tenants with lanes)
     for tenant in (t for t in tenants if t in laned):
         found, problems = read_reports(state, tenant)
         reports[tenant] = tuple(found)

@@ -13,16 +13,17 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.core.budget_memory import parse_memory
 from reconciler.core.budget_types import AgentMemory
-from reconciler.core.lane_memory import lanes_json, parse_lanes
-from reconciler.core.lanes import LaneMemory
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.records import json_object
+
+if TYPE_CHECKING:  # lane memory: only tenants with lanes have one (core/lane_plan.py)
+    from reconciler.core.lanes import LaneMemory
 
 T = TypeVar("T")
 #: A `last_at` after this is damage: the planner could not add a backoff to it.
@@ -122,7 +123,12 @@ def read_lane_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[str,
     counts from its session's start or its last report, and no task is held: at worst a
     task is handed out again)."""
     found: dict[str, LaneMemory] = {}
-    problems = []
+    problems: list[str] = []
+    tenants = list(tenants)
+    if not tenants:
+        return found, problems
+    from reconciler.core.lane_memory import parse_lanes  # noqa: PLC0415  (the lanes load only for tenants with lanes)
+
     for tenant in tenants:
         path = StateLayout(state_dir).lanes(tenant)
         try:
@@ -138,4 +144,6 @@ def read_lane_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[str,
 
 def write_lane_memory(state_dir: Path, tenant: str, memory: LaneMemory) -> None:
     """Write one tenant's lane memory if it changed."""
+    from reconciler.core.lane_memory import lanes_json  # noqa: PLC0415  (the lanes load only for tenants with lanes)
+
     write_if_changed(StateLayout(state_dir).lanes(tenant), lanes_json(memory), mode=0o600)

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
-from reconciler.core.dispatch import plan_dispatch
 from reconciler.core.health import Health
-from reconciler.core.lanes import LaneMemory, LanePlan, close_windows, scale_lanes, settle, with_workers
+from reconciler.core.lane_plan import LanePlan
 from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
 from reconciler.core.traces import scope_attrs
@@ -90,17 +89,22 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
         observed = replace(observed, usage={**observed.usage, **{k: aged(s, at) for k, s in fresh.items()}})
     step = telemetry.start("plan", scope)
     desired = _resolved(desired, observed.resolved)
-    lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
-    desired = with_workers(desired, lanes)
+    lanes, desired = _scale_lanes(repo, desired, observed, stored, at)
     if panes := unhealthy_panes(desired, observed, at):  # a dialog may explain them (core/held.py)
         observed = replace(observed, screens=observe_screens(panes, observed))
     held = {(t, a.agent): task for t, tl in lanes.tenants.items() for task, a in tl.memory.assignments.items()}
     budget = _budget(repo, desired, observed, stored, at, budgeted, held)
-    lanes = settle(lanes, budget)
+    if lanes.tenants:
+        from reconciler.core.lanes import settle  # noqa: PLC0415  (only for tenants with lanes, like _scale_lanes)
+
+        lanes = settle(lanes, budget)
     history = dict(stored.history)
     options = PlanOptions(allow_mass_stop=inputs.allow_mass_stop, history=history, budget=budget, lanes=lanes)
     result = plan(desired, observed, at, options)
     if lanes.tenants:
+        from reconciler.core.dispatch import plan_dispatch  # noqa: PLC0415  (only for tenants with lanes)
+        from reconciler.core.lanes import LaneMemory, close_windows  # noqa: PLC0415
+
         health = {(h.tenant, h.agent): h.health for h in result.health}
         sockets = {n: t.socket for n, t in desired.tenants.items()}
         lanes, dispatches = plan_dispatch(repo, lanes, observed, health, budget, sockets, at)
@@ -112,6 +116,18 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
     step.end()
     problems = (*ingest_problems, *observed.problems, *stored.problems)
     return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
+
+
+def _scale_lanes(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,
+                 at: datetime) -> tuple[LanePlan, DesiredFleet]:
+    """The lane plan and `desired` with the workers it wants (core/lanes.py); a fleet with no
+    lane on this host gets the empty plan without loading the lanes at all (core/lane_plan.py)."""
+    if not any(lane.host == desired.host for t in desired.tenants.values() for lane in t.lanes):
+        return LanePlan(), desired
+    from reconciler.core.lanes import scale_lanes, with_workers  # noqa: PLC0415  (only for tenants with lanes)
+
+    lanes = scale_lanes(repo, desired, observed, stored.lanes, stored.reports, at)
+    return lanes, with_workers(desired, lanes)
 
 
 #: load_repo gives a resident loop the same FleetRepo while no spec changed.
