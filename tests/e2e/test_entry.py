@@ -9,12 +9,12 @@ import sys
 
 PROBE = """
 import gc, json, sys
-early = []  # collections that ran before the command line had loaded
+early = []  # collections that ran while the command line was loading
 
 
 def seen(phase, info):
     app = sys.modules.get("reconciler.cli.app")
-    if phase == "start" and not hasattr(app, "main"):
+    if phase == "start" and app is not None and not hasattr(app, "main"):  # app is in sys.modules from its first line
         early.append(info["generation"])
 
 
