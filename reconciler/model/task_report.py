@@ -3,8 +3,10 @@
 Agents write `$FLEET_STATE_DIR/<tenant>/reports/<agent>.json` (drivers/reports.py, from
 inside their pane), the observe step reads it, and core/lanes.py turns the latest report
 of each task into the fleet's view of it. One file per agent, so an agent only ever
-rewrites its own; a report never changes a spec file. Standard library only: the stub
-agent writes reports too.
+rewrites its own; a report never changes a spec file. A person's `fleet task reopen`
+goes to a file of its own beside them, `_reopened.json` (no agent can have that name),
+as a record whose state is `reopened` and whose `by` says who: the latest word on a task,
+by time, wins, whoever said it. Standard library only: the stub agent writes reports too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from datetime import UTC, datetime
 
 #: What an agent may say of a task.
 REPORT_STATES = ("done", "blocked")
+#: What a person's reopen says of a task (only in the file `REOPEN_FILE`).
+REOPENED = "reopened"
+#: The name of the reopens' file among the agents' (`_` starts no fleet name, so no agent's file).
+REOPEN_FILE = "_reopened"
 #: The longest note kept; a longer one is cut (it is shown in status and TASKS.md).
 MAX_NOTE_CHARS = 500
 
@@ -24,9 +30,9 @@ MAX_NOTE_CHARS = 500
 class TaskReport:
     """An agent's word on a task, and when it said it."""
 
-    agent: str
+    agent: str  # the agent that reported; for a reopen, who reopened (a person or an agent)
     task: str
-    state: str  # "done" | "blocked"
+    state: str  # "done" | "blocked" | "reopened"
     note: str
     ts: datetime
 
@@ -42,9 +48,10 @@ def clean_note(note: str) -> str:
 
 
 def render_reports(tenant: str, agent: str, reports: Mapping[str, TaskReport]) -> str:
-    """One agent's reports file, sorted by task id."""
+    """One agent's reports file (or the reopens' file, `agent` REOPEN_FILE), sorted by task id."""
     doc = {"tenant": tenant, "agent": agent, "reports": {
-        task: {"state": r.state, "note": r.note, "ts": r.ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        task: {"state": r.state, "note": r.note, "ts": r.ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               **({"by": r.agent} if agent == REOPEN_FILE else {})}
         for task, r in sorted(reports.items())}}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -56,6 +63,10 @@ def parse_reports(text: str, tenant: str, agent: str) -> dict[str, TaskReport]:
     >>> r = parse_reports(render_reports("t", "a", {"T1": TaskReport("a", "T1", "done", "", datetime(2026, 1, 1, tzinfo=UTC))}), "t", "a")
     >>> r["T1"].state, r["T1"].ts.isoformat()
     ('done', '2026-01-01T00:00:00+00:00')
+    >>> again = TaskReport("alice", "T1", REOPENED, "", datetime(2026, 1, 2, tzinfo=UTC))
+    >>> r = parse_reports(render_reports("t", REOPEN_FILE, {"T1": again}), "t", REOPEN_FILE)
+    >>> r["T1"] == again
+    True
     """
     doc = json.loads(text)
     if not isinstance(doc, dict) or doc.get("tenant") != tenant or doc.get("agent") != agent:
@@ -63,13 +74,15 @@ def parse_reports(text: str, tenant: str, agent: str) -> dict[str, TaskReport]:
     raw = doc.get("reports")
     if not isinstance(raw, dict):
         raise ValueError("`reports` is not an object")
+    states = (REOPENED,) if agent == REOPEN_FILE else REPORT_STATES
     out: dict[str, TaskReport] = {}
     for task, rec in raw.items():
-        if not isinstance(rec, dict) or rec.get("state") not in REPORT_STATES:
-            raise ValueError(f"{task}: `state` must be one of {', '.join(REPORT_STATES)}")
+        if not isinstance(rec, dict) or rec.get("state") not in states:
+            raise ValueError(f"{task}: `state` must be one of {', '.join(states)}")
         ts = datetime.fromisoformat(str(rec.get("ts")))
         if ts.tzinfo is None:
             raise ValueError(f"{task}: `ts` has no time zone")
-        out[str(task)] = TaskReport(agent, str(task), str(rec["state"]), clean_note(str(rec.get("note", ""))),
+        who = clean_note(str(rec.get("by") or "someone"))[:64] if agent == REOPEN_FILE else agent
+        out[str(task)] = TaskReport(who, str(task), str(rec["state"]), clean_note(str(rec.get("note", ""))),
                                     ts.astimezone(UTC))
     return out
