@@ -38,7 +38,8 @@ def record_report(state: StateLayout, tenant: str, agent: str, task: str, verdic
 
 
 def record_reopen(state: StateLayout, tenant: str, task: str, by: str, note: str, now: datetime) -> Path:
-    """Record that `by` reopened `task`, in the tenant's reopens file (never an agent's own).
+    """Record that `by` reopened `task`, in the tenant's reopens file (`task_reopens`, never
+    an agent's own).
 
     Run by root for a tenant whose folder another user owns (a tenant with `user:`), the
     file and its lock are handed to that owner, so that user's reconcile can read them."""

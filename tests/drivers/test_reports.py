@@ -45,3 +45,7 @@ def test_root_hands_the_reopen_to_the_owner_of_the_tenants_folder(tmp_path: Path
     path = record_reopen(StateLayout(tmp_path), "shop", "T1", "root", "", NOW)
     for made in (path, reports / "._reopened.lock"):
         assert (made.stat().st_uid, made.stat().st_gid, made.stat().st_mode & 0o777) == (65534, 65534, 0o600)
+
+
+def test_the_reopens_file_is_where_the_layout_says(tmp_path: Path) -> None:
+    assert record_reopen(StateLayout(tmp_path), "shop", "T1", "alice", "", NOW) == StateLayout(tmp_path).task_reopens("shop")
