@@ -142,7 +142,7 @@ def reopen_command(
     if refusal is not None or latest is None:
         raise UserError(refusal or f"task {task}: nothing to reopen")
     try:
-        record_reopen(state, who_tenant, task, _reopener(who_tenant), note, datetime.now(UTC))
+        record_reopen(state, who_tenant, task, _reopener(who_tenant), note, datetime.now(UTC), latest)
     except OSError as exc:
         raise UserError(f"could not write the reopen under {state.task_reports(who_tenant)}: {exc.strerror or exc}; "
                         "run it as the user the lane's reconcile runs as") from None

@@ -221,10 +221,21 @@ def scale_lanes(
 
 
 def latest_reports(reports: Iterable[TaskReport]) -> dict[str, TaskReport]:
-    """Each task's latest word, an agent's report or a person's reopen, by time."""
+    """Each task's word that stands: its agents' latest report (by time), unless a reopen
+    names exactly that report (the one it reopened; no agent has reported since). A reopen
+    naming no report (a hand-written file) stands when it is no older than the report.
+
+    Stamps are to the second, so a report typed in the second of a reopen still wins:
+    what is compared is which report was reopened, not the two times.
+    """
     latest: dict[str, TaskReport] = {}
-    for report in sorted(reports, key=lambda r: (r.ts, r.state == REOPENED, r.agent)):
-        latest[report.task] = report
+    reopens: dict[str, TaskReport] = {}
+    for report in sorted(reports, key=lambda r: (r.ts, r.agent)):
+        (reopens if report.state == REOPENED else latest)[report.task] = report
+    for task, reopen in reopens.items():
+        word = latest.get(task)
+        if word is None or (reopen.reopens == (word.agent, word.ts) if reopen.reopens else reopen.ts >= word.ts):
+            latest[task] = reopen
     return latest
 
 

@@ -37,14 +37,16 @@ def record_report(state: StateLayout, tenant: str, agent: str, task: str, verdic
     return _update(state, tenant, agent, TaskReport(agent, task, verdict, clean_note(note), now))
 
 
-def record_reopen(state: StateLayout, tenant: str, task: str, by: str, note: str, now: datetime) -> Path:
-    """Record that `by` reopened `task`, in the tenant's reopens file (`task_reopens`, never
-    an agent's own).
+def record_reopen(state: StateLayout, tenant: str, task: str, by: str, note: str, now: datetime,
+                  reopens: TaskReport | None = None) -> Path:
+    """Record that `by` reopened `task` (`reopens`: the agent's report it reopens), in the
+    tenant's reopens file (`task_reopens`, never an agent's own).
 
     Run by root for a tenant whose folder another user owns (a tenant with `user:`), the
     file and its lock are handed to that owner, so that user's reconcile can read them."""
+    of = (reopens.agent, reopens.ts) if reopens is not None else None
     return _update(state, tenant, REOPEN_FILE, TaskReport(clean_note(by)[:64] or "someone", task, REOPENED,
-                                                          clean_note(note), now))
+                                                          clean_note(note), now, of))
 
 
 def _update(state: StateLayout, tenant: str, name: str, report: TaskReport) -> Path:

@@ -24,8 +24,10 @@ from tests.core.test_dispatch import tick, with_acks
 from tests.core.test_lanes import MIN, World, load, outcome, report
 
 
-def reopen(task: str, ago: timedelta = MIN, by: str = "alice", note: str = "the tests fail on main") -> TaskReport:
-    return TaskReport(by, task, REOPENED, note, NOW - ago)
+def reopen(task: str, of: TaskReport | None = None, ago: timedelta = MIN, by: str = "alice",
+           note: str = "the tests fail on main") -> TaskReport:
+    """`by`'s reopen of `task`, naming the report `of` it reopens (None: a hand-written one)."""
+    return TaskReport(by, task, REOPENED, note, NOW - ago, (of.agent, of.ts) if of else None)
 
 
 def views(world: World) -> dict[str, TaskView]:
@@ -34,12 +36,12 @@ def views(world: World) -> dict[str, TaskView]:
 
 
 #: T1 done by coder0-0 an hour ago, its worker idle since; the other tasks are done or cancelled.
-DONE_T1 = World(done={"T2", "T3", "T5"}, workers={"coder0-0": timedelta(hours=2)},
-                reports=[report("coder0-0", "T1", ago=timedelta(hours=1), note="merged as PR 4")])
+T1_DONE = report("coder0-0", "T1", ago=timedelta(hours=1), note="merged as PR 4")
+DONE_T1 = World(done={"T2", "T3", "T5"}, workers={"coder0-0": timedelta(hours=2)}, reports=[T1_DONE])
 
 
 def test_a_reopened_task_is_queued_and_says_who_reopened_it_and_why() -> None:
-    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1", ago=2 * MIN)])
+    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1", T1_DONE, ago=2 * MIN)])
     doc, _ = outcome(world)
     t1 = views(world)["T1"]
     assert (t1.state, t1.agent, t1.since, t1.note) == (TaskState.QUEUED, None, NOW - 2 * MIN,
@@ -52,24 +54,34 @@ def test_without_a_reopen_the_task_stays_done() -> None:
 
 
 def test_the_agents_later_report_wins_over_the_reopen() -> None:
-    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1", ago=30 * MIN),
+    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1", T1_DONE, ago=30 * MIN),
                                       report("coder0-0", "T1", ago=MIN, note="fixed the flake")])
     t1 = views(world)["T1"]
     assert (t1.state, t1.agent, t1.note) == (TaskState.DONE, "coder0-0", "fixed the flake")
 
 
 def test_a_blocked_task_can_be_reopened_too() -> None:
-    world = replace(DONE_T1, reports=[report("coder0-0", "T1", "blocked", ago=timedelta(hours=1), note="needs a key"),
-                                      reopen("T1", note="the key is in the vault now")])
+    blocked = report("coder0-0", "T1", "blocked", ago=timedelta(hours=1), note="needs a key")
+    world = replace(DONE_T1, reports=[blocked, reopen("T1", blocked, note="the key is in the vault now")])
     assert views(world)["T1"].note == "reopened by alice: the key is in the vault now"
     assert views(world)["T1"].state is TaskState.QUEUED
 
 
-def test_a_reopen_in_the_same_second_as_the_report_wins() -> None:
-    """Both are stamped to the second; a person reopens what they saw reported."""
-    same = NOW - MIN
-    latest = latest_reports([TaskReport("zed", "T1", "done", "", same), reopen("T1")])
-    assert latest["T1"].state == REOPENED
+def test_what_is_compared_is_which_report_was_reopened_not_the_second() -> None:
+    """Stamps are to the second: a reopen in the second of the report it reopens stands,
+    and a report in the second of the reopen (the worker was quick) wins over it."""
+    done = TaskReport("zed", "T1", "done", "", NOW - MIN)
+    assert latest_reports([done, reopen("T1", done)])["T1"].state == REOPENED
+    again = TaskReport("zed", "T1", "done", "redone", NOW - MIN + timedelta(seconds=1))
+    assert latest_reports([again, reopen("T1", done, ago=MIN - timedelta(seconds=1))])["T1"] == again
+    other = TaskReport("amy", "T1", "blocked", "stuck", NOW - MIN + timedelta(seconds=1))  # another agent
+    assert latest_reports([done, other, reopen("T1", done, ago=MIN - timedelta(seconds=1))])["T1"] == other
+
+
+def test_a_reopen_naming_no_report_goes_by_time() -> None:
+    done = TaskReport("zed", "T1", "done", "", NOW - 2 * MIN)
+    assert latest_reports([done, reopen("T1")])["T1"].state == REOPENED
+    assert latest_reports([done, reopen("T1", ago=3 * MIN)])["T1"] == done
 
 
 def test_an_assignment_older_than_the_reopen_is_over_and_the_brief_goes_out_again() -> None:
@@ -77,7 +89,7 @@ def test_an_assignment_older_than_the_reopen_is_over_and_the_brief_goes_out_agai
     never applied). The reopen ends that turn: coder0-0 does not hold T1 again without a
     brief; dispatch gives T1 out afresh, with a new message id, attempt 1."""
     old = Assignment("coder0-0", NOW - timedelta(hours=3), "msg-00000001", NOW - timedelta(hours=3), 1, True)
-    world = replace(DONE_T1, memory=LaneMemory({}, {"T1": old}), reports=[*DONE_T1.reports, reopen("T1")])
+    world = replace(DONE_T1, memory=LaneMemory({}, {"T1": old}), reports=[*DONE_T1.reports, reopen("T1", T1_DONE)])
     lanes, sent = tick(world)
     assert [(d.agent, d.task, d.attempt) for d in sent] == [("coder0-0", "T1", 1)]
     assert sent[0].message != old.message and sent[0].reason == "coder0-0 is idle and healthy"
@@ -88,7 +100,7 @@ def test_an_assignment_older_than_the_reopen_is_over_and_the_brief_goes_out_agai
 
 
 def test_once_acked_the_new_assignment_holds_and_shows_the_reopen() -> None:
-    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1")], concurrency=3)
+    world = replace(DONE_T1, reports=[*DONE_T1.reports, reopen("T1", T1_DONE)], concurrency=3)
     lanes, sent = tick(world)
     later = replace(world, memory=typed(lanes.tenants["shop"].memory, {"T1": sent[0].message}, NOW),
                     beats={"coder0-0": "working"})
@@ -102,7 +114,7 @@ def test_once_acked_the_new_assignment_holds_and_shows_the_reopen() -> None:
 def test_the_reopened_task_keeps_its_spend_windows() -> None:
     """The old turn is a closed window of T1 and the new one opens on T1: one task's spend."""
     old = Assignment("coder0-0", NOW - timedelta(hours=3), "msg-00000001", NOW - timedelta(hours=3), 1, True)
-    world = replace(DONE_T1, memory=LaneMemory({}, {"T1": old}), reports=[*DONE_T1.reports, reopen("T1")])
+    world = replace(DONE_T1, memory=LaneMemory({}, {"T1": old}), reports=[*DONE_T1.reports, reopen("T1", T1_DONE)])
     lanes, _ = tick(world)
     kept = close_windows(world.memory, lanes.tenants["shop"].memory, NOW)
     assert [(w.task, w.agent, w.since, w.until) for w in kept.windows()] == [
@@ -110,7 +122,7 @@ def test_the_reopened_task_keeps_its_spend_windows() -> None:
 
 
 def test_tasks_yaml_done_wins_over_a_reopen() -> None:
-    world = replace(DONE_T1, done={"T1", "T2", "T3", "T5"}, reports=[*DONE_T1.reports, reopen("T1")])
+    world = replace(DONE_T1, done={"T1", "T2", "T3", "T5"}, reports=[*DONE_T1.reports, reopen("T1", T1_DONE)])
     assert views(world)["T1"].state is TaskState.DONE
 
 
