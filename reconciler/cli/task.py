@@ -1,5 +1,6 @@
 """`fleet task add|set-state`: the orchestrator's hands on tasks.yaml; `fleet task
-done|blocked`: an agent reports on its task from inside its pane.
+done|blocked`: an agent reports on its task from inside its pane; `fleet task reopen`: a
+person (or the orchestrator) opens a reported task again, on the lane's host.
 
 add and set-state edit tasks.yaml round-trip and commit it (engine/spec_edit.py), so a
 task is delegated through the repository like any reviewed change (docs/lanes.md).
@@ -38,9 +39,11 @@ from reconciler.spec.models import NAME_PATTERN
 
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$"
 
-app = group("Tasks: add one or set its state (a commit to tasks.yaml); an agent reports on its task.\n\n"
+app = group("Tasks: add one or set its state (a commit to tasks.yaml); an agent reports on its task; "
+            "a person reopens a reported one (on the lane's host).\n\n"
             "Example: fleet task add REPO --tenant shop --lane api --title \"Paginate\" --brief-file brief.md\n\n"
-            "Example: fleet task done T7 --note \"pagination merged as PR 42\"")
+            "Example: fleet task done T7 --note \"pagination merged as PR 42\"\n\n"
+            "Example: fleet task reopen T7 --tenant shop --note \"the tests fail on main\"")
 
 TaskArg = Annotated[str, typer.Argument(metavar="ID", help="The task's id in tasks.yaml, e.g. T7.", show_default=False)]
 TenantEnvOpt = Annotated[str | None, typer.Option("--tenant", metavar="NAME", help="Default: $FLEET_TENANT.",
@@ -100,6 +103,79 @@ def _report(task: str, verdict: str, note: str, tenant: str | None, agent: str |
     except OSError as exc:
         raise UserError(f"could not write the report under {root}: {exc.strerror or exc}") from None
     out.print(f"{who_tenant}/{who_agent}: task {task} reported {verdict} ({path})", highlight=False, markup=False)
+
+
+@command(app, "reopen")
+def reopen_command(
+    task: TaskArg,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Why, for the worker and people (one line).")] = "",
+    tenant: TenantEnvOpt = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", metavar="DIR", help=f"The state directory of the "
+                                                   f"lane's reconcile. Default: ${STATE_DIR_ENV}, else "
+                                                   "~/.local/state/mosaic-fleet.", show_default=False)] = None,
+    repo: Annotated[Path | None, typer.Option("--repo", metavar="REPO", help="The fleet repository: check the task "
+                                              "against its tasks.yaml first.", show_default=False)] = None,
+) -> None:
+    """Open a task reported done or blocked again: the lane hands it out again, with its brief.
+
+    Run it on the host of the task's lane, as the user its reconcile runs as (for a tenant with `user:`, that user): the reports are in that host's state directory.
+
+    A later report of the task wins over the reopen. A task set done or cancelled in tasks.yaml is opened there instead: fleet task set-state REPO ID open.
+
+    Example: fleet task reopen T7 --tenant shop --note "the tests fail on main"
+    """
+    from reconciler.core.lanes import latest_reports, reopen_refusal  # noqa: PLC0415
+    from reconciler.drivers.files import default_state_dir  # noqa: PLC0415
+    from reconciler.drivers.reports import read_reports, record_reopen  # noqa: PLC0415
+
+    who_tenant = edit_tenant(tenant)
+    if not re.fullmatch(TASK_ID, task):
+        raise UserError(f"task id {task!r} is not an id of tasks.yaml (letters, digits, '.', '_' and '-')")
+    spec_state, known = _spec_state(repo, who_tenant, task) if repo is not None else (None, True)
+    root = state_dir or default_state_dir()
+    state = StateLayout(root)
+    reports, problems = read_reports(state, who_tenant)
+    for problem in problems:
+        out.print(f"warning: {problem}", highlight=False, markup=False)
+    latest = latest_reports(reports).get(task)
+    refusal = reopen_refusal(task, latest, spec_state, known=known, where=f"the state directory {root}")
+    if refusal is not None or latest is None:
+        raise UserError(refusal or f"task {task}: nothing to reopen")
+    try:
+        record_reopen(state, who_tenant, task, _reopener(who_tenant), note, datetime.now(UTC), latest)
+    except OSError as exc:
+        raise UserError(f"could not write the reopen under {state.task_reports(who_tenant)}: {exc.strerror or exc}; "
+                        "run it as the user the lane's reconcile runs as") from None
+    out.print(f"{who_tenant}: task {task} reopened (it was {latest.state}, by {latest.agent}); the next reconcile "
+              "on this host gives it to a worker of its lane, with its brief", highlight=False, markup=False)
+
+
+def _spec_state(repo: Path, tenant: str, task: str) -> tuple[str | None, bool]:
+    """The state people set for `task` in the tenant's tasks.yaml, and whether it has the task."""
+    from reconciler.spec import edit  # noqa: PLC0415
+    from reconciler.spec.yamlsource import read_source  # noqa: PLC0415
+
+    path = repo / "tenants" / tenant / "tasks.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; tenant {tenant} has no tasks in {repo}")
+    source = read_source(path, str(path))
+    if isinstance(source, SpecError):
+        raise UserError(str(source))
+    states = edit.task_states(source.data)
+    return states.get(task), task in states
+
+
+def _reopener(tenant: str) -> str:
+    """Who reopens: the agent whose pane this is (an orchestrator), else the login name."""
+    import getpass  # noqa: PLC0415
+
+    agent = os.environ.get("FLEET_AGENT", "")
+    if agent and os.environ.get("FLEET_TENANT") == tenant and re.fullmatch(NAME_PATTERN, agent):
+        return agent
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 def _named(what: str, value: str, env: str) -> str:

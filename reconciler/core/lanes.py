@@ -15,6 +15,9 @@ The rules (docs/lanes.md):
   *cancelled* when people say so, *blocked* when its worker reported it blocked (with the
   note), *waiting* while a task it depends on is not done; otherwise it is open: assigned
   to the worker that holds it (working when that worker's heartbeat says so), or queued.
+  The latest word on a task wins: a person's reopen (`fleet task reopen`) after a report
+  makes it open again, and an assignment older than the reopen is over (the task is
+  queued, and dispatch hands it out again with a new brief).
 - Desired workers = open tasks of the lane (assigned or not), clamped to [min, max].
 - A worker that holds a task or whose own heartbeat says working or waiting is always
   kept; then idle running workers, lowest name first; then new workers, lowest free name
@@ -38,7 +41,7 @@ from reconciler.core.budget_types import BudgetPlan, State
 from reconciler.core.desired import DesiredAgent, DesiredFleet, DesiredLane, DesiredTenant
 from reconciler.core.lane_plan import LanePlan
 from reconciler.model.observed import ObservedFleet
-from reconciler.model.task_report import TaskReport
+from reconciler.model.task_report import REOPENED, REPORT_STATES, TaskReport
 from reconciler.spec.models import Task, Tasks, format_duration
 from reconciler.spec.repo import FleetRepo
 
@@ -202,11 +205,48 @@ def scale_lanes(
     return LanePlan(out)
 
 
-def _latest_reports(reports: Iterable[TaskReport]) -> dict[str, TaskReport]:
+def latest_reports(reports: Iterable[TaskReport]) -> dict[str, TaskReport]:
+    """Each task's word that stands: its agents' latest report (by time), unless a reopen
+    names exactly that report (the one it reopened; no agent has reported since). A reopen
+    naming no report (a hand-written file) stands when it is no older than the report.
+
+    Stamps are to the second, so a report typed in the second of a reopen still wins:
+    what is compared is which report was reopened, not the two times.
+    """
     latest: dict[str, TaskReport] = {}
+    reopens: dict[str, TaskReport] = {}
     for report in sorted(reports, key=lambda r: (r.ts, r.agent)):
-        latest[report.task] = report
+        (reopens if report.state == REOPENED else latest)[report.task] = report
+    for task, reopen in reopens.items():
+        word = latest.get(task)
+        if word is None or (reopen.reopens == (word.agent, word.ts) if reopen.reopens else reopen.ts >= word.ts):
+            latest[task] = reopen
     return latest
+
+
+def reopen_refusal(task: str, latest: TaskReport | None, spec_state: str | None = None, *,
+                   known: bool = True, where: str = "this state directory") -> str | None:
+    """Why `fleet task reopen` refuses `task`, or None: only a task whose latest word is an
+    agent's done or blocked can be reopened, and tasks.yaml (`spec_state`, the state people
+    set there, when the repository was read; `known` False: it was read and has no such
+    task) wins over any report.
+
+    >>> reopen_refusal("T7", None)[:60]
+    'task T7: no agent has reported it done or blocked in this st'
+    """
+    if not known:
+        return f"task {task}: tasks.yaml has no such task; check the id (fleet task add creates one)"
+    if spec_state in ("done", "cancelled"):
+        return (f"task {task} is set {spec_state} in tasks.yaml, which wins over any report; "
+                f"set it open there with `fleet task set-state REPO {task} open` (a commit), not reopen")
+    if latest is None:
+        return (f"task {task}: no agent has reported it done or blocked in {where}, so there is "
+                "nothing to reopen; check the id, and run this on the host of the task's lane (its reports "
+                "are there), as the user its reconcile runs as")
+    if latest.state not in REPORT_STATES:
+        return (f"task {task} is already open: {latest.agent} reopened it at {latest.ts.isoformat()}; "
+                "it is reopened again only after its worker reports it done or blocked")
+    return None
 
 
 def task_views(tenant: str, tasks: list[Task], pools: Mapping[str, tuple[str, ...]], memory: LaneMemory,
@@ -231,15 +271,28 @@ def _view(tenant: str, task: Task, pools: Mapping[str, tuple[str, ...]], memory:
         return TaskView(tenant, task.id, task.lane, TaskState.DONE, note="set done in tasks.yaml")
     if task.state == "cancelled":
         return TaskView(tenant, task.id, task.lane, TaskState.CANCELLED, note="cancelled in tasks.yaml")
-    if report is not None:
+    if report is not None and report.state != REOPENED:
         state = TaskState.DONE if report.state == "done" else TaskState.BLOCKED
         return TaskView(tenant, task.id, task.lane, state, report.agent, report.ts, report.note)
+    reopened = reopen_note(report)
     held = memory.assignments.get(task.id)
+    if held is not None and report is not None and held.since <= report.ts:
+        held = None  # given before the reopen: that worker's turn is over, the task goes out again
     if held is not None and task.lane is not None and held.agent in pools.get(task.lane, ()):
         state = TaskState.WORKING if busy.get(held.agent) == "working" else TaskState.ASSIGNED
-        note = "" if held.acked or not held.message else f"brief {held.message} not acknowledged yet (attempt {held.attempts})"
+        note = reopened if held.acked or not held.message else \
+            f"brief {held.message} not acknowledged yet (attempt {held.attempts})"
         return TaskView(tenant, task.id, task.lane, state, held.agent, held.since, note)
+    if report is not None:
+        return TaskView(tenant, task.id, task.lane, TaskState.QUEUED, since=report.ts, note=reopened)
     return TaskView(tenant, task.id, task.lane, TaskState.QUEUED)
+
+
+def reopen_note(report: TaskReport | None) -> str:
+    """What an open task says of its reopen, e.g. "reopened by alice: the tests fail on main"."""
+    if report is None or report.state != REOPENED:
+        return ""
+    return f"reopened by {report.agent}" + (f": {report.note}" if report.note else "")
 
 
 @dataclass(slots=True)
@@ -272,7 +325,8 @@ def _observe_workers(tenant: str, lanes: list[DesiredLane], observed: ObservedFl
                 if beat.ack:
                     seen.acks[worker.name] = beat.ack
     for report in reports:
-        seen.reported[report.agent] = max(report.ts, seen.reported.get(report.agent, report.ts))
+        if report.state != REOPENED:  # a reopen is a person's word, not a worker's activity
+            seen.reported[report.agent] = max(report.ts, seen.reported.get(report.agent, report.ts))
     return seen
 
 
@@ -280,8 +334,8 @@ def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Ta
                  memory: LaneMemory, reports: tuple[TaskReport, ...], now: datetime) -> TenantLanes:
     pools = {lane.name: tuple(w.name for w in lane.workers) for lane in tenant.lanes}
     seen = _observe_workers(tenant.name, lanes, observed, reports)
-    views = task_views(tenant.name, [t for t in tasks if t.lane is not None], pools, memory,
-                       _latest_reports(reports), seen.beats)
+    latest = latest_reports(reports)
+    views = task_views(tenant.name, [t for t in tasks if t.lane is not None], pools, memory, latest, seen.beats)
     seen.holders = {v.agent for v in views if v.state.open and v.agent}
     lane_views: list[LaneView] = []
     retire: dict[str, str] = {}
@@ -293,8 +347,8 @@ def scale_tenant(tenant: DesiredTenant, lanes: list[DesiredLane], tasks: list[Ta
         if view.state.open and held is not None and view.agent == held.agent:
             confirmed = held.acked or (bool(held.message) and seen.acks.get(held.agent) == held.message)
             live[view.task] = replace(held, acked=confirmed)
-    views = [replace(v, note="") if v.task in live and live[v.task].acked and v.note.startswith("brief ") else v
-             for v in views]
+    views = [replace(v, note=reopen_note(latest.get(v.task)))
+             if v.task in live and live[v.task].acked and v.note.startswith("brief ") else v for v in views]
     kept_memory = LaneMemory({n: t for n, t in sorted(seen.last_active.items()) if n not in retire}, live,
                              memory.closed)
     workers = tuple(w for v in lane_views for w in v.workers)

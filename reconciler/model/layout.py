@@ -54,6 +54,7 @@ class StateLayout:
         Entry("outbox_lock", "<tenant>/outbox/<agent>.lock", "held by `fleet agent send` while it checks and types"),
         Entry("lanes", "<tenant>/lanes.json", "lane memory: each worker's last activity, which worker holds which task"),
         Entry("task_report", "<tenant>/reports/<agent>.json", "an agent's reports on its tasks (`fleet task done|blocked`)"),
+        Entry("task_reopens", "<tenant>/reports/_reopened.json", "people's reopens of reported tasks (`fleet task reopen`)"),
         Entry("brief", "<tenant>/briefs/<task>.md", "the brief of a lane task, as its worker was told to read it"),
         Entry("worktree", "<tenant>/worktrees/<agent>", "a lane worker's own git worktree (`worktree:`), removed when it retires"),
         Entry("lock", "<tenant>/lock", "the tenant lock (holder pid, host, since)"),
@@ -122,6 +123,10 @@ class StateLayout:
 
     def task_report(self, tenant: str, agent: str) -> Path:
         return self.task_reports(tenant) / f"{agent}.json"
+
+    def task_reopens(self, tenant: str) -> Path:
+        """Beside the agents' reports; `_` starts no fleet name, so it is no agent's file."""
+        return self.task_report(tenant, "_reopened")
 
     def brief(self, tenant: str, task: str) -> Path:
         return self.tenant(tenant) / "briefs" / f"{task}.md"

@@ -107,6 +107,16 @@ def task_ids(tree: Any) -> list[str]:
             if isinstance(t, dict) and "id" in t]
 
 
+def task_states(tree: Any) -> dict[str, str]:
+    """Each task id of a tasks.yaml tree with the `state:` people set (open when it has none).
+
+    >>> task_states({"missions": [{"tasks": [{"id": "T1"}, {"id": "T2", "state": "done"}]}]})
+    {'T1': 'open', 'T2': 'done'}
+    """
+    return {str(t["id"]): str(t.get("state") or "open") for m in _missions(tree) for t in _list(m, "tasks")
+            if isinstance(t, dict) and "id" in t}
+
+
 def slug_id(title: str, taken: Iterable[str]) -> str:
     """A stable, readable id from the title: its words, lower-case, joined by '-', cut at
     a word to fit the id rule; `-2`, `-3`... when another task has it.

@@ -42,7 +42,7 @@ ALLOWED = {
     ("drivers/files.py", "write_atomic"): "the atomic write itself (a temp file, then rename)",
     ("drivers/files.py", "_probe"): "check_state_writable's probe: a temp file removed at once",
     ("drivers/lock.py", "hold_lock"): "the lock file: its text only names the holder",
-    ("drivers/reports.py", "record_report"): "the empty lock file beside an agent's reports (flock only; the reports go through write_atomic)",
+    ("drivers/reports.py", "_update"): "the empty lock file beside an agent's reports or the reopens (flock only; the reports go through write_atomic)",
     ("drivers/ledger.py", "update_ledger"): "append-only log: one write of whole lines",
     ("drivers/audit.py", "_append_lines"): "append-only log: one write per record",
     ("drivers/ingest_cursors.py", "append_keys"): "append-only index: one write of whole lines",
