@@ -210,8 +210,8 @@ def latest_reports(reports: Iterable[TaskReport]) -> dict[str, TaskReport]:
     names exactly that report (the one it reopened; no agent has reported since). A reopen
     naming no report (a hand-written file) stands when it is no older than the report.
 
-    Stamps are to the second, so a report typed in the second of a reopen still wins:
-    what is compared is which report was reopened, not the two times.
+    What is compared is which report was reopened, not the two times: a report typed in
+    the second of a reopen still wins.
     """
     latest: dict[str, TaskReport] = {}
     reopens: dict[str, TaskReport] = {}

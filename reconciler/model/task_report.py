@@ -58,7 +58,9 @@ def render_reports(tenant: str, agent: str, reports: Mapping[str, TaskReport]) -
 
 
 def _stamp(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """To the microsecond: a reopen names the report it reopens by agent and time, and an
+    agent may report twice in one second (done, then blocked)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _reopen_fields(r: TaskReport) -> dict[str, object]:
