@@ -46,7 +46,7 @@ def test_unseen_rows_are_neither_written_nor_deleted() -> None:
     assert not batch.changed
     assert "heartbeats/t/a" in after.rows
     fresh, _ = plan(None, [agent("a")], unseen={("heartbeats", "t")})
-    assert fresh.prune == ("agents/t", "usage/t", "status_docs/t")
+    assert fresh.prune == ("agents/t", "usage/t", "status_docs/t", "tasks/t", "assignments/t")
 
 
 def test_other_tenants_are_kept_in_the_digest() -> None:
