@@ -80,9 +80,14 @@ def render_tasks(rows: Iterable[Mapping[str, Any]]) -> str:
     HOST  TENANT  TASK  LANE  STATE    AGENT     SINCE  TITLE
     w1    shop    T1    api   working  coder0-0  -      Paginate
     """
-    return _table(TASK_HEADERS, [tuple(printable(str(c)).replace("\n", " ") for c in (
-        r["host"], r["tenant"], r["task"], r.get("lane") or "-", r.get("state") or "-", r.get("agent") or "-",
-        when(r.get("since")), r.get("title") or "-")) for r in rows])
+    return _table(TASK_HEADERS, [register_task_cells(r) for r in rows])
+
+
+def register_task_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """A task row's cells, in TASK_HEADERS order."""
+    raw = (row["host"], row["tenant"], row["task"], row.get("lane") or "-", row.get("state") or "-",
+           row.get("agent") or "-", when(row.get("since")), row.get("title") or "-")
+    return tuple(printable(str(c)).replace("\n", " ") for c in raw)
 
 
 def as_json(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
