@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.drivers import register as pg
+from reconciler.engine.register_sync import task_rows as rows_of
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import SocketKey
+from reconciler.model.status import TaskStatus, TenantStatus
+from reconciler.register.rows import Batch
 from tests.e2e.test_lanes import DONE_T1, HOST, OPEN_T2, Shop
 from tests.plugins.tmux_server import retry_until
 from tests.register.support import REGISTER_BLOCK, URL_ENV, fleet, query
-
-pytestmark = pytest.mark.tmux
 
 
 def task_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
@@ -36,6 +38,7 @@ def of_task(rows: list[tuple[object, ...]], task: str) -> tuple[object, ...]:
     return next(r for r in rows if r[3] == task)
 
 
+@pytest.mark.tmux
 def test_a_lanes_tasks_and_assignments_follow_the_run(tmp_path: Path, tmux_socket: SocketKey, pg_url: str) -> None:
     assert tmux_socket.name is not None
     shop = Shop(tmp_path, tmux_socket.name)
@@ -106,3 +109,27 @@ def test_a_lanes_tasks_and_assignments_follow_the_run(tmp_path: Path, tmux_socke
     (shop.repo / "tenants" / "shop" / "tasks.yaml").unlink()
     shop.reconcile()
     assert task_rows(pg_url) == {"tasks": [], "assignments": []}
+
+
+def test_a_lane_moving_hosts_never_fights_over_a_row(pg_url: str) -> None:
+    """Lane api moves from w1 to w2: while both hosts report T1, each writes its own row; w1's
+    prune (its status no longer has the lane) deletes only its own."""
+    with pg.connect(pg_url) as conn:
+        pg.migrate(conn, pg.migrations())
+    held = TenantStatus("shop", "", "r", "", tasks=(TaskStatus("T1", "api", "working", "coder0-0",
+                                                               "2026-12-01T00:00:00+00:00"),))
+    queued = TenantStatus("shop", "", "r", "", tasks=(TaskStatus("T1", "api", "queued"),))
+
+    def write(host: str, seq: int, status: TenantStatus) -> None:
+        with pg.connect(pg_url) as conn:
+            assert pg.write_batch(conn, Batch(seq, host, f"r{seq}", "2026-12-01T00:00:00+00:00", ("shop",),
+                                              upserts=tuple(rows_of(status, {})),
+                                              prune=("tasks/shop", "assignments/shop")))
+
+    write("w1", 1, held)
+    write("w2", 1, queued)
+    assert query(pg_url, "SELECT host, task_id, state FROM fleet.tasks ORDER BY host") == [
+        ("w1", "T1", "working"), ("w2", "T1", "queued")]
+    write("w1", 2, TenantStatus("shop", "", "r", ""))  # w1 no longer runs the lane
+    assert query(pg_url, "SELECT host, task_id, state FROM fleet.tasks") == [("w2", "T1", "queued")]
+    assert query(pg_url, "SELECT count(*) FROM fleet.assignments") == [(0,)]
