@@ -4,8 +4,8 @@ A step of an applying run with fleet.yaml `register:` (engine/reconcile.py calls
 the status files are written, before the projections and Git). The host's status of
 each tenant it ran (its agents, their heartbeats, its usage readings, the tasks of its
 lanes and who holds them, and the whole status document), the runs that changed
-something and the new ledger lines become rows (reconciler/register/rows.py); only what differs from the digest of the last write is
-sent, as one batch in one transaction. Then, on the same connection, the run takes or
+something and the new ledger lines become rows (reconciler/register/rows.py); only what
+differs from the digest of the last write is sent, as one batch in one transaction. Then, on the same connection, the run takes or
 renews the projection lease; the holder reads back every host's status documents, from
 which it renders TASKS.md and MISSION-MANIFEST.md. The register being unreachable,
 restarted or at another schema never fails the run: the batch is spooled under the
@@ -54,8 +54,9 @@ def task_titles(repo: FleetRepo) -> dict[tuple[str, str], tuple[str, str]]:
 def task_rows(status: TenantStatus, titles: Titles) -> list[Row]:
     """The `tasks` rows of the tasks of this host's lanes (status `tasks`, the fleet's view)
     and an `assignments` row for each that names its agent: held (assigned, working) or
-    reported (done, blocked) by it, since then. A task set done or cancelled in tasks.yaml,
-    which no agent reported, has no assignment; one gone from the status loses both rows.
+    reported (done, blocked) by it, since then. A task set done or cancelled in tasks.yaml
+    (people's word wins over a report) names no agent, so it has no assignment; a task gone
+    from the status loses both rows.
 
     >>> from reconciler.model.status import TaskStatus
     >>> s = TenantStatus("shop", "h", "r", "", tasks=(TaskStatus("T1", "api", "working", "coder0-0", "2026-12-01T00:00:00+00:00"),

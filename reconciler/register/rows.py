@@ -1,11 +1,12 @@
 """What one run writes to the register, as data: rows, the batch of one run, and what changed.
 
 The engine turns this host's status (core/status.py: agents, usage, its lanes' tasks and
-their assignments), heartbeats and new ledger lines into `Row`s; `plan_batch` compares them with the digest of what was last written (or
-spooled) and keeps only what changed, so a tick that changed nothing on 1,000 healthy
-agents is one small batch: the host's `last_seen`. A batch is plain JSON (the spool
-holds batches that could not be written) and every statement it becomes is idempotent:
-kept rows are upserts, runs and ledger lines inserts keyed by an idempotency key.
+their assignments), heartbeats and new ledger lines into `Row`s; `plan_batch` compares
+them with the digest of what was last written (or spooled) and keeps only what changed,
+so a tick that changed nothing on 1,000 healthy agents is one small batch: the host's
+`last_seen`. A batch is plain JSON (the spool holds batches that could not be written)
+and every statement it becomes is idempotent: kept rows are upserts, runs and ledger
+lines inserts keyed by an idempotency key.
 """
 
 from __future__ import annotations

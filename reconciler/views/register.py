@@ -74,7 +74,6 @@ TASK_HEADERS = ("HOST", "TENANT", "TASK", "LANE", "STATE", "AGENT", "SINCE", "TI
 def render_tasks(rows: Iterable[Mapping[str, Any]]) -> str:
     """One line per lane task and host, with the agent that holds or reported it.
 
-    >>> from datetime import UTC
     >>> print(render_tasks([{"host": "w1", "tenant": "shop", "task": "T1", "lane": "api", "state": "working",
     ...                      "agent": "coder0-0", "since": None, "title": "Paginate"}]))
     HOST  TENANT  TASK  LANE  STATE    AGENT     SINCE  TITLE
