@@ -26,6 +26,7 @@ from reconciler.cli.common import (
     warn,
 )
 from reconciler.engine.run import request_for
+from reconciler.errors import UserError
 from reconciler.views.plan import print_errors, to_json
 from reconciler.views.users import relay_users
 
@@ -42,17 +43,24 @@ def ps_command(
     all_hosts: Annotated[bool, typer.Option(
         "--all-hosts", help="Every host's agents, read from the register (fleet.yaml `register:`): "
         "every tenant your database role may see.")] = False,
+    tasks: Annotated[bool, typer.Option(
+        "--tasks", help="With --all-hosts: every host's lane tasks and the agent that holds or reported each, "
+        "instead of the agents.")] = False,
 ) -> None:
     """One table of this host's agents: tmux, systemd, pid, idle, heartbeat, model, health, drift.
 
     Read-only: it observes and plans like `fleet reconcile --dry-run`, and changes nothing.
-    With --all-hosts it reads the register instead, and observes nothing.
+    With --all-hosts it reads the register instead, and observes nothing; with --tasks too,
+    it lists the lanes' tasks and who holds them.
 
     Example: fleet ps examples/fleets/minimal --host demo --output json
     """
     json_output = output == Output.JSON
+    if tasks and not all_hosts:
+        raise UserError("--tasks lists the register's tasks of every host: add --all-hosts "
+                        "(this host's lanes are in `fleet ps` without it)")
     if all_hosts:
-        _all_hosts(repo, host, tenant, json_output)
+        _all_hosts(repo, host, tenant, json_output, tasks)
         return
     from reconciler.engine.fleetview import observe_view  # noqa: PLC0415  (kept out of reconcile's start-up)
 
@@ -81,19 +89,22 @@ def ps_command(
 
 
 
-def _all_hosts(repo: Path, host: str | None, tenants: list[str] | None, json_output: bool) -> None:
+def _all_hosts(repo: Path, host: str | None, tenants: list[str] | None, json_output: bool, tasks: bool) -> None:
     """`--all-hosts`: the register's rows (what the caller's role may see), narrowed by
-    --host and --tenant when given."""
-    from reconciler.engine.register_admin import all_agents  # noqa: PLC0415  (only with a register)
+    --host and --tenant when given: its agents, or (`--tasks`) its lanes' tasks."""
+    from reconciler.engine.register_admin import all_agents, all_tasks  # noqa: PLC0415  (only with a register)
     from reconciler.engine.run import check_repo  # noqa: PLC0415
-    from reconciler.views.register import as_json, render  # noqa: PLC0415
+    from reconciler.views.register import as_json, render, render_tasks  # noqa: PLC0415
 
-    rows = [r for r in all_agents(check_repo(repo))
+    rows = [r for r in (all_tasks if tasks else all_agents)(check_repo(repo))
             if (host is None or r["host"] == host) and (not tenants or r["tenant"] in tenants)]
     if json_output:
         print(to_json(as_json(rows)))
         return
-    print(render(rows))
-    if not rows:
+    print(render_tasks(rows) if tasks else render(rows))
+    if tasks and not rows:
+        err.print("note: the register holds no lane task you may see (do the tenants have lanes with tasks?)",
+                  highlight=False, markup=False)
+    elif not rows:
         err.print("note: the register holds no agent you may see (has a host with `register:` reconciled yet?)",
                   highlight=False, markup=False)

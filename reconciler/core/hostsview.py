@@ -38,11 +38,12 @@ class HostLine:
 
 @dataclass(frozen=True, slots=True)
 class Board:
-    """One read of the register: every agent and account row the caller's role may see."""
+    """One read of the register: every agent, account and lane task row the caller's role may see."""
 
     read_at: datetime
     agents: Rows
     usage: Rows = ()
+    tasks: Rows = ()  # lane tasks with their holders (drivers/register.py `read_tasks`)
 
     def hosts(self) -> tuple[HostLine, ...]:
         """One line per host that has an agent or an account in the register, by name.
@@ -101,7 +102,7 @@ class HostFilters:
                 and (not self.health or str(row.get("health") or "unknown") == self.health))
 
     def matches_usage(self, row: Mapping[str, Any]) -> bool:
-        """An account row of the board (it has no health: that filter does not apply)."""
+        """An account or lane task row of the board (it has no health: that filter does not apply)."""
         return (not self.host or row["host"] == self.host) and (not self.tenant or row["tenant"] == self.tenant)
 
     def matches_host(self, line: HostLine) -> bool:
@@ -125,11 +126,12 @@ def _plain(value: Any) -> Any:
 
 def board_json(board: Board) -> dict[str, Any]:
     """The board as one JSON document (`/api/hosts`): the rows as `fleet ps --all-hosts
-    --output json` and `fleet budget show --all-hosts --output json` print them."""
+    [--tasks] --output json` and `fleet budget show --all-hosts --output json` print them."""
     return {
         "read_at": board.read_at.isoformat(),
         "hosts": [{"host": h.host, "tenants": list(h.tenants), "agents": h.agents, "health": dict(h.health),
                    "last_seen": _plain(h.last_seen)} for h in board.hosts()],
         "agents": [{k: _plain(v) for k, v in row.items()} for row in board.agents],
         "accounts": [{k: _plain(v) for k, v in row.items()} for row in board.usage],
+        "tasks": [{k: _plain(v) for k, v in row.items()} for row in board.tasks],
     }

@@ -390,6 +390,21 @@ def read_usage(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     return _read(conn, USAGE_QUERY, USAGE_COLUMNS)
 
 
+#: What `fleet ps --all-hosts --tasks` reads: every lane task the caller's role may see, with its holder.
+TASKS_QUERY = """
+SELECT t.host, t.tenant_id, t.task_id, t.mission, t.title, t.lane, t.state, a.agent, a.since, t.note, t.updated_at
+  FROM fleet.tasks t
+  LEFT JOIN fleet.assignments a USING (tenant_id, host, task_id)
+ ORDER BY t.tenant_id, t.task_id, t.host
+"""
+TASK_COLUMNS = ("host", "tenant", "task", "mission", "title", "lane", "state", "agent", "since", "note", "updated_at")
+
+
+def read_tasks(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Every lane task row the connected role may see, with the agent that holds or reported it."""
+    return _read(conn, TASKS_QUERY, TASK_COLUMNS)
+
+
 def _read(conn: psycopg.Connection[Any], query: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     """`query`'s rows as dicts keyed by `columns`; read-only, so its transaction is rolled back."""
     with conn.cursor() as cur:

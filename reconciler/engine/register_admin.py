@@ -102,6 +102,11 @@ def all_usage(repo: Path) -> list[dict[str, Any]]:
     return _read(repo, pg.read_usage)
 
 
+def all_tasks(repo: Path) -> list[dict[str, Any]]:
+    """Every lane task, with its holder, the caller's database role may see, on every host."""
+    return _read(repo, pg.read_tasks)
+
+
 def _read(repo: Path, read: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     config = register_of(repo)
     try:

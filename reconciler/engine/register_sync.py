@@ -2,10 +2,10 @@
 
 A step of an applying run with fleet.yaml `register:` (engine/reconcile.py calls it after
 the status files are written, before the projections and Git). The host's status of
-each tenant it ran (its agents, their heartbeats, its usage readings and the whole status
-document), the runs that changed something and the new ledger lines become rows
-(reconciler/register/rows.py); only what differs from the digest of the last write is
-sent, as one batch in one transaction. Then, on the same connection, the run takes or
+each tenant it ran (its agents, their heartbeats, its usage readings, the tasks of its
+lanes and who holds them, and the whole status document), the runs that changed
+something and the new ledger lines become rows (reconciler/register/rows.py); only what
+differs from the digest of the last write is sent, as one batch in one transaction. Then, on the same connection, the run takes or
 renews the projection lease; the holder reads back every host's status documents, from
 which it renders TASKS.md and MISSION-MANIFEST.md. The register being unreachable,
 restarted or at another schema never fails the run: the batch is spooled under the
@@ -39,11 +39,47 @@ from reconciler.model.observed import Heartbeat
 from reconciler.model.status import TenantStatus
 from reconciler.register.rows import DOC, Row, plan_batch
 from reconciler.spec.models import Register, UrlFrom
+from reconciler.spec.repo import FleetRepo
+
+#: A task's mission and title (tasks.yaml), by tenant and task id.
+Titles = Mapping[tuple[str, str], tuple[str, str]]
 
 
-def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], Heartbeat]) -> list[Row]:
+def task_titles(repo: FleetRepo) -> dict[tuple[str, str], tuple[str, str]]:
+    """(tenant, task) -> (mission, title) of every task in the tenants' tasks.yaml."""
+    return {(name, task.id): (mission.id, task.title) for name, spec in repo.tenants.items()
+            for mission in (spec.tasks.missions if spec.tasks else ()) for task in mission.tasks}
+
+
+def task_rows(status: TenantStatus, titles: Titles) -> list[Row]:
+    """The `tasks` rows of the tasks of this host's lanes (status `tasks`, the fleet's view)
+    and an `assignments` row for each that names its agent: held (assigned, working) or
+    reported (done, blocked) by it, since then. A task set done or cancelled in tasks.yaml
+    (people's word wins over a report) names no agent, so it has no assignment; a task gone
+    from the status loses both rows.
+
+    >>> from reconciler.model.status import TaskStatus
+    >>> s = TenantStatus("shop", "h", "r", "", tasks=(TaskStatus("T1", "api", "working", "coder0-0", "2026-12-01T00:00:00+00:00"),
+    ...                                               TaskStatus("T2", "api", "queued")))
+    >>> [(r.table, r.key, r.values["state"]) for r in task_rows(s, {("shop", "T1"): ("M1", "Paginate")})]
+    [('tasks', 'T1', 'working'), ('assignments', 'T1', 'working'), ('tasks', 'T2', 'queued')]
+    """
+    rows: list[Row] = []
+    for view in status.tasks:
+        mission, title = titles.get((status.tenant, view.task), (None, view.task))
+        rows.append(Row("tasks", status.tenant, view.task, {
+            "mission": mission, "title": title, "lane": view.lane or None, "state": view.state, "note": view.note}))
+        if view.agent and view.since:
+            rows.append(Row("assignments", status.tenant, view.task, {
+                "agent": view.agent, "lane": view.lane or None, "state": view.state, "since": view.since}))
+    return rows
+
+
+def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], Heartbeat],
+              titles: Titles | None = None) -> list[Row]:
     """The rows this host keeps in the register for the tenants it ran: agents, their
-    latest heartbeats, the tenants' usage readings, and each status document whole."""
+    latest heartbeats, the tenants' usage readings, each status document whole, and the
+    tasks of its lanes with their assignments (`titles`: from tasks.yaml, task_titles)."""
     rows: list[Row] = []
     for status in statuses:
         rows.append(Row("status_docs", status.tenant, DOC, {"doc": status_document(status)}))
@@ -64,6 +100,7 @@ def kept_rows(statuses: Sequence[TenantStatus], beats: Mapping[tuple[str, str], 
                 "runtime": account.runtime, "regime": account.regime, "state": account.state,
                 "used_pct": account.used_pct, "allowed_pct": account.allowed_pct, "reset_at": account.reset,
                 "exhausts": account.exhausts, "confidence": account.confidence, "source": account.source}))
+        rows += task_rows(status, titles or {})
     return rows
 
 
@@ -127,7 +164,7 @@ def sync(tick: Tick, config: Register, statuses: Sequence[TenantStatus], outcome
         source = partial(pg.tenant_url, Path.home())
         refused = grant_hint(tick.inputs.repo, names)
     return write_rows(StateLayout(tick.inputs.state_dir), source, host=tick.inputs.host,
-                      tenants=names, kept=kept_rows(statuses, tick.observed.heartbeats),
+                      tenants=names, kept=kept_rows(statuses, tick.observed.heartbeats, task_titles(tick.repo)),
                       runs=run_rows(tick, ran, outcomes, run_id, revision, finished), run_id=run_id,
                       finished=finished, unseen=unseen, lease=lease, refused=refused)
 

@@ -1,11 +1,12 @@
 """What one run writes to the register, as data: rows, the batch of one run, and what changed.
 
-The engine turns this host's status (core/status.py), heartbeats and new ledger lines
-into `Row`s; `plan_batch` compares them with the digest of what was last written (or
-spooled) and keeps only what changed, so a tick that changed nothing on 1,000 healthy
-agents is one small batch: the host's `last_seen`. A batch is plain JSON (the spool
-holds batches that could not be written) and every statement it becomes is idempotent:
-kept rows are upserts, runs and ledger lines inserts keyed by an idempotency key.
+The engine turns this host's status (core/status.py: agents, usage, its lanes' tasks and
+their assignments), heartbeats and new ledger lines into `Row`s; `plan_batch` compares
+them with the digest of what was last written (or spooled) and keeps only what changed,
+so a tick that changed nothing on 1,000 healthy agents is one small batch: the host's
+`last_seen`. A batch is plain JSON (the spool holds batches that could not be written)
+and every statement it becomes is idempotent: kept rows are upserts, runs and ledger
+lines inserts keyed by an idempotency key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 #: Tables of kept rows (upserted while present, deleted when gone) and the column their key fills;
 #: "" for a table of one row per tenant and host (the host's status document: key `DOC`).
-KEPT = {"agents": "agent", "heartbeats": "agent", "usage": "account", "status_docs": ""}
+KEPT = {"agents": "agent", "heartbeats": "agent", "usage": "account", "status_docs": "",
+        "tasks": "task_id", "assignments": "task_id"}
 #: The key of a `status_docs` row (the table has no key column beside tenant and host).
 DOC = "doc"
 #: Tables of appended rows, written once (ON CONFLICT DO NOTHING), and their key column.
@@ -156,7 +158,7 @@ def plan_batch(previous: Digest | None, kept: Iterable[Row], appended: Iterable[
     >>> first, digest = plan_batch(None, [row], [], tenants=["t"], host="h", run_id="r1", at="", seq=1, now=0,
     ...                            ledger={})
     >>> len(first.upserts), first.prune
-    (1, ('agents/t', 'heartbeats/t', 'usage/t', 'status_docs/t'))
+    (1, ('agents/t', 'heartbeats/t', 'usage/t', 'status_docs/t', 'tasks/t', 'assignments/t'))
     >>> again, _ = plan_batch(digest, [row], [], tenants=["t"], host="h", run_id="r2", at="", seq=2, now=1, ledger={})
     >>> again.changed, again.tenants
     (False, ('t',))

@@ -1,4 +1,4 @@
-"""`fleet ps --all-hosts` and `fleet budget show --all-hosts`: the register's rows of every host.
+"""`fleet ps --all-hosts [--tasks]` and `fleet budget show --all-hosts`: the register's rows of every host.
 
 Rows come from the register, which every host (and tenant role) writes: text is made
 printable before it reaches a terminal, like a tenant user's relayed output.
@@ -66,6 +66,27 @@ def render(rows: Iterable[Mapping[str, Any]]) -> str:
     w1    a       x\\x1b[2J  -     -      healthy  -      -          -
     """
     return _table(HEADERS, [cells(r) for r in rows])
+
+
+TASK_HEADERS = ("HOST", "TENANT", "TASK", "LANE", "STATE", "AGENT", "SINCE", "TITLE")
+
+
+def render_tasks(rows: Iterable[Mapping[str, Any]]) -> str:
+    """One line per lane task and host, with the agent that holds or reported it.
+
+    >>> print(render_tasks([{"host": "w1", "tenant": "shop", "task": "T1", "lane": "api", "state": "working",
+    ...                      "agent": "coder0-0", "since": None, "title": "Paginate"}]))
+    HOST  TENANT  TASK  LANE  STATE    AGENT     SINCE  TITLE
+    w1    shop    T1    api   working  coder0-0  -      Paginate
+    """
+    return _table(TASK_HEADERS, [register_task_cells(r) for r in rows])
+
+
+def register_task_cells(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """A task row's cells, in TASK_HEADERS order."""
+    raw = (row["host"], row["tenant"], row["task"], row.get("lane") or "-", row.get("state") or "-",
+           row.get("agent") or "-", when(row.get("since")), row.get("title") or "-")
+    return tuple(printable(str(c)).replace("\n", " ") for c in raw)
 
 
 def as_json(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -46,7 +46,8 @@ from reconciler.core.fleetview import (
 from reconciler.core.hostsview import HostFilters, board_choices, board_json
 from reconciler.core.ps import HEADERS, NONE, human_age, table_cells
 from reconciler.views.register import HEADERS as REGISTER_HEADERS
-from reconciler.views.register import USAGE_HEADERS, cells, usage_cells, when
+from reconciler.views.register import TASK_HEADERS as REGISTER_TASK_HEADERS
+from reconciler.views.register import USAGE_HEADERS, cells, register_task_cells, usage_cells, when
 from reconciler.web.auth import Guard
 from reconciler.web.chart import pace_chart
 from reconciler.web.observer import Capture, Observation, Observer, Published, ScreenHub
@@ -64,7 +65,8 @@ def environment() -> Environment:
     env.globals.update(HEADERS=HEADERS, NONE=NONE, table_cells=table_cells, human_age=human_age, bar=bar,
                        pace_chart=pace_chart, LANE_HEADERS=LANE_HEADERS, TASK_HEADERS=TASK_HEADERS,
                        lane_cells=lane_cells, task_cells=task_cells, REGISTER_HEADERS=REGISTER_HEADERS,
-                       USAGE_HEADERS=USAGE_HEADERS, register_cells=cells, usage_cells=usage_cells, when=when)
+                       USAGE_HEADERS=USAGE_HEADERS, register_cells=cells, usage_cells=usage_cells, when=when,
+                       REGISTER_TASK_HEADERS=REGISTER_TASK_HEADERS, register_task_cells=register_task_cells)
     return env
 
 

@@ -1,6 +1,6 @@
 """`fleet register migrate` against a real Postgres (tests/plugins/postgres.py): from an
-empty database, from each earlier version (0001 with rows in it), again (nothing
-changes), and a register newer than the code refused."""
+empty database, from each earlier version (0001 and 0002 with rows in them), again
+(nothing changes), and a register newer than the code refused."""
 
 from __future__ import annotations
 
@@ -92,3 +92,39 @@ def test_unreachable_register_names_no_password(tmp_path: Path) -> None:
     done = fleet("register", "migrate", str(register_repo(tmp_path)), url=url)
     assert done.returncode == 1, done.stdout
     assert "register:" in done.stderr and "hunter2" not in done.stderr + done.stdout
+
+
+def test_migrate_from_0001_and_0002_keys_task_rows_per_host(pg_url: str) -> None:
+    """Tasks and assignments written at version 1 or 2 (by hand: no run wrote them then) stay,
+    keyed per host from 0003 on: two hosts may then hold the same task id, a task keeps one
+    assignment per host (the latest of those written before), and row-level security stays."""
+    shipped = pg.migrations()
+    assert [m.name for m in shipped[:3]] == ["initial", "projections", "task_rows"]
+    for before in (1, 2):
+        query(pg_url, "DROP SCHEMA IF EXISTS fleet CASCADE")
+        with pg.connect(pg_url) as conn:
+            pg.migrate(conn, shipped[:before])
+        query(pg_url, "INSERT INTO fleet.tasks (tenant_id, host, task_id, mission, title, lane, state) "
+                      "VALUES ('alpha', 'w1', 'T1', 'M1', 'Paginate', 'api', 'working')")
+        query(pg_url, "INSERT INTO fleet.assignments (tenant_id, host, task_id, agent, lane, state, since) VALUES "
+                      "('alpha', 'w1', 'T1', 'coder0-0', 'api', 'assigned', '2026-12-01T00:00:00Z'), "
+                      "('alpha', 'w1', 'T1', 'coder0-1', 'api', 'working', '2026-12-01T01:00:00Z')")
+        with pg.connect(pg_url) as conn:
+            found, applied = pg.migrate(conn, shipped)
+            assert found == before and applied[-1].name == "task_rows"
+        assert query(pg_url, "SELECT host, task_id, title, state, note FROM fleet.tasks") == [
+            ("w1", "T1", "Paginate", "working", "")]
+        assert query(pg_url, "SELECT host, task_id, agent, state FROM fleet.assignments") == [
+            ("w1", "T1", "coder0-1", "working")], "the latest assignment of the task is kept"
+        query(pg_url, "INSERT INTO fleet.tasks (tenant_id, host, task_id, title, state) "
+                      "VALUES ('alpha', 'w2', 'T1', 'Paginate', 'queued')")  # another host's T1: no conflict
+        keys = query(pg_url, "SELECT c.relname, array_agg(a.attname::text ORDER BY k.n) FROM pg_constraint p "
+                             "JOIN pg_class c ON c.oid = p.conrelid "
+                             "CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n) "
+                             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum "
+                             "WHERE p.contype = 'p' AND c.relname IN ('tasks', 'assignments') "
+                             "GROUP BY c.relname ORDER BY 1")
+        assert keys == [("assignments", ["tenant_id", "host", "task_id"]), ("tasks", ["tenant_id", "host", "task_id"])]
+        rls = {r[0] for r in query(pg_url, "SELECT relname FROM pg_class WHERE relname IN ('tasks', 'assignments') "
+                                           "AND relrowsecurity")}
+        assert rls == {"tasks", "assignments"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.drivers import register as pg
 from reconciler.drivers.ledger import render_entry
 from reconciler.engine.run import RunResult, request_for, run
 from reconciler.model.layout import StateLayout
@@ -173,7 +174,9 @@ def test_schema_mismatch_stops_only_the_register(repo: Path, tmp_path: Path, pg_
     assert len(said) == 1 and "run `fleet register migrate REPO`" in said[0], said
     assert (repo / "status" / "demo" / "demo.yaml").is_file(), "the host still reconciled and wrote status"
     assert StateLayout(state).register_spool().is_file()
-    query(pg_url, "INSERT INTO fleet.schema_migrations (version, name) VALUES (1, 'initial'), (2, 'projections')")
+    for migration in pg.migrations():
+        query(pg_url, "INSERT INTO fleet.schema_migrations (version, name) VALUES (%s, %s)",
+              (migration.version, migration.name))
     reconcile(repo, state)
     assert {r[0] for r in query(pg_url, "SELECT agent FROM fleet.agents")} == {"enhancer", "orchestrator"}
 

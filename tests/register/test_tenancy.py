@@ -34,6 +34,14 @@ def ledger(tenant: str, key: str) -> Row:
                                        "confidence": "estimated"})
 
 
+def task(tenant: str, task_id: str) -> tuple[Row, Row]:
+    """A lane task of `tenant` and its assignment, as a run writes them (register_sync.task_rows)."""
+    return (Row("tasks", tenant, task_id, {"mission": "M1", "title": "Paginate", "lane": "api", "state": "working",
+                                           "note": ""}),
+            Row("assignments", tenant, task_id, {"agent": "coder0-0", "lane": "api", "state": "working",
+                                                 "since": "2026-12-01T00:00:00+00:00"}))
+
+
 @pytest.fixture
 def register(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> dict[str, str]:
     """A migrated register with tenants alpha (host w1) and beta (host w2), and a role each
@@ -42,7 +50,8 @@ def register(tmp_path: Path, pg_url: str, pg_cluster: Cluster) -> dict[str, str]
     with pg.connect(pg_url) as conn:
         for seq, (tenant, host) in enumerate((("alpha", "w1"), ("beta", "w2")), start=1):
             pg.write_batch(conn, Batch(seq, host, f"r{seq}", "2026-12-01T00:00:00+00:00", (tenant,),
-                                       upserts=(agent(tenant, "a"), agent(tenant, "b"), usage(tenant)),
+                                       upserts=(agent(tenant, "a"), agent(tenant, "b"), usage(tenant),
+                                                *task(tenant, "T1")),
                                        inserts=(ledger(tenant, f"k-{tenant}"),)))
     suffix = uuid.uuid4().hex[:8]
     roles = {"alpha": f"ra_{suffix}", "beta": f"rb_{suffix}", "operator": f"rop_{suffix}"}
@@ -60,6 +69,20 @@ def test_a_tenant_sees_only_its_rows(register: dict[str, str]) -> None:
     assert {r[0] for r in query(alpha, "SELECT tenant_id FROM fleet.ledger")} == {"alpha"}
     assert {r[0] for r in query(alpha, "SELECT host FROM fleet.hosts")} == {"w1"}
     assert {r[0] for r in query(register["operator"], "SELECT tenant_id FROM fleet.agents")} == {"alpha", "beta"}
+
+
+def test_a_tenant_sees_only_its_tasks_and_assignments(register: dict[str, str]) -> None:
+    for table in ("tasks", "assignments"):
+        assert query(register["alpha"], f"SELECT tenant_id, host, task_id FROM fleet.{table}") == [("alpha", "w1", "T1")]
+        assert query(register["beta"], f"SELECT tenant_id, host, task_id FROM fleet.{table}") == [("beta", "w2", "T1")]
+        assert len(query(register["operator"], f"SELECT 1 FROM fleet.{table}")) == 2
+    import psycopg  # noqa: PLC0415
+
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        query(register["alpha"], "INSERT INTO fleet.assignments (tenant_id, host, task_id, agent, state, since) "
+                                 "VALUES ('beta', 'w2', 'T9', 'planted', 'working', now())")
+    with psycopg.connect(register["alpha"], autocommit=True) as conn:
+        assert conn.execute("UPDATE fleet.tasks SET state = 'done' WHERE tenant_id = 'beta'").rowcount == 0
 
 
 def test_cross_tenant_sql_is_refused(register: dict[str, str], pg_url: str) -> None:

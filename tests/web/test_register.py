@@ -161,3 +161,24 @@ print(*codes, web.observer.observations >= 3, "psycopg" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert done.stdout.split() == ["200", "404", "404", "200", "True", "False"], done.stdout + done.stderr
+
+
+def test_another_hosts_lane_tasks_show_with_their_holders(served: tuple[str, Any, Source], register_url: str) -> None:
+    """A lane task another host writes, and its assignment, reach the page and /api/hosts."""
+    url, _, _ = served
+    write_as(register_url, "w1", 1, agent_row("demo", "coder0-0"),
+             Row("tasks", "demo", "T1", {"mission": "M1", "title": "Paginate <b>", "lane": "api", "state": "working",
+                                         "note": ""}),
+             Row("assignments", "demo", "T1", {"agent": "coder0-0", "lane": "api", "state": "working",
+                                               "since": "2026-12-01T00:00:00+00:00"}),
+             Row("tasks", "demo", "T2", {"mission": "M1", "title": "Document", "lane": "api", "state": "queued",
+                                         "note": ""}))
+    assert retry_until(lambda: len(httpx.get(url + "/api/hosts", timeout=30).json().get("tasks", [])) == 2, 30)
+    doc = httpx.get(url + "/api/hosts", timeout=30).json()
+    assert [(t["host"], t["task"], t["state"], t["agent"]) for t in doc["tasks"]] == [
+        ("w1", "T1", "working", "coder0-0"), ("w1", "T2", "queued", None)]
+    page = httpx.get(url + "/hosts", timeout=30).text
+    assert re.findall(r'<tr data-task="([^"]+)" data-state="([^"]+)"', page) == [("w1/demo/T1", "working"),
+                                                                                ("w1/demo/T2", "queued")]
+    assert "Paginate &lt;b&gt;" in page and "<td>coder0-0</td>" in page
+    assert 'data-task="' not in httpx.get(url + "/hosts", params={"tenant": "other"}, timeout=30).text
