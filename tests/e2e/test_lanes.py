@@ -107,12 +107,12 @@ def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
     assert shop.sessions() == {"orchestrator", "enhancer"}
     status = status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())
     assert [t for t in status["tasks"] if t["task"] == "T2"] == [{
-        "task": "T2", "lane": "api", "state": "done", "agent": "coder0-0", "since": report.ts.isoformat(),
+        "task": "T2", "lane": "api", "state": "done", "agent": "coder0-0", "since": report.ts.isoformat(timespec="seconds"),
         "note": "documented in README"}], "the fleet's view is in status"
     assert "state: done" not in (shop.repo / "tenants" / "shop" / "tasks.yaml").read_text().split("id: T2")[1], \
         "never in the spec files"
     tasks_md = (shop.repo / "TASKS.md").read_text()
-    assert f"| api | done since {report.ts.isoformat()} | coder0-0 |" in tasks_md, tasks_md
+    assert f"| api | done since {report.ts.isoformat(timespec='seconds')} | coder0-0 |" in tasks_md, tasks_md
     assert "| documented in README |" in tasks_md, tasks_md
     memory = json.loads(StateLayout(shop.state).lanes("shop").read_text())
     assert (memory["assignments"], memory["last_active"]) == ({}, {}), "a retired worker leaves nothing behind"
