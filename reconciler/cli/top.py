@@ -8,13 +8,17 @@ loads only when this command runs.
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from reconciler.cli.common import HostOpt, RepoArg, StateDirOpt, TenantOpt, command, group
 from reconciler.engine.run import request_for
 from reconciler.errors import UserError
+
+if TYPE_CHECKING:
+    from reconciler.tui.app import FleetTop
 
 app = group()
 
@@ -36,6 +40,13 @@ def top_command(
     """
     if interval <= 0:
         raise UserError(f"--interval must be more than 0 seconds, not {interval:g}")
+    top_app(repo, host, tenant, state_dir, interval).run()
+
+
+def top_app(repo: Path, host: str | None, tenant: list[str] | None, state_dir: Path | None,
+            interval: float) -> FleetTop:
+    """The app `fleet top` runs, wired to the engine's read-only run and the `fleet agent`
+    verbs (tests/tui/test_top_live.py screenshots it on a real fleet)."""
     request = request_for(repo, host, tenant, state_dir, user_verb=("ps",))
     from reconciler.drivers import fleet_cli  # noqa: PLC0415
     from reconciler.engine.fleetview import capture_screen  # noqa: PLC0415
@@ -48,4 +59,4 @@ def top_command(
         attach=lambda key: fleet_cli.run_interactive(["agent", "attach", str(repo), key, *common]),
         send=lambda key, text: fleet_cli.run_captured(["agent", "send", str(repo), key, text, "--verify", *common]),
     )
-    FleetTop(lambda: observer_for(request), capture_screen, verbs, interval=interval).run()
+    return FleetTop(lambda: observer_for(request), capture_screen, verbs, interval=interval)

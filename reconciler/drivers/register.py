@@ -20,7 +20,7 @@ import os
 import re
 import stat
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
@@ -242,10 +242,11 @@ def migrate(conn: psycopg.Connection[Any], shipped: Sequence[Migration]) -> tupl
 TENANT_GROUP = "fleet_tenant"
 
 
-def grant_tenant_role(conn: psycopg.Connection[Any], role: str, tenant: str) -> list[str]:
+def grant_tenant_role(conn: psycopg.Connection[Any], role: str, tenant: str, runs: Collection[str]) -> list[str]:
     """Make `role` a LOGIN role in fleet_tenant that fleet.tenant_roles maps to `tenant`, in
-    one transaction; returns what was done (empty: it already was). Idempotent. A role
-    that acts for another tenant is refused (RegisterError), not remapped."""
+    one transaction; returns what was done (empty: it already was). Idempotent. `runs` are
+    the tenants the specs give this role's user: a role already mapped to a tenant outside
+    them is refused (RegisterError), since it would read and write that tenant's rows too."""
     from psycopg import sql  # noqa: PLC0415
 
     done: list[str] = []
@@ -264,12 +265,15 @@ def grant_tenant_role(conn: psycopg.Connection[Any], role: str, tenant: str) -> 
             if not found[1]:
                 cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(TENANT_GROUP), who))
                 done.append(f"joined {TENANT_GROUP}")
-        cur.execute("SELECT tenant_id FROM fleet.tenant_roles WHERE role = %s", (role,))
-        mapped = cur.fetchone()
-        if mapped is not None and mapped[0] != tenant:
-            raise RegisterError(f"role {role} already acts for tenant {mapped[0]} (fleet.tenant_roles); a role acts "
-                                f"for one tenant: give tenant {tenant} another `user:`")
-        if mapped is None:
+        cur.execute("SELECT tenant_id FROM fleet.tenant_roles WHERE role = %s ORDER BY tenant_id", (role,))
+        mapped = [r[0] for r in cur.fetchall()]
+        stray = [t for t in mapped if t not in runs]
+        if stray:
+            raise RegisterError(f"role {role} already acts for tenant {stray[0]} (fleet.tenant_roles), whose roster "
+                                f"does not name `user: {role}`; if it no longer runs that tenant, remove the row "
+                                f"(DELETE FROM fleet.tenant_roles WHERE role = '{role}' AND tenant_id = '{stray[0]}'), "
+                                f"or give tenant {tenant} another `user:`")
+        if tenant not in mapped:
             cur.execute("INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES (%s, %s)", (role, tenant))
             done.append(f"mapped to tenant {tenant}")
     return done

@@ -42,9 +42,10 @@ def migrate(repo: Path) -> tuple[int, list[Migration]]:
         raise UserError(f"register: {exc}") from None
 
 
-def tenant_roles(repo: Path, only: Collection[str] | None) -> list[tuple[str, str]]:
-    """(Linux user, tenant) of each tenant with `user:` (of `only`, when given); UserError
-    for a tenant named that does not exist or has no `user:`, or a user of two tenants."""
+def tenant_roles(repo: Path, only: Collection[str] | None) -> tuple[list[tuple[str, str]], dict[str, frozenset[str]]]:
+    """(Linux user, tenant) of each tenant with `user:` (of `only`, when given), and every
+    tenant each such user runs (a role may act for all of them, none other); UserError for
+    a tenant named that does not exist or has no `user:`."""
     loaded = load_repo(repo)
     wanted = sorted(loaded.tenants) if only is None else sorted(set(only))
     broken = [e for e in loaded.errors if only is None or e.tenant in only]
@@ -60,20 +61,19 @@ def tenant_roles(repo: Path, only: Collection[str] | None) -> list[tuple[str, st
         elif only is not None:
             raise UserError(f"tenant {name} has no `user:` in its roster: root's run writes it to the register as "
                             "root's own role, so it needs no role of its own")
-    users = [u for u, _ in pairs]
-    shared = sorted({u for u in users if users.count(u) > 1})
-    if shared:
-        names = ", ".join(t for u, t in pairs if u == shared[0])
-        raise UserError(f"user {shared[0]} runs tenants {names}; the register maps a role to one tenant "
-                        "(fleet.tenant_roles): give each of these tenants its own `user:`")
-    return pairs
+    runs: dict[str, set[str]] = {}
+    for name, spec in loaded.tenants.items():
+        if spec.roster.user is not None:
+            runs.setdefault(spec.roster.user, set()).add(name)
+    return pairs, {user: frozenset(names) for user, names in runs.items()}
 
 
 def grant(repo: Path, only: Collection[str] | None) -> list[tuple[str, str, list[str]]]:
     """For each tenant with `user:`, a LOGIN role named after its Linux user, in
-    fleet_tenant, mapped to it in fleet.tenant_roles; returns (role, tenant, what was done)."""
+    fleet_tenant, mapped to it in fleet.tenant_roles (a user of two tenants: to both);
+    returns (role, tenant, what was done)."""
     config = register_of(repo)
-    pairs = tenant_roles(repo, only)
+    pairs, runs = tenant_roles(repo, only)
     if not pairs:
         raise UserError(f"no tenant of {repo} has a `user:`; tenant roles are for tenants run as their own Linux users "
                         "(docs/register.md)")
@@ -82,7 +82,7 @@ def grant(repo: Path, only: Collection[str] | None) -> list[tuple[str, str, list
         with pg.connect(pg.read_url(config.url_from)) as conn:
             pg.check_schema(conn, pg.migrations()[-1].version)
             for role, tenant in pairs:
-                done.append((role, tenant, pg.grant_tenant_role(conn, role, tenant)))
+                done.append((role, tenant, pg.grant_tenant_role(conn, role, tenant, runs[role])))
     except pg.RoleRefused as exc:
         raise UserError(f"register: {exc}; granting tenant roles needs a role with CREATEROLE and admin of "
                         f"{pg.TENANT_GROUP} (the register's owner, who ran `fleet register migrate`), or create them "

@@ -1,10 +1,12 @@
 """`fleet register migrate` against a real Postgres (tests/plugins/postgres.py): from an
-empty database, from each earlier version (0001 and 0002 with rows in them), again
+empty database, from each earlier version (0001 to 0003 with rows in them), again
 (nothing changes), and a register newer than the code refused."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from reconciler.drivers import register as pg
 from tests.register.support import fleet, query, register_repo
@@ -111,7 +113,7 @@ def test_migrate_from_0001_and_0002_keys_task_rows_per_host(pg_url: str) -> None
                       "('alpha', 'w1', 'T1', 'coder0-1', 'api', 'working', '2026-12-01T01:00:00Z')")
         with pg.connect(pg_url) as conn:
             found, applied = pg.migrate(conn, shipped)
-            assert found == before and applied[-1].name == "task_rows"
+            assert found == before and "task_rows" in [m.name for m in applied]
         assert query(pg_url, "SELECT host, task_id, title, state, note FROM fleet.tasks") == [
             ("w1", "T1", "Paginate", "working", "")]
         assert query(pg_url, "SELECT host, task_id, agent, state FROM fleet.assignments") == [
@@ -128,3 +130,35 @@ def test_migrate_from_0001_and_0002_keys_task_rows_per_host(pg_url: str) -> None
         rls = {r[0] for r in query(pg_url, "SELECT relname FROM pg_class WHERE relname IN ('tasks', 'assignments') "
                                            "AND relrowsecurity")}
         assert rls == {"tasks", "assignments"}
+
+
+def primary_key(pg_url: str, table: str) -> list[str]:
+    return [r[0] for r in query(pg_url, "SELECT a.attname::text FROM pg_constraint p "
+                                        "CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS k(attnum, n) "
+                                        "JOIN pg_attribute a ON a.attrelid = p.conrelid AND a.attnum = k.attnum "
+                                        "WHERE p.contype = 'p' AND p.conrelid = %s::regclass ORDER BY k.n",
+                                (f"fleet.{table}",))]
+
+
+def test_migrate_from_0001_to_0003_keys_tenant_roles_per_tenant(pg_url: str) -> None:
+    """Roles mapped at version 1, 2 or 3 (one tenant each: the key was the role) stay mapped;
+    from 0004 on a role may be mapped to a second tenant, and the same pair twice is refused."""
+    import psycopg  # noqa: PLC0415
+
+    shipped = pg.migrations()
+    assert [m.name for m in shipped[:4]] == ["initial", "projections", "task_rows", "roles_of_many_tenants"]
+    for before in (1, 2, 3):
+        query(pg_url, "DROP SCHEMA IF EXISTS fleet CASCADE")
+        with pg.connect(pg_url) as conn:
+            pg.migrate(conn, shipped[:before])
+        assert primary_key(pg_url, "tenant_roles") == ["role"]
+        query(pg_url, "INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES ('dave', 'alpha'), ('erin', 'beta')")
+        with pg.connect(pg_url) as conn:
+            found, applied = pg.migrate(conn, shipped)
+            assert found == before and [m.name for m in applied][-1] == shipped[-1].name
+        assert primary_key(pg_url, "tenant_roles") == ["role", "tenant_id"]
+        query(pg_url, "INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES ('dave', 'beta')")
+        assert query(pg_url, "SELECT role::text, tenant_id FROM fleet.tenant_roles ORDER BY 1, 2") == [
+            ("dave", "alpha"), ("dave", "beta"), ("erin", "beta")]
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            query(pg_url, "INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES ('dave', 'alpha')")

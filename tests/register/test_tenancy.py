@@ -1,6 +1,7 @@
 """Row-level security on tenant_id in a real register: a tenant's role reads and writes only
 its own rows, SQL aimed at another tenant's rows is refused or touches nothing, and the
-operator's role sees every host and tenant (`fleet ps --all-hosts` included)."""
+operator's role sees every host and tenant (`fleet ps --all-hosts` included); a role
+mapped to two tenants (one Linux user running both) sees and writes both, and no third."""
 
 from __future__ import annotations
 
@@ -106,6 +107,35 @@ def test_cross_tenant_sql_is_refused(register: dict[str, str], pg_url: str) -> N
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
         query(pg_url, "DELETE FROM fleet.ledger")
     assert query(pg_url, "SELECT tenant_id, count(*) FROM fleet.agents GROUP BY 1 ORDER BY 1") == [("alpha", 2), ("beta", 2)]
+
+
+def test_a_role_of_two_tenants_sees_both_and_no_third(register: dict[str, str], pg_url: str,
+                                                      pg_cluster: Cluster) -> None:
+    import psycopg  # noqa: PLC0415
+
+    with pg.connect(pg_url) as conn:
+        pg.write_batch(conn, Batch(3, "w3", "r3", "2026-12-01T00:00:00+00:00", ("gamma",),
+                                   upserts=(agent("gamma", "a"), *task("gamma", "T1")),
+                                   inserts=(ledger("gamma", "k-gamma"),)))
+    role = f"rab_{uuid.uuid4().hex[:8]}"
+    dbname = pg_url.split("///", 1)[1].split("?", 1)[0]
+    pg_cluster.sql(f"CREATE ROLE {role} LOGIN IN ROLE fleet_tenant", dbname)
+    query(pg_url, "INSERT INTO fleet.tenant_roles (role, tenant_id) VALUES (%s, 'alpha'), (%s, 'beta')", (role, role))
+    both = pg_cluster.url(dbname, role)
+    for table in ("agents", "ledger", "hosts", "tasks", "assignments"):
+        assert {r[0] for r in query(both, f"SELECT tenant_id FROM fleet.{table}")} == {"alpha", "beta"}, table
+    assert {r[0] for r in query(register["operator"], "SELECT tenant_id FROM fleet.agents")} == {"alpha", "beta", "gamma"}
+    assert {r[0] for r in query(register["alpha"], "SELECT tenant_id FROM fleet.agents")} == {"alpha"}
+    with pg.connect(both) as conn:  # one batch of both tenants, as that user's run writes it
+        assert pg.write_batch(conn, Batch(12, "w1", "r12", "2026-12-01T00:00:00+00:00", ("alpha", "beta"),
+                                          upserts=(agent("alpha", "c"), agent("beta", "c"))))
+    with pytest.raises(pg.RoleRefused, match="row-level security"), pg.connect(both) as conn:
+        pg.write_batch(conn, Batch(13, "w1", "r13", "2026-12-01T00:00:00+00:00", ("gamma",),
+                                   upserts=(agent("gamma", "c"),)))
+    with psycopg.connect(both, autocommit=True) as conn:
+        assert conn.execute("UPDATE fleet.agents SET health = 'gone' WHERE tenant_id = 'gamma'").rowcount == 0
+    assert query(pg_url, "SELECT tenant_id, count(*) FROM fleet.agents GROUP BY 1 ORDER BY 1") == [
+        ("alpha", 3), ("beta", 3), ("gamma", 1)]
 
 
 def test_a_tenant_role_writes_its_own_batches(register: dict[str, str], pg_url: str) -> None:

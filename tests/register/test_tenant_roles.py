@@ -5,7 +5,8 @@ authentication (tests/plugins/postgres.py make_peer_cluster), real tmux under ea
 Root reconciles with the operator's URL; each tenant user's run, started by root,
 connects as the user's own role and writes its tenant's rows from its own state; root's
 run writes none of them. A role that is missing gets one clear warning and a spool in
-the user's state directory, replayed once `fleet register grant` made the role.
+the user's state directory, replayed once `fleet register grant` made the role. One user
+running two tenants writes both as its one role.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from reconciler.drivers import users
 from tests.plugins.linux_users import as_user
 from tests.plugins.postgres import Cluster
 from tests.register.support import REGISTER_BLOCK, URL_ENV, query
-from tests.users.test_tenants_as_users import two_tenant_repo
+from tests.users.test_tenants_as_users import ROSTER, SOCKET, two_tenant_repo
 
 pytestmark = pytest.mark.tmux
 
@@ -192,3 +193,31 @@ def test_a_tenant_users_own_credentials_file_for_a_remote_register(
     assert "register" not in said, said
     assert {t for t, _ in rows(url, "agents")} == {"alpha", "beta"}
     assert f"connection authorized: user={remote_role} database={dbname}" in cluster.log()
+
+
+def test_one_user_running_two_tenants_writes_both_as_its_role(setup: tuple[Path, str, str, Cluster, str, Fleet],
+                                                              tmp_path: Path, fleet_python: str) -> None:
+    """alpha and beta both run as one Linux user (on two sockets): `grant` maps its one role
+    to both, its run writes both tenants' rows, and the role sees those two tenants only."""
+    repo, alpha, _beta, cluster, url, fleet = setup
+    roster = repo / "tenants" / "beta" / "roster.yaml"
+    roster.write_text(ROSTER.format(tenant="beta", user=alpha, socket=f"{SOCKET}-beta"))
+    query(url, "INSERT INTO fleet.agents (tenant_id, host, agent, role, lifecycle, desired_model, health) "
+               "VALUES ('gamma', 'w9', 'other', 'coder', 'core', 'm', 'healthy')")  # a third tenant's row
+    granted = fleet("register", "grant", str(repo))
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.splitlines() == [f"register: role {alpha} for tenant alpha: created, mapped to tenant alpha",
+                                           f"register: role {alpha} for tenant beta: mapped to tenant beta"]
+
+    said = reconcile(fleet, repo, tmp_path / "root-state")
+    assert "register" not in said, said
+    both = {("alpha", "orchestrator"), ("alpha", "enhancer"), ("beta", "orchestrator"), ("beta", "enhancer")}
+    assert rows(url, "agents") == both | {("gamma", "other")}
+    assert digest_keys(tmp_path / "root-state") == set()
+    assert {k.split("/")[1] for k in digest_keys(home(alpha) / STATE)} == {"alpha", "beta"}
+    dbname = url.split("///", 1)[1].split("?", 1)[0]
+    seen = as_role(alpha, fleet_python, cluster, dbname, [
+        "SELECT DISTINCT tenant_id FROM fleet.agents ORDER BY 1",
+        "UPDATE fleet.agents SET health = 'gone' WHERE tenant_id = 'gamma'",
+    ])
+    assert seen == ['[["alpha"], ["beta"]]', "0"]
