@@ -115,6 +115,10 @@ class StateLayout:
         """Held while one `send` checks the agent is idle and types: two sends never both type."""
         return self.tenant(tenant) / "outbox" / f"{agent}.lock"
 
+    def resumes(self, tenant: str) -> Path:
+        """Resume messages typed to agents held by a usage limit (core/resume.py)."""
+        return self.tenant(tenant) / "resumes.json"
+
     def lanes(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lanes.json"
 
