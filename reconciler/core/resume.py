@@ -114,7 +114,8 @@ def plan_resumes(health: tuple[AgentHealth, ...], heartbeats: Mapping[tuple[str,
                  first: Mapping[tuple[str, str], timedelta], now: datetime) -> ResumePlan:
     """The resumes due at `now` for the agents whose verdict is `waiting` held by a usage
     limit, and the records kept: those of held agents, and of agents still in the turn a
-    resume started (working, not held); the others are dropped.
+    resume started (working, not held), and of tenants not planned this run (their
+    socket could not be read); the others are dropped.
 
     `first`: each agent's first back-off step (fleet.yaml `defaults.usage_limit_retry`)."""
     decisions = budget.by_agent() if budget else {}
@@ -122,10 +123,12 @@ def plan_resumes(health: tuple[AgentHealth, ...], heartbeats: Mapping[tuple[str,
     out: list[Resume] = []
     notes: dict[tuple[str, str], str] = {}
     held = {(h.tenant, h.agent) for h in health if h.health == "waiting" and h.reason == HELD}
+    planned = {h.tenant for h in health}
     for key, record in records.items():
         beat = heartbeats.get(key)
-        if key not in held and beat is not None and beat.state == "working" and not beat.held:
-            kept[key] = record  # the resumed turn runs: it may fail on the limit again
+        if key[0] not in planned or (key not in held and beat is not None and beat.state == "working"
+                                     and not beat.held):
+            kept[key] = record  # its tenant was not planned (socket unread), or the resumed turn runs
     for key in sorted(held):
         beat = heartbeats.get(key)
         since = min(now, (beat.event_ts or beat.ts) if beat else now)
@@ -139,6 +142,7 @@ def plan_resumes(health: tuple[AgentHealth, ...], heartbeats: Mapping[tuple[str,
             kept[key] = record
             out.append(Resume(key[0], key[1], record.message, record.attempts,
                               f"resume {record.message} was recorded but not typed (attempt {record.attempts})"))
+            notes[key] = f"the fleet types resume message {record.message} now (attempt {record.attempts})"
             continue
         step = first.get(key, timedelta(minutes=15))
         when, why = due_at(record, account_reset(budget, decision), step)
@@ -150,6 +154,7 @@ def plan_resumes(health: tuple[AgentHealth, ...], heartbeats: Mapping[tuple[str,
         msg = message_id(key[0], key[1], now, attempt)
         kept[key] = replace(record, attempts=attempt, message=msg, sent_at=None)
         out.append(Resume(key[0], key[1], msg, attempt, f"usage limit over: {why} (resume {attempt})"))
+        notes[key] = f"the fleet types resume message {msg} now (attempt {attempt}): {why}"
     return ResumePlan(kept, tuple(out), notes)
 
 

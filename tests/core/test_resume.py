@@ -54,6 +54,7 @@ def test_after_the_back_off_one_resume_is_recorded_untyped_then_typed_once() -> 
     [resume] = planned.resumes
     record = planned.records[KEY]
     assert (resume.attempt, record.attempts, record.message, record.sent_at) == (1, 1, resume.message, None)
+    assert f"types resume message {resume.message} now (attempt 1)" in planned.notes[KEY]
     # A crash before it was typed: the next run types the same id, not a new one.
     again = run(now + timedelta(minutes=1), dict(planned.records))
     assert [r.message for r in again.resumes] == [resume.message]
@@ -85,9 +86,12 @@ def test_other_holds_get_no_resume() -> None:
 
 def test_the_record_stays_through_the_resumed_turn_and_goes_once_it_finished() -> None:
     record = ResumeRecord(HOLD, 1, "msg-1", HOLD + timedelta(minutes=15))
-    working = run(HOLD + timedelta(minutes=16), {KEY: record}, health=(), beats=beat("working", None))
+    healthy = (AgentHealth(*KEY, "healthy", "", None),)
+    working = run(HOLD + timedelta(minutes=16), {KEY: record}, health=healthy, beats=beat("working", None))
     assert working.records == {KEY: record}, "a turn that fails again doubles the back-off"
-    assert run(HOLD + timedelta(minutes=20), {KEY: record}, health=(), beats=beat("idle", None)).records == {}
+    assert run(HOLD + timedelta(minutes=20), {KEY: record}, health=healthy, beats=beat("idle", None)).records == {}
+    assert run(HOLD + timedelta(minutes=20), {KEY: record}, health=(), beats={}).records == {KEY: record}, \
+        "a tenant not planned (its socket unread) keeps its records"
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=12))
