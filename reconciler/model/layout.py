@@ -42,6 +42,7 @@ class StateLayout:
     ENTRIES: ClassVar[tuple[Entry, ...]] = (
         Entry("heartbeat", "<tenant>/heartbeats/<agent>.json", "written by agents (docs/heartbeat-protocol.md)"),
         Entry("restarts", "<tenant>/restarts.json", "restart history behind backoff and Stalled"),
+        Entry("resumes", "<tenant>/resumes.json", "resume messages typed to agents held by a usage limit (ids, times)"),
         Entry("budget_memory", "<tenant>/budget.json", "the budget policy's memory: rungs, model changes, queues"),
         Entry("usage_record", "<tenant>/usage/<account>.json", "an account's usage (set-usage, ingest)"),
         Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
