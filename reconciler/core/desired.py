@@ -116,6 +116,7 @@ class DesiredAgent:
     launch: LaunchSpec
     recipe: LaunchRecipe
     working_timeout: timedelta = timedelta(minutes=30)  # event-driven runtimes (core/health.py)
+    usage_limit_retry: timedelta = timedelta(minutes=15)  # the first resume back-off (core/resume.py)
     worktree: Worktree | None = None  # a lane worker's own git worktree (its workdir)
 
 
@@ -521,4 +522,5 @@ def desired_agent(
         launch=build_launch(recipe, res.runtime, res.model),
         recipe=recipe,
         working_timeout=fleet.defaults.working_timeout,
+        usage_limit_retry=fleet.defaults.usage_limit_retry,
     )

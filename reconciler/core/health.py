@@ -52,7 +52,8 @@ HELD_WORDS = {
     "auth": ("the provider refused its login", "fix the login (the key in its env, or /login in "
              "`fleet agent attach`), then `fleet agent send` it a message: its next turn clears the hold"),
     "usage-limit": ("the provider's usage limit stopped its turn",
-                    "`fleet agent send` it a message once the limit resets: its next turn clears the hold"),
+                    "the fleet types it a resume message once the limit is over (or `fleet agent send` one): "
+                    "its next turn clears the hold"),
 }
 
 
@@ -60,7 +61,7 @@ def held_message(held: str, reason: str | None) -> str:
     """Words for a held agent, stable from tick to tick (no ages: the status keeps them).
 
     >>> print(held_message("usage-limit", "rate_limit: Request rejected (429)"))
-    held (usage-limit): the provider's usage limit stopped its turn (rate_limit: Request rejected (429)); not restarted: `fleet agent send` it a message once the limit resets: its next turn clears the hold
+    held (usage-limit): the provider's usage limit stopped its turn (rate_limit: Request rejected (429)); not restarted: the fleet types it a resume message once the limit is over (or `fleet agent send` one): its next turn clears the hold
     """
     what, todo = HELD_WORDS.get(held, (f"the runtime reported {held}", "a person looks at it (`fleet agent attach`)"))
     said = f" ({reason})" if reason else ""

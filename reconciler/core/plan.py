@@ -24,6 +24,7 @@ from reconciler.model.observed import SocketKey
 if TYPE_CHECKING:  # only fleets with lanes have any (core/lane_plan.py: the lanes load only for them)
     from reconciler.core.dispatch import Dispatch
     from reconciler.core.lanes import LaneView
+    from reconciler.core.resume import Resume
 
 FORMAT_VERSION = "1"
 
@@ -134,6 +135,7 @@ class Plan:
     paces: tuple[tuple[str, Pace], ...] = ()  # (tenant, pace) of those tenants' accounts
     lanes: tuple[LaneView, ...] = ()  # this host's lanes: workers desired and running, queue depth, why
     dispatches: tuple[Dispatch, ...] = ()  # briefs apply types to lane workers (core/dispatch.py)
+    resumes: tuple[Resume, ...] = ()  # resume messages to agents whose usage limit is over (core/resume.py)
 
     @property
     def has_changes(self) -> bool:
@@ -193,6 +195,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     if plan.dispatches:
         doc["dispatch"] = [{"tenant": d.tenant, "lane": d.lane, "agent": d.agent, "task": d.task, "message": d.message,
                             "attempt": d.attempt, "reason": d.reason} for d in plan.dispatches]
+    if plan.resumes:
+        doc["resume"] = [{"tenant": r.tenant, "agent": r.agent, "message": r.message, "attempt": r.attempt,
+                          "reason": r.reason} for r in plan.resumes]
     return doc
 
 

@@ -43,10 +43,11 @@ from reconciler.core.desired import (
 )
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.core.held import held_by_failure
+from reconciler.core.resume import ResumeRecord
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
 from reconciler.engine.memo import LastResult
-from reconciler.engine.state import read_budget_memory, read_history, read_lane_memory
+from reconciler.engine.state import read_budget_memory, read_history, read_lane_memory, read_resumes
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
 from reconciler.model.observed import (
@@ -83,6 +84,7 @@ class StoredState:
     problems: tuple[str, ...] = ()
     lanes: Mapping[str, LaneMemory] = field(default_factory=dict)  # tenants with lanes on this host
     reports: Mapping[str, tuple[TaskReport, ...]] = field(default_factory=dict)  # likewise: the agents' task reports
+    resumes: Mapping[tuple[str, str], ResumeRecord] = field(default_factory=dict)  # core/resume.py
 
 
 def observe_tick(
@@ -152,6 +154,7 @@ def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collect
     file is a problem line and starts over (engine/state.py)."""
     tenants = list(tenants)
     history, history_problems = read_history(state.root, tenants)
+    resumes, resume_problems = read_resumes(state.root, tenants)
     memory, memory_problems = read_budget_memory(state.root, [t for t in tenants if t in budgeted])
     lanes, lane_problems = read_lane_memory(state.root, [t for t in tenants if t in laned])
     reports: dict[str, tuple[TaskReport, ...]] = {}
@@ -162,8 +165,8 @@ def observe_stored(state: StateLayout, tenants: Iterable[str], budgeted: Collect
         found, problems = read_reports(state, tenant)
         reports[tenant] = tuple(found)
         report_problems += problems
-    return StoredState(history, memory, (*history_problems, *memory_problems, *lane_problems, *report_problems),
-                       lanes, reports)
+    return StoredState(history, memory, (*history_problems, *memory_problems, *lane_problems, *report_problems,
+                                         *resume_problems), lanes, reports, resumes)
 
 
 def observe(

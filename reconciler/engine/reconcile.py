@@ -53,6 +53,10 @@ def apply_and_write_back(tick: Tick, checkout: git.Checkout | None, *, write: bo
             from reconciler.engine.dispatch import deliver  # noqa: PLC0415  (only with briefs to type)
 
             report = replace(report, problems=(*report.problems, *deliver(tick, tick.plan.dispatches)))
+        if tick.resumes is not None:
+            from reconciler.engine.resume import deliver as resume  # noqa: PLC0415  (only with agents held by a limit)
+
+            report = replace(report, problems=(*report.problems, *resume(tick)))
     finally:
         if write:
             with telemetry.span("write-back", scope):

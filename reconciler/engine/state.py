@@ -1,6 +1,7 @@
 """What the reconciler keeps between ticks in the state directory, per tenant.
 
-`restarts.json` holds the restart history behind backoff and Stalled, `budget.json` the
+`restarts.json` holds the restart history behind backoff and Stalled, `resumes.json` the
+resume messages typed to agents held by a usage limit, `budget.json` the
 budget policy's memory (written by apply, read by the observe step). Each is small,
 written atomically, and a corrupt file is reported and treated as empty (at worst an
 agent restarts once sooner than its backoff said). Paths come from model/layout.py. Every such file is read through
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.core.budget_memory import parse_memory
 from reconciler.core.budget_types import AgentMemory
+from reconciler.core.resume import ResumeRecord, parse_resumes, resumes_json
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
@@ -140,6 +142,20 @@ def read_lane_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[str,
         except DAMAGED as exc:
             problems.append(f"{path}: unreadable lane memory ({damage(exc)}); starting it over")
     return found, problems
+
+
+def read_resumes(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], ResumeRecord], list[str]]:
+    """Every tenant's resume records (core/resume.py); a corrupt file starts over (at worst
+    one resume is typed again, or the back-off starts again from the hold)."""
+    return read_per_tenant(tenants, StateLayout(state_dir).resumes, parse_resumes, "resume records")
+
+
+def write_resumes(state_dir: Path, tenant: str, records: Mapping[str, ResumeRecord]) -> None:
+    """Write one tenant's resume records if they changed; none, and no file: nothing written."""
+    path = StateLayout(state_dir).resumes(tenant)
+    if not records and not path.exists():
+        return
+    write_if_changed(path, resumes_json(records), mode=0o600)
 
 
 def write_lane_memory(state_dir: Path, tenant: str, memory: LaneMemory) -> None:

@@ -23,6 +23,8 @@ from reconciler.core.health import Health
 from reconciler.core.lane_plan import LanePlan
 from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
+from reconciler.core.resume import HELD as HELD_USAGE
+from reconciler.core.resume import ResumeRecord, plan_resumes
 from reconciler.core.traces import scope_attrs
 from reconciler.drivers import telemetry
 from reconciler.engine.memo import LastResult
@@ -60,6 +62,9 @@ class Tick:
     problems: tuple[str, ...]
     budget: BudgetPlan = field(default_factory=BudgetPlan)
     lanes: LanePlan = field(default_factory=LanePlan)  # each lane's workers and each lane task's fleet view
+    #: The resume records apply writes before it types the plan's resumes (core/resume.py),
+    #: for every tenant of the tick: None when there is nothing to write.
+    resumes: Mapping[tuple[str, str], ResumeRecord] | None = None
 
     @property
     def briefs_waiting(self) -> bool:
@@ -112,10 +117,25 @@ def plan_tick(inputs: TickInputs, now: datetime | None = None, repo: FleetRepo |
                           for t, tl in lanes.tenants.items()})  # per-task spend needs every window (core/task_spend.py)
         result = replace(result, dispatches=dispatches,
                          lanes=tuple(v for t in sorted(lanes.tenants) for v in lanes.tenants[t].lanes))
+    result, resumes = _resumes(desired, observed, stored, result, budget, at)
     step.set({f"fleet.actions.{kind}": n for kind, n in result.counts().items()} if telemetry.on() else {})
     step.end()
     problems = (*ingest_problems, *observed.problems, *stored.problems)
-    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes)
+    return Tick(inputs, repo, desired, observed, result, at, history, problems, budget, lanes, resumes)
+
+
+def _resumes(desired: DesiredFleet, observed: ObservedFleet, stored: StoredState, result: Plan, budget: BudgetPlan,
+             at: datetime) -> tuple[Plan, Mapping[tuple[str, str], ResumeRecord] | None]:
+    """The plan with the resume messages due to agents held by a usage limit (core/resume.py),
+    and each held agent's health saying when its next one comes; the records to write."""
+    if not stored.resumes and not any(h.reason == HELD_USAGE for h in result.health):
+        return result, None
+    first = {(t.name, a.name): a.usage_limit_retry for t in desired.tenants.values()
+             for a in t.on_host(desired.host).values()}
+    planned = plan_resumes(result.health, observed.heartbeats, stored.resumes, budget, first, at)
+    health = tuple(replace(h, message=f"{h.message}; {note}") if (note := planned.notes.get((h.tenant, h.agent)))
+                   else h for h in result.health)
+    return replace(result, health=health, resumes=planned.resumes), planned.records
 
 
 def _scale_lanes(repo: FleetRepo, desired: DesiredFleet, observed: ObservedFleet, stored: StoredState,

@@ -42,6 +42,7 @@ class StateLayout:
     ENTRIES: ClassVar[tuple[Entry, ...]] = (
         Entry("heartbeat", "<tenant>/heartbeats/<agent>.json", "written by agents (docs/heartbeat-protocol.md)"),
         Entry("restarts", "<tenant>/restarts.json", "restart history behind backoff and Stalled"),
+        Entry("resumes", "<tenant>/resumes.json", "resume messages typed to agents held by a usage limit (ids, times)"),
         Entry("budget_memory", "<tenant>/budget.json", "the budget policy's memory: rungs, model changes, queues"),
         Entry("usage_record", "<tenant>/usage/<account>.json", "an account's usage (set-usage, ingest)"),
         Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
@@ -114,6 +115,10 @@ class StateLayout:
     def outbox_lock(self, tenant: str, agent: str) -> Path:
         """Held while one `send` checks the agent is idle and types: two sends never both type."""
         return self.tenant(tenant) / "outbox" / f"{agent}.lock"
+
+    def resumes(self, tenant: str) -> Path:
+        """Resume messages typed to agents held by a usage limit (core/resume.py)."""
+        return self.tenant(tenant) / "resumes.json"
 
     def lanes(self, tenant: str) -> Path:
         return self.tenant(tenant) / "lanes.json"

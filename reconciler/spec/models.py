@@ -252,6 +252,11 @@ class FleetDefaults(Strict):
         description="Event-driven runtimes (adapter claude, codex): how long an agent may say `working` with no "
         "event from its runtime before it counts as hung (stale). Idle and waiting agents have no such limit.",
     )
+    usage_limit_retry: Duration = Field(
+        default=timedelta(minutes=15),
+        description="An agent held by a usage limit with no known reset time gets a resume message typed this long "
+        "after the hold, then after twice as long, ... at most 8 times this (docs/runtimes.md, Held failures).",
+    )
     runtime: Name
     model: ModelName
 

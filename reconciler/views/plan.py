@@ -78,6 +78,9 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
     for d in plan.dispatches:
         console.print(f"[cyan]> brief[/]    [bold]{escape(d.tenant)}/{escape(d.agent)}[/]: task {escape(d.task)} "
                       f"(message {d.message}, attempt {d.attempt}): {escape(d.reason)}", highlight=False)
+    for r in plan.resumes:
+        console.print(f"[cyan]> resume[/]   [bold]{escape(r.tenant)}/{escape(r.agent)}[/]: message {r.message} "
+                      f"(attempt {r.attempt}): {escape(r.reason)}", highlight=False)
     for lane in plan.lanes:
         console.print(f"[dim]{escape(lane.summary())}[/]", highlight=False)
     for note in plan.notes:
@@ -85,7 +88,7 @@ def print_plan(console: Console, plan: Plan, errors: int = 0, invalid: Iterable[
     if invalid:
         console.print(f"Nothing was planned for tenant{'s' if len(invalid) != 1 else ''} {', '.join(invalid)}: "
                       "its specs have errors (above); fix them and run again.", highlight=False, markup=False)
-    if not plan.actions and not plan.dispatches and not plan.conflicts and not plan.holds and planned:
+    if not plan.actions and not plan.dispatches and not plan.resumes and not plan.conflicts and not plan.holds and planned:
         console.print("No changes for the other tenants." if invalid else "No changes. The host matches the repository.",
                       highlight=False)
     console.print(summary_line(plan, errors), highlight=False)

@@ -437,6 +437,51 @@ def test_a_provider_refusal_holds_the_claude_agent_with_its_reason_and_no_restar
     assert _health(world)["orchestrator"] == "healthy"
 
 
+def test_a_claude_agent_held_by_a_usage_limit_is_resumed_by_reconcile_once_the_limit_is_over(world: World) -> None:
+    """The provider answers 429 until the limit is over, then 200: once the back-off after
+    the hold has passed (`usage_limit_retry: 2s` here, 15 min by default), a reconcile types
+    the resume message itself, Claude Code sends the next turn, the hold clears, and the
+    agent is healthy again in the same pane: no restart, no person."""
+    _roster(world, f"      ANTHROPIC_API_KEY: {KEY}\n", f"      ANTHROPIC_API_KEY: {KEY}\n"
+            "      CLAUDE_CODE_MAX_RETRIES: \"1\"\n")
+    fleet = world.repo / "fleet.yaml"
+    fleet.write_text(fleet.read_text().replace("  startup_grace: 90s\n", "  startup_grace: 90s\n  usage_limit_retry: 2s\n"))
+    first = world.reconcile()
+    assert first.returncode == 0, first.stdout + first.stderr
+    world.wait_beat("orchestrator", "from Claude Code", lambda b: b.event in ("SessionStart", "statusline"))
+    world.anthropic.fail = 429  # type: ignore[attr-defined]
+    pane_pid = world.pane("orchestrator", "#{pane_pid}")
+    sent = world.fleet("agent", "send", str(world.repo), "orchestrator", "Plan the week", "--host", HOST,
+                       "--state-dir", str(world.state))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    world.wait_beat("orchestrator", "held by the 429", lambda b: b.held == "usage-limit")
+    world.anthropic.fail = None  # type: ignore[attr-defined]  # the limit is over
+    turns = len(world.anthropic.turns())  # type: ignore[attr-defined]
+
+    # The dry-run lists the resume with its reason once the back-off has passed, and types nothing.
+    seen: list[dict[str, Any]] = []
+    assert retry_until(lambda: bool(seen.append(world.plan()) or seen[-1].get("resume")), 60, 0.5), seen[-1]
+    [resume] = seen[-1]["resume"]
+    assert resume["agent"] == "orchestrator" and "retry back-off 2s after the hold" in resume["reason"], resume
+    assert world.heartbeat("orchestrator").held == "usage-limit"  # type: ignore[union-attr]
+
+    done = world.reconcile()
+    assert done.returncode == 0 and "0 to restart" in done.stdout, done.stdout + done.stderr
+    assert "> resume" in done.stdout and "jarvis/orchestrator" in done.stdout, done.stdout
+    record = json.loads((world.state / TENANT / "resumes.json").read_text())["orchestrator"]
+    assert record["attempts"] == 1 and record["sent_at"], record
+    beat = world.wait_beat("orchestrator", "after the resumed turn",
+                           lambda b: b.held is None and b.state == "idle" and record["message"] in b.acks)
+    assert beat.held is None
+    later = world.anthropic.turns()[turns:]  # type: ignore[attr-defined]
+    assert any("The usage limit has reset; continue where you left off." in t.text() for t in later), later
+    after = world.reconcile()
+    assert after.returncode == 0 and "0 to restart" in after.stdout and "> resume" not in after.stdout, after.stdout
+    assert _health(world)["orchestrator"] == "healthy"
+    assert world.pane("orchestrator", "#{pane_pid}") == pane_pid, "resumed in place, never restarted"
+    assert "orchestrator" not in json.loads((world.state / TENANT / "resumes.json").read_text())
+
+
 def test_a_claude_agent_on_its_trust_dialog_is_waiting_not_restarted(world: World) -> None:
     """`trust_workdir: false`: Claude Code stops on its folder-trust dialog before any
     hook fires, so no heartbeat comes; past the start-up grace the agent is silent, its

@@ -96,7 +96,7 @@ FULL: dict[str, dict[str, Any]] = {
     "fleet.yaml": {
         "apiVersion": V1, "kind": "Fleet", "name": "full",
         "defaults": {"socket_name": "full-sock", "heartbeat_timeout": "90s", "startup_grace": "30s",
-                     "working_timeout": "30m", "runtime": "stub", "model": "stub-large"},
+                     "working_timeout": "30m", "usage_limit_retry": "15m", "runtime": "stub", "model": "stub-large"},
         "runtimes": {
             "stub": {"adapter": "stub", "command": "fleet-stub-agent --model {model}",
                      "ladder": ["stub-large", "stub-small"]},
