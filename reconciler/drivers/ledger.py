@@ -76,9 +76,14 @@ def parse_ledger(text: str, where: str = "ledger") -> tuple[list[LedgerEntry], l
     A cut-off last line (a writer killed mid-append) is one such problem; the entries
     before and after it still count.
     """
+    return parse_lines(text.splitlines(), where)
+
+
+def parse_lines(lines: Sequence[str], where: str, first: int = 1) -> tuple[list[LedgerEntry], list[str]]:
+    """`parse_ledger` of lines numbered from `first` (a read from a cursor numbers on)."""
     entries: list[LedgerEntry] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=first):
         if not line.strip():
             continue
         try:

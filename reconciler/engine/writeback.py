@@ -29,9 +29,10 @@ from reconciler.core.render import parse_status, render_manifest, render_status,
 from reconciler.core.status import PlanIndex, tenant_status
 from reconciler.drivers.audit import redact
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
-from reconciler.drivers.ledger import ledger_path, read_ledger
+from reconciler.drivers.ledger_fold import read_ledger_fold
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
+from reconciler.model.layout import StateLayout
 from reconciler.model.status import RunRecord, TenantStatus
 from reconciler.spec.cache import BytesCache
 from reconciler.spec.repo import FleetRepo
@@ -146,7 +147,8 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
                    if o.result == "done" and o.action.kind != ActionKind.STOP}
         failed = {o.action.agent: redact(o.detail, o.action.launch.env if o.action.launch else ()) or "failed"
                   for o in done if o.result == "failed"}
-        ledger, ledger_problems = read_ledger(ledger_path(tick.inputs.state_dir, name))
+        layout = StateLayout(tick.inputs.state_dir)  # the ledger from its fold's cursor (drivers/ledger_fold.py)
+        ledger, ledger_problems = read_ledger_fold(layout.ledger(name), layout.ledger_fold(name))
         problems += ledger_problems
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,

@@ -12,8 +12,8 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 
@@ -95,3 +95,68 @@ def median_p90(values: list[int]) -> LearnedSpend:
 def _nearest_rank(values: list[int], fraction: float) -> int:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+#: A counter's key in a fold: the tenant, then the counter (`LedgerEntry.counter`).
+CounterKey = tuple[str, str, str, str]
+#: Spend already booked to a task: tenant, host, agent, role, task, model.
+TaskedKey = tuple[str, str, str | None, str | None, str, str]
+#: Spend of an agent not yet booked to a task (its windows decide): tenant, host, agent, role, model, ts.
+LooseKey = tuple[str, str, str, str | None, str, datetime]
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFold:
+    """What a ledger's lines add up to, for its two readers, so a tick folds only new lines.
+
+    The ingest needs each counter's last entry (`last`: `ledger_deltas` takes increases
+    from it); the status write-back needs the tokens per task (`tasked`) and, for entries
+    whose task the lane windows decide at read time, the tokens per agent and moment
+    (`loose`). `lines` and `problems` are the lines read and the damaged ones reported,
+    so a reader from a cursor says what a whole read would.
+    """
+
+    lines: int = 0
+    problems: tuple[str, ...] = ()
+    last: dict[CounterKey, LedgerEntry] = field(default_factory=dict)
+    tasked: dict[TaskedKey, int] = field(default_factory=dict)
+    loose: dict[LooseKey, int] = field(default_factory=dict)
+
+    def last_entries(self) -> list[LedgerEntry]:
+        """Each counter's last entry: `ledger_deltas` takes the same increases from these as from every entry."""
+        return list(self.last.values())
+
+    def spend_entries(self) -> list[LedgerEntry]:
+        """One entry per sum: `core/status.ledger_summary` books them as it books every entry.
+
+        >>> def e(task, agent, tokens, h=1):
+        ...     return LedgerEntry(datetime(2026, 1, 1, h, tzinfo=UTC), "t", "h", agent, "coder", task, None, "m",
+        ...                        "heartbeat", "s", tokens, None, tokens, None, "estimated")
+        >>> fold = fold_ledger(LedgerFold(), [e("T1", "a", 5), e("T1", "a", 7), e(None, "w", 3), e(None, None, 9)], 4)
+        >>> [(x.task, x.agent, x.tokens) for x in fold.spend_entries()]
+        [('T1', 'a', 12), (None, 'w', 3)]
+        """
+        out = [LedgerEntry(_NO_TIME, tenant, host, agent, role, task, None, model, "", "", tokens, None, tokens,
+                           None, "") for (tenant, host, agent, role, task, model), tokens in self.tasked.items()]
+        out += [LedgerEntry(ts, tenant, host, agent, role, None, None, model, "", "", tokens, None, tokens, None, "")
+                for (tenant, host, agent, role, model, ts), tokens in self.loose.items()]
+        return out
+
+
+def fold_ledger(fold: LedgerFold, entries: Iterable[LedgerEntry], lines: int,
+                problems: Iterable[str] = ()) -> LedgerFold:
+    """`fold` with `lines` more ledger lines read: their `entries` and `problems` (pure).
+
+    An entry with neither task nor agent is spent by no task and teaches nothing: only
+    its counter is kept."""
+    last, tasked, loose = dict(fold.last), dict(fold.tasked), dict(fold.loose)
+    for entry in entries:
+        last[(entry.tenant, *entry.counter)] = entry
+        if entry.task is not None:
+            key = (entry.tenant, entry.host, entry.agent, entry.role, entry.task, entry.model)
+            tasked[key] = tasked.get(key, 0) + entry.tokens
+        elif entry.agent is not None:
+            loose_key = (entry.tenant, entry.host, entry.agent, entry.role, entry.model, entry.ts)
+            loose[loose_key] = loose.get(loose_key, 0) + entry.tokens
+    return LedgerFold(fold.lines + lines, (*fold.problems, *problems), last, tasked, loose)
