@@ -196,14 +196,15 @@ def read_ledger_fold(path: Path, fold_path: Path, *, save: bool = True) -> tuple
         return read_ledger(path)
     try:
         kind = os.fstat(fd)
-        done = fold_open(fd, kind, load_fold(fold_path), str(path)) if stat.S_ISREG(kind.st_mode) \
+        saved = load_fold(fold_path)
+        done = fold_open(fd, kind, saved, str(path)) if stat.S_ISREG(kind.st_mode) \
             and kind.st_size <= MAX_LEDGER_BYTES else None
     finally:
         os.close(fd)
     if done is None:
         return read_ledger(path)
     saving, fold = done
-    if save:
+    if save and (saved is None or saving.offset != saved.offset or saving.inode != saved.inode):
         save_fold(fold_path, saving)
     return fold.spend_entries(), list(fold.problems)
 
@@ -234,13 +235,16 @@ def update_ledger_fold(
         problems = list(fold.problems)
         if new:
             heal = "\n" if kind.st_size and os.pread(fd, 1, kind.st_size - 1) != b"\n" else ""  # see `_heal`
-            payload = heal + "".join(render_entry(e) for e in new)
+            payload = (heal + "".join(render_entry(e) for e in new)).encode()
             try:
-                _write_all(fd, payload.encode())
+                _write_all(fd, payload)
                 os.fsync(fd)
             except OSError as exc:
                 return [], [*problems, f"{path}: could not append to the ledger ({exc.strerror or exc}); "
                             "the next ingest appends what is missing"]
+            if saving.offset == kind.st_size:  # nothing after the cursor: the new lines are folded as they are
+                end = kind.st_size + len(payload)
+                saving = SavedFold(kind.st_ino, end, _check(fd, end), fold_ledger(saving.fold, [parse_entry(render_entry(e)) for e in new], len(new)))
         save_fold(fold_path, saving)
         return new, problems
     finally:

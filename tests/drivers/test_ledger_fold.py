@@ -151,6 +151,10 @@ def test_the_ingest_appends_from_the_fold_what_it_appends_from_the_whole_ledger(
         assert (new_fold[0], [p.replace("/b/", "/a/") for p in new_fold[1]]) == new_whole
         assert new_whole[0] != [] or step > 0, "the counters' increases are appended"
         assert folded.read_bytes() == whole.read_bytes()
+        saved = load_fold(fold)
+        assert saved is not None and (saved.offset == folded.stat().st_size) == (step > 0), \
+            "the appended lines are folded as they are written, unless a cut-off line came before them"
+        assert_same(folded, fold)
         step_entries = "".join(render_entry(e) for e in mixed(100 + 10 * step, 10))
         append(whole, step_entries)
         append(folded, step_entries)
