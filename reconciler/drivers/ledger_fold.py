@@ -121,18 +121,59 @@ def _time(value: object) -> datetime:
 # --- on disk ---------------------------------------------------------------------------------
 
 
-def load_fold(path: Path) -> SavedFold | None:
-    """The saved fold; None when missing, unreadable or damaged (the ledger is then folded from 0)."""
+#: The fold each fold file last held or was meant to hold in this process, with the file's
+#: (inode, size, mtime) then: a resident loop neither parses the fold again each tick nor
+#: writes it on every append. A file changed by another process is parsed again.
+_MEMO: dict[Path, tuple[tuple[int, int, int] | None, SavedFold]] = {}
+#: The (inode, offset) of the fold this process last wrote or read, by fold file.
+_written: dict[Path, tuple[int, int]] = {}
+#: The fold file is rewritten once the ledger has grown by this much past it, or by its own size.
+SAVE_EVERY = 256 << 10
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
-        return parse_fold(read_capped(path, MAX_FOLD_BYTES))
-    except _UNUSABLE:
+        seen = path.stat()
+    except OSError:
         return None
+    return seen.st_ino, seen.st_size, seen.st_mtime_ns
+
+
+def load_fold(path: Path) -> SavedFold | None:
+    """The saved fold (this process's newer one when the file is as it left it); None when
+    missing, unreadable or damaged (the ledger is then folded from 0)."""
+    key, signature = path.absolute(), _signature(path)
+    kept = _MEMO.get(key)
+    if kept is not None and signature is not None and kept[0] == signature:
+        return kept[1]
+    try:
+        saved = parse_fold(read_capped(path, MAX_FOLD_BYTES))
+    except _UNUSABLE:
+        _MEMO.pop(key, None)
+        return None
+    _MEMO[key] = (signature, saved)
+    _written[key] = (saved.inode, saved.offset)
+    return saved
 
 
 def save_fold(path: Path, saved: SavedFold) -> None:
-    """Write the fold atomically; a failure only costs the next reader a longer read."""
+    """Keep the fold for this process, and write it (atomically) unless it only moved on
+    from the one written by less than SAVE_EVERY or the fold file's size (so the writes
+    cost, per byte appended, a bounded amount). Not written, it costs another process
+    only a read of those bytes; a failure to write, a longer read."""
+    key = path.absolute()
+    kept = _MEMO.get(key)
+    signature = kept[0] if kept else None
+    if kept is not None and kept[1].inode == saved.inode and signature is not None:
+        written = _written.get(key, (saved.inode, -1))
+        if written[0] == saved.inode and 0 <= saved.offset - written[1] < max(SAVE_EVERY, signature[1]):
+            _MEMO[key] = (signature, saved)
+            return
     with contextlib.suppress(OSError):
         write_if_changed(path, render_fold(saved), mode=0o600)
+        signature = _signature(path)
+        _written[key] = (saved.inode, saved.offset)
+    _MEMO[key] = (signature, saved)
 
 
 def _check(fd: int, offset: int) -> str:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.lanes import Window
 from reconciler.core.status import ledger_summary
+from reconciler.drivers import ledger_fold
 from reconciler.drivers.ledger import read_ledger, render_entry, update_ledger
 from reconciler.drivers.ledger_fold import load_fold, read_ledger_fold, update_ledger_fold
 from reconciler.engine.ingest import SpendCounter, ledger_deltas
@@ -70,12 +71,17 @@ def assert_same(path: Path, fold: Path) -> None:
     saved = load_fold(fold)
     assert saved is not None
     assert deltas(saved.fold.last_entries()) == deltas(whole)
+    kept = dict(ledger_fold._MEMO)
+    ledger_fold._MEMO.clear()  # another process: the fold file as written, maybe behind this one's
+    assert read_ledger_fold(path, fold, save=False) == (folded, fold_problems)
+    ledger_fold._MEMO.update(kept)
 
 
 def test_a_fold_read_in_steps_books_what_a_whole_read_books(tmp_path: Path) -> None:
     path, fold = tmp_path / "ledger.jsonl", tmp_path / "ledger.fold.json"
     append(path, "".join(render_entry(e) for e in mixed(0, 40)))
     assert_same(path, fold)
+    assert ledger_fold.parse_fold(fold.read_text()).offset == path.stat().st_size, "a fold built from 0 is written"
     append(path, "not json\n" + "".join(render_entry(e) for e in mixed(40, 30)))
     assert_same(path, fold)
     append(path, render_entry(entry(99))[:30])  # an append cut off: parsed, reported, not folded
