@@ -219,22 +219,21 @@ def fold_open(fd: int, kind: os.stat_result, saved: SavedFold | None,
     return saving, fold_ledger(folded, entries, len(more), problems)
 
 
-def read_ledger_fold(path: Path, fold_path: Path, *, save: bool = True) -> tuple[list[LedgerEntry], list[str]]:
-    """What the status write-back books, as `LedgerFold.spend_entries`, and the ledger's
-    problems; the same bookings as `read_ledger`'s entries. `save=False`: the fold file is
-    only read."""
+def read_ledger_fold(path: Path, fold_path: Path, *, save: bool = True) -> tuple[LedgerFold, list[str]]:
+    """The fold of the whole ledger, whose `spend_entries` book what `read_ledger`'s entries
+    book, and the ledger's problems. `save=False`: the fold file is only read."""
     try:
         ahead = path.stat()
     except FileNotFoundError:
-        return [], []
+        return LedgerFold(), []
     except OSError:
-        return read_ledger(path)
+        return _whole(path)
     if not stat.S_ISREG(ahead.st_mode) or ahead.st_size > MAX_LEDGER_BYTES:
-        return read_ledger(path)  # which says why it is not read
+        return _whole(path)  # which says why it is not read
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
-        return read_ledger(path)
+        return _whole(path)
     try:
         kind = os.fstat(fd)
         saved = load_fold(fold_path)
@@ -243,11 +242,17 @@ def read_ledger_fold(path: Path, fold_path: Path, *, save: bool = True) -> tuple
     finally:
         os.close(fd)
     if done is None:
-        return read_ledger(path)
+        return _whole(path)
     saving, fold = done
     if save and (saved is None or saving.offset != saved.offset or saving.inode != saved.inode):
         save_fold(fold_path, saving)
-    return fold.spend_entries(), list(fold.problems)
+    return fold, list(fold.problems)
+
+
+def _whole(path: Path) -> tuple[LedgerFold, list[str]]:
+    """`read_ledger`, folded: the fallback when the ledger cannot be read from a cursor."""
+    entries, problems = read_ledger(path)
+    return fold_ledger(LedgerFold(), entries, 0, problems), problems
 
 
 def update_ledger_fold(

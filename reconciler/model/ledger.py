@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +137,50 @@ class LedgerFold:
         >>> [(x.task, x.agent, x.tokens) for x in fold.spend_entries()]
         [('T1', 'a', 12), (None, 'w', 3)]
         """
-        out = [LedgerEntry(_NO_TIME, tenant, host, agent, role, task, None, model, "", "", tokens, None, tokens,
-                           None, "") for (tenant, host, agent, role, task, model), tokens in self.tasked.items()]
-        out += [LedgerEntry(ts, tenant, host, agent, role, None, None, model, "", "", tokens, None, tokens, None, "")
-                for (tenant, host, agent, role, model, ts), tokens in self.loose.items()]
-        return out
+        return [_tasked(key, tokens) for key, tokens in self.tasked.items()] + \
+            [_loose(key, tokens) for key, tokens in self.loose.items()]
+
+
+def _tasked(key: TaskedKey, tokens: int) -> LedgerEntry:
+    tenant, host, agent, role, task, model = key
+    return LedgerEntry(_NO_TIME, tenant, host, agent, role, task, None, model, "", "", tokens, None, tokens, None, "")
+
+
+def _loose(key: LooseKey, tokens: int) -> LedgerEntry:
+    tenant, host, agent, role, model, ts = key
+    return LedgerEntry(ts, tenant, host, agent, role, None, None, model, "", "", tokens, None, tokens, None, "")
+
+
+def fold_changes(old: LedgerFold, new: LedgerFold, tenant: str, host: str) -> list[tuple[LedgerEntry, int, int]]:
+    """What `new`'s sums of `tenant` on `host` add to `old`'s, as (entry, tokens, entries)
+    changes for core/task_spend.py `book_spend`: a sum that grew, appeared or went away.
+
+    >>> def e(tokens, h):
+    ...     return LedgerEntry(datetime(2026, 1, 1, h, tzinfo=UTC), "t", "h", "w", "coder", None, None, "m",
+    ...                        "heartbeat", "s", tokens, None, tokens, None, "estimated")
+    >>> a = fold_ledger(LedgerFold(), [e(5, 1)], 1)
+    >>> b = fold_ledger(a, [e(7, 1), e(3, 2)], 2)
+    >>> [(x.ts.hour, n, c) for x, n, c in fold_changes(a, b, "t", "h")]
+    [(1, 7, 0), (2, 3, 1)]
+    """
+    return [*_changes(old.tasked, new.tasked, _tasked, tenant, host),
+            *_changes(old.loose, new.loose, _loose, tenant, host)]
+
+
+K = TypeVar("K", TaskedKey, LooseKey)
+
+
+def _changes(mine: Mapping[K, int], theirs: Mapping[K, int], make: Callable[[K, int], LedgerEntry],
+             tenant: str, host: str) -> list[tuple[LedgerEntry, int, int]]:
+    changes = []
+    for key, tokens in theirs.items():
+        before = mine.get(key)
+        if before != tokens and key[0] == tenant and key[1] == host:
+            changes.append((make(key, tokens - (before or 0)), tokens - (before or 0), int(before is None)))
+    for key, tokens in mine.items():
+        if key not in theirs and key[0] == tenant and key[1] == host:
+            changes.append((make(key, -tokens), -tokens, -1))
+    return changes
 
 
 def fold_ledger(fold: LedgerFold, entries: Iterable[LedgerEntry], lines: int,

@@ -17,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.lanes import Window
-from reconciler.core.status import ledger_summary
+from reconciler.core.status import ledger_summary, spend_summary
 from reconciler.drivers import ledger_fold
 from reconciler.drivers.ledger import read_ledger, render_entry, update_ledger
 from reconciler.drivers.ledger_fold import load_fold, read_ledger_fold, update_ledger_fold
 from reconciler.engine.ingest import SpendCounter, ledger_deltas
+from reconciler.engine.writeback import booked_spend
 from reconciler.model.ledger import LedgerEntry
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -67,13 +68,19 @@ def assert_same(path: Path, fold: Path) -> None:
     whole, whole_problems = read_ledger(path)
     folded, fold_problems = read_ledger_fold(path, fold)
     assert fold_problems == whole_problems
-    assert booked(folded) == booked(whole)
+    assert booked(folded.spend_entries()) == booked(whole)
+    for n, windows in enumerate(((), WINDOWS)):  # the write-back books only what changed since its last book
+        for tenant, host in (("t", "h"), ("u", "other"), ("t", "other")):
+            book = booked_spend(path.with_suffix(f".{n}"), tenant, host, folded, windows)
+            for done in (None, frozenset({"T1", "L1", "L2"})):
+                assert spend_summary(book, ("L1",), done) == ledger_summary(tenant, host, whole, windows, ("L1",), done)
     saved = load_fold(fold)
     assert saved is not None
     assert deltas(saved.fold.last_entries()) == deltas(whole)
     kept = dict(ledger_fold._MEMO)
     ledger_fold._MEMO.clear()  # another process: the fold file as written, maybe behind this one's
-    assert read_ledger_fold(path, fold, save=False) == (folded, fold_problems)
+    again, again_problems = read_ledger_fold(path, fold, save=False)
+    assert (again.spend_entries(), again_problems) == (folded.spend_entries(), fold_problems)
     ledger_fold._MEMO.update(kept)
 
 
@@ -98,12 +105,12 @@ def test_only_the_new_bytes_are_read(tmp_path: Path) -> None:
     end) goes unseen: the fold did not read those bytes again."""
     path, fold = tmp_path / "ledger.jsonl", tmp_path / "ledger.fold.json"
     append(path, "".join(render_entry(e) for e in mixed(0, 200)))
-    before = read_ledger_fold(path, fold)
+    before = read_ledger_fold(path, fold)[0].spend_entries()
     middle = path.stat().st_size // 2
     with path.open("r+b") as handle:
         handle.seek(middle)
         handle.write(b"\x00")
-    assert read_ledger_fold(path, fold) == before
+    assert read_ledger_fold(path, fold)[0].spend_entries() == before
     assert read_ledger(path)[1] != [], "a whole read sees the damaged line"
 
 
@@ -141,7 +148,8 @@ def test_bytes_that_are_not_utf8_are_left_to_the_whole_read(tmp_path: Path) -> N
     assert_same(path, fold)
     with path.open("ab") as handle:
         handle.write(b"\xff\xfe\n")
-    assert read_ledger_fold(path, fold) == read_ledger(path)
+    folded, problems = read_ledger_fold(path, fold)
+    assert (folded.spend_entries(), problems) == ([], read_ledger(path)[1])
     assert read_ledger(path)[0] == [] and len(read_ledger(path)[1]) == 1
 
 
@@ -172,7 +180,7 @@ def test_a_dry_read_leaves_the_fold_file_alone(tmp_path: Path) -> None:
     append(path, "".join(render_entry(e) for e in mixed(0, 10)))
     assert read_ledger_fold(path, fold, save=False)[1] == []
     assert not fold.exists()
-    assert read_ledger_fold(tmp_path / "missing.jsonl", fold) == ([], [])
+    assert read_ledger_fold(tmp_path / "missing.jsonl", fold)[1] == []
 
 
 LINES = st.lists(st.one_of(st.integers(0, 300).map(lambda n: render_entry(mixed(n, 1)[0])),
