@@ -160,7 +160,7 @@ def fold_changes(old: LedgerFold, new: LedgerFold, tenant: str, host: str) -> li
     ...                        "heartbeat", "s", tokens, None, tokens, None, "estimated")
     >>> a = fold_ledger(LedgerFold(), [e(5, 1)], 1)
     >>> b = fold_ledger(a, [e(7, 1), e(3, 2)], 2)
-    >>> [(x.ts.hour, n, c) for x, n, c in fold_changes(a, b, "t", "h")]
+    >>> sorted((x.ts.hour, n, c) for x, n, c in fold_changes(a, b, "t", "h"))
     [(1, 7, 0), (2, 3, 1)]
     """
     return [*_changes(old.tasked, new.tasked, _tasked, tenant, host),
@@ -173,13 +173,13 @@ K = TypeVar("K", TaskedKey, LooseKey)
 def _changes(mine: Mapping[K, int], theirs: Mapping[K, int], make: Callable[[K, int], LedgerEntry],
              tenant: str, host: str) -> list[tuple[LedgerEntry, int, int]]:
     changes = []
-    for key, tokens in theirs.items():
-        before = mine.get(key)
-        if before != tokens and key[0] == tenant and key[1] == host:
+    for key, tokens in theirs.items() - mine.items():  # set operations on the views: no Python loop over all
+        if key[0] == tenant and key[1] == host:
+            before = mine.get(key)
             changes.append((make(key, tokens - (before or 0)), tokens - (before or 0), int(before is None)))
-    for key, tokens in mine.items():
-        if key not in theirs and key[0] == tenant and key[1] == host:
-            changes.append((make(key, -tokens), -tokens, -1))
+    for key in mine.keys() - theirs.keys():
+        if key[0] == tenant and key[1] == host:
+            changes.append((make(key, -mine[key]), -mine[key], -1))
     return changes
 
 
