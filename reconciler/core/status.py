@@ -7,6 +7,7 @@ renders the same bytes and nothing is committed.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -15,8 +16,8 @@ from reconciler.core.budget_types import Decision, State, effective_agent
 from reconciler.core.desired import DesiredAgent, DesiredTenant
 from reconciler.core.pace import Pace, PaceState
 from reconciler.core.plan import AgentHealth, Conflict, Plan, Wait
-from reconciler.core.task_spend import attribute, task_tokens
-from reconciler.model.ledger import LedgerEntry, learned_spend
+from reconciler.core.task_spend import SpendBook, book_spend
+from reconciler.model.ledger import LedgerEntry, median_p90
 from reconciler.model.observed import ObservedFleet
 from reconciler.model.status import (
     AccountStatus,
@@ -286,10 +287,12 @@ def tenant_status(
     index: PlanIndex | None = None,
     lanes: TenantLanes | None = None,
     task_states: Mapping[str, str] | None = None,
+    booked: SpendBook | None = None,
 ) -> TenantStatus:
     """One tenant's status on `host` after this tick (`index`: the plan's PlanIndex, when
     the caller reports several tenants of one plan; `task_states`: the state people set
-    on each task in tasks.yaml, so the learned spend counts only finished tasks)."""
+    on each task in tasks.yaml, so the learned spend counts only finished tasks; `booked`:
+    the spend already booked under the lanes' windows, in place of `ledger`)."""
     old_agents = {a.name: a for a in previous.agents} if previous else {}
     agents = []
     index = index or PlanIndex(plan)
@@ -321,7 +324,10 @@ def tenant_status(
         for d in plan.budget if d.tenant == tenant.name and d.state is State.QUEUED
     )
     final, done = finished_tasks(task_states, lanes)
-    spend, learned = ledger_summary(tenant.name, host, ledger, lanes.memory.windows() if lanes else (), final, done)
+    if booked is not None:
+        spend, learned = spend_summary(booked, final, done)
+    else:
+        spend, learned = ledger_summary(tenant.name, host, ledger, lanes.memory.windows() if lanes else (), final, done)
     lane_rows, task_rows = lane_status(lanes) if lanes is not None else ((), ())
     return TenantStatus(tenant.name, host, revision, mode, tuple(agents), runs, notes, accounts, queue, spend, learned,
                         lane_rows, task_rows)
@@ -357,16 +363,25 @@ def ledger_summary(tenant: str, host: str, ledger: Iterable[LedgerEntry], window
                    ) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:
     """This host's spend per (task, agent), each entry booked to the task its agent held
     then (`windows`, core/task_spend.py), and the learned spend per (role, model) of the
-    `done` tasks (None: of every task with spend).
+    `done` tasks (None: of every task with spend); see `spend_summary`."""
+    mine = ((e, e.tokens, 1) for e in ledger if e.tenant == tenant and e.host == host)
+    return spend_summary(book_spend(SpendBook(), mine, windows), final, done)
+
+
+def spend_summary(book: SpendBook, final: Collection[str] = (), done: Collection[str] | None = None,
+                  ) -> tuple[tuple[TaskSpend, ...], tuple[LearnedHint, ...]]:
+    """The spend per (task, agent) and the learned spend of the `done` tasks, from their sums.
 
     A `final` task's spend is exact (it no longer grows); an open task's is to the
     thousand, so a working agent does not rewrite the status every tick."""
-    mine = attribute((e for e in ledger if e.tenant == tenant and e.host == host), windows)
     spend = tuple(TaskSpend(task, agent, tokens if task in final else _rounded(tokens))
-                  for (task, agent), tokens in task_tokens(mine, ()).items())
-    finished = mine if done is None else [e for e in mine if e.task in done]
+                  for (task, agent), (tokens, _) in sorted(book.tasks.items()))
+    samples: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for (role, model, _tenant, task), (tokens, _) in sorted(book.learned.items()):
+        if done is None or task in done:
+            samples[(role, model)].append(tokens)
     learned = tuple(LearnedHint(role, model, _rounded(int(s.median)), _rounded(int(s.p90)))
-                    for (role, model), s in learned_spend(finished).items())
+                    for (role, model), s in ((key, median_p90(values)) for key, values in sorted(samples.items())))
     return spend, learned
 
 

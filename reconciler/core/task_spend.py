@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.model.ledger import LedgerEntry
+
+K = TypeVar("K")
 
 if TYPE_CHECKING:  # status books spend with it for every fleet: the lanes load only for fleets with lanes
     from reconciler.core.lanes import Window
@@ -80,3 +82,50 @@ def task_tokens(entries: Iterable[LedgerEntry], windows: Iterable[Window]) -> di
         if entry.task is not None and entry.agent is not None:
             spent[(entry.task, entry.agent)] += entry.tokens
     return dict(sorted(spent.items()))
+
+
+#: Tokens booked to a key, and how many ledger entries (or fold sums) gave them: a key
+#: stays while one does, even at 0 tokens, as it does when every entry is read.
+Tally = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SpendBook:
+    """The spend of one tenant on one host, attributed: tokens per (task, agent) and per
+    (role, model, tenant, task), the sums `ledger_summary` reports. Sums add, so a change
+    of the ledger's fold is booked by its difference alone (engine/writeback.py)."""
+
+    tasks: Mapping[tuple[str, str], Tally] = field(default_factory=dict)
+    learned: Mapping[tuple[str, str, str, str], Tally] = field(default_factory=dict)
+
+
+def book_spend(book: SpendBook, changes: Iterable[tuple[LedgerEntry, int, int]],
+               windows: Iterable[Window]) -> SpendBook:
+    """`book` with each change booked: an entry (its task set by `windows`, as `attribute`
+    sets it), the tokens it adds and the entries it adds (negative: a sum that went away).
+
+    >>> from datetime import UTC, datetime
+    >>> e = LedgerEntry(datetime(2026, 1, 1, tzinfo=UTC), "t", "h", "w", "coder", "T1", None, "m", "heartbeat", "w@1",
+    ...                 10, None, 10, None, "estimated")
+    >>> book = book_spend(SpendBook(), [(e, 10, 1), (e, 5, 1)], ())
+    >>> book.tasks, book_spend(book, [(e, -15, -2)], ()).tasks
+    ({('T1', 'w'): (15, 2)}, {})
+    """
+    tasks, learned = dict(book.tasks), dict(book.learned)
+    listed = list(changes)
+    for (_, tokens, count), booked in zip(listed, attribute((c[0] for c in listed), windows), strict=True):
+        if booked.task is None:
+            continue
+        if booked.agent is not None:
+            _tally(tasks, (booked.task, booked.agent), tokens, count)
+        if booked.role is not None:
+            _tally(learned, (booked.role, booked.model, booked.tenant, booked.task), tokens, count)
+    return SpendBook(tasks, learned)
+
+
+def _tally(sums: dict[K, Tally], key: K, tokens: int, count: int) -> None:
+    old_tokens, old_count = sums.get(key, (0, 0))
+    if old_count + count <= 0:
+        sums.pop(key, None)
+    else:
+        sums[key] = (old_tokens + tokens, old_count + count)

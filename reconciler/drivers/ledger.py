@@ -2,7 +2,8 @@
 
 The ingesters (engine/ingest.py) append one JSON line per counter increase; TASKS.md
 reads the lines back (model/ledger.py's `learned_spend`). Lines are never rewritten, so
-a reader may tail the file; a damaged line is reported and skipped, never fatal, and a
+a reader may tail the file, which a tick does (drivers/ledger_fold.py; the whole reads
+here are its fallback); a damaged line is reported and skipped, never fatal, and a
 ledger that is not a regular file or is over `MAX_LEDGER_BYTES` is reported, not read. The
 read-compute-append of one ingest runs under an flock on the file itself, so two
 ingesters (the CLI and a reconcile tick) never append the same increase twice.
@@ -76,9 +77,14 @@ def parse_ledger(text: str, where: str = "ledger") -> tuple[list[LedgerEntry], l
     A cut-off last line (a writer killed mid-append) is one such problem; the entries
     before and after it still count.
     """
+    return parse_lines(text.splitlines(), where)
+
+
+def parse_lines(lines: Sequence[str], where: str, first: int = 1) -> tuple[list[LedgerEntry], list[str]]:
+    """`parse_ledger` of lines numbered from `first` (a read from a cursor numbers on)."""
     entries: list[LedgerEntry] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=first):
         if not line.strip():
             continue
         try:

@@ -29,7 +29,7 @@ from reconciler.core.desired import DesiredFleet
 from reconciler.drivers import users
 from reconciler.drivers.files import scan_heartbeats
 from reconciler.drivers.ingest_cursors import append_keys, read_book, read_keys, write_book
-from reconciler.drivers.ledger import update_ledger
+from reconciler.drivers.ledger_fold import update_ledger_fold
 from reconciler.drivers.runtime_usage import (
     ClaudeSum,
     CodexSession,
@@ -247,8 +247,8 @@ def ingest_tenant(tenant: TenantView, state_dir: Path, homes: Homes, now: dateti
     appended: list[LedgerEntry] = []
     ledger_problems: list[str] = []
     if counters:  # no spend counter at all (a tenant of stub agents without usage): no ledger file
-        appended, ledger_problems = update_ledger(
-            layout.ledger(tenant.name),
+        appended, ledger_problems = update_ledger_fold(
+            layout.ledger(tenant.name), layout.ledger_fold(tenant.name),
             lambda old: ledger_deltas(old, counters, tenant=tenant.name, host=host, agents=tenant.agents),
         )
     try:  # after the ledger: cursors lost or stale only cost a longer read, never a double booking

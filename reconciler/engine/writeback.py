@@ -20,18 +20,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ruamel.yaml.error import YAMLError
 
 from reconciler.core.plan import ActionKind
 from reconciler.core.render import parse_status, render_manifest, render_status, render_tasks
 from reconciler.core.status import PlanIndex, tenant_status
+from reconciler.core.task_spend import SpendBook, book_spend
 from reconciler.drivers.audit import redact
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
-from reconciler.drivers.ledger import ledger_path, read_ledger
+from reconciler.drivers.ledger_fold import read_ledger_fold
 from reconciler.engine.apply import Outcome
 from reconciler.engine.tick import Tick
+from reconciler.model.layout import StateLayout
+from reconciler.model.ledger import LedgerFold, fold_changes
 from reconciler.model.status import RunRecord, TenantStatus
 from reconciler.spec.cache import BytesCache
 from reconciler.spec.repo import FleetRepo
@@ -46,11 +49,16 @@ MAX_STATUS_BYTES = 16 << 20
 #: What parsing a damaged status file raises (YAML for files written by hand or by old versions).
 _DAMAGED_STATUS: tuple[type[Exception], ...] = (*DAMAGED, YAMLError)
 
+if TYPE_CHECKING:  # the lanes load only for fleets with lanes
+    from reconciler.core.lanes import Window
+
 D = TypeVar("D")
 #: Status files this process parsed, by path and text.
 _PARSED: BytesCache[str, TenantStatus] = BytesCache()
 #: What this process last rendered for each file: the text, and the inputs it came from.
 _RENDERED: dict[Path, tuple[str, object]] = {}
+#: What this process last booked of each ledger's spend: the windows, the fold booked, the book.
+_BOOKED: dict[tuple[Path, str, str], tuple[tuple[Window, ...], LedgerFold, SpendBook]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,19 @@ def _untouched(repo: Path, host: str, done: set[str], problems: list[str]) -> li
     return out
 
 
+def booked_spend(ledger: Path, tenant: str, host: str, fold: LedgerFold, windows: tuple[Window, ...]) -> SpendBook:
+    """The tenant's spend on `host` booked under `windows`: the book of the last tick with
+    only what the fold added since booked (the whole fold when the windows changed)."""
+    key = (ledger.absolute(), tenant, host)
+    kept = _BOOKED.get(key)
+    old, book = (kept[1], kept[2]) if kept is not None and kept[0] == windows else (LedgerFold(), SpendBook())
+    book = book_spend(book, fold_changes(old, fold, tenant, host), windows)
+    if len(_BOOKED) >= 4096 and key not in _BOOKED:
+        _BOOKED.clear()
+    _BOOKED[key] = (windows, fold, book)
+    return book
+
+
 def run_record(tick: Tick, outcomes: Iterable[Outcome], tenant: str, revision: str, finished: datetime) -> RunRecord | None:
     mine = [o for o in outcomes if o.action.tenant == tenant and o.result != "skipped"]
     if not mine:
@@ -146,12 +167,15 @@ def write_back(tick: Tick, outcomes: Iterable[Outcome], *, revision: str, finish
                    if o.result == "done" and o.action.kind != ActionKind.STOP}
         failed = {o.action.agent: redact(o.detail, o.action.launch.env if o.action.launch else ()) or "failed"
                   for o in done if o.result == "failed"}
-        ledger, ledger_problems = read_ledger(ledger_path(tick.inputs.state_dir, name))
+        layout = StateLayout(tick.inputs.state_dir)  # the ledger from its fold's cursor (drivers/ledger_fold.py)
+        fold, ledger_problems = read_ledger_fold(layout.ledger(name), layout.ledger_fold(name))
         problems += ledger_problems
+        lanes = tick.lanes.tenants.get(name)
         status = tenant_status(
             tenant, host, tick.plan, tick.observed, revision=revision, started=started, failed=failed,
-            run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now, ledger=ledger,
-            index=index, lanes=tick.lanes.tenants.get(name), task_states=_task_states(tick, name),
+            run=run_record(tick, listed, name, revision, finished), previous=previous, now=tick.now,
+            index=index, lanes=lanes, task_states=_task_states(tick, name),
+            booked=booked_spend(layout.ledger(name), name, host, fold, lanes.memory.windows() if lanes else ()),
         )
         mine.append(status)
         if _write(path, rendered(path, status, render_status), problems):

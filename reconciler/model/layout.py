@@ -47,6 +47,7 @@ class StateLayout:
         Entry("usage_record", "<tenant>/usage/<account>.json", "an account's usage (set-usage, ingest)"),
         Entry("statusline_record", "<tenant>/statusline/<agent>.json", "rate limits saved by the Claude status-line hook"),
         Entry("ledger", "<tenant>/ledger.jsonl", "the spend ledger, append-only"),
+        Entry("ledger_fold", "<tenant>/ledger.fold.json", "how far the ledger was read, and its sums (a cache)"),
         Entry("ingest_cursors", "<tenant>/ingest/cursors.json", "how far each runtime usage file was read, and its sums"),
         Entry("ingest_keys", "<tenant>/ingest/claude-keys", "Claude messages already counted, append-only"),
         Entry("audit", "<tenant>/audit.jsonl", "the audit log: one line per act on an agent"),
@@ -94,6 +95,9 @@ class StateLayout:
 
     def ledger(self, tenant: str) -> Path:
         return self.tenant(tenant) / "ledger.jsonl"
+
+    def ledger_fold(self, tenant: str) -> Path:
+        return self.tenant(tenant) / "ledger.fold.json"
 
     def ingest_cursors(self, tenant: str) -> Path:
         return self.tenant(tenant) / "ingest" / "cursors.json"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,107 @@ def median_p90(values: list[int]) -> LearnedSpend:
 def _nearest_rank(values: list[int], fraction: float) -> int:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+#: A counter's key in a fold: the tenant, then the counter (`LedgerEntry.counter`).
+CounterKey = tuple[str, str, str, str]
+#: Spend already booked to a task: tenant, host, agent, role, task, model.
+TaskedKey = tuple[str, str, str | None, str | None, str, str]
+#: Spend of an agent not yet booked to a task (its windows decide): tenant, host, agent, role, model, ts.
+LooseKey = tuple[str, str, str, str | None, str, datetime]
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFold:
+    """What a ledger's lines add up to, for its two readers, so a tick folds only new lines.
+
+    The ingest needs each counter's last entry (`last`: `ledger_deltas` takes increases
+    from it); the status write-back needs the tokens per task (`tasked`) and, for entries
+    whose task the lane windows decide at read time, the tokens per agent and moment
+    (`loose`). `lines` and `problems` are the lines read and the damaged ones reported,
+    so a reader from a cursor says what a whole read would.
+    """
+
+    lines: int = 0
+    problems: tuple[str, ...] = ()
+    last: dict[CounterKey, LedgerEntry] = field(default_factory=dict)
+    tasked: dict[TaskedKey, int] = field(default_factory=dict)
+    loose: dict[LooseKey, int] = field(default_factory=dict)
+
+    def last_entries(self) -> list[LedgerEntry]:
+        """Each counter's last entry: `ledger_deltas` takes the same increases from these as from every entry."""
+        return list(self.last.values())
+
+    def spend_entries(self) -> list[LedgerEntry]:
+        """One entry per sum: `core/status.ledger_summary` books them as it books every entry.
+
+        >>> def e(task, agent, tokens, h=1):
+        ...     return LedgerEntry(datetime(2026, 1, 1, h, tzinfo=UTC), "t", "h", agent, "coder", task, None, "m",
+        ...                        "heartbeat", "s", tokens, None, tokens, None, "estimated")
+        >>> fold = fold_ledger(LedgerFold(), [e("T1", "a", 5), e("T1", "a", 7), e(None, "w", 3), e(None, None, 9)], 4)
+        >>> [(x.task, x.agent, x.tokens) for x in fold.spend_entries()]
+        [('T1', 'a', 12), (None, 'w', 3)]
+        """
+        return [_tasked(key, tokens) for key, tokens in self.tasked.items()] + \
+            [_loose(key, tokens) for key, tokens in self.loose.items()]
+
+
+def _tasked(key: TaskedKey, tokens: int) -> LedgerEntry:
+    tenant, host, agent, role, task, model = key
+    return LedgerEntry(_NO_TIME, tenant, host, agent, role, task, None, model, "", "", tokens, None, tokens, None, "")
+
+
+def _loose(key: LooseKey, tokens: int) -> LedgerEntry:
+    tenant, host, agent, role, model, ts = key
+    return LedgerEntry(ts, tenant, host, agent, role, None, None, model, "", "", tokens, None, tokens, None, "")
+
+
+def fold_changes(old: LedgerFold, new: LedgerFold, tenant: str, host: str) -> list[tuple[LedgerEntry, int, int]]:
+    """What `new`'s sums of `tenant` on `host` add to `old`'s, as (entry, tokens, entries)
+    changes for core/task_spend.py `book_spend`: a sum that grew, appeared or went away.
+
+    >>> def e(tokens, h):
+    ...     return LedgerEntry(datetime(2026, 1, 1, h, tzinfo=UTC), "t", "h", "w", "coder", None, None, "m",
+    ...                        "heartbeat", "s", tokens, None, tokens, None, "estimated")
+    >>> a = fold_ledger(LedgerFold(), [e(5, 1)], 1)
+    >>> b = fold_ledger(a, [e(7, 1), e(3, 2)], 2)
+    >>> sorted((x.ts.hour, n, c) for x, n, c in fold_changes(a, b, "t", "h"))
+    [(1, 7, 0), (2, 3, 1)]
+    """
+    return [*_changes(old.tasked, new.tasked, _tasked, tenant, host),
+            *_changes(old.loose, new.loose, _loose, tenant, host)]
+
+
+K = TypeVar("K", TaskedKey, LooseKey)
+
+
+def _changes(mine: Mapping[K, int], theirs: Mapping[K, int], make: Callable[[K, int], LedgerEntry],
+             tenant: str, host: str) -> list[tuple[LedgerEntry, int, int]]:
+    changes = []
+    for key, tokens in theirs.items() - mine.items():  # set operations on the views: no Python loop over all
+        if key[0] == tenant and key[1] == host:
+            before = mine.get(key)
+            changes.append((make(key, tokens - (before or 0)), tokens - (before or 0), int(before is None)))
+    for key in mine.keys() - theirs.keys():
+        if key[0] == tenant and key[1] == host:
+            changes.append((make(key, -mine[key]), -mine[key], -1))
+    return changes
+
+
+def fold_ledger(fold: LedgerFold, entries: Iterable[LedgerEntry], lines: int,
+                problems: Iterable[str] = ()) -> LedgerFold:
+    """`fold` with `lines` more ledger lines read: their `entries` and `problems` (pure).
+
+    An entry with neither task nor agent is spent by no task and teaches nothing: only
+    its counter is kept."""
+    last, tasked, loose = dict(fold.last), dict(fold.tasked), dict(fold.loose)
+    for entry in entries:
+        last[(entry.tenant, *entry.counter)] = entry
+        if entry.task is not None:
+            key = (entry.tenant, entry.host, entry.agent, entry.role, entry.task, entry.model)
+            tasked[key] = tasked.get(key, 0) + entry.tokens
+        elif entry.agent is not None:
+            loose_key = (entry.tenant, entry.host, entry.agent, entry.role, entry.model, entry.ts)
+            loose[loose_key] = loose.get(loose_key, 0) + entry.tokens
+    return LedgerFold(fold.lines + lines, (*fold.problems, *problems), last, tasked, loose)

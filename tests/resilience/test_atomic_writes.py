@@ -44,6 +44,7 @@ ALLOWED = {
     ("drivers/lock.py", "hold_lock"): "the lock file: its text only names the holder",
     ("drivers/reports.py", "_update"): "the empty lock file beside an agent's reports or the reopens (flock only; the reports go through write_atomic)",
     ("drivers/ledger.py", "update_ledger"): "append-only log: one write of whole lines",
+    ("drivers/ledger_fold.py", "update_ledger_fold"): "append-only log: one write of whole lines",
     ("drivers/audit.py", "_append_lines"): "append-only log: one write per record",
     ("drivers/ingest_cursors.py", "append_keys"): "append-only index: one write of whole lines",
     ("engine/delegate.py", "staged_specs"): "copies into a fresh private temp folder, removed after the run",
