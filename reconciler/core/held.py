@@ -21,6 +21,8 @@ from reconciler.model.observed import Heartbeat
 
 #: Restarts of agents sharing one login are at least this far apart (besides one per tick).
 LOGIN_PACE_S = 30
+#: A heartbeat's `held` when the provider's usage limit stopped the turn (core/resume.py resumes it).
+USAGE_LIMIT = "usage-limit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.core.budget_types import BudgetPlan, Decision, State
+from reconciler.core.held import USAGE_LIMIT
 from reconciler.core.plan import AgentHealth
 from reconciler.model.observed import Heartbeat
 
-HELD = "usage-limit"
+HELD = USAGE_LIMIT
 #: What the resume types (one line: `fleet agent send`'s path appends its `[fleet:msg-…]` id).
 RESUME_TEXT = "The usage limit has reset; continue where you left off."
 #: The back-off grows to at most this many times the first step.

@@ -43,7 +43,6 @@ from reconciler.core.desired import (
 )
 from reconciler.core.health import FUTURE_SKEW
 from reconciler.core.held import held_by_failure
-from reconciler.core.resume import ResumeRecord
 from reconciler.drivers import host, systemd, tmux, usage, users
 from reconciler.drivers.files import scan_heartbeats
 from reconciler.engine.memo import LastResult
@@ -65,6 +64,7 @@ from reconciler.runtimes.codex import turn_failure
 
 if TYPE_CHECKING:  # lane memory and task reports: only tenants with lanes have them (core/lane_plan.py)
     from reconciler.core.lanes import LaneMemory
+    from reconciler.core.resume import ResumeRecord  # resume records: only after a usage limit
     from reconciler.model.task_report import TaskReport
 
 A = TypeVar("A")

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.core.budget_memory import parse_memory
 from reconciler.core.budget_types import AgentMemory
-from reconciler.core.resume import ResumeRecord, parse_resumes, resumes_json
 from reconciler.drivers.files import DAMAGED, damage, read_capped, write_if_changed
 from reconciler.model.history import RestartRecord
 from reconciler.model.layout import StateLayout
@@ -26,6 +25,7 @@ from reconciler.model.records import json_object
 
 if TYPE_CHECKING:  # lane memory: only tenants with lanes have one (core/lane_plan.py)
     from reconciler.core.lanes import LaneMemory
+    from reconciler.core.resume import ResumeRecord  # resume records: only after a usage limit
 
 T = TypeVar("T")
 #: A `last_at` after this is damage: the planner could not add a backoff to it.
@@ -147,7 +147,7 @@ def read_lane_memory(state_dir: Path, tenants: Iterable[str]) -> tuple[dict[str,
 def read_resumes(state_dir: Path, tenants: list[str]) -> tuple[dict[tuple[str, str], ResumeRecord], list[str]]:
     """Every tenant's resume records (core/resume.py); a corrupt file starts over (at worst
     one resume is typed again, or the back-off starts again from the hold)."""
-    return read_per_tenant(tenants, StateLayout(state_dir).resumes, parse_resumes, "resume records")
+    return read_per_tenant(tenants, StateLayout(state_dir).resumes, _parse_resumes, "resume records")
 
 
 def write_resumes(state_dir: Path, tenant: str, records: Mapping[str, ResumeRecord]) -> None:
@@ -155,7 +155,15 @@ def write_resumes(state_dir: Path, tenant: str, records: Mapping[str, ResumeReco
     path = StateLayout(state_dir).resumes(tenant)
     if not records and not path.exists():
         return
+    from reconciler.core.resume import resumes_json  # noqa: PLC0415  (only with resume records)
+
     write_if_changed(path, resumes_json(records), mode=0o600)
+
+
+def _parse_resumes(text: str) -> dict[str, ResumeRecord]:
+    from reconciler.core.resume import parse_resumes  # noqa: PLC0415  (read only where a file exists)
+
+    return parse_resumes(text)
 
 
 def write_lane_memory(state_dir: Path, tenant: str, memory: LaneMemory) -> None:

@@ -16,15 +16,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.core.budget_types import BudgetPlan
 from reconciler.core.desired import DesiredFleet, build_desired, resolve_desired
 from reconciler.core.health import Health
+from reconciler.core.held import USAGE_LIMIT as HELD_USAGE
 from reconciler.core.lane_plan import LanePlan
 from reconciler.core.plan import ActionKind, Plan
 from reconciler.core.planner import PlanOptions, plan, unhealthy_panes
-from reconciler.core.resume import HELD as HELD_USAGE
-from reconciler.core.resume import ResumeRecord, plan_resumes
 from reconciler.core.traces import scope_attrs
 from reconciler.drivers import telemetry
 from reconciler.engine.memo import LastResult
@@ -35,6 +35,9 @@ from reconciler.model.observed import ObservedFleet, Resolved
 from reconciler.model.usage import UsageSignal
 from reconciler.spec.load import load_repo
 from reconciler.spec.repo import FleetRepo
+
+if TYPE_CHECKING:  # resumes: only with an agent held by a usage limit (core/resume.py)
+    from reconciler.core.resume import ResumeRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ def _resumes(desired: DesiredFleet, observed: ObservedFleet, stored: StoredState
         return result, None
     first = {(t.name, a.name): a.usage_limit_retry for t in desired.tenants.values()
              for a in t.on_host(desired.host).values()}
+    from reconciler.core.resume import plan_resumes  # noqa: PLC0415  (only with an agent held by a limit)
+
     planned = plan_resumes(result.health, observed.heartbeats, stored.resumes, budget, first, at)
     health = tuple(replace(h, message=f"{h.message}; {note}") if (note := planned.notes.get((h.tenant, h.agent)))
                    else h for h in result.health)
