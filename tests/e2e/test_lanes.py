@@ -71,6 +71,15 @@ class Shop:
     def sessions(self) -> set[str]:
         return set(self.tmux("list-sessions", "-F", "#{session_name}").split())
 
+    def report(self, agent: str, *args: str) -> None:
+        """`fleet task ARGS` as `agent` would run it: in the FLEET_* environment of its pane."""
+        pane_env = dict(line.split("=", 1) for line in self.tmux("show-environment", "-t", f"={agent}").split()
+                        if line.startswith("FLEET_"))
+        done = subprocess.run([sys.executable, "-m", "reconciler.cli", "task", *args],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**{k: v for k, v in self.env.items() if not k.startswith("FLEET_")}, **pane_env})
+        assert done.returncode == 0, done.stderr
+
 
 def test_a_lane_at_min_0_gets_a_worker_for_a_task_and_drains_after_the_cooldown(
         tmp_path: Path, tmux_socket: SocketKey) -> None:
@@ -157,12 +166,7 @@ def test_a_worker_gets_its_brief_acks_it_and_reports_done_from_its_environment(
     assert any(line.startswith("coder0-0 ") and "healthy" in line for line in ps.stdout.splitlines()), ps.stdout
 
     # The agent reports with `fleet task done`, in the environment its pane was started with.
-    pane_env = dict(line.split("=", 1) for line in shop.tmux("show-environment", "-t", "=coder0-0").split()
-                    if line.startswith("FLEET_"))
-    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "task", "done", "T2", "--note", "see PR 7"],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env={**{k: v for k, v in shop.env.items() if not k.startswith("FLEET_")}, **pane_env})
-    assert done.returncode == 0, done.stderr
+    shop.report("coder0-0", "done", "T2", "--note", "see PR 7")
     after = shop.reconcile()
     task = next(t for t in status_json((shop.repo / "status" / HOST / "shop.yaml").read_text())["tasks"]
                 if t["task"] == "T2")
