@@ -66,13 +66,7 @@ def _ps(shop: Shop) -> str:
 
 
 def _report_done(shop: Shop, task: str, note: str) -> None:
-    """`fleet task done` in the environment the worker's pane was started with."""
-    pane_env = dict(line.split("=", 1) for line in shop.tmux("show-environment", "-t", "=coder0-0").split()
-                    if line.startswith("FLEET_"))
-    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "task", "done", task, "--note", note],
-                          capture_output=True, text=True, timeout=60, check=False,
-                          env={**{k: v for k, v in shop.env.items() if not k.startswith("FLEET_")}, **pane_env})
-    assert done.returncode == 0, done.stderr
+    shop.report("coder0-0", "done", task, "--note", note)
 
 
 def test_the_tasks_page_shows_the_lane_and_its_tasks(served: tuple[Shop, str]) -> None:
