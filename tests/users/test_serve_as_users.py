@@ -11,7 +11,6 @@ change to it is a decision, not an accident.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from tests.plugins.tmux_server import retry_until
 from tests.users.test_tenants_as_users import Fleet
 from tests.users.test_tenants_as_users import fleet as fleet  # noqa: PLC0414  (the fixture)
 from tests.users.test_tenants_as_users import pair as pair  # noqa: PLC0414  (the fixture)
+from tests.web.serving import printed_url
 
 
 @contextmanager
@@ -39,19 +39,8 @@ def serving(argv: list[str], user: str | None) -> Iterator[str]:
         kwargs = {"user": account.uid, "group": account.gid, "extra_groups": [], "cwd": account.home}
     proc = subprocess.Popen([*argv, "--port", "0", "--interval", "0.3"], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)  # type: ignore[call-overload]
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        found = re.search(r"http://[\d.]+:\d+/", line)
-        assert found, line + (proc.stderr.read() if proc.poll() is not None else "")
-        yield found.group(0).rstrip("/")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with printed_url(proc) as url:
+        yield url
 
 
 def _rows(url: str) -> dict[str, str]:

@@ -72,11 +72,18 @@ def fleet_serve(repo: Path, state_dir: Path, env: dict[str, str], *args: str, ho
             str(state_dir), "--port", "0", *args]
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
+    with printed_url(proc) as url:
+        yield url
+
+
+@contextmanager
+def printed_url(proc: subprocess.Popen[str]) -> Iterator[str]:
+    """The URL a started `fleet serve` prints on stderr; the server is stopped on leaving."""
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         found = re.search(r"http://[\d.]+:\d+/", line)
-        assert found, line + proc.stderr.read() if proc.poll() is not None else line
+        assert found, line + (proc.stderr.read() if proc.poll() is not None else "")
         yield found.group(0).rstrip("/")
     finally:
         proc.terminate()
