@@ -54,6 +54,19 @@ def world(tmp_path: Path, git_isolated: None):  # type: ignore[no-untyped-def]
                        capture_output=True, check=False)
 
 
+def merge_round(person: Path, workers: dict[str, str], round_no: int) -> None:
+    """Every third round but the last ones, a person merges a roster change: a worker
+    added, and every other time the oldest retired (`workers` is updated)."""
+    if round_no >= ROUNDS - 3 or round_no % 3:
+        return
+    workers[f"w{round_no}"] = HOSTS[(round_no // 3) % len(HOSTS)]
+    if round_no % 6 == 0 and len(workers) > 2:
+        workers.pop(next(iter(workers)))
+    git(person, "pull", "--quiet", "--rebase", "origin", "main")
+    person_commit(person, {"tenants/demo/roster.yaml": roster(workers)}, f"round {round_no}")
+    push_as_a_person(person)
+
+
 def reconcile(clone: Path, host: str, root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MOSAIC_AGENT_COMMAND": "sleep 600", "TMUX_TMPDIR": str(root / "tmux" / host)}
     return subprocess.run(
@@ -77,14 +90,7 @@ def test_three_hosts_twenty_rounds(world, tmp_path: Path) -> None:  # type: igno
     quiet_heads = []
     with ThreadPoolExecutor(len(HOSTS)) as pool:
         for round_no in range(ROUNDS):
-            if round_no < ROUNDS - 3 and round_no % 3 == 0:
-                # a person merges a roster change: add a worker, and every other time retire one
-                workers[f"w{round_no}"] = HOSTS[(round_no // 3) % len(HOSTS)]
-                if round_no % 6 == 0 and len(workers) > 2:
-                    workers.pop(next(iter(workers)))
-                git(person, "pull", "--quiet", "--rebase", "origin", "main")
-                person_commit(person, {"tenants/demo/roster.yaml": roster(workers)}, f"round {round_no}")
-                push_as_a_person(person)
+            merge_round(person, workers, round_no)
             results = list(pool.map(lambda h: reconcile(clones[h], h, tmp_path), HOSTS))
             for host, result in zip(HOSTS, results, strict=True):
                 assert result.returncode == 0, f"{host} round {round_no}:\n{result.stdout}\n{result.stderr}"

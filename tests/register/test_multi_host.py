@@ -20,8 +20,7 @@ from reconciler.engine.gitops import spec_revision
 from reconciler.engine.writeback import read_all_statuses
 from reconciler.spec.load import load_repo
 from tests.e2e.repos import example_repo
-from tests.e2e.test_multi_host import HOSTS, ROUNDS, reconcile, roster
-from tests.e2e.test_watch import push_as_a_person
+from tests.e2e.test_multi_host import HOSTS, ROUNDS, merge_round, reconcile, roster
 from tests.plugins.git_remote import git, person_commit, remote_tree
 from tests.register.support import REGISTER_BLOCK, URL_ENV, fleet, query
 
@@ -65,13 +64,7 @@ def test_three_hosts_twenty_rounds_one_register(world: tuple[Path, Path, dict[st
     workers: dict[str, str] = {}
     with ThreadPoolExecutor(len(HOSTS)) as pool:
         for round_no in range(ROUNDS):
-            if round_no < ROUNDS - 3 and round_no % 3 == 0:
-                workers[f"w{round_no}"] = HOSTS[(round_no // 3) % len(HOSTS)]
-                if round_no % 6 == 0 and len(workers) > 2:
-                    workers.pop(next(iter(workers)))
-                git(person, "pull", "--quiet", "--rebase", "origin", "main")
-                person_commit(person, {"tenants/demo/roster.yaml": roster(workers)}, f"round {round_no}")
-                push_as_a_person(person)
+            merge_round(person, workers, round_no)
             results = list(pool.map(lambda h: reconcile(clones[h], h, tmp_path), HOSTS))
             for host, result in zip(HOSTS, results, strict=True):
                 assert result.returncode == 0, f"{host} round {round_no}:\n{result.stdout}\n{result.stderr}"
